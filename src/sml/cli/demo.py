@@ -1,0 +1,15 @@
+"""`sml demo`: not implemented yet (placeholder owned by the issue that builds it)."""
+from __future__ import annotations
+
+import argparse
+
+from sml.errors import SMLError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("demo", help="(not implemented yet)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    raise SMLError("`sml demo` is not implemented yet")

@@ -1,0 +1,64 @@
+"""Entry point of the ``sml`` command (also ``python -m sml``)."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import textwrap
+from typing import Sequence
+
+from sml import __version__
+from sml.errors import SMLError
+
+# Sub-commands, in the order `sml --help` lists them. Each module defines
+# `register(subparsers)`, which adds its parser and sets `func=run(args) -> int`.
+COMMANDS = ["stats", "eval", "predict", "train", "demo", "report", "models"]
+
+DESCRIPTION = """\
+Standardized Max Logits (Jung et al., ICCV 2021): find unexpected obstacles on
+the road in the output of any semantic-segmentation network, with no
+retraining and no outlier data.
+
+Typical use:
+  sml stats --model erfnet --weights erfnet_cityscapes.pth \\
+            --data cityscapes:/data/cityscapes -o stats.json
+  sml eval  --model erfnet --weights erfnet_cityscapes.pth --stats stats.json \\
+            --data road-anomaly:/data/RoadAnomaly_jpg --out runs/ra --report
+  sml demo  # everything above on a generated data set, no download
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sml", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"sml {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        importlib.import_module(f"sml.cli.{name}").register(sub)
+    return parser
+
+
+def _fail(message: str, code: int = 2) -> int:
+    text = "\n".join(textwrap.fill(p, width=100) for p in str(message).split("\n"))
+    print(f"sml: error: {text}", file=sys.stderr)
+    return code
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0
+    try:
+        return int(args.func(args) or 0)
+    except SMLError as exc:
+        return _fail(str(exc))
+    except FileNotFoundError as exc:
+        return _fail(f"{exc}. Check the path and try again.")
+    except KeyboardInterrupt:
+        return _fail("interrupted; partial results were not written (use --resume where offered)", 130)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
