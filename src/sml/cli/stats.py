@@ -1,15 +1,76 @@
-"""`sml stats`: not implemented yet (placeholder owned by the issue that builds it)."""
+"""`sml stats`: per-class max-logit statistics of a network over a training split."""
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
-from sml.errors import SMLError
+from sml.pipelines.options import HelpFormatter, add_model_args
+
+EPILOG = """\
+examples:
+  sml stats --model erfnet --weights erfnet_cityscapes.pth \\
+            --data cityscapes:/data/cityscapes --split train -o stats.json
+  # interrupted? continue where it stopped (same arguments plus --resume):
+  sml stats ... -o stats.json --resume
+  # several processes (each takes every N-th frame; result identical to one process):
+  torchrun --nproc_per_node=4 -m sml stats --model erfnet ... -o stats.json
+
+The statistics are the count, mean and unbiased variance of the max logit over
+all pixels predicted as each class (spec section 2). They are what `sml eval
+--method sml` and `sml predict` need (--stats stats.json). Partial progress is
+saved to OUT.partial/ every --save-every frames; it is removed once OUT exists.
+"""
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("stats", help="(not implemented yet)")
+    p = sub.add_parser("stats", help="per-class max-logit statistics over a training split",
+                       description="Compute per-class max-logit statistics (count, mean, std) of a "
+                                   "segmentation network over every image of a split.",
+                       epilog=EPILOG, formatter_class=HelpFormatter)
+    add_model_args(p)
+    g = p.add_argument_group("data and output")
+    g.add_argument("--data", required=True, metavar="KIND:PATH",
+                   help="data set, e.g. cityscapes:/data/cityscapes (labels are not needed)")
+    g.add_argument("--split", default="train", help="split to use")
+    g.add_argument("-o", "--out", "--output", dest="out", required=True, metavar="stats.json",
+                   help="where to write the statistics (JSON)")
+    g.add_argument("--limit", type=int, default=None, metavar="N", help="use only the first N frames")
+    g.add_argument("--valid-only", action="store_true",
+                   help="count only pixels whose label is not the ignore label (needs labels)")
+    g.add_argument("--allow-subset", action="store_true",
+                   help="accept a data set with fewer frames than its release")
+    g.add_argument("--resume", action="store_true", help="continue an interrupted run from OUT.partial/")
+    g.add_argument("--save-every", type=int, default=10, metavar="N",
+                   help="save partial progress every N frames (per process)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    raise SMLError("`sml stats` is not implemented yet")
+    from sml.errors import InputError
+    from sml.pipelines import common
+    from sml.pipelines.stats import compute_statistics, print_report, save_statistics
+    from sml.utils import distributed
+
+    out = Path(args.out)
+    if out.suffix.lower() != ".json":
+        raise InputError(f"-o {out}: the statistics are written as JSON; give a path ending in .json")
+    if args.save_every < 1:
+        raise InputError(f"--save-every must be at least 1 (got {args.save_every})")
+    common.check_device(args.device)
+    distributed.init_from_env(args.device)
+    dataset = common.open_data(args.data, split=args.split, allow_subset=args.allow_subset,
+                               labels_required=True if args.valid_only else False)
+    model = common.load_model(args.model, args.weights, device=args.device, trust=args.trust_checkpoint)
+    meta = {"model": args.model, "weights": str(args.weights), "data": args.data, "split": args.split,
+            "limit": args.limit}
+    result = compute_statistics(model, dataset, valid_only=args.valid_only, limit=args.limit,
+                                state_dir=out.with_name(out.name + ".partial"), resume=args.resume,
+                                save_every=args.save_every, meta=meta)
+    if distributed.is_main():
+        save_statistics(result.stats, out, model=args.model, data=args.data, split=args.split,
+                        frames=result.frames)
+        print_report(result.stats, result.frames, out)
+    from sml.pipelines.resume import ResumeStore
+
+    ResumeStore(out.with_name(out.name + ".partial"), {}).clear()
+    return 0

@@ -1,0 +1,122 @@
+"""Pieces every pipeline uses: opening the model and the data, one forward pass, frame selection."""
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+import torch
+
+from sml.errors import InputError
+
+
+def load_model(name: str, weights: str | None = None, device: str = "cpu", trust: bool = False) -> Any:
+    """``sml.models.load`` with the CLI's options (a model object passes through unchanged)."""
+    if not isinstance(name, str):
+        return name
+    import sml.models
+
+    check_device(device)
+    return sml.models.load(name, weights=weights, device=device, trust=trust)
+
+
+def check_device(device: str) -> None:
+    """Reject a device torch cannot use here, with the fix in the message."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise InputError(f"--device {device!r} is not a torch device ({exc}); use cpu, cuda or cuda:N") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"--device {device}: CUDA is not available on this machine; use --device cpu")
+
+
+def open_data(spec: Any, split: str | None = None, allow_subset: bool = False,
+              labels_required: bool | None = None) -> Any:
+    """Open ``KIND:PATH`` with ``sml.data.open_dataset`` (a Dataset object passes through unchanged)."""
+    if not isinstance(spec, str):
+        return spec
+    if ":" not in spec:
+        raise InputError(f"--data {spec!r} must be KIND:PATH, e.g. road-anomaly:/data/RoadAnomaly_jpg "
+                         f"(see datasets.md for the kinds)")
+    import sml.data
+
+    kwargs: dict[str, Any] = {"allow_subset": allow_subset}
+    if split is not None:
+        kwargs["split"] = split
+    if labels_required is not None:
+        kwargs["labels_required"] = labels_required
+    return sml.data.open_dataset(spec, **kwargs)
+
+
+def dataset_kind(dataset: Any) -> str:
+    """The data set's kind name (``road-anomaly`` ...), for outputs and metrics.json."""
+    return str(getattr(dataset, "kind", "") or type(dataset).__name__)
+
+
+def num_classes(model: Any) -> int:
+    """Number of classes the model's logits have."""
+    for attr in ("num_classes", "classes"):
+        v = getattr(model, attr, None)
+        if isinstance(v, int):
+            return v
+        if isinstance(v, (list, tuple)):
+            return len(v)
+    raise InputError(f"cannot tell how many classes model {model!r} predicts; give it a num_classes attribute")
+
+
+def class_names(model: Any) -> list[str] | None:
+    names = getattr(model, "class_names", None)
+    return list(names) if names else None
+
+
+def model_name(model: Any, fallback: str | None = None) -> str:
+    return str(fallback or getattr(model, "name", None) or type(model).__name__)
+
+
+def forward(model: Any, image: np.ndarray, output_size: tuple[int, int]) -> torch.Tensor:
+    """Logits ``1 x C x H x W`` (float32, on the model's device) at ``output_size``: the one forward pass."""
+    with torch.inference_mode():
+        logits = model.predict(image, output_size=tuple(int(s) for s in output_size))
+    if logits.ndim == 3:
+        logits = logits.unsqueeze(0)
+    return logits
+
+
+def frame_indices(n: int, limit: int | None) -> list[int]:
+    """Indices of the frames a run uses: all, or the first ``limit``."""
+    if limit is not None:
+        if limit < 1:
+            raise InputError(f"--limit must be a positive number of frames (got {limit})")
+        n = min(n, int(limit))
+    return list(range(n))
+
+
+@dataclass
+class Timer:
+    """Accumulated seconds per stage (decode, forward, scoring, metrics, writing)."""
+
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @contextmanager
+    def __call__(self, stage: str) -> Iterator[None]:
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - t0
+
+
+def format_table(header: Sequence[str], rows: Sequence[Sequence[Any]], align: str | None = None) -> str:
+    """A plain-text table (first column left-aligned, the rest right-aligned unless ``align`` says)."""
+    cells = [[str(h) for h in header]] + [[str(c) for c in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    align = align or ("l" + "r" * (len(header) - 1))
+    lines = []
+    for j, r in enumerate(cells):
+        parts = [c.ljust(w) if a == "l" else c.rjust(w) for c, w, a in zip(r, widths, align)]
+        lines.append("  ".join(parts).rstrip())
+        if j == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)

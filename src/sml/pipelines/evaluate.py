@@ -1,0 +1,400 @@
+"""``sml eval``: anomaly scores of several methods on a benchmark, from one forward pass per frame.
+
+Flow per frame: decode -> ``model.predict`` at label resolution (the only
+forward pass) -> every requested scorer on the same logits -> per-method
+pixel metrics (a per-frame :class:`AnomalyMetrics`, whose AP goes to
+``frames.json`` and which is then merged into the pooled one) -> map files.
+
+After the pass, and only when maps were kept (``--components``, ``--report``,
+``--save-maps npy16``), a second pass over the saved maps (no network) adds
+the numbers that need thresholds known only at the end: the component metrics
+at the pooled best-F1 threshold, and for each frame the false-positive area at
+the pooled 95%-TPR threshold (fraction of the frame's inlier pixels scoring at
+or above it; computed on the float32 maps kept for ``--components``, otherwise
+on the float16 maps of ``maps/``).
+
+Many processes: rank ``r`` scores ``frames[r::world]``; the pooled metric
+states are gathered and merged in rank order (the metric state is exact
+counts, so the merge does not depend on grouping) and per-frame records are
+sorted by frame index; rank 0 writes every run-level file.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+import shutil
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from sml.errors import InputError
+from sml.pipelines import common, writers
+from sml.pipelines.resume import ResumeStore
+from sml.utils import atomic, distributed
+from sml.utils.progress import progress
+
+PARTIAL = ".partial"
+CURVE_POINTS = 2000
+#: SegmentMeIfYouCan component-metric tracks by data-set kind (spec section 6)
+TRACKS = {"smiyc-obstacle": "obstacle"}
+
+
+@dataclass
+class EvalConfig:
+    """What to compute and write; see ``sml eval --help`` for each field."""
+
+    methods: list[str]
+    sml_settings: dict[str, Any] = field(default_factory=dict)
+    components: bool = False
+    save_maps: list[str] = field(default_factory=list)
+    report: bool = False
+    limit: int | None = None
+    resume: bool = False
+    save_every: int = 10
+    track: str | None = None
+
+
+# ------------------------------------------------------------------ adapters to the core packages
+def build_scorers(methods: Sequence[str], stats: Any, sml_settings: dict[str, Any]) -> dict[str, Any]:
+    """One scorer per method (``sml`` gets the statistics and its settings)."""
+    from sml.scores import build_scorer
+
+    out = {}
+    for m in methods:
+        if m == "sml":
+            if stats is None:
+                raise InputError("method sml needs class statistics: pass --stats stats.json (from `sml stats`)")
+            out[m] = build_scorer(m, stats=stats, **sml_settings)
+        else:
+            out[m] = build_scorer(m)
+    return out
+
+
+def scorer_settings(scorer: Any) -> dict[str, Any]:
+    s = getattr(scorer, "settings", None)
+    return dict(s()) if callable(s) else {}
+
+
+def new_metric() -> Any:
+    from sml.metrics import AnomalyMetrics
+
+    return AnomalyMetrics(ignore_index=255)
+
+
+def merge_into(a: Any, b: Any) -> Any:
+    out = a.merge(b)
+    return a if out is None else out
+
+
+def _f(v: Any) -> float | None:
+    """JSON-friendly float (NaN stays NaN: interface.md reports missing values as NaN)."""
+    if v is None:
+        return None
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return None
+
+
+# ------------------------------------------------------------------ the pass
+@dataclass
+class EvalRun:
+    """Result of :func:`evaluate`: the metrics.json content, per-frame records and stage timings."""
+
+    metrics: dict[str, Any]
+    frames: list[dict[str, Any]]
+    seconds: dict[str, float]
+    out: Path
+
+
+def _score_frame(scorers: dict[str, Any], logits: torch.Tensor) -> dict[str, np.ndarray]:
+    maps = {}
+    with torch.inference_mode():
+        for m, scorer in scorers.items():
+            maps[m] = scorer(logits)[0].float().cpu().numpy()
+    return maps
+
+
+def evaluate(
+    model: Any,
+    dataset: Any,
+    out: str | os.PathLike,
+    config: EvalConfig,
+    *,
+    stats: Any = None,
+    stats_path: str | os.PathLike | None = None,
+    meta: dict[str, Any] | None = None,
+    show_progress: bool = True,
+) -> EvalRun:
+    """Score ``dataset`` with ``config.methods`` and write the run directory ``out`` (collective call)."""
+    out = Path(out)
+    kind = common.dataset_kind(dataset)
+    methods = list(config.methods)
+    scorers = build_scorers(methods, stats, config.sml_settings)
+    indices = common.frame_indices(len(dataset), config.limit)
+    formats = list(config.save_maps)
+    if config.report and "npy16" not in formats:
+        formats.append("npy16")
+    keep32 = config.components
+    tmp32 = out / PARTIAL / "maps32"
+    track = config.track or TRACKS.get(kind, "anomaly")
+
+    store = ResumeStore(out / PARTIAL / "state", {
+        "kind": "eval", "frames": [dataset.frames[i].id for i in indices], "methods": methods,
+        "settings": {m: scorer_settings(s) for m, s in scorers.items()}, "formats": formats,
+        "components": config.components, **(meta or {})})
+    pooled = {m: new_metric() for m in methods}
+    records: dict[int, dict[str, Any]] = {}
+    loaded = store.start(config.resume)
+    if distributed.is_main():
+        for payload in loaded:
+            if set(payload["records"]) & set(records):
+                raise InputError(f"the partial state in {store.folder} counts a frame twice; delete "
+                                 f"{out / PARTIAL} and run again without --resume")
+            records.update(payload["records"])
+            for m in methods:
+                pooled[m] = merge_into(pooled[m], payload["metrics"][m])
+    done = set()
+    for d in distributed.all_gather_object(sorted(records)):
+        done.update(d)
+    todo = [i for i in indices if i not in done]
+    mine = distributed.shard(todo)
+    store.save({"records": records, "metrics": pooled})
+    store.drop_older()
+
+    timer = common.Timer()
+    bar = progress(mine, total=len(todo), desc=f"eval {kind}", disable=None if show_progress else True)
+    for n, i in enumerate(bar, 1):
+        frame = dataset.frames[i]
+        with timer("decode"):
+            sample = dataset.load(frame)
+        labels = sample.labels
+        size = labels.shape if labels is not None else sample.image.shape[:2]
+        with timer("forward"):
+            logits = common.forward(model, sample.image, size)
+        with timer("scoring"):
+            maps = _score_frame(scorers, logits)
+            pred = logits[0].argmax(0).to(torch.uint8).cpu().numpy() if "fishyscapes" in formats else None
+        rec: dict[str, Any] = {"id": frame.id, "image": str(frame.image_path),
+                               "labels": str(frame.label_path) if frame.label_path else None, "methods": {}}
+        if labels is not None:
+            rec["pixels"] = {"anomaly": int((labels == 1).sum()), "inlier": int((labels == 0).sum())}
+        with timer("metrics"):
+            for m in methods:
+                entry: dict[str, Any] = {}
+                if labels is not None:
+                    fm = new_metric()
+                    fm.update(maps[m], labels)
+                    entry["ap"] = _f(_frame_ap(fm, labels))
+                    pooled[m] = merge_into(pooled[m], fm)
+                rec["methods"][m] = entry
+        with timer("writing"):
+            for m in methods:
+                for fmt in formats:
+                    writers.write_map(out, fmt, m, kind, frame.id, maps[m], pred)
+                if keep32:
+                    atomic.save_npy(tmp32 / m / f"{writers.safe_name(frame.id)}.npy", maps[m])
+        records[i] = rec
+        if n % config.save_every == 0 or n == len(mine):
+            store.save({"records": records, "metrics": pooled})
+
+    # ---- gather: metric states in rank order, records by frame index
+    with timer("metrics"):
+        states = distributed.all_gather_object(pooled)
+        pooled = {m: new_metric() for m in methods}
+        for st in states:
+            for m in methods:
+                pooled[m] = merge_into(pooled[m], st[m])
+        all_records: dict[int, dict[str, Any]] = {}
+        for part in distributed.all_gather_object(records):
+            all_records.update(part)
+        results = {m: pooled[m].compute() for m in methods}
+
+    # ---- second pass over the kept maps (thresholds known only now)
+    frame_list = [all_records[i] for i in indices]
+    if keep32 or "npy16" in formats:
+        with timer("post"):
+            _post_pass(dataset, indices, frame_list, methods, pooled, results, out, kind, tmp32 if keep32 else None,
+                       track if config.components else None, show_progress)
+
+    metrics = _metrics_json(dataset, kind, frame_list, methods, scorers, results, model, stats_path, meta, track,
+                            config)
+    if distributed.is_main():
+        with timer("writing"):
+            _write_run(out, metrics, frame_list, pooled, stats, stats_path)
+    store.clear()
+    if distributed.is_main() and keep32:
+        shutil.rmtree(out / PARTIAL, ignore_errors=True)
+    distributed.barrier()
+    return EvalRun(metrics, frame_list, timer.seconds, out)
+
+
+def _frame_ap(fm: Any, labels: np.ndarray) -> float:
+    if not (labels == 1).any() or not (labels == 0).any():
+        return math.nan
+    return fm.compute()["ap"]
+
+
+def _post_pass(dataset: Any, indices: list[int], frame_list: list[dict[str, Any]], methods: list[str],
+               pooled: dict[str, Any], results: dict[str, dict[str, Any]], out: Path, kind: str,
+               tmp32: Path | None, track: str | None, show_progress: bool) -> None:
+    """fp_area per frame and (with ``track``) component metrics, from the maps on disk."""
+    thr95 = {m: _f(results[m].get("threshold_at_95tpr", results[m].get("fpr95_threshold_value"))) for m in methods}
+    best = {m: _f(pooled[m].best_f1_threshold()) for m in methods} if track else {}
+    pos = list(range(len(indices)))
+    mine = distributed.shard(pos)
+    per_frame: dict[int, dict[str, Any]] = {}
+    for p in progress(mine, total=len(pos), desc="thresholds", disable=None if show_progress else True):
+        frame = dataset.frames[indices[p]]
+        if frame.label_path is None:
+            continue
+        labels = dataset.load_labels(frame)
+        res: dict[str, Any] = {}
+        for m in methods:
+            name = writers.safe_name(frame.id)
+            path = tmp32 / m / f"{name}.npy" if tmp32 is not None else writers.map_path(out, "npy16", m, kind, frame.id)
+            amap = np.load(path).astype(np.float32)
+            entry: dict[str, Any] = {}
+            inl = labels == 0
+            if thr95.get(m) is not None and not math.isnan(thr95[m]) and inl.any():
+                entry["fp_area"] = float((amap[inl] >= thr95[m]).mean())
+            if track and best.get(m) is not None:
+                entry["components"] = _component_state(amap, labels, best[m], track)
+            res[m] = entry
+        per_frame[p] = res
+    merged: dict[int, dict[str, Any]] = {}
+    for part in distributed.all_gather_object(per_frame):
+        merged.update(part)
+    comp_total: dict[str, Any] = {}
+    for p in pos:
+        for m, entry in merged.get(p, {}).items():
+            comp = entry.pop("components", None)
+            if comp is not None:
+                comp_total[m] = comp if m not in comp_total else merge_into(comp_total[m], comp)
+            frame_list[p]["methods"][m].update(entry)
+    for m, comp in comp_total.items():
+        results[m]["components"] = {k: _f(v) if not isinstance(v, (dict, list)) else v
+                                    for k, v in comp.compute().items()}
+        results[m]["components"]["threshold"] = best[m]
+
+
+def _component_state(amap: np.ndarray, labels: np.ndarray, threshold: float, track: str) -> Any:
+    from sml.metrics import ComponentMetrics
+
+    cm = ComponentMetrics(track)
+    cm.update(amap, labels, threshold)
+    return cm
+
+
+def _metrics_json(dataset: Any, kind: str, frames: list[dict[str, Any]], methods: list[str],
+                  scorers: dict[str, Any], results: dict[str, dict[str, Any]], model: Any,
+                  stats_path: Any, meta: dict[str, Any] | None, track: str, config: EvalConfig) -> dict[str, Any]:
+    labelled = [f for f in frames if f.get("pixels")]
+    anomaly = sum(f["pixels"]["anomaly"] for f in labelled)
+    inlier = sum(f["pixels"]["inlier"] for f in labelled)
+    out: dict[str, Any] = {
+        "dataset": kind, "frames": len(labelled), "frames_scored": len(frames),
+        "pixels": {"anomaly": anomaly, "inlier": inlier},
+        "model": (meta or {}).get("model") or common.model_name(model),
+        "stats": str(stats_path) if stats_path else None,
+        "fpr95_convention": "interpolated",
+        "methods": {},
+    }
+    if getattr(dataset, "notes", None):
+        out["notes"] = list(dataset.notes)
+    if config.components:
+        out["component_track"] = track
+    for m in methods:
+        r = results[m]
+        entry = {k: _f(r.get(k)) for k in ("auroc", "ap", "fpr95", "fpr95_threshold")}
+        for k, v in r.items():
+            if k not in entry and k not in ("curves",) and isinstance(v, (int, float, str, dict)) or v is None:
+                entry.setdefault(k, v if not isinstance(v, float) else _f(v))
+        settings = scorer_settings(scorers[m])
+        if settings:
+            entry["settings"] = settings
+        out["methods"][m] = entry
+    return out
+
+
+CSV_FIELDS = ["method", "auroc", "ap", "fpr95", "fpr95_threshold", "threshold_at_95tpr", "best_f1_threshold",
+              "siou", "ppv", "mean_f1"]
+
+
+def _write_run(out: Path, metrics: dict[str, Any], frames: list[dict[str, Any]], pooled: dict[str, Any],
+               stats: Any, stats_path: Any) -> None:
+    atomic.write_json(out / "metrics.json", metrics)
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["dataset", "frames", *CSV_FIELDS])
+    for m, r in metrics["methods"].items():
+        comp = r.get("components") or {}
+        row = [metrics["dataset"], metrics["frames"], m]
+        for k in CSV_FIELDS[1:]:
+            v = comp.get(k) if k in ("siou", "ppv", "mean_f1") else r.get(k)
+            row.append("" if v is None else repr(float(v)))
+        w.writerow(row)
+    atomic.write_text(out / "metrics.csv", buf.getvalue())
+    curves = {}
+    for m, metric in pooled.items():
+        try:
+            c = metric.curves(CURVE_POINTS)
+        except Exception:  # noqa: BLE001 - a set without positives has no curve; the table says why
+            continue
+        curves[m] = _plain(c)
+        curves[m].setdefault("auroc", metrics["methods"][m].get("auroc"))
+        curves[m].setdefault("ap", metrics["methods"][m].get("ap"))
+    atomic.write_json(out / "curves.json", curves)
+    atomic.write_json(out / "frames.json", frames)
+    if stats_path is not None and Path(stats_path).is_file():
+        atomic.write_bytes(out / "stats.json", Path(stats_path).read_bytes())
+    elif stats is not None and hasattr(stats, "save"):
+        stats.save(out / "stats.json")
+
+
+def _plain(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    if isinstance(obj, torch.Tensor):
+        obj = obj.detach().cpu().numpy()
+    if isinstance(obj, np.ndarray):
+        return obj.astype(np.float64).tolist()
+    if isinstance(obj, np.generic):
+        return obj.item()
+    return obj
+
+
+def _pct(v: Any) -> str:
+    return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * float(v):.2f}"
+
+
+def metrics_table(metrics: dict[str, Any]) -> str:
+    """The table ``sml eval`` prints: percent, one row per method."""
+    comp = any("components" in r for r in metrics["methods"].values())
+    header = ["method", "AUROC %", "AP %", "FPR@95 %"] + (["sIoU %", "PPV %", "mean F1 %"] if comp else [])
+    rows = []
+    for m, r in metrics["methods"].items():
+        row = [m, _pct(r.get("auroc")), _pct(r.get("ap")), _pct(r.get("fpr95"))]
+        if comp:
+            c = r.get("components") or {}
+            row += [_pct(c.get("siou")), _pct(c.get("ppv")), _pct(c.get("mean_f1"))]
+        rows.append(row)
+    px = metrics["pixels"]
+    title = (f"{metrics['dataset']}: {metrics['frames']} labelled frames"
+             f"{'' if metrics['frames_scored'] == metrics['frames'] else ' of ' + str(metrics['frames_scored'])}, "
+             f"{px['anomaly']:,} anomaly / {px['inlier']:,} inlier pixels, model {metrics['model']}")
+    return title + "\n" + common.format_table(header, rows)
+
+
+def print_table(metrics: dict[str, Any], out: Path, file: Any = None) -> None:
+    file = file or sys.stdout
+    print(metrics_table(metrics), file=file)
+    print(f"results written to {out}/ (metrics.json, metrics.csv, curves.json, frames.json)", file=file)

@@ -1,0 +1,73 @@
+"""Command-line options shared by ``sml stats``, ``sml eval`` and ``sml predict``."""
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from sml.errors import InputError
+
+METHODS = ("sml", "max_logit", "msp", "entropy", "energy")
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """Keeps the examples in epilogs as written and shows every default."""
+
+
+def add_model_args(p: argparse.ArgumentParser) -> None:
+    """``--model``, ``--weights``, ``--trust-checkpoint``, ``--device``."""
+    g = p.add_argument_group("model")
+    g.add_argument("--model", required=True, metavar="NAME",
+                   help="network name (see `sml models`), e.g. erfnet or deeplabv3plus_r101_os8; "
+                        "or a TorchScript/ONNX file")
+    g.add_argument("--weights", metavar="PATH", default=None,
+                   help="checkpoint file (state dict) for the network")
+    g.add_argument("--trust-checkpoint", action="store_true",
+                   help="allow checkpoints that need full pickle loading (only for files you trust)")
+    g.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1, ...")
+
+
+def add_sml_args(p: argparse.ArgumentParser) -> None:
+    """SML post-processing settings (spec sections 3 and 4)."""
+    g = p.add_argument_group("SML settings (method sml only)")
+    g.add_argument("--boundary-width", type=int, default=4, metavar="PX",
+                   help="width of the suppressed band around predicted class boundaries")
+    g.add_argument("--boundary-iterations", type=int, default=4, metavar="N",
+                   help="boundary suppression iterations (must divide --boundary-width)")
+    g.add_argument("--no-suppression", action="store_true", help="switch iterative boundary suppression off")
+    g.add_argument("--no-smoothing", action="store_true", help="switch dilated smoothing off")
+    g.add_argument("--border", choices=("reference", "ignore"), default="reference",
+                   help="image-border handling of the boundary: 'reference' reproduces the published "
+                        "numbers, 'ignore' finds no boundaries at the image border")
+
+
+def sml_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The SML settings of parsed arguments, as keyword arguments of the scorer."""
+    if args.boundary_width < 0 or args.boundary_iterations < 1:
+        raise InputError(f"--boundary-width must be >= 0 and --boundary-iterations >= 1 "
+                         f"(got {args.boundary_width} and {args.boundary_iterations})")
+    return {
+        "boundary_width": args.boundary_width,
+        "boundary_iterations": args.boundary_iterations,
+        "suppression": not args.no_suppression,
+        "smoothing": not args.no_smoothing,
+        "border": args.border,
+    }
+
+
+def parse_methods(text: str) -> list[str]:
+    """``"sml,max_logit"`` -> ``["sml", "max_logit"]``, validated, order kept, repeats dropped."""
+    out: list[str] = []
+    for m in str(text).split(","):
+        m = m.strip().lower().replace("-", "_")
+        if not m:
+            continue
+        if m == "maxlogit":
+            m = "max_logit"
+        if m not in METHODS:
+            raise InputError(f"unknown method {m!r} in --method; choose from {', '.join(METHODS)} "
+                             f"(comma-separated, e.g. --method sml,max_logit)")
+        if m not in out:
+            out.append(m)
+    if not out:
+        raise InputError(f"--method is empty; give one or more of {', '.join(METHODS)}")
+    return out

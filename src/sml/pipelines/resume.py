@@ -1,0 +1,164 @@
+"""Resumable runs: partial state written atomically, read back without executing pickle code.
+
+A long run (``sml stats``, ``sml eval``) saves what it has accumulated every few
+frames into a folder beside its output. Each process writes its own file
+``g<generation>.r<rank>.state``; a run started with ``--resume`` reads the files
+of the latest generation, continues with the frames not yet done, and starts a
+new generation whose rank-0 file carries everything read (written before any
+older file is removed, so a crash at any moment loses at most the frames since
+the last save and never counts a frame twice).
+
+Payloads are plain Python (dict, list, str, numbers), NumPy arrays, torch
+tensors and objects of ``sml`` classes; they are flattened to plain data and
+NumPy arrays before pickling, and the loader only accepts NumPy's array
+reconstruction globals, so a tampered state file cannot run code.
+"""
+from __future__ import annotations
+
+import importlib
+import io
+import json
+import os
+import pickle
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from sml.errors import InputError
+from sml.utils import atomic, distributed
+
+_FILE = re.compile(r"^g(\d+)\.r(\d+)\.state$")
+_NUMPY_OK = {
+    ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "_reconstruct"), ("numpy.core.multiarray", "scalar"),
+    ("numpy._core.multiarray", "scalar"),
+}
+
+
+# ---------------------------------------------------------------- flatten / restore
+def to_plain(obj: Any) -> Any:
+    """Flatten ``obj`` into dicts, lists, scalars and NumPy arrays (tensors and sml objects tagged)."""
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj
+    if isinstance(obj, torch.Tensor):
+        t = obj.detach().cpu()
+        return {"__tensor__": t.numpy().copy(), "dtype": str(t.dtype).replace("torch.", "")}
+    if isinstance(obj, dict):
+        return {"__dict__": [[to_plain(k), to_plain(v)] for k, v in obj.items()]}
+    if isinstance(obj, (list, tuple)):
+        return {"__list__": [to_plain(v) for v in obj], "tuple": isinstance(obj, tuple)}
+    cls = type(obj)
+    if cls.__module__.startswith("sml.") and hasattr(obj, "__dict__"):
+        return {"__object__": f"{cls.__module__}:{cls.__qualname__}", "state": to_plain(vars(obj))}
+    raise TypeError(f"cannot store {cls.__module__}.{cls.__qualname__} in a resume state")
+
+
+def from_plain(obj: Any) -> Any:
+    """Inverse of :func:`to_plain` (only classes from the ``sml`` package are rebuilt)."""
+    if not isinstance(obj, dict):
+        return obj
+    if "__tensor__" in obj:
+        return torch.from_numpy(np.array(obj["__tensor__"])).to(getattr(torch, obj["dtype"]))
+    if "__dict__" in obj:
+        return {from_plain(k): from_plain(v) for k, v in obj["__dict__"]}
+    if "__list__" in obj:
+        items = [from_plain(v) for v in obj["__list__"]]
+        return tuple(items) if obj.get("tuple") else items
+    if "__object__" in obj:
+        module, _, qualname = str(obj["__object__"]).partition(":")
+        if not module.startswith("sml."):
+            raise InputError(f"resume state names a class outside sml ({module}); delete the state folder")
+        cls: Any = importlib.import_module(module)
+        for part in qualname.split("."):
+            cls = getattr(cls, part)
+        inst = cls.__new__(cls)
+        inst.__dict__.update(from_plain(obj["state"]))
+        return inst
+    raise InputError("resume state has an unknown entry; delete the state folder and start again")
+
+
+class _NumpyOnlyUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in _NUMPY_OK or (module == "numpy.dtypes" and name.endswith("DType")):
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"{module}.{name} is not allowed in a resume state")
+
+
+def dumps(obj: Any) -> bytes:
+    return pickle.dumps(to_plain(obj), protocol=4)
+
+
+def loads(data: bytes) -> Any:
+    return from_plain(_NumpyOnlyUnpickler(io.BytesIO(data)).load())
+
+
+# ---------------------------------------------------------------- the store
+class ResumeStore:
+    """Partial-state folder of one run; ``meta`` identifies the run (model, data, settings)."""
+
+    def __init__(self, folder: str | os.PathLike, meta: dict[str, Any]):
+        self.folder = Path(folder)
+        self.meta = json.loads(json.dumps(meta))  # normalised as it will read back
+        self.generation = 0
+
+    def _files(self) -> dict[int, list[Path]]:
+        gens: dict[int, list[Path]] = {}
+        if self.folder.is_dir():
+            for p in self.folder.iterdir():
+                m = _FILE.match(p.name)
+                if m:
+                    gens.setdefault(int(m.group(1)), []).append(p)
+        return gens
+
+    def start(self, resume: bool) -> list[Any]:
+        """Load the latest generation's payloads (``resume``) or clear old state; collective call."""
+        payloads: list[Any] = []
+        if resume and (self.folder / "meta.json").is_file():
+            saved = json.loads((self.folder / "meta.json").read_text(encoding="utf-8"))
+            if saved != self.meta:
+                diff = sorted(k for k in set(saved) | set(self.meta) if saved.get(k) != self.meta.get(k))
+                raise InputError(
+                    f"the partial state in {self.folder} belongs to a different run (differs in: "
+                    f"{', '.join(diff)}); run again without --resume to start over, or with the same "
+                    f"settings to continue")
+            gens = self._files()
+            if gens:
+                last = max(gens)
+                payloads = [loads(p.read_bytes()) for p in sorted(gens[last])]
+                self.generation = last + 1
+        distributed.barrier()
+        if distributed.is_main():
+            if not resume and self.folder.exists():
+                shutil.rmtree(self.folder)
+            atomic.write_json(self.folder / "meta.json", self.meta)
+        distributed.barrier()
+        return payloads
+
+    def save(self, payload: Any) -> None:
+        """Write this rank's payload of the current generation atomically."""
+        atomic.write_bytes(self.folder / f"g{self.generation}.r{distributed.rank()}.state", dumps(payload))
+
+    def drop_older(self) -> None:
+        """Remove older generations; call after every rank's first save (rank 0 carries them)."""
+        distributed.barrier()
+        if distributed.is_main():
+            for gen, files in self._files().items():
+                if gen < self.generation:
+                    for p in files:
+                        p.unlink(missing_ok=True)
+        distributed.barrier()
+
+    def clear(self) -> None:
+        """Remove the folder once the final results are written (collective)."""
+        distributed.barrier()
+        if distributed.is_main() and self.folder.exists():
+            shutil.rmtree(self.folder, ignore_errors=True)
+        distributed.barrier()

@@ -1,0 +1,174 @@
+"""``sml stats``: per-class max-logit statistics over every frame of a split (spec section 2).
+
+Each frame gives its own partial :class:`sml.stats.ClassStatistics`; the
+partials are merged in frame order. With ``torchrun`` each rank computes the
+partials of ``frames[rank::world]``, every rank gathers all of them and merges
+them in the same global order, so the result is bit-identical to one process
+(and to a resumed run, which reloads the partials it had saved).
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from sml.errors import InputError
+from sml.pipelines import common
+from sml.pipelines.resume import ResumeStore
+from sml.utils import distributed
+from sml.utils.progress import progress
+
+#: classes with fewer pixels than this get a "rare" warning in the table
+RARE_PIXELS = 1000
+
+
+@dataclass
+class StatsRun:
+    """What :func:`compute_statistics` returns: the statistics and how they were made."""
+
+    stats: Any
+    frames: int
+    seconds: dict[str, float]
+
+
+def _merge(a: Any, b: Any) -> Any:
+    """``a`` merged with ``b`` (tolerates an in-place ``merge`` that returns None)."""
+    out = a.merge(b)
+    return a if out is None else out
+
+
+def _new_stats(model: Any) -> Any:
+    from sml.stats import ClassStatistics
+
+    return ClassStatistics(common.num_classes(model), common.class_names(model))
+
+
+def compute_statistics(
+    model: Any,
+    dataset: Any,
+    *,
+    valid_only: bool = False,
+    limit: int | None = None,
+    state_dir: str | os.PathLike | None = None,
+    resume: bool = False,
+    save_every: int = 10,
+    meta: dict[str, Any] | None = None,
+    show_progress: bool = True,
+    on_frame: Callable[[int], None] | None = None,
+) -> StatsRun:
+    """Statistics of ``model``'s max logits over ``dataset`` (all frames, or the first ``limit``).
+
+    ``valid_only`` restricts them to pixels with a non-ignore label. With
+    ``state_dir`` the per-frame partials are saved there atomically every
+    ``save_every`` frames and ``resume=True`` continues from them. Runs on
+    one process or on every rank of a ``torchrun`` job (collective call).
+    """
+    indices = common.frame_indices(len(dataset), limit)
+    store = None
+    partials: dict[int, Any] = {}
+    if state_dir is not None:
+        store = ResumeStore(state_dir, {"kind": "stats", "frames": [dataset.frames[i].id for i in indices],
+                                        "valid_only": bool(valid_only), **(meta or {})})
+        for payload in store.start(resume):
+            partials.update(payload["partials"])
+    todo = [i for i in indices if i not in partials]
+    mine = distributed.shard(todo)
+    # rank 0 carries everything loaded; the others only what they compute
+    own: dict[int, Any] = dict(partials) if distributed.is_main() else {}
+    if store is not None:
+        store.save({"partials": own})
+        store.drop_older()
+
+    timer = common.Timer()
+    bar = progress(mine, total=len(todo), desc="stats", disable=None if show_progress else True)
+    for n, i in enumerate(bar, 1):
+        frame = dataset.frames[i]
+        with timer("decode"):
+            sample = dataset.load(frame, labels=valid_only)
+        size = sample.labels.shape if sample.labels is not None else sample.image.shape[:2]
+        with timer("forward"):
+            logits = common.forward(model, sample.image, size)
+        with timer("statistics"):
+            part = _new_stats(model)
+            valid = None
+            if valid_only and sample.labels is not None:
+                valid = torch.from_numpy(sample.labels != 255).to(logits.device)[None]
+            part.update(logits, valid=valid) if valid is not None else part.update(logits)
+        own[i] = part
+        if on_frame is not None:
+            on_frame(i)
+        if store is not None and (n % save_every == 0 or n == len(mine)):
+            store.save({"partials": own})
+
+    gathered: dict[int, Any] = {}
+    for d in distributed.all_gather_object(own):
+        gathered.update(d)
+    missing = [i for i in indices if i not in gathered]
+    if missing:  # cannot happen unless a state file was edited by hand
+        raise InputError(f"statistics are missing {len(missing)} frames after the run; delete {state_dir} "
+                         f"and run again without --resume")
+    total = _new_stats(model)
+    for i in indices:
+        total = _merge(total, gathered[i])
+    return StatsRun(total, len(indices), timer.seconds)
+
+
+def stats_table(stats: Any, rare: int = RARE_PIXELS) -> tuple[str, list[str]]:
+    """Per-class table (pixels, share, mean, std) and the warnings for empty, rare or unusable classes."""
+    count = np.asarray(torch.as_tensor(stats.count).cpu(), dtype=np.float64)
+    mean = np.asarray(torch.as_tensor(stats.mean).cpu(), dtype=np.float64)
+    std = np.asarray(torch.as_tensor(stats.std).cpu(), dtype=np.float64)
+    names = list(getattr(stats, "class_names", None) or [str(c) for c in range(len(count))])
+    usable = np.asarray(torch.as_tensor(getattr(stats, "usable", count >= 2)).cpu(), dtype=bool)
+    total = max(count.sum(), 1.0)
+    rows, warnings = [], []
+    for c, name in enumerate(names):
+        note = ""
+        if count[c] == 0:
+            note = "EMPTY"
+            warnings.append(f"class {c} ({name}) was never predicted: SML falls back to the pooled "
+                            f"mean/std for it")
+        elif not usable[c]:
+            note = "UNUSABLE"
+            warnings.append(f"class {c} ({name}) has {int(count[c])} pixels and no usable std: SML falls "
+                            f"back to the pooled mean/std for it")
+        elif count[c] < rare:
+            note = "rare"
+            warnings.append(f"class {c} ({name}) has only {int(count[c])} pixels: its mean/std are noisy")
+        fmt = (lambda v: f"{v:.4f}" if np.isfinite(v) else "-")
+        rows.append([c, name, f"{int(count[c]):,}", f"{100 * count[c] / total:.2f}", fmt(mean[c]), fmt(std[c]), note])
+    table = common.format_table(["id", "class", "pixels", "%", "mean", "std", ""], rows, align="llrrrrl")
+    return table, warnings
+
+
+def save_statistics(stats: Any, path: str | os.PathLike, *, model: str | None = None, data: str | None = None,
+                    split: str | None = None, frames: int | None = None) -> None:
+    """Write ``stats.json`` (atomically) with the model and data identity beside the numbers."""
+    info = {"model": model, "data": data, "split": split, "frames": frames,
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+    for k, v in info.items():
+        if v is not None and hasattr(stats, "__dict__") and k in ("model", "data", "created"):
+            try:
+                setattr(stats, k, v) if not callable(getattr(stats, k, None)) else None
+            except AttributeError:
+                pass
+    try:
+        stats.save(path, **{k: v for k, v in info.items() if v is not None})
+    except TypeError:
+        stats.save(path)
+
+
+def print_report(stats: Any, frames: int, path: str | os.PathLike, file: Any = None) -> None:
+    """Print the table and warnings of a finished ``sml stats`` run."""
+    file = file or sys.stdout
+    table, warnings = stats_table(stats)
+    print(table, file=file)
+    for w in warnings:
+        print(f"warning: {w}", file=file)
+    print(f"statistics of {frames} frames written to {Path(path)}", file=file)
