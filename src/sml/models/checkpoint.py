@@ -1,0 +1,151 @@
+"""Safe checkpoint I/O: read with ``weights_only=True``, load with errors that name the keys.
+
+A checkpoint is read without running any code it carries: tensors, plain Python values and
+NumPy scalars/arrays (the published SML checkpoint stores ``mean_iu`` as a NumPy float) are
+allowed; anything else is refused unless the caller trusts the file (``trust=True``, CLI
+``--trust-checkpoint``). The layout written by :func:`save_checkpoint` is the published one::
+
+    {"state_dict": {"module.<name>": tensor, ...}, "epoch": int, "mean_iu": float, **extra}
+"""
+from __future__ import annotations
+
+import io
+import os
+import pickle
+import re
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+from torch import nn
+
+from sml.errors import CheckpointError
+from sml.utils.atomic import write_bytes
+
+IGNORED_PREFIXES = ("multi_scale.",)  # reference post-processing entries, no learned weights
+TRUST_HINT = ("If you trust where the file comes from, load it anyway with trust=True "
+              "(command line: --trust-checkpoint); unpickling can run arbitrary code.")
+
+
+def _numpy_safe_globals() -> list[Any]:
+    """NumPy objects a checkpoint may pickle; they rebuild values and never call user code."""
+    from numpy._core import multiarray
+
+    out: list[Any] = [(multiarray.scalar, "numpy.core.multiarray.scalar"), multiarray.scalar,
+                      (multiarray._reconstruct, "numpy.core.multiarray._reconstruct"), multiarray._reconstruct,
+                      np.ndarray, np.dtype]
+    # NumPy >= 1.25 pickles dtypes as their numpy.dtypes.* classes.
+    out += [getattr(np.dtypes, n) for n in dir(np.dtypes) if n.endswith("DType")
+            and n not in ("ObjectDType", "StringDType", "VoidDType")]
+    return out
+
+
+def load_checkpoint(path: str | os.PathLike, trust: bool = False) -> dict[str, Any]:
+    """Read a checkpoint on the CPU without executing code (``weights_only=True``) unless ``trust``.
+
+    Returns the loaded dict (a bare state dict or a wrapper dict). Raises :class:`CheckpointError`
+    for a missing/corrupt file or one that needs arbitrary unpickling (naming the trust flag).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist or is not a file; check the --weights path")
+    try:
+        if trust:
+            obj = torch.load(path, map_location="cpu", weights_only=False)
+        else:
+            with torch.serialization.safe_globals(_numpy_safe_globals()):
+                obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        found = re.search(r"GLOBAL (\S+)", str(exc))
+        reason = f"it needs {found.group(1)}" if found else str(exc).strip().splitlines()[0]
+        raise CheckpointError(
+            f"refusing to load {path}: it stores Python objects that only arbitrary unpickling can rebuild "
+            f"({reason}), and such files can run code on load. {TRUST_HINT} Better, re-save its "
+            f"tensors with sml.models.checkpoint.save_checkpoint.") from None
+    except (RuntimeError, EOFError, OSError, ValueError) as exc:
+        raise CheckpointError(f"cannot read checkpoint {path}: {exc}. Is it a PyTorch .pth file, "
+                              f"completely downloaded?") from None
+    if not isinstance(obj, Mapping):
+        raise CheckpointError(f"checkpoint {path} holds a {type(obj).__name__}, not a dict of tensors "
+                              f"(a whole pickled model?). Save model.state_dict() instead.")
+    return dict(obj)
+
+
+def unwrap_state_dict(ckpt: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+    """The tensors of a checkpoint: from ``state_dict``/``model`` nesting or bare, without ``module.``
+    and without the reference's ``multi_scale.*`` entries."""
+    sd: Mapping[str, Any] = ckpt
+    for key in ("state_dict", "model_state_dict", "model"):
+        if isinstance(sd.get(key), Mapping):
+            sd = sd[key]
+            break
+    out: dict[str, torch.Tensor] = {}
+    for k, v in sd.items():
+        if not isinstance(v, torch.Tensor):
+            continue
+        k = k[len("module."):] if k.startswith("module.") else k
+        if k.startswith(IGNORED_PREFIXES):
+            continue
+        out[k] = v
+    return out
+
+
+def describe_mismatch(missing: list[str], unexpected: list[str],
+                      shapes: list[tuple[str, tuple, tuple]], limit: int = 8) -> str:
+    """One readable sentence listing missing/unexpected keys and shape mismatches (first few of each)."""
+    def few(items: list[str]) -> str:
+        more = f", ... ({len(items) - limit} more)" if len(items) > limit else ""
+        return ", ".join(items[:limit]) + more
+
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} missing key(s): {few(missing)}")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected key(s): {few(unexpected)}")
+    if shapes:
+        parts.append(f"{len(shapes)} shape mismatch(es): "
+                     + few([f"{k} checkpoint {tuple(a)} vs network {tuple(b)}" for k, a, b in shapes]))
+    return "; ".join(parts)
+
+
+def load_into(network: nn.Module, state_dict: Mapping[str, Any], source: str = "checkpoint") -> nn.Module:
+    """Load tensors into ``network`` strictly, after :func:`unwrap_state_dict`; returns ``network``.
+
+    Any missing or unexpected key or shape mismatch raises :class:`CheckpointError` naming them
+    (and, when the class layer differs, the ``num_classes`` to use). Only BN ``num_batches_tracked``
+    counters may be absent; they keep the network's value.
+    """
+    sd = unwrap_state_dict(state_dict)
+    own = network.state_dict()
+    missing = sorted(k for k in own.keys() - sd.keys() if not k.endswith("num_batches_tracked"))
+    unexpected = sorted(sd.keys() - own.keys())
+    shapes = sorted((k, tuple(sd[k].shape), tuple(own[k].shape)) for k in own.keys() & sd.keys()
+                    if tuple(sd[k].shape) != tuple(own[k].shape))
+    if missing or unexpected or shapes:
+        hint = "Check that --model names the architecture the weights were trained with"
+        if shapes and all(len(b) > 0 and a[1:] == b[1:] for _, a, b in shapes):
+            counts = sorted({a[0] for _, a, _ in shapes})
+            hint += f" and the class count (num_classes={counts[0]} fits the checkpoint)"
+        raise CheckpointError(f"{source} does not fit {type(network).__name__}: "
+                              f"{describe_mismatch(missing, unexpected, shapes)}. {hint}.")
+    for k in own.keys() - sd.keys():  # only num_batches_tracked can remain here
+        sd[k] = own[k]
+    network.load_state_dict(sd, strict=True)
+    return network
+
+
+def save_checkpoint(path: str | os.PathLike, network: nn.Module, epoch: int | None = None,
+                    mean_iu: float | None = None, **extra: Any) -> None:
+    """Write ``network``'s weights atomically in the published layout (see module docstring).
+
+    A ``DistributedDataParallel``/``DataParallel`` wrapper is unwrapped first; tensors are stored
+    on the CPU. ``extra`` values must be plain Python values or tensors so that the file reads
+    back with ``weights_only=True`` (e.g. ``arch="erfnet", num_classes=19, class_names=[...]``).
+    """
+    module = getattr(network, "module", network)
+    sd = {"module." + k: v.detach().cpu() for k, v in module.state_dict().items()}
+    obj = {"state_dict": sd, "epoch": epoch, "mean_iu": None if mean_iu is None else float(mean_iu), **extra}
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    write_bytes(path, buf.getvalue())

@@ -1,0 +1,347 @@
+"""The model contract: a network plus everything needed to use it correctly.
+
+:class:`SegmentationModel` holds the network, its input size, normalization, which output
+channels are the classes, their names, and does the resizing of ``models.md`` ("Resizing, in
+and out"): the float image in [0, 1] is resized to the input size (bilinear, antialias,
+``align_corners=False``) before normalization; logits are resized to the output size
+(bilinear, ``align_corners=False``). Scoring, statistics and evaluation see only
+``predict``'s float32 ``B x num_classes x H x W`` logits, so any network plugs in.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+from typing import Any, Iterator, Sequence, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sml.errors import CheckpointError, InputError
+
+CITYSCAPES_CLASSES: tuple[str, ...] = (
+    "road", "sidewalk", "building", "wall", "fence", "pole", "traffic light", "traffic sign",
+    "vegetation", "terrain", "sky", "person", "rider", "car", "truck", "bus", "train",
+    "motorcycle", "bicycle")
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+Images = Union[np.ndarray, torch.Tensor, Sequence[np.ndarray]]
+
+
+def _as_batches(images: Images) -> list[torch.Tensor]:
+    """uint8 images in any accepted form -> list of uint8 ``1 x 3 x H x W`` or ``B x 3 x H x W`` tensors."""
+    if isinstance(images, torch.Tensor):
+        t = images
+        if t.dtype != torch.uint8:
+            raise InputError(f"image tensor must be uint8 RGB, got {t.dtype}; convert with (x * 255).round().byte()")
+        if t.dim() == 3:
+            t = t.unsqueeze(0)
+        if t.dim() != 4:
+            raise InputError(f"image tensor must be B x 3 x H x W or B x H x W x 3, got shape {tuple(t.shape)}")
+        if t.shape[1] != 3:  # tensors are channels-first unless the channel axis is clearly last
+            if t.shape[-1] != 3:
+                raise InputError(f"image tensor must have 3 RGB channels, got shape {tuple(t.shape)}")
+            t = t.permute(0, 3, 1, 2)
+        return [t]
+    if isinstance(images, np.ndarray):
+        arrays = [images]
+    elif isinstance(images, (list, tuple)):
+        if not images:
+            raise InputError("no images given to predict")
+        arrays = list(images)
+    else:
+        raise InputError(f"images must be a uint8 H x W x 3 array, a list of them, or a uint8 tensor; "
+                         f"got {type(images).__name__}")
+    out = []
+    for a in arrays:
+        a = np.asarray(a)
+        if a.dtype != np.uint8:
+            raise InputError(f"images must be uint8 RGB, got dtype {a.dtype}; read them with sml.data.read_image")
+        if a.ndim == 3:
+            a = a[None]
+        if a.ndim != 4 or a.shape[-1] != 3:
+            raise InputError(f"images must be H x W x 3 (RGB), got shape {a.shape}")
+        out.append(torch.from_numpy(np.ascontiguousarray(a)).permute(0, 3, 1, 2))
+    return out
+
+
+def _windows(size: int, window: int, stride: int) -> list[int]:
+    """Window starts covering ``[0, size)``; the last window is aligned to the end."""
+    if size <= window:
+        return [0]
+    starts = list(range(0, size - window, stride))
+    return starts + [size - window]
+
+
+class SegmentationModel:
+    """A segmentation network with its input contract (see module docstring).
+
+    Attributes: ``network`` (eval mode), ``name``, ``input_size`` ((H, W) or None = run at the
+    image's own size), ``mean``/``std`` (per-channel tuples, or None = input in [0, 1]),
+    ``class_channels`` (indices of the network's output channels that are the classes, in
+    class order), ``class_names``, ``num_classes``, ``device``.
+    """
+
+    def __init__(self, network: nn.Module, *, name: str = "model", input_size: tuple[int, int] | None = None,
+                 mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
+                 class_channels: Sequence[int] | None = None, class_names: Sequence[str] | None = None,
+                 num_classes: int | None = None, device: str | torch.device = "cpu") -> None:
+        if input_size is not None:
+            if len(input_size) != 2 or min(int(v) for v in input_size) < 1:
+                raise InputError(f"input_size must be (height, width), got {input_size!r}")
+            input_size = (int(input_size[0]), int(input_size[1]))
+        if (mean is None) != (std is None):
+            raise InputError("give both mean and std, or neither (no normalization)")
+        if mean is not None and (len(mean) != 3 or len(std) != 3 or min(std) <= 0):
+            raise InputError(f"mean/std must be 3 values each with std > 0, got mean={mean!r} std={std!r}")
+        if class_channels is None:
+            n = num_classes if num_classes is not None else (len(class_names) if class_names else None)
+            if n is None:
+                raise InputError("give class_channels, class_names or num_classes so the classes are known")
+            class_channels = range(n)
+        self.class_channels = [int(c) for c in class_channels]
+        if not self.class_channels or min(self.class_channels) < 0:
+            raise InputError(f"class_channels must be non-negative channel indices, got {class_channels!r}")
+        self.num_classes = len(self.class_channels)
+        if num_classes is not None and num_classes != self.num_classes:
+            raise InputError(f"num_classes={num_classes} but {self.num_classes} class_channels were given")
+        if class_names is None:
+            class_names = CITYSCAPES_CLASSES if self.num_classes == 19 else [f"class_{i}" for i in range(self.num_classes)]
+        if len(class_names) != self.num_classes:
+            raise InputError(f"{len(class_names)} class_names for {self.num_classes} classes")
+        self.class_names = [str(c) for c in class_names]
+        self.name = name
+        self.input_size = input_size
+        self.mean = tuple(float(v) for v in mean) if mean is not None else None
+        self.std = tuple(float(v) for v in std) if std is not None else None
+        self.network = network.eval()
+        for p in self.network.parameters():
+            p.requires_grad_(False)
+        self.device = torch.device("cpu")
+        self._channels_last = False
+        self.to(device)
+
+    def __repr__(self) -> str:
+        return (f"SegmentationModel(name={self.name!r}, input_size={self.input_size}, classes={self.num_classes}, "
+                f"device={self.device})")
+
+    def to(self, device: str | torch.device) -> "SegmentationModel":
+        """Move the network to ``device`` ("cpu", "cuda", "cuda:1"); returns self."""
+        device = torch.device(device)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise InputError(f"device {device} requested but CUDA is not available here; use --device cpu")
+        self.network.to(device)
+        self.device = device
+        return self
+
+    # -- preprocessing --------------------------------------------------------------------------
+    def _normalize(self, x: torch.Tensor) -> torch.Tensor:
+        if self.mean is None:
+            return x
+        mean = torch.tensor(self.mean, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+        std = torch.tensor(self.std, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+        return (x - mean) / std
+
+    def _to_float(self, batch: torch.Tensor, size: tuple[int, int] | None) -> torch.Tensor:
+        """uint8 ``B x 3 x H x W`` -> float [0, 1] on the device, resized to ``size`` (models.md), normalized."""
+        x = batch.to(self.device, non_blocking=True).float().div_(255.0)
+        if size is not None and tuple(x.shape[2:]) != tuple(size):
+            x = F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)
+        return self._normalize(x)
+
+    def preprocess(self, images: Images) -> torch.Tensor:
+        """Images (uint8 RGB, see :meth:`predict`) -> normalized float ``B x 3 x h x w`` at the input size."""
+        batches = _as_batches(images)
+        if self.input_size is None and len({tuple(b.shape[2:]) for b in batches}) > 1:
+            raise InputError("images of different sizes cannot form one batch for a model without a fixed "
+                             "input size; preprocess them one at a time")
+        return torch.cat([self._to_float(b, self.input_size) for b in batches])
+
+    # -- inference ------------------------------------------------------------------------------
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Class logits of a preprocessed (normalized) float batch, at the network's output size.
+
+        Keeps only ``class_channels``; gradients flow when called outside ``inference_mode``
+        (the network's parameters are frozen by the contract; training uses ``build``).
+        """
+        out = self.network(x)
+        if isinstance(out, (tuple, list)):  # e.g. (main, aux) heads
+            out = out[0]
+        if isinstance(out, dict):
+            out = out.get("out", next(iter(out.values())))
+        if out.dim() != 4 or out.shape[0] != x.shape[0]:
+            raise InputError(f"{self.name}: the network returned shape {tuple(out.shape)} for input "
+                             f"{tuple(x.shape)}; a segmentation network must return B x K x h x w logits")
+        if max(self.class_channels) >= out.shape[1]:
+            raise InputError(f"{self.name}: class_channels go up to {max(self.class_channels)} but the network "
+                             f"returns {out.shape[1]} channels; fix class_channels / num_classes")
+        if self.class_channels != list(range(out.shape[1])):
+            out = out[:, self.class_channels]
+        return out
+
+    @contextlib.contextmanager
+    def _mode(self, amp: bool, channels_last: bool) -> Iterator[None]:
+        if channels_last != self._channels_last:
+            self.network.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+            self._channels_last = channels_last
+        with torch.inference_mode():
+            if amp:
+                with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16):
+                    yield
+            else:
+                yield
+
+    def _forward(self, x: torch.Tensor, channels_last: bool) -> torch.Tensor:
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self.logits(x).float()
+
+    def _sliding(self, x: torch.Tensor, window: tuple[int, int], overlap: float, channels_last: bool,
+                 batch_size: int) -> torch.Tensor:
+        """Average logits of overlapping windows (windows batched), each at the window's resolution."""
+        H, W = x.shape[2:]
+        wh, ww = min(window[0], H), min(window[1], W)
+        sh, sw = max(1, int(wh * (1 - overlap))), max(1, int(ww * (1 - overlap)))
+        boxes = [(y, xx) for y in _windows(H, wh, sh) for xx in _windows(W, ww, sw)]
+        out: torch.Tensor | None = None
+        count = torch.zeros(1, 1, H, W, device=x.device)
+        for y, xx in boxes:
+            count[0, 0, y:y + wh, xx:xx + ww] += 1
+        for b in range(x.shape[0]):
+            for i in range(0, len(boxes), batch_size):
+                chunk = boxes[i:i + batch_size]
+                crops = torch.cat([x[b:b + 1, :, y:y + wh, xx:xx + ww] for y, xx in chunk])
+                logits = self._forward(crops, channels_last)
+                if logits.shape[2:] != (wh, ww):
+                    logits = F.interpolate(logits, size=(wh, ww), mode="bilinear", align_corners=False)
+                if out is None:
+                    out = torch.zeros(x.shape[0], logits.shape[1], H, W, device=x.device)
+                for (y, xx), lg in zip(chunk, logits):
+                    out[b, :, y:y + wh, xx:xx + ww] += lg
+        assert out is not None
+        return out / count
+
+    def predict(self, images: Images, output_size: tuple[int, int] | None = None, batch_size: int = 4,
+                sliding_window: bool = False, amp: bool = False, channels_last: bool = False,
+                window: tuple[int, int] | None = None, overlap: float = 1 / 3) -> torch.Tensor:
+        """float32 class logits ``B x num_classes x H x W`` (on the model's device) at ``output_size``.
+
+        ``images``: a uint8 RGB ``H x W x 3`` array, a ``B x H x W x 3`` array or a list of arrays
+        (sizes may differ when ``output_size`` is given), or a uint8 tensor ``B x 3 x H x W``
+        (or ``B x H x W x 3`` when dim 1 is not 3). ``output_size`` defaults to the image size.
+        Whole-image mode resizes each image to ``input_size``; ``sliding_window=True`` instead
+        runs windows of ``window`` (default ``input_size``) over the image at its own resolution
+        with ``overlap`` and averages the logits, for inputs larger than the network was
+        trained on. ``amp`` runs under bf16 autocast, ``channels_last`` uses that memory format
+        (both meant for CUDA). Inference runs under ``torch.inference_mode``.
+        """
+        if batch_size < 1:
+            raise InputError(f"batch_size must be >= 1, got {batch_size}")
+        batches = _as_batches(images)
+        sizes = {tuple(b.shape[2:]) for b in batches}
+        if output_size is None:
+            if len(sizes) > 1:
+                raise InputError("images of different sizes: pass output_size (e.g. the label size) or "
+                                 "predict them one at a time")
+            output_size = next(iter(sizes))
+        output_size = (int(output_size[0]), int(output_size[1]))
+        if sliding_window:
+            window = window or self.input_size
+            if window is None:
+                raise InputError(f"{self.name} has no fixed input size: pass window=(h, w) for sliding-window mode")
+            if not 0 <= overlap < 1:
+                raise InputError(f"overlap must be in [0, 1), got {overlap}")
+        # Split list input into single frames so that batches of differently sized frames work.
+        frames = [b[i:i + 1] for b in batches for i in range(b.shape[0])]
+        results = []
+        with self._mode(amp, channels_last):
+            if sliding_window:
+                for f in frames:
+                    x = self._to_float(f, None)
+                    logits = self._sliding(x, window, overlap, channels_last, batch_size)
+                    results.append(F.interpolate(logits, size=output_size, mode="bilinear", align_corners=False)
+                                   if logits.shape[2:] != output_size else logits)
+            else:
+                for i in range(0, len(frames), batch_size):
+                    chunk = frames[i:i + batch_size]
+                    if len({tuple(f.shape[2:]) for f in chunk}) > 1 and self.input_size is None:
+                        xs = [self._forward(self._to_float(f, None), channels_last) for f in chunk]
+                        xs = [F.interpolate(v, size=output_size, mode="bilinear", align_corners=False) for v in xs]
+                        results.extend(xs)
+                        continue
+                    x = torch.cat([self._to_float(f, self.input_size) for f in chunk])
+                    logits = self._forward(x, channels_last)
+                    if logits.shape[2:] != output_size:
+                        logits = F.interpolate(logits, size=output_size, mode="bilinear", align_corners=False)
+                    results.append(logits)
+        out = torch.cat(results) if len(results) > 1 else results[0]
+        return out.float().contiguous()
+
+
+# -- wrapping foreign networks --------------------------------------------------------------------
+class OnnxNetwork(nn.Module):
+    """An ONNX file run through onnxruntime, behind an ``nn.Module`` face (float32 in, first output out)."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        super().__init__()
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise InputError("running an ONNX model needs onnxruntime: pip install "
+                             "'standardized-max-logits[onnx]'") from None
+        self.path = str(path)
+        providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in ort.get_available_providers()]
+        try:
+            self.session = ort.InferenceSession(self.path, providers=providers)
+        except Exception as exc:  # onnxruntime raises its own exception types
+            raise CheckpointError(f"cannot open ONNX model {path}: {exc}") from None
+        self.input_name = self.session.get_inputs()[0].name
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        arr = x.detach().float().contiguous().cpu().numpy()
+        out = self.session.run(None, {self.input_name: arr})[0]
+        return torch.from_numpy(np.asarray(out, dtype=np.float32)).to(x.device)
+
+
+def wrap(module_or_path: nn.Module | str | os.PathLike, input_size: tuple[int, int] | None = None,
+         mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
+         class_channels: Sequence[int] | None = None, class_names: Sequence[str] | None = None,
+         name: str | None = None, num_classes: int | None = None, device: str | torch.device = "cpu",
+         **kw: Any) -> SegmentationModel:
+    """Put any network under the contract: an ``nn.Module``, a TorchScript file, or an ``.onnx`` file.
+
+    The network must map a normalized float ``B x 3 x h x w`` batch to ``B x K x h' x w'`` logits
+    (a tuple/dict output uses its first/"out" entry). Without ``class_channels``/``class_names``/
+    ``num_classes`` the output channel count is found by one dry run at ``input_size`` (or 64x64).
+    """
+    if isinstance(module_or_path, nn.Module):
+        network, default_name = module_or_path, type(module_or_path).__name__
+    else:
+        path = Path(module_or_path)
+        if not path.is_file():
+            raise InputError(f"model file {path} does not exist")
+        default_name = path.stem
+        if path.suffix.lower() == ".onnx":
+            network = OnnxNetwork(path)
+        else:
+            try:
+                network = torch.jit.load(str(path), map_location="cpu")
+            except Exception as exc:
+                raise CheckpointError(
+                    f"{path} is not a TorchScript file ({type(exc).__name__}). A checkpoint of weights needs "
+                    f"its architecture: sml.models.load(ARCH, weights='{path}') (see `sml models`).") from None
+    if class_channels is None and class_names is None and num_classes is None:
+        h, w = input_size or (64, 64)
+        with torch.inference_mode():
+            probe = network.eval()(torch.zeros(1, 3, h, w))
+        if isinstance(probe, (tuple, list)):
+            probe = probe[0]
+        if isinstance(probe, dict):
+            probe = probe.get("out", next(iter(probe.values())))
+        num_classes = int(probe.shape[1])
+    return SegmentationModel(network, name=name or default_name, input_size=input_size, mean=mean, std=std,
+                             class_channels=class_channels, class_names=class_names, num_classes=num_classes,
+                             device=device, **kw)
