@@ -1,15 +1,34 @@
-"""`sml report`: not implemented yet (placeholder owned by the issue that builds it)."""
+"""`sml report RUN_DIR`: the static HTML report of a run directory written by `sml eval`."""
 from __future__ import annotations
 
 import argparse
 
-from sml.errors import SMLError
-
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("report", help="(not implemented yet)")
+    p = sub.add_parser(
+        "report", help="write RUN_DIR/report/index.html: metrics, curves, class statistics, frame gallery",
+        description="Write a self-contained static HTML report (RUN_DIR/report/index.html, opens offline "
+                    "from the file system) of a run directory written by `sml eval --out RUN_DIR`: the "
+                    "metrics table with its conventions, ROC / PR curves (PNG + SVG), the per-class "
+                    "statistics and a sortable gallery of per-frame panels (image, ground truth, each "
+                    "method's heatmap and its detections at the 95%%-TPR threshold). Panels need the "
+                    "anomaly maps saved by `sml eval --save-maps` (or --report).")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="run directory written by `sml eval --out`")
+    p.add_argument("--max-frames", type=int, default=None, metavar="N",
+                   help="draw panels for the first N frames of frames.json only (default: all)")
+    p.add_argument("--range", dest="ranges", choices=["dataset", "image"], default="dataset",
+                   help="heatmap colour range: one per method from the 1st-99th percentile over the data "
+                        "set (default, frames comparable) or per image")
+    p.add_argument("--cmap", default="inferno", help="matplotlib colormap of the heatmaps (default inferno)")
+    p.add_argument("--tile-width", type=int, default=400, metavar="PX",
+                   help="width of one image in a full-size panel (default 400)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    raise SMLError("`sml report` is not implemented yet")
+    from sml.report import build_report
+
+    index = build_report(args.run_dir, max_frames=args.max_frames, ranges=args.ranges, cmap=args.cmap,
+                         tile_width=args.tile_width)
+    print(f"report written to {index} (open it in a browser: file://{index.resolve()})")
+    return 0
