@@ -1,15 +1,132 @@
-"""`sml eval`: not implemented yet (placeholder owned by the issue that builds it)."""
+"""`sml eval`: score a benchmark with SML and the baselines, print and write the metrics."""
 from __future__ import annotations
 
 import argparse
 
-from sml.errors import SMLError
+from sml.pipelines.options import METHODS, HelpFormatter, add_model_args, add_sml_args
+
+EPILOG = """\
+examples:
+  sml eval --model erfnet --weights erfnet_cityscapes.pth --stats stats.json \\
+           --data road-anomaly:/data/RoadAnomaly_jpg --out runs/ra
+  # SegmentMeIfYouCan: component metrics and the benchmark's HDF5 files
+  sml eval ... --data smiyc-obstacle:/data/dataset_ObstacleTrack --out runs/obs \\
+           --components --save-maps hdf5
+  # interrupted? the same command with --resume continues where it stopped
+  # several processes (results identical to one process):
+  torchrun --nproc_per_node=4 -m sml eval ... --out runs/ra
+
+One forward pass per frame is shared by every method. The run directory gets
+metrics.json, metrics.csv, curves.json, frames.json (per-frame AP and, when
+maps are kept, false-positive area at the pooled 95%-TPR threshold) and a copy
+of the statistics. Map formats (--save-maps, comma-separated or repeated):
+  hdf5         SegmentMeIfYouCan: OUT/anomaly_p/METHOD/DATASET/ID.hdf5 (float16, key 'value')
+  fishyscapes  OUT/fishyscapes/METHOD/ID_anomaly.npy (float32) + ID_segmentation.npy (train ids)
+  npy          OUT/npy/METHOD/ID.npy (float32)
+  npy16        OUT/maps/METHOD/ID.npy (float16; what `sml report` shows)
+  png16        OUT/png16/METHOD/ID.png, 16-bit, each frame scaled min..max -> 0..65535,
+               the range stored in the PNG text keys sml_min / sml_max
+Scores are "higher = more anomalous" for every method. Every file is written
+atomically; a partial state in OUT/.partial/ makes --resume possible.
+"""
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("eval", help="(not implemented yet)")
+    p = sub.add_parser("eval", help="evaluate anomaly scores on a benchmark (AUROC, AP, FPR@95)",
+                       description="Score every frame of an anomaly benchmark with SML and the baselines "
+                                   "(one forward pass per frame) and report AUROC, AP and FPR@95 "
+                                   "(and the SegmentMeIfYouCan component metrics with --components).",
+                       epilog=EPILOG, formatter_class=HelpFormatter)
+    add_model_args(p)
+    g = p.add_argument_group("data, methods and output")
+    g.add_argument("--data", required=True, metavar="KIND:PATH",
+                   help="benchmark, e.g. road-anomaly:PATH, smiyc-anomaly:PATH, smiyc-obstacle:PATH, "
+                        "fishyscapes-laf:PATH")
+    g.add_argument("--split", default=None, help="split, for kinds that have splits")
+    g.add_argument("--stats", metavar="stats.json", default=None,
+                   help="class statistics from `sml stats` (needed by method sml); the reference "
+                        "code's cityscapes_mean.npy also works with --stats-var")
+    g.add_argument("--stats-var", metavar="VAR.npy", default=None,
+                   help="the reference code's variance file, when --stats is its mean .npy")
+    g.add_argument("--method", default=",".join(METHODS),
+                   help=f"comma-separated methods among {', '.join(METHODS)}")
+    g.add_argument("--out", required=True, metavar="DIR", help="run directory to write")
+    g.add_argument("--components", action="store_true",
+                   help="also compute the SegmentMeIfYouCan component metrics (sIoU, PPV, mean F1)")
+    g.add_argument("--track", choices=("anomaly", "obstacle"), default=None,
+                   help="component-metric size limits (default: obstacle for smiyc-obstacle, else anomaly)")
+    g.add_argument("--save-maps", action="append", default=[], metavar="FORMAT",
+                   help="write per-frame maps: hdf5, fishyscapes, npy, npy16, png16")
+    g.add_argument("--report", action="store_true",
+                   help="keep float16 maps in DIR/maps and write the HTML report (sml report)")
+    g.add_argument("--resume", action="store_true", help="continue an interrupted run in DIR")
+    g.add_argument("--save-every", type=int, default=10, metavar="N",
+                   help="save partial progress every N frames (per process)")
+    g.add_argument("--allow-subset", action="store_true",
+                   help="accept fewer frames than the benchmark's release (results not comparable)")
+    g.add_argument("--limit", type=int, default=None, metavar="N",
+                   help="use only the first N frames (implies --allow-subset)")
+    add_sml_args(p)
     p.set_defaults(func=run)
 
 
+def load_stats(path: str | None, var_path: str | None = None):  # noqa: ANN201 - ClassStatistics
+    """``--stats`` as a ClassStatistics: sml's JSON, or the reference code's mean/var .npy pair."""
+    from pathlib import Path
+
+    from sml.errors import InputError
+    from sml.stats import ClassStatistics
+
+    if path is None:
+        return None
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"--stats {p}: no such file; compute it with `sml stats ... -o {p}`")
+    if p.suffix.lower() == ".npy":
+        if var_path is None:
+            raise InputError(f"--stats {p} is a reference .npy mean file; also give its variance file "
+                             f"with --stats-var cityscapes_var.npy")
+        return ClassStatistics.from_reference_npy(p, var_path)
+    return ClassStatistics.load(p)
+
+
 def run(args: argparse.Namespace) -> int:
-    raise SMLError("`sml eval` is not implemented yet")
+    from sml.errors import InputError
+    from sml.pipelines import common
+    from sml.pipelines.evaluate import EvalConfig, evaluate, print_table
+    from sml.pipelines.options import parse_methods, sml_settings
+    from sml.pipelines.writers import parse_formats
+    from sml.utils import distributed
+
+    methods = parse_methods(args.method)
+    formats = parse_formats(args.save_maps)
+    settings = sml_settings(args)
+    if args.save_every < 1:
+        raise InputError(f"--save-every must be at least 1 (got {args.save_every})")
+    if "sml" in methods and args.stats is None:
+        raise InputError("method sml needs class statistics: pass --stats stats.json (made by `sml stats`), "
+                         "or leave sml out of --method")
+    common.check_device(args.device)
+    stats = load_stats(args.stats, args.stats_var) if "sml" in methods else None
+    distributed.init_from_env(args.device)
+    dataset = common.open_data(args.data, split=args.split,
+                               allow_subset=args.allow_subset or args.limit is not None)
+    model = common.load_model(args.model, args.weights, device=args.device, trust=args.trust_checkpoint)
+    config = EvalConfig(methods=methods, sml_settings=settings, components=args.components, save_maps=formats,
+                        report=args.report, limit=args.limit, resume=args.resume, save_every=args.save_every,
+                        track=args.track)
+    meta = {"model": args.model, "weights": str(args.weights), "data": args.data, "split": args.split,
+            "stats": str(args.stats), "limit": args.limit}
+    result = evaluate(model, dataset, args.out, config, stats=stats, stats_path=args.stats, meta=meta)
+    if distributed.is_main():
+        print_table(result.metrics, result.out)
+        if args.report:
+            try:
+                from sml.report import build_report
+            except ImportError:
+                print("note: the HTML report is not available in this installation", flush=True)
+            else:
+                index = build_report(result.out)
+                print(f"report: {index}")
+    distributed.barrier()
+    return 0

@@ -31,7 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     g = p.add_argument_group("data and output")
     g.add_argument("--data", required=True, metavar="KIND:PATH",
                    help="data set, e.g. cityscapes:/data/cityscapes (labels are not needed)")
-    g.add_argument("--split", default="train", help="split to use")
+    g.add_argument("--split", default=None, help="split to use (default: the kind's own, train for cityscapes)")
     g.add_argument("-o", "--out", "--output", dest="out", required=True, metavar="stats.json",
                    help="where to write the statistics (JSON)")
     g.add_argument("--limit", type=int, default=None, metavar="N", help="use only the first N frames")

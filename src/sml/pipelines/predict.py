@@ -1,0 +1,200 @@
+"""``sml predict``: anomaly maps and colour overlays for your own images, folders and videos.
+
+For each input image ``NAME`` and each method ``M`` it writes
+``OUT/M/NAME.npy`` (float32 score, higher = more anomalous, at the image's
+size), ``OUT/M/NAME_heatmap.png`` and ``OUT/M/NAME_overlay.png``. A video
+``CLIP.mp4`` gives ``OUT/M/CLIP/000000.npy`` ... per processed frame plus
+``OUT/M/CLIP_overlay.mp4`` (needs OpenCV: ``pip install opencv-python-headless``).
+
+Colours: each image is coloured over its own 1st-99th percentile range unless
+``vmin``/``vmax`` fix one range for every frame (use that to compare frames).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Sequence
+
+import numpy as np
+import torch
+
+from sml.errors import InputError
+from sml.pipelines import common
+from sml.pipelines.evaluate import build_scorers
+from sml.utils import atomic, distributed
+from sml.utils.progress import progress
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".ppm")
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
+
+
+@dataclass
+class PredictItem:
+    """One unit of work: an image file, or a video file."""
+
+    path: Path
+    name: str
+    video: bool = False
+
+
+@dataclass
+class PredictRun:
+    """What :func:`predict_files` wrote."""
+
+    images: int = 0
+    video_frames: int = 0
+    files: list[Path] = field(default_factory=list)
+
+
+def collect_inputs(inputs: Sequence[str | os.PathLike]) -> list[PredictItem]:
+    """Expand files and folders (images and videos inside, recursively, sorted) into work items."""
+    items: list[PredictItem] = []
+    for raw in inputs:
+        p = Path(raw).expanduser()
+        if p.is_dir():
+            found = sorted(q for q in p.rglob("*") if q.is_file() and not q.name.startswith(".")
+                           and q.suffix.lower() in IMAGE_EXTENSIONS + VIDEO_EXTENSIONS)
+            if not found:
+                raise InputError(f"folder {p} holds no images ({', '.join(IMAGE_EXTENSIONS)}) or videos")
+            for q in found:
+                rel = q.relative_to(p).with_suffix("")
+                items.append(PredictItem(q, "__".join(rel.parts), q.suffix.lower() in VIDEO_EXTENSIONS))
+        elif p.is_file():
+            suffix = p.suffix.lower()
+            if suffix not in IMAGE_EXTENSIONS + VIDEO_EXTENSIONS:
+                raise InputError(f"{p}: unknown file type {suffix!r}; give images ({', '.join(IMAGE_EXTENSIONS)}) "
+                                 f"or videos ({', '.join(VIDEO_EXTENSIONS)})")
+            items.append(PredictItem(p, p.stem, suffix in VIDEO_EXTENSIONS))
+        else:
+            raise InputError(f"input {p} does not exist; give image files, folders or videos")
+    names = [i.name for i in items]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise InputError(f"several inputs give the output name(s) {', '.join(dup[:5])}; rename them or "
+                         f"predict them in separate runs")
+    return items
+
+
+def _cv2() -> Any:
+    try:
+        import cv2
+    except ImportError:
+        raise InputError("video input needs OpenCV, which is not installed: pip install "
+                         "opencv-python-headless (or 'standardized-max-logits[video]'), or extract the "
+                         "frames as images first (e.g. ffmpeg -i clip.mp4 frames/%06d.png)") from None
+    return cv2
+
+
+def _video_frames(path: Path, every: int) -> Iterator[tuple[int, np.ndarray, float]]:
+    cv2 = _cv2()
+    cap = cv2.VideoCapture(str(path))
+    if not cap.isOpened():
+        raise InputError(f"cannot open video {path} (unsupported codec or not a video)")
+    fps = float(cap.get(cv2.CAP_PROP_FPS) or 25.0)
+    try:
+        i = 0
+        while True:
+            ok, bgr = cap.read()
+            if not ok:
+                break
+            if i % every == 0:
+                yield i, np.ascontiguousarray(bgr[:, :, ::-1]), fps
+            i += 1
+    finally:
+        cap.release()
+
+
+def _colour(image: np.ndarray, anomaly: np.ndarray, vmin: float | None, vmax: float | None,
+            alpha: float) -> tuple[np.ndarray, np.ndarray]:
+    from sml.report import heatmap, overlay
+
+    return heatmap(anomaly, vmin, vmax), overlay(image, anomaly, alpha=alpha, vmin=vmin, vmax=vmax)
+
+
+def _save_png(path: Path, rgb: np.ndarray) -> None:
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, format="PNG")
+    atomic.write_bytes(path, buf.getvalue())
+
+
+def predict_files(
+    model: Any,
+    inputs: Sequence[str | os.PathLike],
+    out: str | os.PathLike,
+    methods: Sequence[str] = ("sml",),
+    *,
+    stats: Any = None,
+    sml_settings: dict[str, Any] | None = None,
+    vmin: float | None = None,
+    vmax: float | None = None,
+    alpha: float = 0.6,
+    every: int = 1,
+    save_npy: bool = True,
+    show_progress: bool = True,
+) -> PredictRun:
+    """Score images / folders / videos with ``methods`` and write maps and overlays under ``out``."""
+    from sml.data import read_image
+
+    if every < 1:
+        raise InputError(f"--every must be at least 1 (got {every})")
+    out = Path(out)
+    items = collect_inputs(inputs)
+    scorers = build_scorers(list(methods), stats, sml_settings or {})
+    run = PredictRun()
+
+    def process(image: np.ndarray, stem: Path) -> dict[str, np.ndarray]:
+        logits = common.forward(model, image, image.shape[:2])
+        overlays = {}
+        with torch.inference_mode():
+            for m, scorer in scorers.items():
+                amap = scorer(logits)[0].float().cpu().numpy()
+                target = out / m / stem
+                if save_npy:
+                    atomic.save_npy(target.with_name(target.name + ".npy"), amap)
+                    run.files.append(target.with_name(target.name + ".npy"))
+                hm, ov = _colour(image, amap, vmin, vmax, alpha)
+                _save_png(target.with_name(target.name + "_heatmap.png"), hm)
+                _save_png(target.with_name(target.name + "_overlay.png"), ov)
+                run.files += [target.with_name(target.name + "_heatmap.png"),
+                              target.with_name(target.name + "_overlay.png")]
+                overlays[m] = ov
+        return overlays
+
+    images = [it for it in items if not it.video]
+    videos = [it for it in items if it.video]
+    if videos:
+        _cv2()  # fail before any work when OpenCV is missing
+    for it in progress(distributed.shard(images), total=len(images), desc="predict", unit="image",
+                       disable=None if show_progress else True):
+        process(read_image(it.path), Path(it.name))
+        run.images += 1
+    for it in distributed.shard(videos):
+        writers: dict[str, Any] = {}
+        tmp: dict[str, Path] = {}
+        cv2 = _cv2()
+        try:
+            for idx, frame, fps in progress(_video_frames(it.path, every), desc=it.path.name, unit="frame",
+                                            disable=None if show_progress else True):
+                overlays = process(frame, Path(it.name) / f"{idx:06d}")
+                run.video_frames += 1
+                for m, ov in overlays.items():
+                    if m not in writers:
+                        final = out / m / f"{it.name}_overlay.mp4"
+                        final.parent.mkdir(parents=True, exist_ok=True)
+                        tmp[m] = final.with_name(f".{final.stem}.tmp.mp4")
+                        writers[m] = cv2.VideoWriter(str(tmp[m]), cv2.VideoWriter_fourcc(*"mp4v"),
+                                                     fps / every, (ov.shape[1], ov.shape[0]))
+                    writers[m].write(np.ascontiguousarray(ov[:, :, ::-1]))
+        finally:
+            for w in writers.values():
+                w.release()
+        for m, t in tmp.items():  # the video appears complete or not at all
+            final = out / m / f"{it.name}_overlay.mp4"
+            os.replace(t, final)
+            run.files.append(final)
+    return run
