@@ -124,6 +124,7 @@ class Dataset:
         self.allow_subset = bool(allow_subset)
         self.labels_required = self.labels_required_default if labels_required is None else bool(labels_required)
         self.notes: list[str] = []  # things worth a line in the log (subset used, fallbacks taken)
+        self._orphans: list[Path] = []
         self._lut, self._known = self._label_table()
         frames = self._scan()
         self.frames: list[Frame] = frames
@@ -162,13 +163,24 @@ class Dataset:
             ids[f.id] = f
         if not self.frames:
             raise DataError(f"{self.kind}: no frames found under {self.root}{self._where()}. {self._layout_hint()}")
-        if self.labels_required:
-            missing = [f.image_path for f in self.frames if f.label_path is None]
-            if missing:
-                raise DataError(
-                    f"{self.kind}: {len(missing)} of {len(self.frames)} images have no label file: "
-                    f"{list_paths(missing)}. {self._label_hint()}"
-                )
+        # pairing: report images without labels and labels without images together, since
+        # both at once usually mean misnamed files
+        problems = []
+        missing = [f.image_path for f in self.frames if f.label_path is None] if self.labels_required else []
+        if missing:
+            problems.append(
+                f"{len(missing)} of {len(self.frames)} images have no label file: {list_paths(missing)}. {self._label_hint()}"
+            )
+        if self._orphans and not self.allow_subset:
+            problems.append(
+                f"{len(self._orphans)} label files have no matching image: {list_paths(self._orphans)}. "
+                "The images are missing or misnamed: restore them, or pass --allow-subset "
+                "(allow_subset=True) to ignore these labels."
+            )
+        elif self._orphans:
+            self.notes.append(f"{len(self._orphans)} label files without image ignored")
+        if problems:
+            raise DataError(f"{self.kind}: " + " Also, ".join(problems))
         n = len(self.frames)
         if self.expected_frames is not None and n != self.expected_frames:
             if self.allow_subset:
@@ -192,15 +204,8 @@ class Dataset:
         return "Restore the missing label files, or remove those images."
 
     def _orphan_labels(self, orphans: Sequence[Path]) -> None:
-        """Label files without an image: an incomplete copy, reported unless a subset is allowed."""
-        if orphans and not self.allow_subset:
-            raise DataError(
-                f"{self.kind}: {len(orphans)} label files have no matching image: {list_paths(orphans)}. "
-                "The images are missing or misnamed: restore them, or pass --allow-subset "
-                "(allow_subset=True) to ignore these labels."
-            )
-        if orphans:
-            self.notes.append(f"{len(orphans)} label files without image ignored")
+        """Record label files without an image (an incomplete copy); reported by the pairing check."""
+        self._orphans = list(orphans)
 
     # ------------------------------------------------------------------ access
     @property

@@ -1,0 +1,396 @@
+"""Loaders on small trees built here in the exact layouts of datasets.md (tiny images)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from sml.data import DATASETS, Dataset, Frame, Sample, open_dataset, parse_mapping, parse_spec
+from sml.errors import DataError, InputError
+
+H, W = 4, 6
+RNG = np.random.default_rng(1)
+
+
+def save(path: Path, arr: np.ndarray) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(arr).save(path)
+    return path
+
+
+def rgb(h: int = H, w: int = W) -> np.ndarray:
+    return RNG.integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+def labels_from(values, h: int = H, w: int = W) -> np.ndarray:
+    return RNG.choice(np.asarray(values, dtype=np.uint8), size=(h, w))
+
+
+def fishyscapes_tree(root: Path, n: int, nested: bool = True, values=(0, 1, 255)) -> dict[str, np.ndarray]:
+    """Fishyscapes layout: leftImg8bit_trainvaltest/leftImg8bit/val/<city>/, gtFine_trainvaltest/gtFine/val/<city>/."""
+    img = root / "leftImg8bit_trainvaltest" / "leftImg8bit" if nested else root / "leftImg8bit"
+    gt = root / "gtFine_trainvaltest" / "gtFine" if nested else root / "gtFine"
+    out = {}
+    for i in range(n):
+        city = ("city_a", "city_b")[i % 2]
+        fid = f"{city}_{i:06d}_000019"
+        save(img / "val" / city / f"{fid}_leftImg8bit.png", rgb())
+        lab = labels_from(values)
+        save(gt / "val" / city / f"{fid}_gtFine_labelIds.png", lab)
+        out[fid] = lab
+    return out
+
+
+# ----------------------------------------------------------------------------- registry and spec parsing
+def test_registry_names_and_descriptions():
+    assert list(DATASETS) == [
+        "cityscapes", "fishyscapes-laf", "fishyscapes-static", "road-anomaly",
+        "smiyc-anomaly", "smiyc-obstacle", "lost-and-found", "folder",
+    ]
+    for kind, cls in DATASETS.items():
+        assert issubclass(cls, Dataset) and cls.kind == kind and cls.description and "\n" not in cls.description
+
+
+def test_parse_spec():
+    assert parse_spec("road-anomaly:/a/b:c") == ("road-anomaly", "/a/b:c")
+    assert parse_spec("Road_Anomaly") == ("road-anomaly", None)
+    assert parse_spec("fs-laf:x") == ("fishyscapes-laf", "x")
+    with pytest.raises(InputError, match="Did you mean 'road-anomaly'"):
+        parse_spec("road-anomly:/x")
+    with pytest.raises(InputError, match="names no folder"):
+        parse_spec("cityscapes:")
+
+
+def test_open_dataset_argument_errors(tmp_path):
+    fishyscapes_tree(tmp_path, 30)
+    with pytest.raises(InputError, match="no folder"):
+        open_dataset("fishyscapes-static")
+    ds = open_dataset("fishyscapes-static", root=tmp_path)
+    assert len(ds) == 30
+    with pytest.raises(InputError, match="given twice"):
+        open_dataset(f"fishyscapes-static:{tmp_path}", root=tmp_path / "x")
+    with pytest.raises(InputError, match="folder kind only"):
+        open_dataset(f"fishyscapes-static:{tmp_path}", mapping={0: 0})
+    with pytest.raises(InputError, match="unknown split"):
+        open_dataset(f"fishyscapes-static:{tmp_path}", split="train")
+    with pytest.raises(DataError, match="does not exist"):
+        open_dataset(f"fishyscapes-static:{tmp_path / 'missing'}")
+
+
+# ----------------------------------------------------------------------------- fishyscapes
+@pytest.mark.parametrize("kind,n", [("fishyscapes-laf", 100), ("fishyscapes-static", 30)])
+def test_fishyscapes_full_release(tmp_path, kind, n):
+    truth = fishyscapes_tree(tmp_path, n)
+    ds = open_dataset(f"{kind}:{tmp_path}")
+    assert (len(ds), ds.kind, ds.task, ds.split, ds.has_labels, ds.num_labelled) == (n, kind, "anomaly", "val", True, n)
+    assert set(ds.ids) == set(truth)
+    assert all(isinstance(f, Frame) and f.label_path is not None for f in ds.frames)
+    s = ds[3]
+    assert isinstance(s, Sample) and s.image.shape == (H, W, 3) and s.image.dtype == np.uint8
+    np.testing.assert_array_equal(s.labels, truth[s.id])
+    report = ds.validate()
+    ref = np.bincount(np.concatenate([v.ravel() for v in truth.values()]), minlength=256)
+    assert report == {"frames": n, "labelled": n, "values": {int(v): int(ref[v]) for v in np.flatnonzero(ref)}}
+
+
+def test_fishyscapes_frame_count_checked_and_relaxed(tmp_path):
+    fishyscapes_tree(tmp_path, 7, nested=False)
+    with pytest.raises(DataError, match=r"only 7 frames.*100.*--allow-subset"):
+        open_dataset(f"fishyscapes-laf:{tmp_path}")
+    ds = open_dataset(f"fishyscapes-laf:{tmp_path}", allow_subset=True)
+    assert len(ds) == 7 and "subset" in ds.describe()
+
+
+def test_fishyscapes_too_many_frames(tmp_path):
+    fishyscapes_tree(tmp_path, 31)
+    with pytest.raises(DataError, match=r"31 frames.*has 30"):
+        open_dataset(f"fishyscapes-static:{tmp_path}")
+
+
+def test_fishyscapes_missing_label_and_orphan_label(tmp_path):
+    truth = fishyscapes_tree(tmp_path, 30)
+    gt = tmp_path / "gtFine_trainvaltest" / "gtFine" / "val"
+    victim = sorted(truth)[4]
+    lab = next(gt.rglob(f"{victim}_gtFine_labelIds.png"))
+    lab.rename(lab.with_name("stray_000001_000019_gtFine_labelIds.png"))
+    with pytest.raises(DataError, match=rf"1 of 30 images have no label file: .*{victim}_leftImg8bit\.png.*Also, "
+                       r"1 label files have no matching image: .*stray_000001_000019_gtFine_labelIds\.png"):
+        open_dataset(f"fishyscapes-static:{tmp_path}")
+    # with the unlabelled image removed only the orphan label is left
+    next(tmp_path.rglob(f"{victim}_leftImg8bit.png")).unlink()
+    with pytest.raises(DataError, match=r"1 label files have no matching image: .*stray_000001_000019_gtFine_labelIds\.png"):
+        open_dataset(f"fishyscapes-static:{tmp_path}")
+    ds = open_dataset(f"fishyscapes-static:{tmp_path}", allow_subset=True)
+    assert len(ds) == 29 and "1 label files without image ignored" in ds.describe()
+
+
+def test_fishyscapes_unexpected_values_and_size_mismatch(tmp_path):
+    truth = fishyscapes_tree(tmp_path, 30)
+    gt = tmp_path / "gtFine_trainvaltest" / "gtFine" / "val"
+    ids = sorted(truth)
+    bad = np.zeros((H, W), np.uint8)
+    bad[0, :3] = 7
+    bad[1, 0] = 2
+    bad_path = save(next(gt.rglob(f"{ids[0]}_gtFine_labelIds.png")), bad)
+    small_path = save(next(gt.rglob(f"{ids[1]}_gtFine_labelIds.png")), np.zeros((H, W - 1), np.uint8))
+    ds = open_dataset(f"fishyscapes-static:{tmp_path}")  # values and sizes are checked on load, not open
+    with pytest.raises(DataError, match=rf"{bad_path.name} holds unexpected values 2 \(1 px\), 7 \(3 px\)"):
+        ds[ds.index(ids[0])]
+    with pytest.raises(DataError, match=rf"is {W}x{H} but its labels .*{small_path.name} are {W - 1}x{H}"):
+        ds[ds.index(ids[1])]
+    s = ds.load(ds.frames[ds.index(ids[0])], labels=False)  # images alone still load
+    assert s.labels is None
+    with pytest.raises(DataError, match=r"2 frames .* failed validation") as err:
+        ds.validate()
+    assert bad_path.name in str(err.value) and small_path.name in str(err.value)
+
+
+def test_wrong_root_suggestions(tmp_path):
+    fishyscapes_tree(tmp_path / "fs", 30, nested=False)
+    with pytest.raises(DataError, match=rf"Did you mean --data fishyscapes-static:{tmp_path / 'fs'}\?"):
+        open_dataset(f"fishyscapes-static:{tmp_path}")  # the parent
+    with pytest.raises(DataError, match=rf"Did you mean --data fishyscapes-static:{tmp_path / 'fs'}\?"):
+        open_dataset(f"fishyscapes-static:{tmp_path / 'fs' / 'leftImg8bit' / 'val'}")  # a child
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(DataError, match="no leftImg8bit folder"):
+        open_dataset(f"fishyscapes-static:{empty}")
+
+
+def test_duplicate_frame_ids_rejected(tmp_path):
+    fishyscapes_tree(tmp_path, 30)
+    png = next(tmp_path.rglob("*_leftImg8bit.png"))
+    Image.open(png).save(png.with_suffix(".jpg"))
+    with pytest.raises(DataError, match="two images give the frame id"):
+        open_dataset(f"fishyscapes-static:{tmp_path}")
+
+
+# ----------------------------------------------------------------------------- cityscapes
+def cityscapes_tree(root: Path, nested: bool = False) -> dict[str, np.ndarray]:
+    img = root / "leftImg8bit_trainvaltest" / "leftImg8bit" if nested else root / "leftImg8bit"
+    gt = root / "gtFine_trainvaltest" / "gtFine" if nested else root / "gtFine"
+    truth = {}
+    all_ids = np.arange(34, dtype=np.uint8)
+    for i, (city, ext) in enumerate([("aachen", "png"), ("aachen", "jpg"), ("bonn", "png"), ("bonn", "png")]):
+        fid = f"{city}_{i:06d}_000019"
+        Image.fromarray(rgb()).save(_mk(img / "train" / city / f"{fid}_leftImg8bit.{ext}"))
+        if i == 1:
+            continue  # unlabelled JPEG frame, as in the mini set
+        raw = labels_from(all_ids)
+        truth[fid] = raw
+        save(gt / "train" / city / f"{fid}_gtFine_labelIds.png", raw)
+        save(gt / "train" / city / f"{fid}_gtFine_color.png", rgb())  # must be ignored
+    return truth
+
+
+def _mk(p: Path) -> Path:
+    p.parent.mkdir(parents=True, exist_ok=True)
+    return p
+
+
+def reference_train_ids(raw: np.ndarray) -> np.ndarray:
+    """Literal per-pixel mapping through the official table (independent of the LUT code)."""
+    from cityscapesscripts.helpers.labels import id2label
+
+    out = np.empty_like(raw)
+    for idx, v in np.ndenumerate(raw):
+        t = id2label[int(v)].trainId
+        out[idx] = 255 if t in (255, -1) else t
+    return out
+
+
+@pytest.mark.parametrize("nested", [False, True])
+def test_cityscapes_train_ids_and_optional_labels(tmp_path, nested):
+    truth = cityscapes_tree(tmp_path, nested)
+    ds = open_dataset(f"cityscapes:{tmp_path}")
+    assert ds.task == "segmentation" and ds.split == "train" and len(ds) == 4 and ds.num_labelled == 3
+    assert ds.ids == ["aachen_000000_000019", "aachen_000001_000019", "bonn_000002_000019", "bonn_000003_000019"]
+    assert ds.class_names[:3] == ("road", "sidewalk", "building") and len(ds.class_names) == 19
+    for s in ds:
+        if s.id in truth:
+            np.testing.assert_array_equal(s.labels, reference_train_ids(truth[s.id]))
+        else:
+            assert s.labels is None and s.label_path is None and s.image_path.suffix == ".jpg"
+    with pytest.raises(DataError, match=r"1 of 4 images have no label file: .*aachen_000001_000019_leftImg8bit\.jpg"):
+        open_dataset(f"cityscapes:{tmp_path}", labels_required=True)
+
+
+def test_cityscapes_prefers_train_id_files_and_rejects_unknown_ids(tmp_path):
+    truth = cityscapes_tree(tmp_path)
+    fid = "bonn_000002_000019"
+    tid = reference_train_ids(truth[fid])
+    tid[0, 0] = 18
+    save(tmp_path / "gtFine" / "train" / "bonn" / f"{fid}_gtFine_labelTrainIds.png", tid)
+    ds = open_dataset(f"cityscapes:{tmp_path}")
+    f = ds.frames[ds.index(fid)]
+    assert f.label_path.name.endswith("_labelTrainIds.png")
+    np.testing.assert_array_equal(ds.load(f).labels, tid)
+    save(tmp_path / "gtFine" / "train" / "bonn" / f"{fid}_gtFine_labelTrainIds.png", np.full((H, W), 19, np.uint8))
+    with pytest.raises(DataError, match=r"unexpected values 19 \(24 px\)"):
+        ds.load(f)
+    save(ds.frames[0].label_path, np.full((H, W), 40, np.uint8))
+    with pytest.raises(DataError, match=r"unexpected values 40 \(24 px\).*label ids are 0\.\.33"):
+        ds[0]
+
+
+def test_cityscapes_missing_split_lists_existing(tmp_path):
+    cityscapes_tree(tmp_path)
+    with pytest.raises(DataError, match=r"no split 'val' .*found: train"):
+        open_dataset(f"cityscapes:{tmp_path}", split="val")
+
+
+# ----------------------------------------------------------------------------- lost and found
+def test_lost_and_found_mapping_and_unlabelled_frames(tmp_path):
+    raws = {}
+    for i in range(5):
+        city = "04_Maurener_Weg_8" if i < 3 else "13_Elberfelder_Str"
+        fid = f"{city}_{i:06d}_000030"
+        save(tmp_path / "leftImg8bit" / "test" / city / f"{fid}_leftImg8bit.png", rgb())
+        if i == 4:
+            continue
+        raw = labels_from(np.arange(0, 201, dtype=np.uint8))
+        raw[0, :3] = [0, 1, 2]
+        raws[fid] = raw
+        save(tmp_path / "gtCoarse" / "test" / city / f"{fid}_gtCoarse_labelIds.png", raw)
+    ds = open_dataset(f"lost-and-found:{tmp_path}")
+    assert (len(ds), ds.num_labelled, ds.split) == (5, 4, "test")
+    for s in ds:
+        if s.id not in raws:
+            assert s.labels is None
+            continue
+        raw = raws[s.id]
+        expected = np.where(raw == 0, 255, np.where(raw == 1, 0, 1))
+        np.testing.assert_array_equal(s.labels, expected)
+    with pytest.raises(DataError, match="1 of 5 images have no label file"):
+        open_dataset(f"lost-and-found:{tmp_path}", labels_required=True)
+
+
+# ----------------------------------------------------------------------------- road anomaly
+def road_anomaly_tree(root: Path, n: int) -> dict[str, np.ndarray]:
+    frames = root / "frames"
+    names, truth = [], {}
+    for i in range(n):
+        name = f"animals{i:02d}_some_place"
+        names.append(f"{name}.jpg")
+        Image.fromarray(rgb()).save(_mk(frames / f"{name}.jpg"), quality=95)
+        lab = labels_from([0, 2])
+        save(frames / f"{name}.labels" / "labels_semantic.png", lab)
+        truth[name] = lab
+    (root / "frame_list.json").write_text(json.dumps(names))
+    return truth
+
+
+def test_road_anomaly_maps_two_to_one(tmp_path):
+    truth = road_anomaly_tree(tmp_path, 60)
+    ds = open_dataset(f"road-anomaly:{tmp_path}")
+    assert len(ds) == 60 and ds.ids == list(truth)
+    s = ds[5]
+    np.testing.assert_array_equal(s.labels, (truth[s.id] == 2).astype(np.uint8))
+    with pytest.raises(InputError, match="no splits"):
+        open_dataset(f"road-anomaly:{tmp_path}", split="test")
+
+
+def test_road_anomaly_count_missing_listed_and_values(tmp_path):
+    truth = road_anomaly_tree(tmp_path, 12)
+    with pytest.raises(DataError, match=r"only 12 frames.*60.*--allow-subset"):
+        open_dataset(f"road-anomaly:{tmp_path}")
+    (tmp_path / "frames" / f"{list(truth)[0]}.jpg").unlink()
+    with pytest.raises(DataError, match=r"1 images listed in .*frame_list\.json are missing"):
+        open_dataset(f"road-anomaly:{tmp_path}")
+    ds = open_dataset(f"road-anomaly:{tmp_path}", allow_subset=True)
+    assert len(ds) == 11
+    save(ds.frames[0].label_path, np.ones((H, W), np.uint8))  # 1 is not a Road Anomaly label
+    with pytest.raises(DataError, match=r"unexpected values 1 \(24 px\); expected \{0, 2\}"):
+        ds[0]
+
+
+def test_road_anomaly_wrong_root_and_no_list(tmp_path):
+    road_anomaly_tree(tmp_path / "RoadAnomaly_jpg", 60)
+    with pytest.raises(DataError, match=rf"Did you mean --data road-anomaly:{tmp_path / 'RoadAnomaly_jpg'}\?"):
+        open_dataset(f"road-anomaly:{tmp_path}")
+    (tmp_path / "RoadAnomaly_jpg" / "frame_list.json").unlink()
+    ds = open_dataset(f"road-anomaly:{tmp_path / 'RoadAnomaly_jpg'}")
+    assert len(ds) == 60 and "frame_list.json" in ds.describe()
+
+
+# ----------------------------------------------------------------------------- SegmentMeIfYouCan
+@pytest.mark.parametrize("kind,ext", [("smiyc-anomaly", "jpg"), ("smiyc-obstacle", "webp")])
+def test_smiyc_labelled_and_unlabelled(tmp_path, kind, ext):
+    truth = {}
+    for i in range(12):
+        Image.fromarray(rgb()).save(_mk(tmp_path / "images" / f"{i}.{ext}"))
+        if i < 10:
+            truth[str(i)] = save(tmp_path / "labels_masks" / f"{i}_labels_semantic.png", labels_from([0, 1, 255]))
+            save(tmp_path / "labels_masks" / f"{i}_labels_semantic_color.png", rgb())  # ignored
+    ds = open_dataset(f"{kind}:{tmp_path}")
+    assert ds.ids == [str(i) for i in range(12)]  # natural order
+    assert (len(ds), ds.num_labelled) == (12, 10)
+    assert ds[11].labels is None
+    np.testing.assert_array_equal(ds[2].labels, np.asarray(Image.open(truth["2"])))
+    with pytest.raises(DataError, match="2 of 12 images have no label file"):
+        open_dataset(f"{kind}:{tmp_path}", labels_required=True)
+    save(tmp_path / "labels_masks" / "99_labels_semantic.png", labels_from([0, 1]))
+    with pytest.raises(DataError, match=r"no matching image: .*99_labels_semantic\.png"):
+        open_dataset(f"{kind}:{tmp_path}")
+    assert len(open_dataset(f"{kind}:{tmp_path}", allow_subset=True)) == 12
+
+
+def test_smiyc_empty_and_parent(tmp_path):
+    (tmp_path / "dataset_ObstacleTrack" / "images").mkdir(parents=True)
+    with pytest.raises(DataError, match="holds no images"):
+        open_dataset(f"smiyc-obstacle:{tmp_path / 'dataset_ObstacleTrack'}")
+    with pytest.raises(DataError, match=rf"Did you mean --data smiyc-obstacle:{tmp_path / 'dataset_ObstacleTrack'}\?"):
+        open_dataset(f"smiyc-obstacle:{tmp_path}")
+
+
+# ----------------------------------------------------------------------------- folder
+def test_folder_root_with_images_and_labels(tmp_path):
+    raws = {}
+    for name in ("b", "a", "c"):
+        Image.fromarray(rgb()).save(_mk(tmp_path / "images" / f"{name}.jpg"))
+        if name != "c":
+            raws[name] = save(tmp_path / "labels" / f"{name}.png", labels_from([0, 10, 20]))
+    ds = open_dataset(f"folder:{tmp_path}", mapping="0:0,10:1,*:255")
+    assert ds.ids == ["a", "b", "c"] and ds.num_labelled == 2 and ds.task == "anomaly"
+    raw = np.asarray(Image.open(raws["a"]))
+    np.testing.assert_array_equal(ds[0].labels, np.select([raw == 0, raw == 10], [0, 1], 255))
+    assert ds[2].labels is None
+    # without a mapping the masks must already be 0/1/255
+    with pytest.raises(DataError, match=r"unexpected values 10 .*20 .*mapping"):
+        open_dataset(f"folder:{tmp_path}")[0]
+
+
+def test_folder_two_dirs_suffix_and_images_only(tmp_path):
+    for name in ("x1", "x2"):
+        Image.fromarray(rgb()).save(_mk(tmp_path / "imgs" / f"{name}.png"))
+        save(tmp_path / "m" / f"{name}_mask.png", labels_from([0, 1]))
+    ds = open_dataset(f"folder:{tmp_path / 'imgs'},{tmp_path / 'm'}", mask_suffix="_mask", mapping={0: 0, 1: 1})
+    assert ds.num_labelled == 2 and ds.describe().endswith(f"masks {tmp_path / 'm'}")
+    with pytest.raises(DataError, match=r"no mask in .* matches an image stem.*mask_suffix"):
+        open_dataset(f"folder:{tmp_path / 'imgs'},{tmp_path / 'm'}")
+    only = open_dataset(f"folder:{tmp_path / 'imgs'}")
+    assert (len(only), only.has_labels) == (2, False)
+    with pytest.raises(DataError, match="no mask folder"):
+        open_dataset(f"folder:{tmp_path / 'imgs'}", labels_required=True)
+    with pytest.raises(DataError, match=r"no images in .*sub-folders \(imgs, m\)"):
+        open_dataset(f"folder:{tmp_path}")
+
+
+def test_parse_mapping_errors():
+    assert parse_mapping({"0": "0", 3: 1, "*": 255}) == ({0: 0, 3: 1}, 255)
+    for bad in ("0-1", {0: 5}, {300: 1}, {"x": 1}, {}):
+        with pytest.raises(InputError):
+            parse_mapping(bad)
+
+
+def test_safe_ids_and_pickle(tmp_path):
+    import pickle
+
+    Image.fromarray(rgb()).save(_mk(tmp_path / "a b#c.png"))
+    ds = open_dataset(f"folder:{tmp_path}")
+    assert ds.ids == ["a_b_c"]
+    clone = pickle.loads(pickle.dumps(ds))  # DataLoader workers receive the data set pickled
+    np.testing.assert_array_equal(clone[0].image, ds[0].image)
