@@ -26,7 +26,7 @@ from sml.models.zoo import ZOO, ZooEntry, fetch, list_zoo, locate, register_zoo
 __all__ = [
     "load", "build", "wrap", "register_model", "list_models", "list_zoo", "SegmentationModel", "ModelConfig",
     "ZooEntry", "ZOO", "register_zoo", "fetch", "locate", "load_checkpoint", "load_into", "save_checkpoint",
-    "CITYSCAPES_CLASSES", "IMAGENET_MEAN", "IMAGENET_STD",
+    "CITYSCAPES_CLASSES", "IMAGENET_MEAN", "IMAGENET_STD", "CheckpointError",
 ]
 
 _CONTRACT_KEYS = ("input_size", "mean", "std", "class_names", "class_channels")
