@@ -9,8 +9,14 @@ from sml.errors import InputError
 METHODS = ("sml", "max_logit", "msp", "entropy", "energy")
 
 
-class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    """Keeps the examples in epilogs as written and shows every default."""
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Keeps the examples in epilogs as written and shows the defaults that carry information."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.default not in (None, False, [], argparse.SUPPRESS) and "%(default)" not in text:
+            text += " (default: %(default)s)"
+        return text
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:

@@ -1,0 +1,124 @@
+"""Output writers (datasets.md formats) and the resume store (atomic, code-free state files)."""
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from sml.errors import InputError
+from sml.pipelines import resume, writers
+
+
+@pytest.fixture
+def amap() -> np.ndarray:
+    return np.random.default_rng(0).normal(size=(20, 30)).astype(np.float32) * 3
+
+
+def test_hdf5_smiyc_layout(tmp_path: Path, amap: np.ndarray) -> None:
+    p = writers.write_map(tmp_path, "hdf5", "sml", "smiyc-anomaly", "validation0001", amap)
+    assert p == tmp_path / "anomaly_p" / "sml" / "smiyc-anomaly" / "validation0001.hdf5"
+    with h5py.File(p) as h5:
+        v = h5["value"]
+        assert v.dtype == np.float16 and v.compression == "gzip"
+        np.testing.assert_array_equal(v[()], amap.astype(np.float16))
+
+
+def test_fishyscapes_pair(tmp_path: Path, amap: np.ndarray) -> None:
+    pred = np.random.default_rng(1).integers(0, 19, size=amap.shape)
+    p = writers.write_map(tmp_path, "fishyscapes", "msp", "fishyscapes-laf", "f_0", amap, pred)
+    assert p.name == "f_0_anomaly.npy"
+    a = np.load(p)
+    s = np.load(p.with_name("f_0_segmentation.npy"))
+    assert a.dtype == np.float32 and np.array_equal(a, amap)
+    assert s.dtype == np.uint8 and np.array_equal(s, pred)
+
+
+def test_npy_and_npy16(tmp_path: Path, amap: np.ndarray) -> None:
+    p = writers.write_map(tmp_path, "npy", "energy", "x", "a", amap)
+    assert np.load(p).dtype == np.float32 and np.array_equal(np.load(p), amap)
+    p16 = writers.write_map(tmp_path, "npy16", "energy", "x", "a", amap)
+    assert p16 == tmp_path / "maps" / "energy" / "a.npy"
+    assert np.load(p16).dtype == np.float16
+
+
+def test_png16_round_trip(tmp_path: Path, amap: np.ndarray) -> None:
+    p = writers.write_map(tmp_path, "png16", "sml", "x", "a", amap)
+    back = writers.read_png16(p)
+    span = amap.max() - amap.min()
+    assert np.abs(back - amap).max() <= span / 65535 * 0.51 + 1e-6
+    # order within the frame is kept
+    assert back.argmax() == amap.argmax() and back.argmin() == amap.argmin()
+
+
+def test_png16_constant_map(tmp_path: Path) -> None:
+    p = writers.write_map(tmp_path, "png16", "sml", "x", "c", np.full((4, 5), 2.5, np.float32))
+    assert np.allclose(writers.read_png16(p), 2.5)
+
+
+def test_bad_input(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="--save-maps"):
+        writers.parse_formats(["hdf5,jpeg"])
+    assert writers.parse_formats(["hdf5,npy", "hdf5"]) == ["hdf5", "npy"]
+    with pytest.raises(InputError, match="H x W"):
+        writers.write_map(tmp_path, "npy", "m", "d", "f", np.zeros((1, 2, 3)))
+    assert writers.safe_name("a/b c") == "a_b_c"
+
+
+def test_no_partial_file_after_failure(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, amap: np.ndarray) -> None:
+    def boom(*a, **k):  # the write dies half-way
+        raise OSError("disk full")
+
+    monkeypatch.setattr(np, "save", boom)
+    with pytest.raises(OSError):
+        writers.write_map(tmp_path, "npy", "m", "d", "f", amap)
+    assert not list(tmp_path.rglob("*.npy")) and not list(tmp_path.rglob("*.tmp"))
+
+
+# ---------------------------------------------------------------- resume state
+def test_state_round_trip_keeps_bits() -> None:
+    from sml.pipelines.common import Timer
+
+    t = Timer({"a": 0.1 + 0.2})
+    obj = {"x": np.arange(5, dtype=np.float64) / 3, 3: [torch.tensor([1.0 / 3], dtype=torch.float64), (1, "a")],
+           "t": t, "none": None, "nan": float("nan")}
+    back = resume.loads(resume.dumps(obj))
+    assert np.array_equal(back["x"], obj["x"])
+    assert back[3][0].dtype == torch.float64 and back[3][0].item() == 1.0 / 3
+    assert back[3][1] == (1, "a")
+    assert isinstance(back["t"], Timer) and back["t"].seconds["a"] == 0.1 + 0.2
+    assert np.isnan(back["nan"])
+
+
+def test_state_loader_runs_no_code() -> None:
+    class Evil:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    with pytest.raises(pickle.UnpicklingError):
+        resume.loads(pickle.dumps({"a": Evil()}))
+    with pytest.raises(TypeError):
+        resume.dumps({"a": Evil()})
+
+
+def test_store_generations(tmp_path: Path) -> None:
+    s = resume.ResumeStore(tmp_path / "st", {"run": 1})
+    assert s.start(resume=False) == []
+    s.save({"n": 1})
+    s.save({"n": 2})  # same generation: replaced
+    s2 = resume.ResumeStore(tmp_path / "st", {"run": 1})
+    assert s2.start(resume=True) == [{"n": 2}]
+    assert s2.generation == 1
+    s2.save({"n": 3})
+    s2.drop_older()
+    assert sorted(p.name for p in (tmp_path / "st").glob("*.state")) == ["g1.r0.state"]
+    with pytest.raises(InputError, match="different run"):
+        resume.ResumeStore(tmp_path / "st", {"run": 2}).start(resume=True)
+    s3 = resume.ResumeStore(tmp_path / "st", {"run": 2})
+    assert s3.start(resume=False) == []  # a fresh start clears the old state
+    assert not list((tmp_path / "st").glob("*.state"))
+    s3.clear()
+    assert not (tmp_path / "st").exists()
