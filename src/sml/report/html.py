@@ -20,7 +20,7 @@ from PIL import Image
 from sml.errors import InputError
 from sml.report.curves import colour_legend, plot_curves
 from sml.report.images import frame_panel, robust_range
-from sml.report.rundir import Run, frame_numbers, load_run, slug
+from sml.report.rundir import Run, frame_numbers, load_run, read_eval_labels, slug
 from sml.utils.atomic import write_bytes, write_text
 from sml.utils.progress import progress
 
@@ -196,19 +196,6 @@ def _read_rgb(path: Path) -> np.ndarray:
         return np.asarray(im.convert("RGB"))
 
 
-def _read_labels(path: Path) -> np.ndarray:
-    with Image.open(path) as im:
-        lab = np.asarray(im)
-    if lab.ndim == 3:
-        lab = lab[..., 0]
-    bad = np.setdiff1d(np.unique(lab), [0, 1, 255])
-    if bad.size:
-        raise InputError(f"labels {path} hold values {bad.tolist()[:5]} outside the evaluation convention "
-                         "(0 in-distribution, 1 anomaly, 255 void); `sml eval` writes converted labels "
-                         "to RUN_DIR/labels/")
-    return lab.astype(np.uint8, copy=False)
-
-
 def _load_map(path: Path) -> np.ndarray:
     a = np.load(path, allow_pickle=False)
     return np.asarray(a, dtype=np.float32).squeeze()
@@ -267,11 +254,11 @@ def _render_frames(run: Run, frames: list[dict[str, Any]], methods: list[str], r
                 if p.is_file():
                     maps[m] = _load_map(p)
             labels = None
-            lpath = run.resolve(f.get("labels"))
+            lpath = run.resolve(f.get("eval_labels") or f.get("labels"))
             if lpath is not None:
                 if lpath.is_file():
                     try:
-                        labels = _read_labels(lpath)
+                        labels = read_eval_labels(lpath, run.label_table())
                     except InputError as exc:
                         row["problems"].append(str(exc))
                 else:

@@ -5,7 +5,7 @@ import json
 import math
 import re
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -50,11 +50,56 @@ class Run:
         return p if p.is_absolute() else self.root / p
 
     def map_path(self, method: str, frame_id: str) -> Path:
-        """``maps/<method>/<frame-id>.npy`` (frame ids may hold ``/``, never ``..``)."""
-        parts = PurePosixPath(str(frame_id)).parts
-        if not parts or ".." in parts or parts[0] == "/":
-            raise InputError(f"frame id {frame_id!r} in frames.json is not a relative name")
-        return self.root / "maps" / method / Path(*parts[:-1], parts[-1] + ".npy")
+        """``maps/<method>/<safe frame id>.npy``, as ``sml eval`` names them (``writers.safe_name``)."""
+        from sml.pipelines.writers import safe_name
+
+        return self.root / "maps" / method / f"{safe_name(str(frame_id))}.npy"
+
+    def label_table(self) -> np.ndarray | None:
+        """Raw label value -> evaluation label (256 entries, 255 for unknown values) of this run's
+        data-set kind, or None when the kind's mapping cannot be rebuilt (``folder`` with a user mapping)."""
+        if not hasattr(self, "_lut"):
+            self._lut = _label_lut(str(self.metrics.get("dataset", "")))
+        return self._lut
+
+
+def _label_lut(kind: str) -> np.ndarray | None:
+    # The loaders own the raw-label conventions (datasets.md); reuse their table instead
+    # of restating it. Building it needs no data-set root, so an empty instance suffices.
+    try:
+        from sml.data import DATASETS, canonical_kind
+
+        cls = DATASETS[canonical_kind(kind)]
+        if cls.kind == "folder" or cls.task != "anomaly":
+            return None
+        lut, known = cls.__new__(cls)._label_table()
+        return np.where(np.asarray(known, bool), np.asarray(lut), 255).astype(np.uint8)
+    except Exception:  # noqa: BLE001 - any failure: fall back to labels already in 0/1/255
+        return None
+
+
+def read_eval_labels(path: Path, table: np.ndarray | None) -> np.ndarray:
+    """Labels of ``path`` in the evaluation convention (1 anomaly, 0 in-distribution, 255 void).
+
+    Files already holding only 0 / 1 / 255 are used as they are; others are mapped
+    through ``table`` (the data set's raw-value table). ``InputError`` otherwise.
+    """
+    from PIL import Image
+
+    with Image.open(path) as im:
+        lab = np.asarray(im)
+    if lab.ndim == 3:
+        lab = lab[..., 0]
+    if lab.dtype != np.uint8:
+        lab = lab.astype(np.uint8) if lab.size and lab.max() < 256 and lab.min() >= 0 else lab
+    values = np.unique(lab)
+    if np.isin(values, (0, 1, 255)).all():
+        return lab.astype(np.uint8, copy=False)
+    if table is not None and lab.dtype == np.uint8:
+        return table[lab]
+    raise InputError(f"labels {path} hold values {values.tolist()[:8]} outside the evaluation convention "
+                     "(0 in-distribution, 1 anomaly, 255 void) and the run's data-set kind gives no mapping; "
+                     "give frames.json an 'eval_labels' PNG in that convention")
 
 
 def _read_json(path: Path) -> Any:
