@@ -116,15 +116,15 @@ def test_fishyscapes_missing_label_and_orphan_label(tmp_path):
     victim = sorted(truth)[4]
     lab = next(gt.rglob(f"{victim}_gtFine_labelIds.png"))
     lab.rename(lab.with_name("stray_000001_000019_gtFine_labelIds.png"))
-    with pytest.raises(DataError, match=rf"1 of 30 images have no label file: .*{victim}_leftImg8bit\.png.*Also, "
-                       r"1 label files have no matching image: .*stray_000001_000019_gtFine_labelIds\.png"):
+    with pytest.raises(DataError, match=rf"1 of 30 images without a label file: .*{victim}_leftImg8bit\.png.*Also, "
+                       r"1 label file without a matching image: .*stray_000001_000019_gtFine_labelIds\.png"):
         open_dataset(f"fishyscapes-static:{tmp_path}")
     # with the unlabelled image removed only the orphan label is left
     next(tmp_path.rglob(f"{victim}_leftImg8bit.png")).unlink()
-    with pytest.raises(DataError, match=r"1 label files have no matching image: .*stray_000001_000019_gtFine_labelIds\.png"):
+    with pytest.raises(DataError, match=r"1 label file without a matching image: .*stray_000001_000019_gtFine_labelIds\.png"):
         open_dataset(f"fishyscapes-static:{tmp_path}")
     ds = open_dataset(f"fishyscapes-static:{tmp_path}", allow_subset=True)
-    assert len(ds) == 29 and "1 label files without image ignored" in ds.describe()
+    assert len(ds) == 29 and "1 label file without image ignored" in ds.describe()
 
 
 def test_fishyscapes_unexpected_values_and_size_mismatch(tmp_path):
@@ -214,7 +214,7 @@ def test_cityscapes_train_ids_and_optional_labels(tmp_path, nested):
             np.testing.assert_array_equal(s.labels, reference_train_ids(truth[s.id]))
         else:
             assert s.labels is None and s.label_path is None and s.image_path.suffix == ".jpg"
-    with pytest.raises(DataError, match=r"1 of 4 images have no label file: .*aachen_000001_000019_leftImg8bit\.jpg"):
+    with pytest.raises(DataError, match=r"1 of 4 images without a label file: .*aachen_000001_000019_leftImg8bit\.jpg"):
         open_dataset(f"cityscapes:{tmp_path}", labels_required=True)
 
 
@@ -264,7 +264,7 @@ def test_lost_and_found_mapping_and_unlabelled_frames(tmp_path):
         raw = raws[s.id]
         expected = np.where(raw == 0, 255, np.where(raw == 1, 0, 1))
         np.testing.assert_array_equal(s.labels, expected)
-    with pytest.raises(DataError, match="1 of 5 images have no label file"):
+    with pytest.raises(DataError, match="1 of 5 images without a label file"):
         open_dataset(f"lost-and-found:{tmp_path}", labels_required=True)
 
 
@@ -298,7 +298,7 @@ def test_road_anomaly_count_missing_listed_and_values(tmp_path):
     with pytest.raises(DataError, match=r"only 12 frames.*60.*--allow-subset"):
         open_dataset(f"road-anomaly:{tmp_path}")
     (tmp_path / "frames" / f"{list(truth)[0]}.jpg").unlink()
-    with pytest.raises(DataError, match=r"1 images listed in .*frame_list\.json are missing"):
+    with pytest.raises(DataError, match=r"1 of the 12 images listed in .*frame_list\.json are missing"):
         open_dataset(f"road-anomaly:{tmp_path}")
     ds = open_dataset(f"road-anomaly:{tmp_path}", allow_subset=True)
     assert len(ds) == 11
@@ -330,10 +330,10 @@ def test_smiyc_labelled_and_unlabelled(tmp_path, kind, ext):
     assert (len(ds), ds.num_labelled) == (12, 10)
     assert ds[11].labels is None
     np.testing.assert_array_equal(ds[2].labels, np.asarray(Image.open(truth["2"])))
-    with pytest.raises(DataError, match="2 of 12 images have no label file"):
+    with pytest.raises(DataError, match="2 of 12 images without a label file"):
         open_dataset(f"{kind}:{tmp_path}", labels_required=True)
     save(tmp_path / "labels_masks" / "99_labels_semantic.png", labels_from([0, 1]))
-    with pytest.raises(DataError, match=r"no matching image: .*99_labels_semantic\.png"):
+    with pytest.raises(DataError, match=r"without a matching image: .*99_labels_semantic\.png"):
         open_dataset(f"{kind}:{tmp_path}")
     assert len(open_dataset(f"{kind}:{tmp_path}", allow_subset=True)) == 12
 
@@ -394,3 +394,73 @@ def test_safe_ids_and_pickle(tmp_path):
     assert ds.ids == ["a_b_c"]
     clone = pickle.loads(pickle.dumps(ds))  # DataLoader workers receive the data set pickled
     np.testing.assert_array_equal(clone[0].image, ds[0].image)
+
+
+# ----------------------------------------------------------------------------- mapping vs a literal reference
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+from sml.data import label_table  # noqa: E402
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    table=st.dictionaries(st.integers(0, 255), st.sampled_from([0, 1, 255]), min_size=1, max_size=12),
+    default=st.one_of(st.none(), st.sampled_from([0, 1, 255])),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_folder_mapping_matches_literal_loop(tmp_path_factory, table, default, seed):
+    rng = np.random.default_rng(seed)
+    pool = np.array(sorted(table) + [int(rng.integers(0, 256))], dtype=np.uint8)
+    raw = rng.choice(pool, size=(3, 5))
+    mapping = {**table, **({"*": default} if default is not None else {})}
+    root = tmp_path_factory.mktemp("fold")
+    Image.fromarray(rgb(3, 5)).save(_mk(root / "images" / "f.png"))
+    ds = open_dataset(f"folder:{root}", mapping=mapping)
+    unknown = [int(v) for v in np.unique(raw) if int(v) not in table and default is None]
+    if unknown:
+        with pytest.raises(DataError, match="unexpected values " + str(unknown[0])):
+            ds.map_labels(raw)
+        return
+    expected = np.array([[table.get(int(v), default) for v in row] for row in raw], dtype=np.uint8)
+    np.testing.assert_array_equal(ds.map_labels(raw), expected)
+
+
+def test_label_table_per_kind():
+    from cityscapesscripts.helpers.labels import id2label
+
+    ra = label_table("road-anomaly")
+    assert (ra[0], ra[1], ra[2], ra[3]) == (0, 255, 1, 255)
+    laf = label_table("lost-and-found")
+    assert laf[0] == 255 and laf[1] == 0 and (laf[2:] == 1).all()
+    cs = label_table("cityscapes")
+    for i in range(34):
+        t = id2label[i].trainId
+        assert cs[i] == (255 if t in (255, -1) else t)
+    assert (cs[34:] == 255).all()
+    assert list(np.flatnonzero(label_table("smiyc-obstacle") != 255)) == [0, 1]
+    np.testing.assert_array_equal(label_table("folder", "3:1,*:0")[[0, 3, 200]], [0, 1, 0])
+    with pytest.raises(InputError):
+        label_table("road-anomaly", mapping={0: 0})
+
+
+def test_empty_split_and_file_root(tmp_path):
+    (tmp_path / "leftImg8bit" / "train" / "aachen").mkdir(parents=True)
+    with pytest.raises(DataError, match=r"cityscapes: no frames found under .* \(split train\)\. Expected ROOT/leftImg8bit/train/"):
+        open_dataset(f"cityscapes:{tmp_path}")
+    f = tmp_path / "file.txt"
+    f.write_text("x")
+    with pytest.raises(DataError, match="is a file"):
+        open_dataset(f"smiyc-anomaly:{f}")
+
+
+def test_dataset_access_protocol(tmp_path):
+    fishyscapes_tree(tmp_path, 30)
+    ds = open_dataset(f"fishyscapes-static:{tmp_path}")
+    assert ds[-1].id == ds.frames[-1].id
+    with pytest.raises(IndexError):
+        ds[30]
+    with pytest.raises(TypeError):
+        ds["0"]
+    with pytest.raises(InputError, match="no frame with id"):
+        ds.index("nope")
+    assert [s.id for s in ds] == ds.ids and repr(ds).startswith("<FishyscapesStatic fishyscapes-static at ")

@@ -37,7 +37,7 @@ def test_cityscapes_mini_train(shared):
     assert s.image.shape == (1024, 2048, 3) and s.image.dtype == np.uint8
     np.testing.assert_array_equal(s.labels, _reference_train_ids(_pil_labels(s.label_path)))
     assert s.image_path.name == "aachen_000003_000019_leftImg8bit.png"
-    with pytest.raises(DataError, match="180 of 188 images have no label file"):
+    with pytest.raises(DataError, match="180 of 188 images without a label file"):
         open_dataset(f"cityscapes:{root}", labels_required=True)
 
 

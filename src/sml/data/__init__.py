@@ -15,7 +15,7 @@ from sml.data.benchmarks import RoadAnomaly, SMIYCAnomaly, SMIYCObstacle
 from sml.data.cityscapes import Cityscapes, FishyscapesLAF, FishyscapesStatic, LostAndFound
 from sml.data.folder import Folder, parse_mapping
 from sml.data.io import IMAGE_EXTENSIONS, image_size, read_image, read_labels
-from sml.data.registry import DATASETS, canonical_kind, dataset_help, open_dataset, parse_spec
+from sml.data.registry import DATASETS, canonical_kind, dataset_help, label_table, open_dataset, parse_spec
 
 __all__ = [
     "DATASETS",
@@ -35,6 +35,7 @@ __all__ = [
     "canonical_kind",
     "dataset_help",
     "image_size",
+    "label_table",
     "open_dataset",
     "parse_mapping",
     "parse_spec",

@@ -56,6 +56,11 @@ def safe_id(text: str) -> str:
     return out or "frame"
 
 
+def _count(n: int, noun: str) -> str:
+    """``1 image`` / ``3 images``."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def list_paths(paths: Sequence[os.PathLike | str], limit: int = _MAX_LISTED) -> str:
     """``a, b, c ... and 12 more`` for error messages."""
     shown = [str(p) for p in list(paths)[:limit]]
@@ -169,16 +174,17 @@ class Dataset:
         missing = [f.image_path for f in self.frames if f.label_path is None] if self.labels_required else []
         if missing:
             problems.append(
-                f"{len(missing)} of {len(self.frames)} images have no label file: {list_paths(missing)}. {self._label_hint()}"
+                f"{len(missing)} of {_count(len(self.frames), 'image')} without a label file: {list_paths(missing)}. "
+                f"{self._label_hint()}"
             )
         if self._orphans and not self.allow_subset:
             problems.append(
-                f"{len(self._orphans)} label files have no matching image: {list_paths(self._orphans)}. "
+                f"{_count(len(self._orphans), 'label file')} without a matching image: {list_paths(self._orphans)}. "
                 "The images are missing or misnamed: restore them, or pass --allow-subset "
                 "(allow_subset=True) to ignore these labels."
             )
         elif self._orphans:
-            self.notes.append(f"{len(self._orphans)} label files without image ignored")
+            self.notes.append(f"{_count(len(self._orphans), 'label file')} without image ignored")
         if problems:
             raise DataError(f"{self.kind}: " + " Also, ".join(problems))
         n = len(self.frames)

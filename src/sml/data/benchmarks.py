@@ -67,7 +67,7 @@ class RoadAnomaly(Dataset):
             if missing:
                 if not self.allow_subset:
                     raise DataError(
-                        f"{self.kind}: {len(missing)} images listed in {list_file} are missing: {list_paths(missing)}. "
+                        f"{self.kind}: {len(missing)} of the {len(names)} images listed in {list_file} are missing: {list_paths(missing)}. "
                         "Restore them, or pass --allow-subset (allow_subset=True) to use the frames present."
                     )
                 images = [p for p in images if p.is_file()]

@@ -148,7 +148,7 @@ class Cityscapes(CityscapesLayout):
     kind = "cityscapes"
     description = "Cityscapes leftImg8bit/gtFine (train ids 0..18, 255 ignore); labels optional"
     task = "segmentation"
-    splits = ("train", "val", "test", "train_extra")
+    splits = ("train", "val", "test")
     default_split = "train"
     labels_required_default = False  # statistics need none; the mini set labels 8 of 188 frames
     allowed_values = tuple(range(19)) + (IGNORE_INDEX,)

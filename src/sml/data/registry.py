@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import difflib
 import os
+
+import numpy as np
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -10,7 +12,7 @@ from sml.errors import InputError
 from sml.data.base import Dataset
 from sml.data.benchmarks import RoadAnomaly, SMIYCAnomaly, SMIYCObstacle
 from sml.data.cityscapes import Cityscapes, FishyscapesLAF, FishyscapesStatic, LostAndFound
-from sml.data.folder import Folder
+from sml.data.folder import Folder, parse_mapping
 
 #: data-set kind -> loader class (each has a one-line ``description`` for --help)
 DATASETS: dict[str, type[Dataset]] = {
@@ -62,6 +64,20 @@ def parse_spec(spec: str) -> tuple[str, str | None]:
     if not path:
         raise InputError(f"--data {spec!r} names no folder; write {kind}:PATH")
     return canonical_kind(kind), path
+
+
+def label_table(kind: str, mapping: Mapping | str | None = None) -> np.ndarray:
+    """The kind's raw label value -> target value table (256 uint8 entries; values the kind
+    does not expect map to 255), built without a data-set root. Cityscapes: the label-id table.
+    ``folder`` needs its ``mapping`` (None: masks already 0/1/255)."""
+    cls = DATASETS[canonical_kind(kind)]
+    obj = cls.__new__(cls)  # the tables depend on the class (and the folder mapping), not on files
+    if cls is Folder:
+        obj._mapping = parse_mapping(mapping)
+    elif mapping is not None:
+        raise InputError(f"a label mapping applies to the folder kind only; {kind} uses its published labels")
+    lut, known = obj._label_table()
+    return np.where(known, lut, 255).astype(np.uint8)
 
 
 def dataset_help() -> str:
