@@ -28,6 +28,7 @@ class ModelConfig:
     pretrained_backbone: str | None = None  # ImageNet trunk weights (a path, never downloaded)
     init_weights: str | None = None         # full network weights to fine-tune from
     sync_bn: bool = True                    # SyncBatchNorm under torchrun
+    freeze_bn: bool = False                 # keep batch norms in eval mode (fine-tuning with small batches)
     normalize: str = "auto"                 # "imagenet", "none" (RGB in [0,1]) or "auto" (per arch)
 
 
@@ -119,7 +120,7 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     def to_yaml(self) -> str:
-        return yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=None)
+        return yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=False)
 
     def override(self, items: Iterable[str]) -> "TrainConfig":
         """A copy with ``key.sub=value`` overrides applied (value parsed as YAML)."""

@@ -1,0 +1,294 @@
+"""Synthetic street scenes in the Cityscapes layout, and an anomaly set on the same streets.
+
+Everything is drawn with NumPy and PIL from a seed: no download. A scene has
+a road in perspective with lane marks, sidewalks, buildings with windows,
+trees and hedges, sky with clouds, cars and people, under varied layout,
+lighting (gain, colour cast, cast shadows) and camera noise. Labels use the
+real Cityscapes label ids (road 7, sidewalk 8, building 11, vegetation 21,
+sky 23, person 24, car 26) so the official table maps them to train ids.
+
+The anomaly set shows new streets with objects that never occur in training
+(irregular blobs and star shapes, in saturated colours with stripes, checks or
+dots) lying on the road; labels are 1 anomaly, 0 in-distribution and 255 a
+one-pixel void ring around each object (its mixed, antialiased edge).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from sml.utils import atomic
+
+ROAD, SIDEWALK, BUILDING, VEGETATION, SKY, PERSON, CAR = 7, 8, 11, 21, 23, 24, 26
+CLASS_IDS = {"road": ROAD, "sidewalk": SIDEWALK, "building": BUILDING, "vegetation": VEGETATION,
+             "sky": SKY, "person": PERSON, "car": CAR}
+
+_CAR_COLOURS = np.array([[0.55, 0.08, 0.08], [0.10, 0.15, 0.45], [0.85, 0.85, 0.85], [0.08, 0.08, 0.09],
+                         [0.55, 0.56, 0.58], [0.25, 0.30, 0.25]], np.float32)
+_CLOTHES = np.array([[0.15, 0.15, 0.2], [0.35, 0.2, 0.12], [0.45, 0.45, 0.5], [0.1, 0.25, 0.35],
+                     [0.5, 0.12, 0.12], [0.2, 0.3, 0.15]], np.float32)
+_FACADES = np.array([[0.72, 0.65, 0.52], [0.55, 0.30, 0.22], [0.60, 0.60, 0.62], [0.80, 0.76, 0.68],
+                     [0.45, 0.42, 0.40]], np.float32)
+# Unseen in training: saturated hues no street object has.
+_ANOMALY_COLOURS = np.array([[1.0, 0.0, 0.9], [0.0, 0.95, 0.95], [1.0, 0.55, 0.0], [0.5, 1.0, 0.0],
+                             [1.0, 0.95, 0.0], [0.55, 0.0, 1.0]], np.float32)
+
+
+def value_noise(rng: np.random.Generator, h: int, w: int, cell: float, octaves: int = 3) -> np.ndarray:
+    """Smooth fractal noise in [0, 1], ``h x w``; ``cell`` is the coarsest feature size in pixels."""
+    out = np.zeros((h, w), np.float32)
+    amp, total = 1.0, 0.0
+    for _ in range(octaves):
+        gh, gw = max(2, int(h / cell) + 2), max(2, int(w / cell) + 2)
+        grid = rng.random((gh, gw)).astype(np.float32)
+        out += amp * np.asarray(Image.fromarray(grid, mode="F").resize((w, h), Image.BICUBIC))
+        total += amp
+        amp *= 0.5
+        cell = max(1.0, cell / 2)
+    out /= total
+    return np.clip(out, 0, 1)
+
+
+def _mask(h: int, w: int, draw_fn) -> np.ndarray:  # type: ignore[no-untyped-def]
+    im = Image.new("L", (w, h), 0)
+    draw_fn(ImageDraw.Draw(im))
+    return np.asarray(im) > 127
+
+
+def _paint(img: np.ndarray, lab: np.ndarray | None, mask: np.ndarray, colour: np.ndarray,
+           label: int | None = None) -> None:
+    img[mask] = colour[mask] if colour.ndim == 3 else colour
+    if lab is not None and label is not None:
+        lab[mask] = label
+
+
+@dataclass
+class SceneConfig:
+    width: int = 320
+    height: int = 160
+
+
+def street_scene(rng: np.random.Generator, width: int = 320, height: int = 160,
+                 anomalies: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """One frame: (uint8 H x W x 3 image, uint8 Cityscapes label ids, 0/1/255 anomaly labels or None)."""
+    h, w = height, width
+    img = np.zeros((h, w, 3), np.float32)
+    lab = np.zeros((h, w), np.uint8)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    hor = rng.uniform(0.36, 0.5) * h
+    vx = rng.uniform(0.35, 0.65) * w
+
+    # sky: vertical gradient + clouds
+    top, bottom = np.array([0.25, 0.45, 0.85]), np.array([0.70, 0.80, 0.95])
+    t = np.clip(yy / max(hor, 1), 0, 1)[..., None]
+    sky = top * (1 - t) + bottom * t
+    clouds = np.clip(value_noise(rng, h, w, w / 4) * 2.2 - 1.0, 0, 1)[..., None] * rng.uniform(0.2, 0.9)
+    img[:] = sky * (1 - clouds) + 0.95 * clouds
+    lab[:] = SKY
+
+    # buildings: blocks along the horizon, left and right of the vanishing point
+    for side in (-1, 1):
+        x = vx + side * rng.uniform(0.02, 0.12) * w
+        while 0 <= x < w or (side < 0 and x >= w) or (side > 0 and x < 0):
+            bw = rng.uniform(0.08, 0.25) * w
+            dist = abs(x - vx) / w
+            bh = rng.uniform(0.15, 0.45) * h + dist * h * 0.6
+            x0, x1 = (x - bw, x) if side < 0 else (x, x + bw)
+            y0 = max(0.0, hor - bh)
+            m = _mask(h, w, lambda d: d.rectangle([x0, y0, x1, hor + 0.1 * h * (dist + 0.2)], fill=255))
+            base = _FACADES[rng.integers(len(_FACADES))] * rng.uniform(0.85, 1.1)
+            tex = base * (0.85 + 0.3 * value_noise(rng, h, w, 6, 2))[..., None]
+            # window grid, darker glass
+            sx, sy = rng.uniform(6, 12), rng.uniform(7, 12)
+            win = ((np.mod(xx - x0, sx) > 0.45 * sx) & (np.mod(yy - y0, sy) > 0.5 * sy))
+            tex = np.where(win[..., None], tex * 0.35 + np.array([0.05, 0.08, 0.12]), tex)
+            _paint(img, lab, m, tex, BUILDING)
+            x = x1 if side > 0 else x0
+            if x <= 0 or x >= w:
+                break
+
+    # background trees over buildings and sky
+    for _ in range(rng.integers(1, 6)):
+        cx, r = rng.uniform(0, w), rng.uniform(0.06, 0.18) * h
+        cy = hor - r * rng.uniform(0.3, 1.2)
+        m = _mask(h, w, lambda d: d.ellipse([cx - r * 1.2, cy - r, cx + r * 1.2, cy + r], fill=255))
+        _paint(img, lab, m, _foliage(rng, h, w), VEGETATION)
+
+    # ground: verge (vegetation), sidewalks, road, in perspective
+    tt = np.clip((yy - hor) / max(h - hor, 1), 0, None)
+    below = yy >= hor
+    half_l, half_r = rng.uniform(0.35, 0.8) * w, rng.uniform(0.35, 0.8) * w
+    walk = rng.uniform(0.15, 0.45) * w
+    rl, rr = vx - 0.01 * w - tt * half_l, vx + 0.01 * w + tt * half_r
+    road = below & (xx >= rl) & (xx <= rr)
+    side = below & ~road & (xx >= rl - 0.005 * w - tt * walk) & (xx <= rr + 0.005 * w + tt * walk)
+    verge = below & ~road & ~side
+    _paint(img, lab, verge, _foliage(rng, h, w, dark=0.8), VEGETATION)
+    pav = np.array([0.62, 0.58, 0.55]) * rng.uniform(0.85, 1.1)
+    tiles = (np.mod(xx, 7) < 0.8) | (np.mod(yy, 5) < 0.7)
+    sw = pav * (0.9 + 0.15 * value_noise(rng, h, w, 4, 2))[..., None] * np.where(tiles, 0.82, 1.0)[..., None]
+    _paint(img, lab, side, sw, SIDEWALK)
+    asphalt = np.array([0.36, 0.36, 0.38]) * rng.uniform(0.8, 1.15)
+    grain = (0.85 + 0.25 * value_noise(rng, h, w, 2, 2))[..., None]
+    rtex = asphalt * grain
+    # lane marks: dashes along the centre line, converging to the vanishing point
+    cxl = vx + tt * (half_r - half_l) / 2
+    dash = (np.abs(xx - cxl) < 0.3 + tt * 2.5) & (np.mod(np.log1p(tt * 30) * 6, 2) < 1) & below
+    rtex = np.where(dash[..., None], np.array([0.9, 0.9, 0.85]), rtex)
+    _paint(img, lab, road, rtex, ROAD)
+
+    # near trees on the verge / sidewalk edge
+    for _ in range(rng.integers(0, 4)):
+        s = rng.uniform(0.1, 1.0)
+        y = hor + s * (h - hor)
+        sgn = rng.choice([-1, 1])
+        edge = (rl if sgn < 0 else rr)[min(h - 1, int(y)), 0] if False else None
+        x = vx + sgn * (0.02 * w + s * (half_l if sgn < 0 else half_r) + s * walk * rng.uniform(0.6, 1.3))
+        r = (0.05 + 0.25 * s) * h
+        trunk = _mask(h, w, lambda d: d.rectangle([x - r * 0.12, y - r * 1.6, x + r * 0.12, y], fill=255))
+        _paint(img, lab, trunk, np.array([0.3, 0.22, 0.15]), VEGETATION)
+        crown = _mask(h, w, lambda d: d.ellipse([x - r, y - r * 2.8, x + r, y - r * 1.2], fill=255))
+        _paint(img, lab, crown, _foliage(rng, h, w), VEGETATION)
+
+    # cars on the road and people on the sidewalks, far to near
+    objs = [("car", rng.uniform(0.05, 1.0)) for _ in range(rng.integers(0, 5))]
+    objs += [("person", rng.uniform(0.1, 1.0)) for _ in range(rng.integers(0, 5))]
+    for kind, s in sorted(objs, key=lambda o: o[1]):
+        y = hor + s * (h - hor)
+        if kind == "car":
+            x = vx + (rng.uniform(-0.9, 0.9)) * s * (half_l + half_r) / 2
+            cw, ch = (0.06 + 0.5 * s) * w * rng.uniform(0.8, 1.1), (0.05 + 0.35 * s) * h
+            col = _CAR_COLOURS[rng.integers(len(_CAR_COLOURS))] * rng.uniform(0.8, 1.15)
+            body = _mask(h, w, lambda d: d.rounded_rectangle([x - cw / 2, y - ch * 0.62, x + cw / 2, y - ch * 0.12],
+                                                             radius=max(1, ch * 0.1), fill=255))
+            cab = _mask(h, w, lambda d: d.polygon([(x - cw * 0.35, y - ch * 0.6), (x - cw * 0.25, y - ch),
+                                                   (x + cw * 0.25, y - ch), (x + cw * 0.35, y - ch * 0.6)], fill=255))
+            shade = (0.9 + 0.2 * value_noise(rng, h, w, 3, 1))[..., None]
+            _paint(img, lab, body | cab, col * shade, CAR)
+            glass = _mask(h, w, lambda d: d.polygon([(x - cw * 0.3, y - ch * 0.62), (x - cw * 0.22, y - ch * 0.93),
+                                                     (x + cw * 0.22, y - ch * 0.93), (x + cw * 0.3, y - ch * 0.62)], fill=255))
+            _paint(img, lab, glass, np.array([0.15, 0.2, 0.28]), CAR)
+            for wx in (x - cw * 0.32, x + cw * 0.32):
+                wr = ch * 0.17
+                wheel = _mask(h, w, lambda d: d.ellipse([wx - wr, y - ch * 0.12 - wr, wx + wr, y - ch * 0.12 + wr], fill=255))
+                _paint(img, lab, wheel, np.array([0.05, 0.05, 0.05]), CAR)
+        else:
+            sgn = rng.choice([-1, 1])
+            x = vx + sgn * (0.01 * w + s * (half_l if sgn < 0 else half_r) + s * walk * rng.uniform(0.2, 0.8))
+            ph = (0.08 + 0.45 * s) * h
+            pw = ph * 0.28
+            col = _CLOTHES[rng.integers(len(_CLOTHES))]
+            legs = _mask(h, w, lambda d: d.rectangle([x - pw * 0.4, y - ph * 0.45, x + pw * 0.4, y], fill=255))
+            torso = _mask(h, w, lambda d: d.ellipse([x - pw / 2, y - ph * 0.85, x + pw / 2, y - ph * 0.35], fill=255))
+            head = _mask(h, w, lambda d: d.ellipse([x - pw * 0.28, y - ph, x + pw * 0.28, y - ph * 0.8], fill=255))
+            _paint(img, lab, legs, col * 0.6, PERSON)
+            _paint(img, lab, torso, col, PERSON)
+            _paint(img, lab, head, np.array([0.85, 0.67, 0.55]) * rng.uniform(0.5, 1.1), PERSON)
+
+    # anomalies: unseen shapes, colours and textures lying on the road
+    amask_all = np.zeros((h, w), bool)
+    placed = 0
+    tries = 0
+    while placed < anomalies and tries < 50:
+        tries += 1
+        s = rng.uniform(0.25, 1.0)
+        y = hor + s * (h - hor)
+        x = vx + rng.uniform(-0.7, 0.7) * s * (half_l + half_r) / 2
+        r = (0.03 + 0.12 * s) * h * rng.uniform(0.8, 1.5)
+        if not road[min(h - 1, int(y)), int(np.clip(x, 0, w - 1))]:
+            continue
+        k = int(rng.integers(5, 11))
+        ang = np.sort(rng.uniform(0, 2 * np.pi, k))
+        spikes = rng.random() < 0.5
+        rad = r * (np.where(np.arange(k) % 2 == 0, 1.0, 0.45) if spikes else rng.uniform(0.55, 1.0, k))
+        pts = [(float(x + rr_ * np.cos(a)), float(y - r + rr_ * np.sin(a) * 0.8)) for rr_, a in zip(rad, ang)]
+        m = _mask(h, w, lambda d: d.polygon(pts, fill=255))
+        if m.sum() < 12:
+            continue
+        c1 = _ANOMALY_COLOURS[rng.integers(len(_ANOMALY_COLOURS))]
+        c2 = _ANOMALY_COLOURS[rng.integers(len(_ANOMALY_COLOURS))] * rng.uniform(0.2, 0.6)
+        pattern = rng.integers(3)
+        p = rng.uniform(2.5, 6)
+        if pattern == 0:
+            sel = np.mod(xx + yy * rng.uniform(-1, 1), p) < p / 2           # stripes
+        elif pattern == 1:
+            sel = (np.mod(xx, p) < p / 2) ^ (np.mod(yy, p) < p / 2)          # checks
+        else:
+            sel = (np.mod(xx, p) - p / 2) ** 2 + (np.mod(yy, p) - p / 2) ** 2 < (p / 3) ** 2   # dots
+        tex = np.where(sel[..., None], c1, c2)
+        _paint(img, None, m, tex)
+        amask_all |= m
+        placed += 1
+
+    # lighting: cast shadow on the ground, global gain and colour cast, sensor noise
+    if rng.random() < 0.5:
+        sx0 = rng.uniform(0, w)
+        shadow = below & (xx - sx0 + (yy - hor) * rng.uniform(-1.5, 1.5) > 0)
+        img[shadow] *= rng.uniform(0.5, 0.75)
+    gain = rng.uniform(0.55, 1.3)
+    cast = 1 + rng.uniform(-0.12, 0.12, 3)
+    img = img * gain * cast
+    img += rng.normal(0, 0.015, img.shape)
+    image = (np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8)
+
+    anomaly = None
+    if anomalies:
+        from scipy.ndimage import binary_dilation, binary_erosion
+        anomaly = np.zeros((h, w), np.uint8)
+        anomaly[amask_all] = 1
+        ring = binary_dilation(amask_all) & ~binary_erosion(amask_all)
+        anomaly[ring] = 255
+        lab[amask_all] = 0   # unlabelled in the Cityscapes sense
+    return image, lab, anomaly
+
+
+def _foliage(rng: np.random.Generator, h: int, w: int, dark: float = 1.0) -> np.ndarray:
+    base = np.array([0.22, 0.42, 0.15]) * rng.uniform(0.7, 1.2) * dark
+    n = value_noise(rng, h, w, 3, 3)
+    return base * (0.55 + 0.9 * n)[..., None]
+
+
+# ----------------------------------------------------------------------- writers
+def _save_png(path: Path, array: np.ndarray) -> None:
+    import io
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format="PNG", compress_level=1)
+    atomic.write_bytes(path, buf.getvalue())
+
+
+def write_cityscapes(root: str | Path, splits: dict[str, int], seed: int = 0, width: int = 320,
+                     height: int = 160) -> Path:
+    """Write ``{split: n_frames}`` synthetic frames in the Cityscapes layout under ``root``; returns ``root``."""
+    root = Path(root)
+    for k, (split, n) in enumerate(sorted(splits.items())):
+        city = {"train": "synthtown", "val": "synthville"}.get(split, f"synth{split}")
+        for i in range(n):
+            rng = np.random.default_rng([seed, k, i])
+            image, lab, _ = street_scene(rng, width, height)
+            stem = f"{city}_{i:06d}_000019"
+            _save_png(root / "leftImg8bit" / split / city / f"{stem}_leftImg8bit.png", image)
+            _save_png(root / "gtFine" / split / city / f"{stem}_gtFine_labelIds.png", lab)
+    return root
+
+
+def write_anomaly_set(root: str | Path, n: int, seed: int = 1, width: int = 320, height: int = 160) -> Path:
+    """Write ``n`` street frames with road anomalies as ``root/images/*.png`` + ``root/labels/*.png`` (0/1/255)."""
+    root = Path(root)
+    for i in range(n):
+        rng = np.random.default_rng([seed, 99, i])
+        image, _, anomaly = street_scene(rng, width, height, anomalies=int(rng.integers(1, 4)))
+        assert anomaly is not None
+        _save_png(root / "images" / f"synth_anomaly_{i:04d}.png", image)
+        _save_png(root / "labels" / f"synth_anomaly_{i:04d}.png", anomaly)
+    return root
+
+
+def iter_scenes(n: int, seed: int = 0, width: int = 320, height: int = 160) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """``n`` (image, label ids) pairs without writing anything (for quick looks and tests)."""
+    for i in range(n):
+        image, lab, _ = street_scene(np.random.default_rng([seed, 7, i]), width, height)
+        yield image, lab
