@@ -42,7 +42,7 @@ def _is_torchscript(path: Path) -> bool:
 
 
 def _looks_like_path(name: str) -> bool:
-    return os.sep in name or name.endswith((".pth", ".pt", ".onnx", ".ts", ".pth.tar")) or Path(name).is_file()
+    return os.sep in name or name.endswith((".pth", ".pt", ".pt2", ".onnx", ".ts", ".pth.tar")) or Path(name).is_file()
 
 
 def load(name_or_path: str | os.PathLike, weights: str | os.PathLike | None = None,
@@ -62,7 +62,7 @@ def load(name_or_path: str | os.PathLike, weights: str | os.PathLike | None = No
         if not path.is_file():
             raise InputError(f"model file {path} does not exist; give a registered name ({', '.join(list_models())}) "
                              f"or an existing file")
-        if path.suffix.lower() == ".onnx" or _is_torchscript(path):
+        if path.suffix.lower() in (".onnx", ".pt2") or _is_torchscript(path):
             return wrap(path, device=device, **kw)
         ckpt = load_checkpoint(path, trust=trust)
         arch = ckpt.get("arch") if isinstance(ckpt.get("arch"), str) else detect_arch(unwrap_state_dict(ckpt))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import warnings
 from pathlib import Path
 from typing import Any, Iterator, Sequence, Union
 
@@ -68,6 +69,14 @@ def _as_batches(images: Images) -> list[torch.Tensor]:
     return out
 
 
+def _eval(network: nn.Module) -> nn.Module:
+    """Eval mode; modules from torch.export are fixed to their exported mode and refuse ``.eval()``."""
+    try:
+        return network.eval()
+    except NotImplementedError:
+        return network
+
+
 def _windows(size: int, window: int, stride: int) -> list[int]:
     """Window starts covering ``[0, size)``; the last window is aligned to the end."""
     if size <= window:
@@ -117,7 +126,7 @@ class SegmentationModel:
         self.input_size = input_size
         self.mean = tuple(float(v) for v in mean) if mean is not None else None
         self.std = tuple(float(v) for v in std) if std is not None else None
-        self.network = network.eval()
+        self.network = _eval(network)
         for p in self.network.parameters():
             p.requires_grad_(False)
         self.device = torch.device("cpu")
@@ -311,7 +320,8 @@ def wrap(module_or_path: nn.Module | str | os.PathLike, input_size: tuple[int, i
          class_channels: Sequence[int] | None = None, class_names: Sequence[str] | None = None,
          name: str | None = None, num_classes: int | None = None, device: str | torch.device = "cpu",
          **kw: Any) -> SegmentationModel:
-    """Put any network under the contract: an ``nn.Module``, a TorchScript file, or an ``.onnx`` file.
+    """Put any network under the contract: an ``nn.Module``, a TorchScript file, a ``torch.export``
+    ``.pt2`` archive, or an ``.onnx`` file (needs onnxruntime).
 
     The network must map a normalized float ``B x 3 x h x w`` batch to ``B x K x h' x w'`` logits
     (a tuple/dict output uses its first/"out" entry). Without ``class_channels``/``class_names``/
@@ -326,9 +336,16 @@ def wrap(module_or_path: nn.Module | str | os.PathLike, input_size: tuple[int, i
         default_name = path.stem
         if path.suffix.lower() == ".onnx":
             network = OnnxNetwork(path)
+        elif path.suffix.lower() == ".pt2":  # torch.export archive, TorchScript's successor
+            try:
+                network = torch.export.load(str(path)).module()
+            except Exception as exc:
+                raise CheckpointError(f"cannot load exported program {path}: {exc}") from None
         else:
             try:
-                network = torch.jit.load(str(path), map_location="cpu")
+                with warnings.catch_warnings():  # TorchScript is deprecated upstream but still the common format
+                    warnings.simplefilter("ignore", DeprecationWarning)
+                    network = torch.jit.load(str(path), map_location="cpu")
             except Exception as exc:
                 raise CheckpointError(
                     f"{path} is not a TorchScript file ({type(exc).__name__}). A checkpoint of weights needs "
@@ -336,7 +353,7 @@ def wrap(module_or_path: nn.Module | str | os.PathLike, input_size: tuple[int, i
     if class_channels is None and class_names is None and num_classes is None:
         h, w = input_size or (64, 64)
         with torch.inference_mode():
-            probe = network.eval()(torch.zeros(1, 3, h, w))
+            probe = _eval(network)(torch.zeros(1, 3, h, w))
         if isinstance(probe, (tuple, list)):
             probe = probe[0]
         if isinstance(probe, dict):
