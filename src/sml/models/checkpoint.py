@@ -58,11 +58,16 @@ def load_checkpoint(path: str | os.PathLike, trust: bool = False) -> dict[str, A
                 obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         found = re.search(r"GLOBAL (\S+)", str(exc))
-        reason = f"it needs {found.group(1)}" if found else str(exc).strip().splitlines()[0]
+        if found is None:
+            detail = re.search(r"Unsupported \w+ \S+", str(exc))
+            raise CheckpointError(
+                f"cannot read checkpoint {path} safely ({detail.group(0) if detail else 'unpickling failed'}): it "
+                f"is not a PyTorch checkpoint, is truncated, or uses pickle operations that only arbitrary "
+                f"unpickling supports. {TRUST_HINT}") from None
         raise CheckpointError(
             f"refusing to load {path}: it stores Python objects that only arbitrary unpickling can rebuild "
-            f"({reason}), and such files can run code on load. {TRUST_HINT} Better, re-save its "
-            f"tensors with sml.models.checkpoint.save_checkpoint.") from None
+            f"(it needs {found.group(1)}), and such files can run code on load. {TRUST_HINT} Better, re-save "
+            f"its tensors with sml.models.checkpoint.save_checkpoint.") from None
     except (RuntimeError, EOFError, OSError, ValueError) as exc:
         raise CheckpointError(f"cannot read checkpoint {path}: {exc}. Is it a PyTorch .pth file, "
                               f"completely downloaded?") from None
@@ -124,9 +129,12 @@ def load_into(network: nn.Module, state_dict: Mapping[str, Any], source: str = "
                     if tuple(sd[k].shape) != tuple(own[k].shape))
     if missing or unexpected or shapes:
         hint = "Check that --model names the architecture the weights were trained with"
-        if shapes and all(len(b) > 0 and a[1:] == b[1:] for _, a, b in shapes):
-            counts = sorted({a[0] for _, a, _ in shapes})
-            hint += f" and the class count (num_classes={counts[0]} fits the checkpoint)"
+        # When every mismatch is one dimension with the same (checkpoint, network) sizes, it is the
+        # class layer (in dim 0 of convs, dim 1 of transposed convs): say which count fits.
+        pairs = {(x, y) for _, a, b in shapes if len(a) == len(b) for x, y in zip(a, b) if x != y}
+        one_dim = all(len(a) == len(b) and sum(x != y for x, y in zip(a, b)) == 1 for _, a, b in shapes)
+        if shapes and not missing and not unexpected and one_dim and len(pairs) == 1:
+            hint += f" and the class count (num_classes={next(iter(pairs))[0]} fits the checkpoint)"
         raise CheckpointError(f"{source} does not fit {type(network).__name__}: "
                               f"{describe_mismatch(missing, unexpected, shapes)}. {hint}.")
     for k in own.keys() - sd.keys():  # only num_batches_tracked can remain here

@@ -1,0 +1,121 @@
+"""Safe checkpoint loading: weights_only, the trust flag, key/shape errors, the published save layout."""
+from __future__ import annotations
+
+import io
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import sml.models as M
+from sml.errors import CheckpointError
+from sml.models.checkpoint import load_checkpoint, load_into, save_checkpoint
+
+
+class Opaque:
+    """A class a safe unpickler must refuse (module-level so trust=True can import it)."""
+
+    def __init__(self) -> None:
+        self.value = 3
+
+
+def small_net() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Conv2d(4, 2, 1))
+
+
+def test_arbitrary_pickle_is_refused_with_the_trust_flag_named(tmp_path):
+    torch.save({"state_dict": small_net().state_dict(), "extra": Opaque()}, tmp_path / "evil.pth")
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(tmp_path / "evil.pth")
+    msg = str(info.value)
+    assert "evil.pth" in msg and "Opaque" in msg and "trust=True" in msg and "--trust-checkpoint" in msg
+    ckpt = load_checkpoint(tmp_path / "evil.pth", trust=True)
+    assert ckpt["extra"].value == 3
+    with pytest.raises(CheckpointError, match="trust"):
+        M.load("erfnet", weights=tmp_path / "evil.pth")
+
+
+def test_whole_pickled_module_is_refused(tmp_path):
+    torch.save(small_net(), tmp_path / "model.pth")
+    with pytest.raises(CheckpointError, match="refusing"):
+        load_checkpoint(tmp_path / "model.pth")
+
+
+def test_missing_and_corrupt_files(tmp_path):
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_checkpoint(tmp_path / "nope.pth")
+    (tmp_path / "junk.pth").write_bytes(b"not a checkpoint at all")
+    with pytest.raises(CheckpointError, match="cannot read"):
+        load_checkpoint(tmp_path / "junk.pth")
+
+
+def test_numpy_scalars_load_safely_old_and_new_names(tmp_path):
+    torch.save({"state_dict": {}, "epoch": 5, "mean_iu": np.float64(0.75)}, tmp_path / "new.pth")
+    assert float(load_checkpoint(tmp_path / "new.pth")["mean_iu"]) == 0.75
+    # The published file was written by NumPy 1.x, which names numpy.core.multiarray.scalar.
+    with zipfile.ZipFile(tmp_path / "new.pth") as zin, zipfile.ZipFile(tmp_path / "old.pth", "w") as zout:
+        for item in zin.infolist():
+            data = zin.read(item)
+            if item.filename.endswith("data.pkl"):
+                assert b"numpy._core.multiarray" in data
+                data = data.replace(b"numpy._core.multiarray", b"numpy.core.multiarray")
+            zout.writestr(item, data)
+    assert float(load_checkpoint(tmp_path / "old.pth")["mean_iu"]) == 0.75
+
+
+def test_load_into_names_missing_unexpected_and_shapes():
+    src = small_net().state_dict()
+    net = small_net()
+    bad = dict(src)
+    bad.pop("0.weight")
+    bad["head.weight"] = torch.zeros(1)
+    bad["2.weight"] = torch.zeros(5, 4, 1, 1)
+    bad["2.bias"] = torch.zeros(5)
+    with pytest.raises(CheckpointError) as info:
+        load_into(net, bad, source="x.pth")
+    msg = str(info.value)
+    assert "1 missing key(s): 0.weight" in msg and "1 unexpected key(s): head.weight" in msg
+    assert "2.weight checkpoint (5, 4, 1, 1) vs network (2, 4, 1, 1)" in msg
+
+
+def test_wrong_class_count_and_wrong_architecture(erfnet_weights):
+    with pytest.raises(CheckpointError, match=r"num_classes=20") as info:
+        load_into(M.build("erfnet", num_classes=19), load_checkpoint(erfnet_weights))
+    assert "decoder.output_conv.weight" in str(info.value)
+    with pytest.raises(CheckpointError) as info:
+        M.load("deeplabv3plus_r50_os16", weights=erfnet_weights)
+    msg = str(info.value)
+    assert "missing key(s): aspp." in msg and "unexpected key(s): decoder." in msg
+    with pytest.raises(CheckpointError, match="output channels"):
+        M.load("erfnet", weights=erfnet_weights, num_classes=7)
+
+
+def test_prefix_nesting_multiscale_and_missing_counters(tmp_path):
+    src = small_net()
+    sd = {"module." + k: v for k, v in src.state_dict().items() if not k.endswith("num_batches_tracked")}
+    sd["module.multi_scale.first_conv.weight"] = torch.zeros(1, 1, 3, 3)
+    net = load_into(nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Conv2d(4, 2, 1)), {"state_dict": sd})
+    for k, v in src.state_dict().items():
+        assert torch.equal(net.state_dict()[k], v)
+
+
+def test_save_checkpoint_published_layout_round_trip(tmp_path):
+    net = M.build("erfnet", num_classes=5)
+    ddp_like = nn.Module()
+    ddp_like.module = net  # what DataParallel/DDP wrappers look like
+    path = tmp_path / "out" / "ckpt.pth"
+    save_checkpoint(path, ddp_like, epoch=3, mean_iu=np.float64(0.5), arch="erfnet", num_classes=5,
+                    class_names=list("abcde"))
+    raw = torch.load(path, weights_only=True)  # plain torch can read it safely
+    assert set(raw) == {"state_dict", "epoch", "mean_iu", "arch", "num_classes", "class_names"}
+    assert all(k.startswith("module.") for k in raw["state_dict"]) and raw["epoch"] == 3
+    assert raw["mean_iu"] == 0.5 and isinstance(raw["mean_iu"], float)
+    assert not list(tmp_path.joinpath("out").glob("*.tmp"))
+    model = M.load(str(path))  # arch and classes travel with the file
+    assert model.name == "erfnet" and model.class_names == list("abcde") and model.num_classes == 5
+    for k, v in net.state_dict().items():
+        assert torch.equal(model.network.state_dict()[k], v)
