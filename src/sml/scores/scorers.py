@@ -1,0 +1,231 @@
+"""Scorer objects: one per method, carrying its settings, all called the same way.
+
+``scorer(logits)`` maps ``B x C x H x W`` logits to a float32 ``B x H x W``
+anomaly map (higher = more anomalous). Scorers whose score depends only on the
+channel max and argmax (``max_logit``, ``sml``) also offer
+``score_from(max_logit, pred)`` so a pipeline can compute those once and share
+them between methods.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import torch
+
+from sml.errors import InputError
+from sml.scores import functional as F
+from sml.scores.postprocess import (
+    Border,
+    boundary_suppression,
+    check_smoothing_settings,
+    check_suppression_settings,
+    dilated_smoothing,
+)
+
+if TYPE_CHECKING:
+    from sml.stats import ClassStatistics
+
+__all__ = ["Scorer", "MSP", "MaxLogit", "Entropy", "Energy", "SML", "SCORERS", "build_scorer"]
+
+
+class Scorer:
+    """Base class: ``name``, ``needs_stats``, ``uses_max_only``, ``settings()``, ``__call__``."""
+
+    name: ClassVar[str] = ""
+    needs_stats: ClassVar[bool] = False
+    #: True when ``score_from(max_logit, pred)`` is available.
+    uses_max_only: ClassVar[bool] = False
+
+    def __call__(self, logits: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def settings(self) -> dict[str, Any]:
+        """The method's settings as a JSON-able dict (enough to rebuild it with :func:`build_scorer`)."""
+        return {}
+
+    def score_from(self, max_logit: torch.Tensor, pred: torch.Tensor) -> torch.Tensor:
+        """Score from a precomputed channel max ``B x H x W`` and argmax (max-based methods only)."""
+        raise InputError(f"method {self.name!r} needs the full logits, not just their max and argmax")
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.settings().items())
+        return f"{type(self).__name__}({args})"
+
+
+class MSP(Scorer):
+    """Negated maximum softmax probability."""
+
+    name = "msp"
+
+    def __call__(self, logits: torch.Tensor) -> torch.Tensor:
+        return F.msp(logits)
+
+
+class MaxLogit(Scorer):
+    """Negated maximum logit."""
+
+    name = "max_logit"
+    uses_max_only = True
+
+    def __call__(self, logits: torch.Tensor) -> torch.Tensor:
+        return F.max_logit(logits)
+
+    def score_from(self, max_logit: torch.Tensor, pred: torch.Tensor) -> torch.Tensor:
+        values = _check_max_map(max_logit)
+        return values.to(torch.float32).neg()
+
+
+class Entropy(Scorer):
+    """Softmax entropy (natural log)."""
+
+    name = "entropy"
+
+    def __call__(self, logits: torch.Tensor) -> torch.Tensor:
+        return F.entropy(logits)
+
+
+class Energy(Scorer):
+    """Free energy ``-T logsumexp(logits / T)``."""
+
+    name = "energy"
+
+    def __init__(self, temperature: float = 1.0) -> None:
+        self.temperature = F._check_temperature(temperature)
+
+    def __call__(self, logits: torch.Tensor) -> torch.Tensor:
+        return F.energy(logits, self.temperature)
+
+    def settings(self) -> dict[str, Any]:
+        return {"temperature": self.temperature}
+
+
+class SML(Scorer):
+    """Standardized Max Logits: ``-(L - mu[pred]) / sigma[pred]``, boundary suppression, dilated smoothing.
+
+    Classes whose statistics are unusable (fewer than 2 pixels or zero
+    variance) are standardized with the pooled mean/std of all pixels
+    (:meth:`ClassStatistics.scoring_tensors`). With ``suppression=False`` and
+    ``smoothing=False`` the result is the plain standardized max logit.
+    """
+
+    name = "sml"
+    needs_stats = True
+    uses_max_only = True
+
+    def __init__(self, stats: "ClassStatistics", boundary_width: int = 4, boundary_iterations: int = 4,
+                 smoothing_kernel: int = 7, smoothing_dilation: int = 6, smoothing_sigma: float = 1.0,
+                 border: Border = "reference", suppression: bool = True, smoothing: bool = True) -> None:
+        from sml.stats import ClassStatistics
+
+        if not isinstance(stats, ClassStatistics):
+            raise InputError(
+                f"SML needs a sml.ClassStatistics (e.g. ClassStatistics.load('stats.json')), got {type(stats).__name__}")
+        self.boundary_width, self.boundary_iterations, self.border = check_suppression_settings(
+            boundary_width, boundary_iterations, border)
+        self.smoothing_kernel, self.smoothing_dilation, self.smoothing_sigma = check_smoothing_settings(
+            smoothing_kernel, smoothing_dilation, smoothing_sigma)
+        for flag, value in (("suppression", suppression), ("smoothing", smoothing)):
+            if not isinstance(value, bool):
+                raise InputError(f"{flag} must be True or False, got {value!r}")
+        self.suppression = suppression
+        self.smoothing = smoothing
+        self.stats = stats
+        # Fails early (with the reason) if no class has usable statistics.
+        self._mean, self._std = stats.scoring_tensors()
+        self._cache: dict[tuple[torch.device, torch.dtype], tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def settings(self) -> dict[str, Any]:
+        return {
+            "boundary_width": self.boundary_width,
+            "boundary_iterations": self.boundary_iterations,
+            "smoothing_kernel": self.smoothing_kernel,
+            "smoothing_dilation": self.smoothing_dilation,
+            "smoothing_sigma": self.smoothing_sigma,
+            "border": self.border,
+            "suppression": self.suppression,
+            "smoothing": self.smoothing,
+        }
+
+    def _tables(self, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        key = (device, dtype)
+        if key not in self._cache:
+            # Rounded to the map's dtype first, as the reference code does with Python floats.
+            self._cache[key] = (self._mean.to(device=device, dtype=dtype), self._std.to(device=device, dtype=dtype))
+        return self._cache[key]
+
+    def _check_classes(self, num_classes: int) -> None:
+        if num_classes != self.stats.num_classes:
+            raise InputError(
+                f"the logits have {num_classes} classes but the statistics have {self.stats.num_classes}; "
+                f"compute statistics with the same model (sml stats) or drop extra channels")
+
+    def __call__(self, logits: torch.Tensor) -> torch.Tensor:
+        logits = F.as_logits(logits)
+        self._check_classes(logits.shape[1])
+        F.check_finite(logits)
+        values, pred = F.max_and_argmax(logits)
+        return self._finish(values, pred)
+
+    def score_from(self, max_logit: torch.Tensor, pred: torch.Tensor) -> torch.Tensor:
+        values = _check_max_map(max_logit)
+        if not isinstance(pred, torch.Tensor) or pred.shape != values.shape:
+            raise InputError(f"pred must be a tensor of shape {tuple(values.shape)} (the max-logit map's shape)")
+        if pred.is_floating_point() or pred.dtype == torch.bool:
+            raise InputError(f"pred must hold integer class indices, got dtype {pred.dtype}")
+        if pred.device != values.device:
+            raise InputError(f"pred is on {pred.device} but max_logit is on {values.device}")
+        if bool((pred < 0).any()) or bool((pred >= self.stats.num_classes).any()):
+            raise InputError(f"pred holds class indices outside 0..{self.stats.num_classes - 1}")
+        values = values.to(F.work_dtype(values.dtype), copy=True)
+        return self._finish(values, pred)
+
+    def _finish(self, values: torch.Tensor, pred: torch.Tensor) -> torch.Tensor:
+        """Standardize ``values`` in place, post-process, negate; float32 result."""
+        mean, std = self._tables(values.device, values.dtype)
+        out = F.standardize(values, pred, mean, std, out=values)
+        if self.suppression:
+            boundary_suppression(out, pred, self.boundary_width, self.boundary_iterations, self.border,
+                                 inplace=True)
+        if self.smoothing:
+            dilated_smoothing(out, self.smoothing_kernel, self.smoothing_dilation, self.smoothing_sigma,
+                              inplace=True)
+        return out.neg_() if out.dtype == torch.float32 else out.neg_().to(torch.float32)
+
+
+def _check_max_map(max_logit: torch.Tensor) -> torch.Tensor:
+    if not isinstance(max_logit, torch.Tensor) or max_logit.dim() != 3 or not max_logit.is_floating_point():
+        shape = tuple(max_logit.shape) if isinstance(max_logit, torch.Tensor) else type(max_logit).__name__
+        raise InputError(f"max_logit must be a floating-point tensor of shape B x H x W, got {shape}")
+    if not bool(torch.isfinite(max_logit).all()):
+        raise InputError("max_logit contains NaN or infinite values; check the model output")
+    return max_logit
+
+
+SCORERS: dict[str, type[Scorer]] = {cls.name: cls for cls in (MSP, MaxLogit, Entropy, Energy, SML)}
+
+_ALIASES = {"maxlogit": "max_logit", "ml": "max_logit", "max_softmax": "msp", "standardized_max_logits": "sml"}
+
+
+def build_scorer(name: str, stats: "ClassStatistics | None" = None, **settings: Any) -> Scorer:
+    """Build the scorer registered as ``name`` (see ``SCORERS``) with its settings.
+
+    ``stats`` is required by methods with ``needs_stats`` and ignored by the
+    others; unknown settings raise :class:`InputError` listing the valid ones.
+    """
+    key = str(name).strip().lower().replace("-", "_")
+    key = _ALIASES.get(key, key)
+    if key not in SCORERS:
+        raise InputError(f"unknown scoring method {name!r}; choose from {', '.join(SCORERS)}")
+    cls = SCORERS[key]
+    import inspect
+
+    params = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "stats")]
+    unknown = sorted(set(settings) - set(params))
+    if unknown:
+        valid = ", ".join(params) if params else "none"
+        raise InputError(f"method {key!r} has no setting(s) {', '.join(unknown)}; valid settings: {valid}")
+    if cls.needs_stats:
+        if stats is None:
+            raise InputError(f"method {key!r} needs class statistics: pass stats= (e.g. from `sml stats`)")
+        return cls(stats, **settings)
+    return cls(**settings)

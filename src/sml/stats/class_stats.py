@@ -1,0 +1,370 @@
+"""Per-class statistics of the max logit (spec 2): streaming, exact, mergeable.
+
+For each class ``c`` (the argmax prediction) the object keeps the pixel count
+``n``, the mean of the max logit and ``M2`` (sum of squared deviations from the
+mean), all float64. A batch contributes its exact two-pass per-class moments,
+combined with the running ones by Chan et al.'s parallel update, so the result
+does not depend on batch size, batch order or process split beyond float64
+rounding, and memory does not grow with the data.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from sml.errors import InputError
+from sml.scores import functional as F
+
+__all__ = ["ClassStatistics", "CITYSCAPES_CLASSES"]
+
+CITYSCAPES_CLASSES = (
+    "road", "sidewalk", "building", "wall", "fence", "pole", "traffic light", "traffic sign",
+    "vegetation", "terrain", "sky", "person", "rider", "car", "truck", "bus", "train",
+    "motorcycle", "bicycle",
+)
+
+FORMAT = "sml-class-statistics/1"
+
+
+def _float_or_none(v: float) -> float | None:
+    return None if not math.isfinite(v) else float(v)
+
+
+def _floats(values: Any, n: int, key: str, source: str) -> np.ndarray:
+    if not isinstance(values, (list, tuple)) or len(values) != n:
+        raise InputError(f"{source}: '{key}' must be a list of {n} numbers")
+    try:
+        return np.array([np.nan if v is None else float(v) for v in values], dtype=np.float64)
+    except (TypeError, ValueError):
+        raise InputError(f"{source}: '{key}' must hold numbers (or null)") from None
+
+
+class ClassStatistics:
+    """Streaming per-class count / mean / unbiased variance of the max logit over predicted classes.
+
+    ``count``, ``mean``, ``m2``, ``var`` (unbiased, ``m2 / (n - 1)``) and
+    ``std`` are float64 NumPy arrays of length ``num_classes``; classes with
+    fewer than 2 pixels have NaN variance, classes with no pixel NaN mean.
+    Statistics read from the reference ``.npy`` files have no counts (NaN).
+    """
+
+    def __init__(self, num_classes: int = 19, class_names: Sequence[str] | None = None,
+                 model: Any = None, data: Any = None) -> None:
+        if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) or num_classes < 1:
+            raise InputError(f"num_classes must be a positive integer, got {num_classes!r}")
+        self.num_classes = int(num_classes)
+        if class_names is None:
+            class_names = CITYSCAPES_CLASSES if self.num_classes == 19 else [f"class_{i}" for i in range(self.num_classes)]
+        class_names = [str(c) for c in class_names]
+        if len(class_names) != self.num_classes:
+            raise InputError(f"class_names has {len(class_names)} names for {self.num_classes} classes")
+        self.class_names = class_names
+        self.model = model
+        self.data = data
+        self.created: str | None = None
+        self._n = np.zeros(self.num_classes, dtype=np.float64)
+        self._mean = np.zeros(self.num_classes, dtype=np.float64)
+        self._m2 = np.zeros(self.num_classes, dtype=np.float64)
+        # Reference .npy files carry mean and var but no counts.
+        self._ref_var: np.ndarray | None = None
+
+    # ------------------------------------------------------------------ views
+    @property
+    def has_counts(self) -> bool:
+        """False for statistics read from reference files (no counts, so no merging)."""
+        return self._ref_var is None
+
+    @property
+    def count(self) -> np.ndarray:
+        """Pixels per class (float64; NaN when unknown)."""
+        return self._n.copy() if self.has_counts else np.full(self.num_classes, np.nan)
+
+    @property
+    def mean(self) -> np.ndarray:
+        """Mean max logit per class (NaN for classes with no pixel)."""
+        if not self.has_counts:
+            return self._mean.copy()
+        return np.where(self._n > 0, self._mean, np.nan)
+
+    @property
+    def m2(self) -> np.ndarray:
+        """Sum of squared deviations from the mean per class (NaN when unknown)."""
+        return self._m2.copy() if self.has_counts else np.full(self.num_classes, np.nan)
+
+    @property
+    def var(self) -> np.ndarray:
+        """Unbiased variance ``M2 / (n - 1)`` per class (NaN for ``n < 2``)."""
+        if not self.has_counts:
+            return self._ref_var.copy()  # type: ignore[union-attr]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(self._n >= 2, self._m2 / (self._n - 1), np.nan)
+
+    @property
+    def std(self) -> np.ndarray:
+        """``sqrt(var)`` per class."""
+        with np.errstate(invalid="ignore"):
+            return np.sqrt(self.var)
+
+    @property
+    def usable(self) -> np.ndarray:
+        """Bool per class: enough pixels (``n >= 2``) and a finite positive variance."""
+        var = self.var
+        ok = np.isfinite(var) & (var > 0) & np.isfinite(self.mean)
+        return ok & (self._n >= 2) if self.has_counts else ok
+
+    def unusable_classes(self) -> list[str]:
+        """Names of the classes that fall back to the pooled statistics when scoring."""
+        return [name for name, ok in zip(self.class_names, self.usable) if not ok]
+
+    @property
+    def total(self) -> float:
+        """Total number of pixels seen."""
+        return float(self._n.sum()) if self.has_counts else math.nan
+
+    def pooled(self) -> tuple[float, float]:
+        """Mean and unbiased std of the max logit over all pixels of all classes.
+
+        Without counts (reference files), the equal-weight mixture of the usable
+        classes: mean of the means, and the mixture's variance.
+        """
+        if self.has_counts:
+            n = self._n.sum()
+            if n < 2:
+                return math.nan, math.nan
+            mean = float((self._n * self._mean).sum() / n)
+            m2 = float((self._m2 + self._n * (self._mean - mean) ** 2).sum())
+            return mean, math.sqrt(m2 / (n - 1))
+        ok = self.usable
+        if not ok.any():
+            return math.nan, math.nan
+        mu, var = self._mean[ok], self._ref_var[ok]  # type: ignore[index]
+        mean = float(mu.mean())
+        return mean, math.sqrt(float((var + (mu - mean) ** 2).mean()))
+
+    def scoring_tensors(self, device: str | torch.device = "cpu",
+                        dtype: torch.dtype = torch.float64) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-class ``(mean, std)`` tensors for scoring; unusable classes get the pooled mean/std.
+
+        Raises :class:`InputError` when no class is usable (nothing to fall back on).
+        """
+        ok = self.usable
+        mean, std = self.mean, self.std
+        if not ok.all():
+            pm, ps = self.pooled()
+            if not (math.isfinite(pm) and math.isfinite(ps) and ps > 0):
+                raise InputError(
+                    "the class statistics have no usable class (every class has fewer than 2 pixels or zero "
+                    "variance); compute them on more in-distribution images with `sml stats`")
+            mean = np.where(ok, mean, pm)
+            std = np.where(ok, std, ps)
+        return (torch.as_tensor(mean, dtype=dtype, device=device),
+                torch.as_tensor(std, dtype=dtype, device=device))
+
+    # ------------------------------------------------------------------ accumulation
+    def update(self, logits: torch.Tensor, valid: torch.Tensor | None = None) -> "ClassStatistics":
+        """Add the pixels of ``B x C x H x W`` logits (any float dtype, any device).
+
+        ``valid`` (bool ``B x H x W``, e.g. ``labels != 255``) restricts the
+        statistics to those pixels; by default every pixel counts.
+        """
+        logits = F.as_logits(logits)
+        if logits.shape[1] != self.num_classes:
+            raise InputError(f"the logits have {logits.shape[1]} classes but these statistics have "
+                             f"{self.num_classes}")
+        F.check_finite(logits)
+        values, pred = F.max_and_argmax(logits)
+        return self._add(pred, values, valid)
+
+    def update_from_predictions(self, pred: torch.Tensor | np.ndarray, max_logit: torch.Tensor | np.ndarray,
+                                valid: torch.Tensor | np.ndarray | None = None) -> "ClassStatistics":
+        """Add pixels given their predicted class (integer) and max logit (float), same shape."""
+        pred_t = torch.as_tensor(pred)
+        max_t = torch.as_tensor(max_logit)
+        if pred_t.shape != max_t.shape:
+            raise InputError(f"pred has shape {tuple(pred_t.shape)} but max_logit has {tuple(max_t.shape)}")
+        if pred_t.is_floating_point() or pred_t.dtype == torch.bool:
+            raise InputError(f"pred must hold integer class indices, got dtype {pred_t.dtype}")
+        if not max_t.is_floating_point():
+            raise InputError(f"max_logit must be floating point, got dtype {max_t.dtype}")
+        if not bool(torch.isfinite(max_t).all()):
+            raise InputError("max_logit contains NaN or infinite values; check the model output")
+        if pred_t.numel() and (int(pred_t.min()) < 0 or int(pred_t.max()) >= self.num_classes):
+            raise InputError(f"pred holds class indices outside 0..{self.num_classes - 1}")
+        return self._add(pred_t, max_t, None if valid is None else torch.as_tensor(valid))
+
+    def _add(self, pred: torch.Tensor, values: torch.Tensor, valid: torch.Tensor | None) -> "ClassStatistics":
+        self._require_counts("update")
+        # Sums are done on the CPU in float64 by sequential bincount: deterministic,
+        # so partial statistics are bit-identical wherever they are computed.
+        p = pred.detach().reshape(-1).cpu().numpy().astype(np.intp, copy=False)
+        v = values.detach().reshape(-1).cpu().numpy().astype(np.float64)
+        if valid is not None:
+            if tuple(valid.shape) != tuple(pred.shape) or valid.dtype != torch.bool:
+                raise InputError(f"valid must be a bool mask of shape {tuple(pred.shape)}, "
+                                 f"got {valid.dtype} {tuple(valid.shape)}")
+            keep = valid.detach().reshape(-1).cpu().numpy()
+            p, v = p[keep], v[keep]
+        if p.size == 0:
+            return self
+        c = self.num_classes
+        n = np.bincount(p, minlength=c).astype(np.float64)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = np.where(n > 0, np.bincount(p, weights=v, minlength=c) / n, 0.0)
+        dev = v - mean[p]
+        m2 = np.bincount(p, weights=dev * dev, minlength=c)
+        self._combine(n, mean, m2)
+        return self
+
+    def _combine(self, n_b: np.ndarray, mean_b: np.ndarray, m2_b: np.ndarray) -> None:
+        """Chan et al.'s parallel update of (n, mean, M2) with another partial (exact when one side is empty)."""
+        n_a, mean_a, m2_a = self._n, self._mean, self._m2
+        n = n_a + n_b
+        with np.errstate(invalid="ignore", divide="ignore"):
+            delta = mean_b - mean_a
+            mean = mean_a + delta * (n_b / n)
+            m2 = m2_a + m2_b + delta * delta * (n_a * n_b / n)
+        self._mean = np.where(n_b == 0, mean_a, np.where(n_a == 0, mean_b, mean))
+        self._m2 = np.where(n_b == 0, m2_a, np.where(n_a == 0, m2_b, m2))
+        self._n = n
+
+    def merge(self, other: "ClassStatistics") -> "ClassStatistics":
+        """Add another partial's pixels to this one (in place; returns ``self``)."""
+        if not isinstance(other, ClassStatistics):
+            raise InputError(f"can only merge ClassStatistics, got {type(other).__name__}")
+        if other.num_classes != self.num_classes:
+            raise InputError(f"cannot merge statistics of {other.num_classes} classes into {self.num_classes}")
+        self._require_counts("merge")
+        other._require_counts("merge")
+        self._combine(other._n.copy(), other._mean.copy(), other._m2.copy())
+        return self
+
+    def copy(self) -> "ClassStatistics":
+        """An independent copy."""
+        return ClassStatistics.from_dict(self.to_dict())
+
+    def sync(self) -> "ClassStatistics":
+        """Merge the partial statistics of every torch.distributed rank, in rank order (in place).
+
+        Every rank ends with the identical result; without distribution it does nothing.
+        """
+        from sml.utils.distributed import all_gather_object, is_distributed
+
+        if not is_distributed():
+            return self
+        states = all_gather_object(self.to_dict())
+        total = ClassStatistics(self.num_classes, self.class_names)
+        for state in states:
+            total.merge(ClassStatistics.from_dict(state))
+        self._n, self._mean, self._m2 = total._n, total._mean, total._m2
+        return self
+
+    def _require_counts(self, what: str) -> None:
+        if not self.has_counts:
+            raise InputError(f"cannot {what} statistics read from reference .npy files: they carry no pixel "
+                             f"counts; recompute them with `sml stats`")
+
+    # ------------------------------------------------------------------ files
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able dict (the stats.json schema; ``m2`` makes merging and resuming exact)."""
+        return {
+            "format": FORMAT,
+            "num_classes": self.num_classes,
+            "class_names": list(self.class_names),
+            "count": [None if not math.isfinite(c) else int(c) for c in self.count],
+            "mean": [_float_or_none(x) for x in self.mean],
+            "var": [_float_or_none(x) for x in self.var],
+            "m2": [_float_or_none(x) for x in self.m2] if self.has_counts else None,
+            "usable": [bool(x) for x in self.usable],
+            "model": self.model,
+            "data": self.data,
+            "created": self.created,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], source: str = "statistics") -> "ClassStatistics":
+        """Inverse of :meth:`to_dict` (accepts files without ``m2``: it is rebuilt from ``var``)."""
+        if not isinstance(d, dict):
+            raise InputError(f"{source}: expected a JSON object, got {type(d).__name__}")
+        missing = [k for k in ("num_classes", "count", "mean", "var") if k not in d]
+        if missing:
+            raise InputError(f"{source}: missing key(s) {', '.join(missing)}; is this a stats.json written by "
+                             f"`sml stats`?")
+        c = d["num_classes"]
+        if not isinstance(c, int) or c < 1:
+            raise InputError(f"{source}: num_classes must be a positive integer, got {c!r}")
+        out = cls(c, d.get("class_names"), model=d.get("model"), data=d.get("data"))
+        out.created = d.get("created")
+        count = _floats(d["count"], c, "count", source)
+        mean = _floats(d["mean"], c, "mean", source)
+        var = _floats(d["var"], c, "var", source)
+        if np.isnan(count).all():  # reference-style statistics without counts
+            out._mean, out._ref_var = mean, var
+            return out
+        if np.isnan(count).any() or (count < 0).any() or (count != np.round(count)).any():
+            raise InputError(f"{source}: 'count' must hold non-negative integers")
+        m2_raw = d.get("m2")
+        if m2_raw is not None:
+            m2 = _floats(m2_raw, c, "m2", source)
+        else:
+            with np.errstate(invalid="ignore"):
+                m2 = var * (count - 1)
+        out._n = count
+        out._mean = np.where(count > 0, np.nan_to_num(mean), 0.0)
+        out._m2 = np.where(count > 1, np.nan_to_num(m2), 0.0)
+        return out
+
+    def save(self, path: str | Path) -> None:
+        """Write the statistics as human-readable JSON (atomically)."""
+        from sml.utils.atomic import write_json
+
+        if self.created is None:
+            self.created = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+        write_json(path, self.to_dict())
+
+    @classmethod
+    def load(cls, path: str | Path) -> "ClassStatistics":
+        """Read a stats.json written by :meth:`save` / ``sml stats``."""
+        path = Path(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise InputError(f"cannot read statistics file {path}: {exc.strerror or exc}") from None
+        try:
+            d = json.loads(text)
+        except json.JSONDecodeError as exc:
+            hint = " (reference .npy statistics load with ClassStatistics.from_reference_npy)" \
+                if path.suffix == ".npy" else ""
+            raise InputError(f"{path} is not valid JSON: {exc}{hint}") from None
+        return cls.from_dict(d, source=str(path))
+
+    @classmethod
+    def from_reference_npy(cls, mean_path: str | Path, var_path: str | Path,
+                           class_names: Sequence[str] | None = None) -> "ClassStatistics":
+        """Read the reference implementation's ``*_mean.npy`` / ``*_var.npy`` without running pickle code.
+
+        These files carry no pixel counts: every class with a finite positive
+        variance is usable; merging is not possible.
+        """
+        from sml.stats.reference_npy import read_reference_npy
+
+        means, vars_ = read_reference_npy(mean_path), read_reference_npy(var_path)
+        if set(means) != set(vars_):
+            raise InputError(f"{mean_path} and {var_path} cover different classes: "
+                             f"{sorted(means)} vs {sorted(vars_)}")
+        c = max(means) + 1
+        if sorted(means) != list(range(c)):
+            raise InputError(f"{mean_path}: class indices must be 0..{c - 1}, got {sorted(means)}")
+        out = cls(c, class_names, model=None, data={"reference": [str(mean_path), str(var_path)]})
+        out._mean = np.array([means[i] for i in range(c)], dtype=np.float64)
+        out._ref_var = np.array([vars_[i] for i in range(c)], dtype=np.float64)
+        return out
+
+    def __repr__(self) -> str:
+        return (f"ClassStatistics(num_classes={self.num_classes}, pixels={self.total:.0f}, "
+                f"unusable={self.unusable_classes()})")
