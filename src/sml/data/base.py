@@ -297,16 +297,18 @@ class Dataset:
         raw = np.asarray(raw)
         if raw.dtype != np.uint8:
             raise InputError(f"{self.kind}: raw labels from {source} must be uint8, got {raw.dtype}")
-        counts = np.bincount(raw.ravel(), minlength=256)
-        bad = np.flatnonzero((counts > 0) & ~known)
-        if bad.size:
+        # fast path: one table lookup says whether any value is unexpected; the histogram
+        # for the message is only computed when one is
+        if not known.all() and np.take(~known, raw).any():
+            counts = np.bincount(raw.ravel(), minlength=256)
+            bad = np.flatnonzero((counts > 0) & ~known)
             listed = ", ".join(f"{v} ({counts[v]} px)" for v in bad[:12])
             more = f" and {bad.size - 12} more values" if bad.size > 12 else ""
             raise DataError(
                 f"{self.kind}: label file {source} holds unexpected values {listed}{more}; "
                 f"expected {self._expected_values_text(known)}. {self._bad_value_hint()}"
             )
-        return lut[raw]
+        return np.take(lut, raw)
 
     @staticmethod
     def _expected_values_text(known: np.ndarray) -> str:
