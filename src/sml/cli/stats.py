@@ -67,8 +67,8 @@ def run(args: argparse.Namespace) -> int:
                                 state_dir=out.with_name(out.name + ".partial"), resume=args.resume,
                                 save_every=args.save_every, meta=meta)
     if distributed.is_main():
-        save_statistics(result.stats, out, model=args.model, data=args.data, split=args.split,
-                        frames=result.frames)
+        data = args.data if args.split is None else f"{args.data} (split {args.split})"
+        save_statistics(result.stats, out, model=args.model, data=data)
         print_report(result.stats, result.frames, out)
     from sml.pipelines.resume import ResumeStore
 

@@ -113,12 +113,23 @@ class EvalRun:
     out: Path
 
 
-def _score_frame(scorers: dict[str, Any], logits: torch.Tensor) -> dict[str, np.ndarray]:
+def score_frame(scorers: dict[str, Any], logits: torch.Tensor) -> tuple[dict[str, np.ndarray], torch.Tensor]:
+    """Every method's ``H x W`` map from one frame's logits, and the prediction (argmax).
+
+    The channel max and argmax are computed once and shared by the methods that
+    need only them (max_logit, sml); the others read the logits.
+    """
+    from sml.scores import max_and_argmax
+
     maps = {}
     with torch.inference_mode():
+        values, pred = max_and_argmax(logits)
         for m, scorer in scorers.items():
-            maps[m] = scorer(logits)[0].float().cpu().numpy()
-    return maps
+            if getattr(scorer, "uses_max_only", False):
+                maps[m] = scorer.score_from(values, pred)[0].float().cpu().numpy()
+            else:
+                maps[m] = scorer(logits)[0].float().cpu().numpy()
+    return maps, pred
 
 
 def evaluate(
@@ -152,21 +163,20 @@ def evaluate(
     pooled = {m: new_metric() for m in methods}
     records: dict[int, dict[str, Any]] = {}
     loaded = store.start(config.resume)
-    if distributed.is_main():
-        for payload in loaded:
-            if set(payload["records"]) & set(records):
-                raise InputError(f"the partial state in {store.folder} counts a frame twice; delete "
-                                 f"{out / PARTIAL} and run again without --resume")
+    done: set[int] = set()
+    for payload in loaded:
+        if set(payload["records"]) & done:
+            raise InputError(f"the partial state in {store.folder} counts a frame twice; delete "
+                             f"{out / PARTIAL} and run again without --resume")
+        done.update(payload["records"])
+        if distributed.is_main():  # rank 0 carries what earlier runs did
             records.update(payload["records"])
             for m in methods:
                 pooled[m] = merge_into(pooled[m], payload["metrics"][m])
-    done = set()
-    for d in distributed.all_gather_object(sorted(records)):
-        done.update(d)
     todo = [i for i in indices if i not in done]
     mine = distributed.shard(todo)
-    store.save({"records": records, "metrics": pooled})
-    store.drop_older()
+    fresh_records: dict[int, dict[str, Any]] = {}
+    fresh = {m: new_metric() for m in methods}
 
     timer = common.Timer()
     bar = progress(mine, total=len(todo), desc=f"eval {kind}", disable=None if show_progress else True)
@@ -179,8 +189,7 @@ def evaluate(
         with timer("forward"):
             logits = common.forward(model, sample.image, size)
         with timer("scoring"):
-            maps = _score_frame(scorers, logits)
-            pred = logits[0].argmax(0).to(torch.uint8).cpu().numpy() if "fishyscapes" in formats else None
+            maps, pred = score_frame(scorers, logits)
         rec: dict[str, Any] = {"id": frame.id, "image": str(frame.image_path),
                                "labels": str(frame.label_path) if frame.label_path else None, "methods": {}}
         if labels is not None:
@@ -191,18 +200,22 @@ def evaluate(
                 if labels is not None:
                     fm = new_metric()
                     fm.update(maps[m], labels)
-                    entry["ap"] = _f(_frame_ap(fm, labels))
+                    entry["ap"] = _f(_frame_ap(fm, labels))  # also sorts fm, so the final merge is cheap
                     pooled[m] = merge_into(pooled[m], fm)
+                    fresh[m] = merge_into(fresh[m], fm)
                 rec["methods"][m] = entry
         with timer("writing"):
+            pred_np = pred[0].cpu().numpy() if "fishyscapes" in formats else None
             for m in methods:
                 for fmt in formats:
-                    writers.write_map(out, fmt, m, kind, frame.id, maps[m], pred)
+                    writers.write_map(out, fmt, m, kind, frame.id, maps[m], pred_np)
                 if keep32:
                     atomic.save_npy(tmp32 / m / f"{writers.safe_name(frame.id)}.npy", maps[m])
-        records[i] = rec
+        records[i] = fresh_records[i] = rec
         if n % config.save_every == 0 or n == len(mine):
-            store.save({"records": records, "metrics": pooled})
+            with timer("writing"):
+                store.save({"records": fresh_records, "metrics": fresh})
+            fresh_records, fresh = {}, {m: new_metric() for m in methods}
 
     # ---- gather: metric states in rank order, records by frame index
     with timer("metrics"):
@@ -279,7 +292,7 @@ def _post_pass(dataset: Any, indices: list[int], frame_list: list[dict[str, Any]
                 comp_total[m] = comp if m not in comp_total else merge_into(comp_total[m], comp)
             frame_list[p]["methods"][m].update(entry)
     for m, comp in comp_total.items():
-        results[m]["components"] = {k: _f(v) if not isinstance(v, (dict, list)) else v
+        results[m]["components"] = {k: _f(v) if isinstance(v, (float, np.floating)) else v
                                     for k, v in comp.compute().items()}
         results[m]["components"]["threshold"] = best[m]
 

@@ -1,12 +1,11 @@
 """Resumable runs: partial state written atomically, read back without executing pickle code.
 
-A long run (``sml stats``, ``sml eval``) saves what it has accumulated every few
-frames into a folder beside its output. Each process writes its own file
-``g<generation>.r<rank>.state``; a run started with ``--resume`` reads the files
-of the latest generation, continues with the frames not yet done, and starts a
-new generation whose rank-0 file carries everything read (written before any
-older file is removed, so a crash at any moment loses at most the frames since
-the last save and never counts a frame twice).
+A long run (``sml stats``, ``sml eval``) saves the per-frame state of the
+frames it finished every few frames, as a new chunk file in a folder beside its
+output (each frame in exactly one chunk, each chunk written atomically). A run
+started with ``--resume`` reads every chunk, skips the frames they hold and
+computes the rest, with any number of processes; a crash at any moment loses
+at most the frames since the last save and never counts a frame twice.
 
 Payloads are plain Python (dict, list, str, numbers), NumPy arrays, torch
 tensors and objects of ``sml`` classes; they are flattened to plain data and
@@ -31,7 +30,7 @@ import torch
 from sml.errors import InputError
 from sml.utils import atomic, distributed
 
-_FILE = re.compile(r"^g(\d+)\.r(\d+)\.state$")
+_FILE = re.compile(r"^g(\d+)\.r(\d+)\.c(\d+)\.state$")
 _NUMPY_OK = {
     ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "_reconstruct"),
     ("numpy._core.multiarray", "_reconstruct"), ("numpy.core.multiarray", "scalar"),
@@ -102,12 +101,19 @@ def loads(data: bytes) -> Any:
 
 # ---------------------------------------------------------------- the store
 class ResumeStore:
-    """Partial-state folder of one run; ``meta`` identifies the run (model, data, settings)."""
+    """Partial-state folder of one run; ``meta`` identifies the run (model, data, settings).
+
+    State is append-only: every save writes a new chunk holding only the frames
+    finished since the previous save (so saving costs O(new frames), not
+    O(everything so far)). Chunks are named ``g<start>.r<rank>.c<k>.state``;
+    a resumed run reads every chunk, whichever process count wrote them.
+    """
 
     def __init__(self, folder: str | os.PathLike, meta: dict[str, Any]):
         self.folder = Path(folder)
         self.meta = json.loads(json.dumps(meta))  # normalised as it will read back
         self.generation = 0
+        self._chunk = 0
 
     def _files(self) -> dict[int, list[Path]]:
         gens: dict[int, list[Path]] = {}
@@ -119,8 +125,9 @@ class ResumeStore:
         return gens
 
     def start(self, resume: bool) -> list[Any]:
-        """Load the latest generation's payloads (``resume``) or clear old state; collective call."""
+        """Load every saved chunk (``resume``) or clear old state; collective call."""
         payloads: list[Any] = []
+        gens = self._files()
         if resume and (self.folder / "meta.json").is_file():
             saved = json.loads((self.folder / "meta.json").read_text(encoding="utf-8"))
             if saved != self.meta:
@@ -129,11 +136,8 @@ class ResumeStore:
                     f"the partial state in {self.folder} belongs to a different run (differs in: "
                     f"{', '.join(diff)}); run again without --resume to start over, or with the same "
                     f"settings to continue")
-            gens = self._files()
-            if gens:
-                last = max(gens)
-                payloads = [loads(p.read_bytes()) for p in sorted(gens[last])]
-                self.generation = last + 1
+            payloads = [loads(p.read_bytes()) for g in sorted(gens) for p in sorted(gens[g])]
+        self.generation = (max(gens) + 1) if gens and resume else 0
         distributed.barrier()
         if distributed.is_main():
             if not resume and self.folder.exists():
@@ -143,18 +147,10 @@ class ResumeStore:
         return payloads
 
     def save(self, payload: Any) -> None:
-        """Write this rank's payload of the current generation atomically."""
-        atomic.write_bytes(self.folder / f"g{self.generation}.r{distributed.rank()}.state", dumps(payload))
-
-    def drop_older(self) -> None:
-        """Remove older generations; call after every rank's first save (rank 0 carries them)."""
-        distributed.barrier()
-        if distributed.is_main():
-            for gen, files in self._files().items():
-                if gen < self.generation:
-                    for p in files:
-                        p.unlink(missing_ok=True)
-        distributed.barrier()
+        """Write a new chunk of this rank atomically (only what is new since the last save)."""
+        name = f"g{self.generation}.r{distributed.rank()}.c{self._chunk}.state"
+        atomic.write_bytes(self.folder / name, dumps(payload))
+        self._chunk += 1
 
     def clear(self) -> None:
         """Remove the folder once the final results are written (collective)."""

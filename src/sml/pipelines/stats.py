@@ -8,7 +8,6 @@ them in the same global order, so the result is bit-identical to one process
 """
 from __future__ import annotations
 
-import datetime as _dt
 import os
 import sys
 from dataclasses import dataclass
@@ -79,11 +78,9 @@ def compute_statistics(
             partials.update(payload["partials"])
     todo = [i for i in indices if i not in partials]
     mine = distributed.shard(todo)
-    # rank 0 carries everything loaded; the others only what they compute
+    # rank 0 carries the frames loaded from the state; every rank adds what it computes
     own: dict[int, Any] = dict(partials) if distributed.is_main() else {}
-    if store is not None:
-        store.save({"partials": own})
-        store.drop_older()
+    fresh: dict[int, Any] = {}
 
     timer = common.Timer()
     bar = progress(mine, total=len(todo), desc="stats", disable=None if show_progress else True)
@@ -96,15 +93,16 @@ def compute_statistics(
             logits = common.forward(model, sample.image, size)
         with timer("statistics"):
             part = _new_stats(model)
-            valid = None
             if valid_only and sample.labels is not None:
-                valid = torch.from_numpy(sample.labels != 255).to(logits.device)[None]
-            part.update(logits, valid=valid) if valid is not None else part.update(logits)
-        own[i] = part
+                part.update(logits, valid=torch.from_numpy(sample.labels != 255).to(logits.device)[None])
+            else:
+                part.update(logits)
+        own[i] = fresh[i] = part
         if on_frame is not None:
             on_frame(i)
         if store is not None and (n % save_every == 0 or n == len(mine)):
-            store.save({"partials": own})
+            store.save({"partials": fresh})
+            fresh = {}
 
     gathered: dict[int, Any] = {}
     for d in distributed.all_gather_object(own):
@@ -147,21 +145,14 @@ def stats_table(stats: Any, rare: int = RARE_PIXELS) -> tuple[str, list[str]]:
     return table, warnings
 
 
-def save_statistics(stats: Any, path: str | os.PathLike, *, model: str | None = None, data: str | None = None,
-                    split: str | None = None, frames: int | None = None) -> None:
+def save_statistics(stats: Any, path: str | os.PathLike, *, model: str | None = None,
+                    data: str | None = None) -> None:
     """Write ``stats.json`` (atomically) with the model and data identity beside the numbers."""
-    info = {"model": model, "data": data, "split": split, "frames": frames,
-            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
-    for k, v in info.items():
-        if v is not None and hasattr(stats, "__dict__") and k in ("model", "data", "created"):
-            try:
-                setattr(stats, k, v) if not callable(getattr(stats, k, None)) else None
-            except AttributeError:
-                pass
-    try:
-        stats.save(path, **{k: v for k, v in info.items() if v is not None})
-    except TypeError:
-        stats.save(path)
+    if model is not None:
+        stats.model = model
+    if data is not None:
+        stats.data = data
+    stats.save(path)
 
 
 def print_report(stats: Any, frames: int, path: str | os.PathLike, file: Any = None) -> None:
