@@ -8,7 +8,6 @@ import numpy as np
 
 from sml.errors import DataError
 from sml.data.base import (
-    IGNORE_INDEX,
     Dataset,
     Frame,
     build_lut,
@@ -155,4 +154,4 @@ class SMIYCObstacle(_SMIYC):
     track_folder = "dataset_ObstacleTrack"
 
 
-__all__ = ["RoadAnomaly", "SMIYCAnomaly", "SMIYCObstacle", "IGNORE_INDEX"]
+__all__ = ["RoadAnomaly", "SMIYCAnomaly", "SMIYCObstacle"]

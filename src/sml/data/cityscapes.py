@@ -20,7 +20,6 @@ from sml.data.base import (
     Frame,
     build_lut,
     is_image,
-    list_paths,
     natural_key,
     safe_id,
     suggest_root,

@@ -22,7 +22,7 @@ from typing import Mapping
 import numpy as np
 
 from sml.errors import DataError, InputError
-from sml.data.base import Dataset, Frame, build_lut, image_files, list_paths, natural_key, safe_id
+from sml.data.base import Dataset, Frame, build_lut, image_files, natural_key, safe_id
 from sml.data.io import IMAGE_EXTENSIONS
 
 _MASK_DIRS = ("labels", "masks")
