@@ -48,9 +48,12 @@ def add_sml_args(p: argparse.ArgumentParser) -> None:
 
 def sml_settings(args: argparse.Namespace) -> dict[str, Any]:
     """The SML settings of parsed arguments, as keyword arguments of the scorer."""
-    if args.boundary_width < 0 or args.boundary_iterations < 1:
-        raise InputError(f"--boundary-width must be >= 0 and --boundary-iterations >= 1 "
-                         f"(got {args.boundary_width} and {args.boundary_iterations})")
+    from sml.scores.postprocess import check_suppression_settings
+
+    try:  # validated before any model or data is opened
+        check_suppression_settings(args.boundary_width, args.boundary_iterations, args.border)
+    except InputError as exc:
+        raise InputError(f"--boundary-width / --boundary-iterations: {exc}") from None
     return {
         "boundary_width": args.boundary_width,
         "boundary_iterations": args.boundary_iterations,

@@ -1,0 +1,158 @@
+"""`sml eval` on a tiny SMIYC-layout set: outputs, metrics vs scikit-learn, resume, errors."""
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
+
+from sml.cli.main import main
+from test_pipeline_fixtures import make_cityscapes, make_model, make_smiyc
+
+METHODS = ["sml", "max_logit", "msp", "entropy", "energy"]
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    base = tmp_path_factory.mktemp("eval")
+    s = {"model": make_model(base), "cs": make_cityscapes(base / "cs", n=4),
+         "smiyc": make_smiyc(base / "smiyc", n=4, unlabelled=1), "base": base}
+    assert main(["stats", "--model", str(s["model"]), "--data", f"cityscapes:{s['cs']}",
+                 "-o", str(base / "stats.json")]) == 0
+    s["stats"] = base / "stats.json"
+    return s
+
+
+def _eval(s: dict[str, Path], out: Path, *extra: str) -> int:
+    return main(["eval", "--model", str(s["model"]), "--stats", str(s["stats"]), "--data",
+                 f"smiyc-anomaly:{s['smiyc']}", "--out", str(out), "--method", ",".join(METHODS), *extra])
+
+
+@pytest.fixture(scope="module")
+def run(setup: dict[str, Path]) -> Path:
+    out = setup["base"] / "run"
+    assert _eval(setup, out, "--components", "--save-maps", "hdf5,fishyscapes,npy,png16",
+                 "--save-maps", "npy16") == 0
+    return out
+
+
+def test_run_directory(run: Path, setup: dict[str, Path]) -> None:
+    for name in ("metrics.json", "metrics.csv", "curves.json", "frames.json", "stats.json"):
+        assert (run / name).is_file(), name
+    assert not (run / ".partial").exists()
+    assert not list(run.rglob("*.tmp"))
+    m = json.loads((run / "metrics.json").read_text())
+    assert m["dataset"] == "smiyc-anomaly" and m["frames"] == 4 and m["frames_scored"] == 5
+    assert m["fpr95_convention"] == "interpolated"
+    assert set(m["methods"]) == set(METHODS)
+    for r in m["methods"].values():
+        for k in ("auroc", "ap", "fpr95", "fpr95_threshold", "threshold_at_95tpr"):
+            assert 0 <= r[k] <= 1 or k == "threshold_at_95tpr"
+        assert set(r["components"]) >= {"siou", "ppv", "mean_f1"}
+    assert m["methods"]["sml"]["settings"]["boundary_width"] == 4
+    rows = list(csv.DictReader((run / "metrics.csv").open()))
+    assert [r["method"] for r in rows] == METHODS
+    assert float(rows[0]["auroc"]) == m["methods"]["sml"]["auroc"]
+    # every format, every frame (including the unlabelled one), every method
+    for meth in METHODS:
+        for i in range(5):
+            fid = f"frame{i:02d}"
+            with h5py.File(run / "anomaly_p" / meth / "smiyc-anomaly" / f"{fid}.hdf5") as h5:
+                assert h5["value"].dtype == np.float16 and h5["value"].shape == (48, 64)
+            assert (run / "fishyscapes" / meth / f"{fid}_segmentation.npy").is_file()
+            assert (run / "png16" / meth / f"{fid}.png").is_file()
+            assert np.load(run / "maps" / meth / f"{fid}.npy").dtype == np.float16
+
+
+def test_metrics_match_sklearn(run: Path, setup: dict[str, Path]) -> None:
+    import sml.data
+
+    ds = sml.data.open_dataset(f"smiyc-anomaly:{setup['smiyc']}")
+    m = json.loads((run / "metrics.json").read_text())
+    frames = {f["id"]: f for f in json.loads((run / "frames.json").read_text())}
+    for meth in METHODS:
+        scores, labels = [], []
+        for f in ds.frames:
+            if f.label_path is None:
+                continue
+            a = np.load(run / "npy" / meth / f"{f.id}.npy")
+            lab = ds.load_labels(f)
+            keep = lab != 255
+            scores.append(a[keep])
+            labels.append(lab[keep])
+            fa = frames[f.id]["methods"][meth]
+            assert fa["ap"] == pytest.approx(average_precision_score(lab[keep] == 1, a[keep]), abs=1e-9)
+            thr = m["methods"][meth]["threshold_at_95tpr"]
+            assert fa["fp_area"] == pytest.approx(float((a[lab == 0] >= thr).mean()), abs=1e-12)
+        s, y = np.concatenate(scores), np.concatenate(labels) == 1
+        r = m["methods"][meth]
+        assert r["auroc"] == pytest.approx(roc_auc_score(y, s), abs=1e-9)
+        assert r["ap"] == pytest.approx(average_precision_score(y, s), abs=1e-9)
+        fpr, tpr, _ = roc_curve(y, s, drop_intermediate=False)
+        assert r["fpr95"] == pytest.approx(float(np.interp(0.95, tpr, fpr)), abs=1e-9)
+    assert m["pixels"]["anomaly"] == int(sum((ds.load_labels(f) == 1).sum() for f in ds.frames if f.label_path))
+
+
+def test_deterministic_and_resumable(run: Path, setup: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    from sml.pipelines import common
+
+    again = setup["base"] / "again"
+    real = common.forward
+    calls = {"n": 0}
+
+    def dies(*a, **k):
+        calls["n"] += 1
+        if calls["n"] > 3:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(common, "forward", dies)
+    assert _eval(setup, again, "--components", "--save-maps", "npy", "--save-every", "1") == 130
+    assert not (again / "metrics.json").exists()
+    monkeypatch.setattr(common, "forward", real)
+    assert _eval(setup, again, "--components", "--save-maps", "npy", "--resume") == 0
+    a = json.loads((run / "metrics.json").read_text())
+    b = json.loads((again / "metrics.json").read_text())
+    assert a["methods"] == b["methods"]
+    fa = json.loads((run / "frames.json").read_text())
+    fb = json.loads((again / "frames.json").read_text())
+    assert fa == fb
+    for meth in METHODS:
+        for i in range(5):
+            np.testing.assert_array_equal(np.load(run / "npy" / meth / f"frame{i:02d}.npy"),
+                                          np.load(again / "npy" / meth / f"frame{i:02d}.npy"))
+
+
+def test_table_printed(setup: dict[str, Path], capsys: pytest.CaptureFixture) -> None:
+    assert _eval(setup, setup["base"] / "small", "--limit", "2") == 0
+    out = capsys.readouterr().out
+    assert "AUROC %" in out and "smiyc-anomaly: 2 labelled frames" in out
+    for meth in METHODS:
+        assert meth in out
+
+
+def test_eval_errors(setup: dict[str, Path], capsys: pytest.CaptureFixture) -> None:
+    base = ["eval", "--model", str(setup["model"]), "--data", f"smiyc-anomaly:{setup['smiyc']}",
+            "--out", str(setup["base"] / "err")]
+    assert main(base + ["--method", "sml"]) == 2
+    assert "--stats" in capsys.readouterr().err
+    assert main(base + ["--method", "msp,bogus"]) == 2
+    assert "bogus" in capsys.readouterr().err
+    assert main(base + ["--method", "msp", "--save-maps", "tiff"]) == 2
+    assert "tiff" in capsys.readouterr().err
+    assert main(base + ["--method", "sml", "--stats", str(setup["base"] / "missing.json")]) == 2
+    assert "sml stats" in capsys.readouterr().err
+    assert main(base + ["--method", "sml", "--stats", str(setup["stats"]), "--boundary-width", "3"]) == 2
+    assert "multiple of boundary_iterations" in capsys.readouterr().err
+
+
+def test_eval_help_teaches(capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit):
+        main(["eval", "--help"])
+    text = capsys.readouterr().out
+    for word in ("examples:", "hdf5", "fishyscapes", "png16", "sml_min", "--resume", "torchrun", "--components"):
+        assert word in text
