@@ -163,7 +163,7 @@ def evaluate_miou(net: nn.Module, frames: Frames, device: torch.device, normaliz
     n = len(frames) if max_frames is None else min(len(frames), max_frames)
     for i in progress(du.shard_indices(n), total=len(range(du.rank(), n, du.world_size())), desc=desc):
         image, labels = frames.load(i)
-        x = torch.from_numpy(image).permute(2, 0, 1)[None].float().div(255).to(device)
+        x = torch.from_numpy(np.array(image)).permute(2, 0, 1)[None].float().div(255).to(device)
         if size is not None and tuple(x.shape[-2:]) != tuple(size):
             x = F.interpolate(x, size=tuple(size), mode="bilinear", antialias=True, align_corners=False)
         logits, _ = split_output(net(normalize_batch(x, normalize)))
@@ -353,7 +353,10 @@ def train(cfg: TrainConfig, resume: str | os.PathLike | bool | None = None,
     sampler = StreamBatchSampler(start, stop, d.batch_size, rank, world)
     loader = torch.utils.data.DataLoader(
         TrainSet(frames, stream, d, t.seed), batch_sampler=sampler, num_workers=d.num_workers,
-        pin_memory=device.type == "cuda", persistent_workers=False)
+        pin_memory=device.type == "cuda", persistent_workers=False,
+        # its own generator: creating the loader's iterator must not advance the global torch RNG,
+        # or a resumed run's dropout masks would differ from an uninterrupted run's
+        generator=torch.Generator().manual_seed(t.seed))
     val_frames = None
     if t.val_every:
         try:
@@ -378,9 +381,10 @@ def train(cfg: TrainConfig, resume: str | os.PathLike | bool | None = None,
                             "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
                             "sampler": {"seed": t.seed, "position": it * d.batch_size, "frames": len(frames)},
                             "rng": rng_all, "world_size": world, "batch_size": d.batch_size,
-                            "best_miou": best_miou})
+                            "best_miou": best_miou, "loss_avg": loss_ema})
 
-    it, loss_ema, t0 = start, None, time.time()
+    it, t0 = start, time.time()
+    loss_ema = resumed[1]["training_state"].get("loss_avg") if resumed is not None else None
     warned_aux = False
     bar = progress(loader, total=stop, desc="train", unit="it", initial=start)
     for images, labels in bar:
