@@ -1,0 +1,297 @@
+"""AnomalyMetrics against scikit-learn (float64 reference) and the reference evaluation's fpr_at_95_tpr."""
+from __future__ import annotations
+
+import math
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score, roc_curve
+
+from sml.errors import InputError
+from sml.metrics import AnomalyMetrics, anomaly_metrics, keys_to_scores, scores_to_keys
+
+TOL = 1e-9
+
+
+# ---------------------------------------------------------------- independent references
+def ref_fpr_at_95_tpr(preds: np.ndarray, labels: np.ndarray) -> float:
+    """Literal copy of the reference evaluation's ``ood_metrics.fpr_at_95_tpr``."""
+    fpr, tpr, _ = roc_curve(labels, preds)
+    if all(tpr < 0.95):
+        return 0
+    elif all(tpr >= 0.95):
+        idxs = [i for i, x in enumerate(tpr) if x >= 0.95]
+        return min(map(lambda idx: fpr[idx], idxs))
+    return np.interp(0.95, tpr, fpr)
+
+
+def ref_fpr_threshold(preds: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
+    """FPR and score at the highest threshold with TPR >= 0.95 (SegmentMeIfYouCan convention)."""
+    fpr, tpr, thr = roc_curve(labels, preds, drop_intermediate=False)
+    i = int(np.argmax(tpr >= 0.95))
+    return float(fpr[i]), float(thr[i])
+
+
+def ref_best_f1(preds: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
+    p, r, t = precision_recall_curve(labels, preds)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        f1 = 2 * p * r / (p + r)
+    f1 = np.nan_to_num(f1[:-1], nan=-1.0)
+    i = int(np.argmax(f1))
+    return float(f1[i]), float(t[i])
+
+
+def reference(scores: np.ndarray, labels: np.ndarray, ignore: int = 255) -> dict[str, float]:
+    v = labels.reshape(-1) != ignore
+    y, s = labels.reshape(-1)[v], np.asarray(scores, np.float32).reshape(-1)[v]
+    out = {"auroc": roc_auc_score(y, s), "ap": average_precision_score(y, s), "fpr95": ref_fpr_at_95_tpr(s, y)}
+    out["fpr95_threshold"], out["threshold_at_95tpr"] = ref_fpr_threshold(s, y)
+    out["best_f1"], out["best_f1_threshold"] = ref_best_f1(s, y)
+    return out
+
+
+def assert_matches(res: dict, ref: dict, keys=("auroc", "ap", "fpr95", "fpr95_threshold", "threshold_at_95tpr",
+                                               "best_f1")) -> None:
+    for k in keys:
+        assert abs(res[k] - ref[k]) <= TOL, (k, res[k], ref[k])
+
+
+def random_case(rng: np.random.Generator, n: int, levels: int | None, pos_rate: float, void_rate: float):
+    if levels is None:
+        s = rng.normal(size=n).astype(np.float32)
+    else:
+        s = (rng.integers(0, levels, n) / levels - 0.5).astype(np.float32)
+    y = (rng.random(n) < pos_rate).astype(np.uint8)
+    s[y == 1] += np.float32(0.3)
+    y[rng.random(n) < void_rate] = 255
+    return s, y
+
+
+# ---------------------------------------------------------------- exactness
+@pytest.mark.parametrize("levels", [None, 2, 7, 100, 5000])
+@pytest.mark.parametrize("pos_rate", [0.015, 0.3])
+def test_matches_sklearn_random(levels, pos_rate):
+    rng = np.random.default_rng(hash((levels, pos_rate)) % 2**32)
+    s, y = random_case(rng, 20_000, levels, pos_rate, void_rate=0.1)
+    m = AnomalyMetrics()
+    for part in np.array_split(np.arange(s.size), 7):  # streaming in uneven pieces
+        m.update(s[part], y[part])
+    res = m.compute()
+    assert_matches(res, reference(s, y))
+    assert res["pixels"] == {"anomaly": int((y == 1).sum()), "inlier": int((y == 0).sum())}
+    assert res["ignored"] == int((y == 255).sum())
+    assert res["reason"] is None and res["fpr95_convention"] == "interpolated"
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_matches_sklearn_hypothesis(data):
+    n = data.draw(st.integers(2, 60))
+    levels = data.draw(st.sampled_from([1, 2, 3, 10, 1000]))
+    s = np.array(data.draw(st.lists(st.integers(0, levels - 1), min_size=n, max_size=n)), np.float32) / levels
+    y = np.array(data.draw(st.lists(st.sampled_from([0, 1, 1, 255]), min_size=n, max_size=n)), np.uint8)
+    v = y != 255
+    if not ((y[v] == 1).any() and (y[v] == 0).any()):
+        res = anomaly_metrics(s, y)
+        assert math.isnan(res["auroc"]) and res["reason"]
+        return
+    assert_matches(anomaly_metrics(s, y), reference(s, y))
+
+
+def test_all_equal_scores():
+    y = np.array([0, 1, 0, 0, 1, 0, 255], np.uint8)
+    s = np.full(y.shape, 0.25, np.float32)
+    res = anomaly_metrics(s, y)
+    assert_matches(res, reference(s, y))
+    assert res["auroc"] == 0.5 and res["fpr95_threshold"] == 1.0
+
+
+def test_single_positive():
+    rng = np.random.default_rng(3)
+    s = rng.normal(size=1000).astype(np.float32)
+    y = np.zeros(1000, np.uint8)
+    y[17] = 1
+    assert_matches(anomaly_metrics(s, y), reference(s, y))
+
+
+def test_tpr_exactly_095():
+    # 20 anomaly pixels, 19 above a block of inliers: the ROC curve has a point with TPR == 0.95 exactly
+    pos = np.concatenate([np.linspace(5, 6, 19), [0.5]]).astype(np.float32)
+    neg = np.concatenate([np.linspace(1, 4, 30), np.linspace(-1, 0.4, 50), [0.5, 0.5]]).astype(np.float32)
+    s = np.concatenate([pos, neg])
+    y = np.concatenate([np.ones(20, np.uint8), np.zeros(neg.size, np.uint8)])
+    assert (roc_curve(y, s)[1] == 0.95).any()
+    res = anomaly_metrics(s, y)
+    ref = reference(s, y)
+    assert_matches(res, ref)
+    assert res["fpr95"] == pytest.approx(30 / 82, abs=1e-15)  # last point of the vertical run at TPR 0.95
+
+
+def test_heavy_ties_across_classes_and_zero_sign():
+    # -0.0 and +0.0 are the same score; scikit-learn ties them, so must we
+    s = np.array([-0.0, 0.0, 0.0, -0.0, 1.0, 1.0, -1.0, -0.0], np.float32)
+    y = np.array([1, 0, 1, 0, 0, 1, 0, 0], np.uint8)
+    assert_matches(anomaly_metrics(s, y), reference(s, y))
+    k = scores_to_keys(np.array([-np.inf, -2.0, -1e-30, -0.0, 0.0, 1e-30, 3.0, np.inf], np.float32))
+    assert np.all(np.diff(k[[0, 1, 2, 3, 5, 6, 7]]) > 0) and k[3] == k[4]
+    vals = np.array([-3.5, -0.0, 0.0, 2.25, np.inf], np.float32)
+    assert np.array_equal(keys_to_scores(scores_to_keys(vals)), vals + np.float32(0))
+
+
+def test_float64_and_torch_inputs_use_float32_values():
+    rng = np.random.default_rng(5)
+    s64 = rng.normal(size=(2, 30, 40))
+    y = (rng.random((2, 30, 40)) < 0.2).astype(np.uint8)
+    ref = reference(s64.astype(np.float32), y)
+    assert_matches(anomaly_metrics(s64, y), ref)
+    assert_matches(anomaly_metrics(torch.from_numpy(s64), torch.from_numpy(y).long()), ref)
+    res16 = anomaly_metrics(torch.from_numpy(s64).to(torch.bfloat16), torch.from_numpy(y))
+    assert_matches(res16, reference(torch.from_numpy(s64).to(torch.bfloat16).float().numpy(), y))
+
+
+# ---------------------------------------------------------------- undefined cases and errors
+def test_no_positives_or_no_negatives_are_nan_with_reason():
+    s = np.arange(10, dtype=np.float32)
+    for y, word in [(np.zeros(10, np.uint8), "anomaly"), (np.ones(10, np.uint8), "inlier"),
+                    (np.full(10, 255, np.uint8), "no evaluated")]:
+        res = anomaly_metrics(s, y)
+        for k in ("auroc", "ap", "fpr95", "fpr95_threshold", "threshold_at_95tpr"):
+            assert math.isnan(res[k])
+        assert word in res["reason"]
+    assert AnomalyMetrics().compute()["reason"].startswith("no evaluated")
+    m = AnomalyMetrics()
+    m.update(s, np.zeros(10, np.uint8))
+    assert math.isnan(m.best_f1_threshold())
+    with pytest.raises(InputError, match="anomaly"):
+        m.curves()
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_scores_are_an_error(bad):
+    s = np.zeros((4, 4), np.float32)
+    y = np.zeros((4, 4), np.uint8)
+    y[0, 0] = 1
+    s[2, 2] = bad
+    with pytest.raises(InputError, match="NaN or infinite"):
+        AnomalyMetrics().update(s, y)
+    y[2, 2] = 255  # ignored pixels may hold anything
+    assert not math.isnan(anomaly_metrics(s, y)["auroc"])
+
+
+def test_bad_labels_and_shapes():
+    s = np.zeros((3, 3), np.float32)
+    with pytest.raises(InputError, match=r"value\(s\) 2"):
+        AnomalyMetrics().update(s, np.full((3, 3), 2, np.uint8))
+    with pytest.raises(InputError, match="7"):
+        AnomalyMetrics().update(s, np.array([[0, 1, 7]] * 3, np.int64))
+    with pytest.raises(InputError, match="does not match"):
+        AnomalyMetrics().update(s, np.zeros((3, 4), np.uint8))
+    with pytest.raises(InputError, match="B x H x W"):
+        AnomalyMetrics().update(np.zeros((1, 1, 3, 3)), np.zeros((1, 1, 3, 3), np.uint8))
+    with pytest.raises(InputError, match="integers"):
+        AnomalyMetrics().update(s, np.full((3, 3), 0.5))
+    with pytest.raises(InputError):
+        AnomalyMetrics(ignore_index=1)
+
+
+def test_custom_ignore_index():
+    rng = np.random.default_rng(9)
+    s, y = random_case(rng, 3000, 20, 0.2, 0.2)
+    y2 = y.astype(np.int16)
+    y2[y == 255] = -1
+    assert_matches(anomaly_metrics(s, y2, ignore_index=-1), reference(s, y))
+
+
+# ---------------------------------------------------------------- merging, pickling, order
+def test_merge_and_order_give_identical_results():
+    rng = np.random.default_rng(11)
+    frames = [random_case(rng, 4000, 50, 0.05, 0.05) for _ in range(6)]
+    whole = AnomalyMetrics()
+    for s, y in frames:
+        whole.update(s, y)
+    a, b = AnomalyMetrics(), AnomalyMetrics()
+    for i, (s, y) in enumerate(frames[::-1]):
+        (a if i % 2 else b).update(s, y)
+    a.compute()  # a consolidated state must still merge correctly
+    merged = pickle.loads(pickle.dumps(b)).merge(pickle.loads(pickle.dumps(a)))
+    r1, r2 = whole.compute(), merged.compute()
+    assert r1 == r2  # bit-identical, NaN-free here
+    # adding after compute keeps working
+    s, y = random_case(rng, 500, None, 0.1, 0.0)
+    whole.update(s, y)
+    merged.update(s, y)
+    assert whole.compute() == merged.compute()
+    with pytest.raises(InputError):
+        whole.merge(whole)
+
+
+def test_per_image_option():
+    rng = np.random.default_rng(13)
+    s = rng.normal(size=(3, 20, 30)).astype(np.float32)
+    y = (rng.random((3, 20, 30)) < 0.1).astype(np.uint8)
+    y[2] = 0  # an image without anomaly is skipped in the mean
+    m = AnomalyMetrics(per_image=True)
+    m.update(s[:2], y[:2], ids=["a", "b"])
+    m.update(s[2], y[2], ids="c")
+    res = m.compute()
+    assert_matches(res, reference(s, y))  # pooled numbers unchanged
+    per = res["per_image"]
+    assert per["images"] == 3 and per["images_defined"] == 2
+    assert [v["id"] for v in per["values"]] == ["a", "b", "c"]
+    refs = [reference(s[i], y[i]) for i in range(2)]
+    for k in ("auroc", "ap", "fpr95"):
+        assert abs(per[k] - np.mean([r[k] for r in refs])) <= TOL
+    assert "per_image" not in anomaly_metrics(s, y)
+
+
+# ---------------------------------------------------------------- curves
+def test_curves_exact_and_reduced():
+    rng = np.random.default_rng(17)
+    s, y = random_case(rng, 30_000, 3000, 0.05, 0.0)
+    m = AnomalyMetrics()
+    m.update(s, y)
+    full = m.curves(max_points=10**9)
+    roc = full["roc"]
+    # the lossless curve has the exact area and is made of scikit-learn's points (its corners)
+    assert abs(np.trapezoid(roc["tpr"], roc["fpr"]) - roc_auc_score(y, s)) < 1e-12
+    fpr, tpr, thr = roc_curve(y, s, drop_intermediate=False)
+    sk = dict(zip(thr.tolist(), zip(fpr.tolist(), tpr.tolist())))
+    for f, t_, th in zip(roc["fpr"], roc["tpr"], roc["threshold"]):
+        assert sk[th] == pytest.approx((f, t_), abs=1e-15)
+    p, r, t = precision_recall_curve(y, s)
+    keep = np.isin(t, full["pr"]["threshold"])
+    assert np.allclose(p[:-1][keep], full["pr"]["precision"], atol=1e-15)
+    assert np.allclose(r[:-1][keep], full["pr"]["recall"], atol=1e-15)
+    small = m.curves(max_points=200)
+    for name, (a, b) in {"roc": ("fpr", "tpr"), "pr": ("recall", "precision")}.items():
+        c = small[name]
+        assert 3 <= c[a].size <= 200
+        assert c[a][0] == full[name][a][0] and c[a][-1] == full[name][a][-1]
+        assert c[b][0] == full[name][b][0] and c[b][-1] == full[name][b][-1]
+    assert np.all(np.diff(small["roc"]["fpr"]) >= 0) and np.all(np.diff(small["roc"]["tpr"]) >= 0)
+    assert small["roc"]["threshold"][0] == np.inf
+    # the reduced curve is close to the exact one everywhere
+    grid = np.linspace(0, 1, 1001)
+    assert np.max(np.abs(np.interp(grid, small["roc"]["fpr"], small["roc"]["tpr"])
+                         - np.interp(grid, roc["fpr"], roc["tpr"]))) < 0.02
+
+
+# ---------------------------------------------------------------- scale (still exact)
+@pytest.mark.slow
+def test_two_frames_2048x1024_match_sklearn():
+    rng = np.random.default_rng(23)
+    m = AnomalyMetrics()
+    ss, yy = [], []
+    for _ in range(2):
+        s = rng.normal(size=(1024, 2048)).astype(np.float32)
+        y = (rng.random((1024, 2048)) < 0.015).astype(np.uint8)
+        s[y == 1] += 1.5
+        y[:40] = 255
+        m.update(s, y)
+        ss.append(s)
+        yy.append(y)
+    assert_matches(m.compute(), reference(np.stack(ss), np.stack(yy)))
