@@ -24,7 +24,7 @@ from sml.report.images import FN_COLOUR, FP_COLOUR, TP_COLOUR, detection_tile
 from sml.utils.atomic import save_npy, write_json
 
 RA = Path("data/road_anomaly/RoadAnomaly_jpg")
-METHODS = {"sml": 0.6, "max_logit": 1.2, "msp": 2.5}  # noise level: sml best, msp worst
+METHODS = {"sml": 3.0, "max_logit": 6.0, "msp": 12.0}  # noise level: sml best, msp worst
 
 
 # ------------------------------------------------------------------ run-dir builder (shared with the browser test)
@@ -279,6 +279,7 @@ def test_build_report_on_road_anomaly(shared, tmp_path):
         assert not re.match(r"^[a-z]+:", link) and not link.startswith("/"), link
         assert (index.parent / link).is_file(), link
     assert "<script src" not in page and "stylesheet" not in page
+    assert 'class="warn"' not in page  # every frame's image, labels and maps were read
     # metrics table: every method, AUROC in percent, the NaN with its reason
     metrics = json.loads((run / "metrics.json").read_text())
     for m, d in metrics["methods"].items():

@@ -180,7 +180,7 @@ def _stats_section(stats: Mapping[str, Any]) -> str:
         std = math.sqrt(var[i]) if var[i] >= 0 else math.nan
         cnt = f"{int(count[i]):,}" if math.isfinite(count[i]) else "n/a"
         cls = ' class="unused" title="fewer than 2 pixels: this class cannot be standardized"' if unused else ""
-        rows.append(f"<tr{cls}><td>{i}</td><td>{E(str(names[i]))}</td><td>{cnt}</td>"
+        rows.append(f"<tr{cls}><td>{i}</td><td class=\"txt\">{E(str(names[i]))}</td><td>{cnt}</td>"
                     f"<td>{_g(mean[i])}</td><td>{_g(std)}</td><td>{_g(var[i])}</td></tr>")
     src = ", ".join(f"{k}: {E(str(stats[k]))}" for k in ("model", "data", "created") if stats.get(k))
     return (f'<p class="muted">Per-class statistics of the maximum logit over pixels predicted as that '
@@ -353,16 +353,18 @@ CSS = """
 body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0 auto;max-width:1400px;
 padding:0 20px 40px;color:#1c1c1c}
 h1{font-size:22px;margin:18px 0 4px}h2{font-size:18px;margin:28px 0 8px;border-bottom:1px solid #ddd}
-.muted{color:#666}.warn{color:#a33;font-size:12px}code{font-size:12px}
+.muted{color:#666}.warn{color:#a33;font-size:12px;overflow-wrap:anywhere;max-width:520px}code{font-size:12px}
+#gallery td.fid{max-width:220px;overflow-wrap:anywhere}#gallery td.num{width:4.5em}
+#legend img{width:600px}
 table.data{border-collapse:collapse;margin:6px 0}
 table.data th,table.data td{border:1px solid #ddd;padding:3px 8px;text-align:right;vertical-align:middle}
-table.data th{background:#f4f4f6}table.data th[scope=row],td.fid{text-align:left}
+table.data th{background:#f4f4f6}table.data th[scope=row],td.fid,td.txt,#gallery thead th:nth-child(-n+3){text-align:left}
 td.best{font-weight:700}td.na{color:#999}tr.unused td{color:#b55}
 ul.conv{padding-left:18px;color:#333}ul.conv li{margin:2px 0}
 th.sortable{cursor:pointer;user-select:none}th.sortable:hover{background:#e6e8ef}
 th.sorted-asc::after{content:" \\25B2"}th.sorted-desc::after{content:" \\25BC"}
 img.thumb{display:block;max-width:100%;height:auto;background:#eee}
-#curves img,#legend img{max-width:100%;height:auto}
+#curves img{width:1100px;max-width:100%;height:auto}#legend img{max-width:100%;height:auto}
 #lightbox{position:fixed;inset:0;background:rgba(0,0,0,.85);display:none;align-items:center;
 justify-content:center;z-index:10;cursor:zoom-out;flex-direction:column}
 #lightbox.open{display:flex}#lightbox img{max-width:96vw;max-height:90vh;background:#fff}

@@ -59,22 +59,31 @@ class Run:
         """Raw label value -> evaluation label (256 entries, 255 for unknown values) of this run's
         data-set kind, or None when the kind's mapping cannot be rebuilt (``folder`` with a user mapping)."""
         if not hasattr(self, "_lut"):
-            self._lut = _label_lut(str(self.metrics.get("dataset", "")))
+            self._lut = _label_lut(str(self.metrics.get("dataset", "")), self.metrics.get("label_mapping"))
         return self._lut
 
 
-def _label_lut(kind: str) -> np.ndarray | None:
-    # The loaders own the raw-label conventions (datasets.md); reuse their table instead
-    # of restating it. Building it needs no data-set root, so an empty instance suffices.
-    try:
-        from sml.data import DATASETS, canonical_kind
+# datasets.md's raw conventions that are not already 0 / 1 / 255: the fallback when
+# sml.data cannot be imported (the loaders own these tables; see _label_lut).
+_SPEC_TABLES = {"road-anomaly": {0: 0, 2: 1}, "lost-and-found": {0: 255, 1: 0, **{v: 1 for v in range(2, 256)}}}
 
-        cls = DATASETS[canonical_kind(kind)]
-        if cls.kind == "folder" or cls.task != "anomaly":
+
+def _label_lut(kind: str, mapping: Any = None) -> np.ndarray | None:
+    try:
+        from sml.data import DATASETS, canonical_kind, label_table
+
+        kind = canonical_kind(kind)
+        if DATASETS[kind].task != "anomaly":
+            return None  # Cityscapes train ids are not anomaly labels
+        return label_table(kind, mapping) if kind == "folder" else label_table(kind)
+    except ImportError:
+        table = _SPEC_TABLES.get(kind)
+        if table is None:
             return None
-        lut, known = cls.__new__(cls)._label_table()
-        return np.where(np.asarray(known, bool), np.asarray(lut), 255).astype(np.uint8)
-    except Exception:  # noqa: BLE001 - any failure: fall back to labels already in 0/1/255
+        lut = np.full(256, 255, np.uint8)
+        lut[list(table)] = list(table.values())
+        return lut
+    except Exception:  # noqa: BLE001 - unknown kind or mapping: only labels already in 0/1/255 are read
         return None
 
 
