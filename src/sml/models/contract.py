@@ -65,7 +65,9 @@ def _as_batches(images: Images) -> list[torch.Tensor]:
             a = a[None]
         if a.ndim != 4 or a.shape[-1] != 3:
             raise InputError(f"images must be H x W x 3 (RGB), got shape {a.shape}")
-        out.append(torch.from_numpy(np.ascontiguousarray(a)).permute(0, 3, 1, 2))
+        if not a.flags.writeable or not a.flags.c_contiguous:  # torch wants writable memory
+            a = np.array(a, copy=True, order="C")
+        out.append(torch.from_numpy(a).permute(0, 3, 1, 2))
     return out
 
 
