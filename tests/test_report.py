@@ -343,5 +343,7 @@ def test_cli_report(shared, tmp_path, capsys):
     assert main(["report", str(tmp_path / "missing")]) == 2
     assert "does not exist" in capsys.readouterr().err
     run = make_run(shared, tmp_path / "run", n_frames=1, unlabelled=0)
-    assert main(["report", str(run), "--max-frames", "1", "--range", "image", "--tile-width", "200"]) == 0
+    assert main(["report", str(run), "--max-frames", "1", "--range", "image", "--tile-width", "200",
+                 "--panel-format", "jpeg"]) == 0
     assert "index.html" in capsys.readouterr().out
+    assert len(list((run / "report" / "img" / "panels").glob("*.jpg"))) == 1

@@ -22,6 +22,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cmap", default="inferno", help="matplotlib colormap of the heatmaps (default inferno)")
     p.add_argument("--tile-width", type=int, default=400, metavar="PX",
                    help="width of one image in a full-size panel (default 400)")
+    p.add_argument("--panel-format", choices=["png", "jpeg"], default="png",
+                   help="full-size panels as lossless PNG (default) or JPEG (smaller, much faster for "
+                        "hundreds of frames)")
     p.set_defaults(func=run)
 
 
@@ -29,6 +32,6 @@ def run(args: argparse.Namespace) -> int:
     from sml.report import build_report
 
     index = build_report(args.run_dir, max_frames=args.max_frames, ranges=args.ranges, cmap=args.cmap,
-                         tile_width=args.tile_width)
+                         tile_width=args.tile_width, panel_format=args.panel_format)
     print(f"report written to {index} (open it in a browser: file://{index.resolve()})")
     return 0
