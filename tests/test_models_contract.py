@@ -104,6 +104,9 @@ def test_batch_size_amp_channels_last():
     ref = model.predict(imgs, batch_size=5)
     torch.testing.assert_close(model.predict(imgs, batch_size=2), ref)
     torch.testing.assert_close(model.predict(imgs, channels_last=True), ref, rtol=1e-5, atol=1e-5)
+    out = model.predict(imgs[:1])
+    out.add_(1)  # an ordinary tensor, not an inference tensor
+    assert not out.requires_grad
     amp = model.predict(imgs, amp=True)
     assert amp.dtype == torch.float32
     torch.testing.assert_close(amp, ref, rtol=0.05, atol=0.05)  # bf16 has ~3 significant digits

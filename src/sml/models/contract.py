@@ -267,29 +267,24 @@ class SegmentationModel:
                 raise InputError(f"overlap must be in [0, 1), got {overlap}")
         # Split list input into single frames so that batches of differently sized frames work.
         frames = [b[i:i + 1] for b in batches for i in range(b.shape[0])]
-        results = []
+        raw: list[torch.Tensor] = []  # network-resolution logits, inference tensors
         with self._mode(amp, channels_last):
             if sliding_window:
                 for f in frames:
-                    x = self._to_float(f, None)
-                    logits = self._sliding(x, window, overlap, channels_last, batch_size)
-                    results.append(F.interpolate(logits, size=output_size, mode="bilinear", align_corners=False)
-                                   if logits.shape[2:] != output_size else logits)
+                    raw.append(self._sliding(self._to_float(f, None), window, overlap, channels_last, batch_size))
             else:
                 for i in range(0, len(frames), batch_size):
                     chunk = frames[i:i + batch_size]
-                    if len({tuple(f.shape[2:]) for f in chunk}) > 1 and self.input_size is None:
-                        xs = [self._forward(self._to_float(f, None), channels_last) for f in chunk]
-                        xs = [F.interpolate(v, size=output_size, mode="bilinear", align_corners=False) for v in xs]
-                        results.extend(xs)
-                        continue
-                    x = torch.cat([self._to_float(f, self.input_size) for f in chunk])
-                    logits = self._forward(x, channels_last)
-                    if logits.shape[2:] != output_size:
-                        logits = F.interpolate(logits, size=output_size, mode="bilinear", align_corners=False)
-                    results.append(logits)
-        out = torch.cat(results) if len(results) > 1 else results[0]
-        return out.float().contiguous()
+                    if self.input_size is None and len({tuple(f.shape[2:]) for f in chunk}) > 1:
+                        raw.extend(self._forward(self._to_float(f, None), channels_last) for f in chunk)
+                    else:
+                        x = torch.cat([self._to_float(f, self.input_size) for f in chunk])
+                        raw.append(self._forward(x, channels_last))
+        # Resize outside inference mode so the caller gets ordinary tensors (in-place ops allowed).
+        with torch.no_grad():
+            out = [F.interpolate(r, size=output_size, mode="bilinear", align_corners=False)
+                   if tuple(r.shape[2:]) != output_size else r.clone() for r in raw]
+            return (torch.cat(out) if len(out) > 1 else out[0]).float().contiguous()
 
 
 # -- wrapping foreign networks --------------------------------------------------------------------
