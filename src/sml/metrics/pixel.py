@@ -68,11 +68,11 @@ def _consolidate(chunks: list[np.ndarray]) -> np.ndarray:
     else:
         out = np.empty(sum(c.size for c in chunks), dtype=np.int32)
         pos = 0
-        while chunks:
-            c = chunks.pop(0)
+        for i, c in enumerate(chunks):
             out[pos:pos + c.size] = c
             pos += c.size
-            del c
+            chunks[i] = _EMPTY  # drop our reference now, not after the loop
+        chunks.clear()
     out.sort()  # in place: no second copy of the largest array we hold
     return out
 
