@@ -325,10 +325,12 @@ def _metrics_json(dataset: Any, kind: str, frames: list[dict[str, Any]], methods
         out["component_track"] = track
     for m in methods:
         r = results[m]
-        entry = {k: _f(r.get(k)) for k in ("auroc", "ap", "fpr95", "fpr95_threshold")}
-        for k, v in r.items():
-            if k not in entry and k not in ("curves",) and isinstance(v, (int, float, str, dict)) or v is None:
-                entry.setdefault(k, v if not isinstance(v, float) else _f(v))
+        entry: dict[str, Any] = {k: _f(r.get(k)) for k in ("auroc", "ap", "fpr95", "fpr95_threshold",
+                                                            "threshold_at_95tpr", "best_f1", "best_f1_threshold")}
+        if r.get("reason"):
+            entry["reason"] = r["reason"]  # why values are NaN (e.g. no anomaly pixel)
+        if "components" in r:
+            entry["components"] = r["components"]
         settings = scorer_settings(scorers[m])
         if settings:
             entry["settings"] = settings
