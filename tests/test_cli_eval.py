@@ -131,6 +131,7 @@ def test_table_printed(setup: dict[str, Path], capsys: pytest.CaptureFixture) ->
     assert _eval(setup, setup["base"] / "small", "--limit", "2") == 0
     out = capsys.readouterr().out
     assert "AUROC %" in out and "smiyc-anomaly: 2 labelled frames" in out
+    assert not (setup["base"] / "small" / ".partial").exists()
     for meth in METHODS:
         assert meth in out
 

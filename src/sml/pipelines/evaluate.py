@@ -242,7 +242,7 @@ def evaluate(
         with timer("writing"):
             _write_run(out, metrics, frame_list, pooled, stats, stats_path)
     store.clear()
-    if distributed.is_main() and keep32:
+    if distributed.is_main():  # the temporary maps and the (now empty) state folder
         shutil.rmtree(out / PARTIAL, ignore_errors=True)
     distributed.barrier()
     return EvalRun(metrics, frame_list, timer.seconds, out)
