@@ -258,15 +258,13 @@ def test_torchrun_two_processes_match_one(tiny_data: Path, tmp_path: Path) -> No
     global count of valid pixels and DDP averages gradients, so the two runs
     compute the same function; they differ only in float32 summation order
     (per-rank partial sums, all-reduce, E[x^2]-E[x]^2 in the synchronized BN),
-    i.e. relative errors of ~1e-6 per step that SGD carries forward. After 4
-    steps we allow 1e-4 absolute + 1e-3 relative on every weight, 100x the
-    observed drift and far below the change training makes (checked too).
+    i.e. relative errors of ~1e-7 per step that SGD carries forward. After 4
+    steps we allow 1e-4 absolute + 1e-3 relative on every weight, >1000x the
+    observed drift (6e-8) and far below the change training makes (checked too).
     """
     args = _cli_args(tiny_data, tmp_path / "ddp", 4)[2:]
     args = [a.replace("data.batch_size=2", "data.batch_size=4") for a in args]
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=0",
-           "-m", "sml", "train", *args, "model.arch=" + TINY]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
            "-m", "sml", "train", "--config", "deeplabv3plus_r101_os8_cityscapes", *args]
     res = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
@@ -279,11 +277,14 @@ def test_torchrun_two_processes_match_one(tiny_data: Path, tmp_path: Path) -> No
     from sml.demo.net import tiny_net
     torch.manual_seed(0)
     init = tiny_net(19).state_dict()
-    moved = 0.0
+    moved, drift = 0.0, 0.0
     for k, v in a["state_dict"].items():
+        if v.is_floating_point():
+            drift = max(drift, float((v - b["state_dict"][k]).abs().max()))
         torch.testing.assert_close(v, b["state_dict"][k], atol=1e-4, rtol=1e-3, msg=k)
         if v.is_floating_point():
             moved = max(moved, float((v - init[k[len("module."):]]).abs().max()))
+    print(f"max |ddp - single| = {drift:.2e}, max training change = {moved:.2e}")
     assert moved > 1e-2   # the runs trained: the tolerance is not vacuous
     assert a["training_state"]["world_size"] == 2
 
@@ -294,22 +295,24 @@ def test_erfnet_finetune_keeps_miou(shared: Path, tmp_path: Path) -> None:
     """A few SGD steps from the published ERFNet on cityscapes_mini keep its mIoU within 3 points.
 
     Small lr (1e-4), frozen batch norms (the folded BNs of these weights must
-    not be re-estimated from 2-image batches), 4 steps on 256x256 crops; mIoU
-    measured on 4 labelled training frames at the model's 1024x512 input.
+    not be re-estimated from 2-image batches), 3 steps on 256x128 crops; mIoU
+    measured on 3 labelled training frames at half the model's input size
+    (512x256, to keep the test quick; the same setting before and after).
     """
     root = shared / "data" / "cityscapes_mini"
     weights = shared / "models" / "erfnet_cityscapes.pth"
     cfg = load_config("erfnet_cityscapes", [
         f"data.root={root}", f"model.init_weights={weights}", "model.freeze_bn=true", "optim.lr=1e-4",
-        "optim.iterations=4", "data.batch_size=2", "data.crop_size=[256,256]", "data.num_workers=0",
+        "optim.iterations=3", "data.batch_size=2", "data.crop_size=[128,256]", "data.num_workers=0",
         "data.class_uniform.cache=null", "train.val_every=0", f"train.out_dir={tmp_path}", "train.device=cpu"])
     from sml.train.loop import build_network
     frames = cityscapes_frames(root, "train")
-    before = evaluate_miou(build_network(cfg), frames, torch.device("cpu"), "none", 20, [512, 1024], 4)
-    assert before["miou"] > 0.5
+    before = evaluate_miou(build_network(cfg), frames, torch.device("cpu"), "none", 20, [256, 512], 3)
+    assert before["miou"] > 0.4
     train(cfg)
     from sml.models.checkpoint import load_checkpoint
     net = build_network(load_config("erfnet_cityscapes", ["model.init_weights=" + str(tmp_path / "last.pth")]))
-    after = evaluate_miou(net, frames, torch.device("cpu"), "none", 20, [512, 1024], 4)
+    after = evaluate_miou(net, frames, torch.device("cpu"), "none", 20, [256, 512], 3)
+    print(f"ERFNet mIoU before {before['miou']:.4f} after {after['miou']:.4f}")
     assert abs(after["miou"] - before["miou"]) < 0.03, (before["miou"], after["miou"])
     assert load_checkpoint(tmp_path / "last.pth")["arch"] == "erfnet"
