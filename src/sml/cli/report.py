@@ -11,7 +11,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "from the file system) of a run directory written by `sml eval --out RUN_DIR`: the "
                     "metrics table with its conventions, ROC / PR curves (PNG + SVG), the per-class "
                     "statistics and a sortable gallery of per-frame panels (image, ground truth, each "
-                    "method's heatmap and its detections at the 95%%-TPR threshold). Panels need the "
+                    "method's heatmap and its detections at the 95%-TPR threshold). Panels need the "
                     "anomaly maps saved by `sml eval --save-maps` (or --report).")
     p.add_argument("run_dir", metavar="RUN_DIR", help="run directory written by `sml eval --out`")
     p.add_argument("--max-frames", type=int, default=None, metavar="N",

@@ -161,6 +161,15 @@ def _conventions(run: Run, range_text: str) -> str:
         "pixels detected.",
         f"Heatmap colours: {range_text}",
     ]
+    scored = m.get("frames_scored")
+    if scored is not None and scored != m.get("frames"):
+        items.insert(1, f"{E(str(scored))} frames scored, {E(str(m.get('frames')))} of them labelled and "
+                        "evaluated (frames without labels never enter a metric).")
+    if m.get("component_track"):
+        items.append(f"Component metrics (SegmentMeIfYouCan, {E(str(m['component_track']))} track) at the "
+                     "best-F1 pixel threshold.")
+    for note in m.get("notes") or []:
+        items.append(f"Note: {E(str(note))}")
     return "<ul class=\"conv\">" + "".join(f"<li>{i}</li>" for i in items) + "</ul>"
 
 
