@@ -182,10 +182,8 @@ def test_suppression_batch_and_bands(monkeypatch):
     want = np.stack([lit_suppression(s[i], preds[i]) for i in range(3)])
     full = boundary_suppression(torch.as_tensor(s), torch.as_tensor(preds))
     np.testing.assert_allclose(full.numpy(), want, rtol=1e-12, atol=1e-12)
-    for target in (1, 27, 60):  # bands of 1, 1 and 2 rows
+    for target in (1, 27, 60, 100):  # bands of 1, 1, 2 and 3-4 rows
         monkeypatch.setattr(fn, "_BAND_ELEMENTS", target)
-        import sml.scores.postprocess as pp
-        monkeypatch.setattr(pp, "row_bands", lambda h, e, t=target: fn.row_bands(h, e, t))
         got = boundary_suppression(torch.as_tensor(s), torch.as_tensor(preds))
         np.testing.assert_array_equal(got.numpy(), full.numpy())
         sm = dilated_smoothing(torch.as_tensor(s))

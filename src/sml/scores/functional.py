@@ -30,9 +30,14 @@ __all__ = [
 _BAND_ELEMENTS = 1 << 18
 
 
-def row_bands(height: int, row_elements: int, target: int = _BAND_ELEMENTS) -> Iterator[tuple[int, int]]:
+def rows_per_band(row_elements: int, target: int | None = None) -> int:
+    """Rows in a band of about ``target`` elements (default: the module's band size) when a row has ``row_elements``."""
+    return max(1, (_BAND_ELEMENTS if target is None else target) // max(1, row_elements))
+
+
+def row_bands(height: int, row_elements: int, target: int | None = None) -> Iterator[tuple[int, int]]:
     """Split ``range(height)`` into consecutive ``(start, stop)`` bands of about ``target`` elements."""
-    rows = max(1, target // max(1, row_elements))
+    rows = rows_per_band(row_elements, target)
     for r0 in range(0, height, rows):
         yield r0, min(height, r0 + rows)
 
@@ -86,22 +91,28 @@ def max_and_argmax(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     if logits.device.type != "cpu":
         values, index = torch.max(logits, dim=1)
         return values.to(wd), (index.to(torch.uint8) if c <= 256 else index)
+    if c > 256:
+        values, index = torch.max(logits, dim=1)
+        return values.to(wd), index
     # On CPU torch.max(dim=1) walks the strided channel axis and tracks an index per
-    # element; C whole-band vectorised steps are ~2x faster and keep torch.max's
-    # tie rule (strict '>' keeps the lowest index).
+    # element; C whole-map steps of same-dtype, allocation-free ops are faster and
+    # keep torch.max's tie rule (strict '>' keeps the lowest index). The index update
+    # uses that k grows: max(index, k * [x_k > best]) is k exactly where x_k wins.
     values = torch.empty((b, h, w), dtype=wd)
-    index = torch.zeros((b, h, w), dtype=torch.uint8 if c <= 256 else torch.int64)
-    for r0, r1 in row_bands(h, b * w, 4 * _BAND_ELEMENTS):
-        xs = logits[:, :, r0:r1]
-        lv = values[:, r0:r1]
-        iv = index[:, r0:r1]
-        lv.copy_(xs[:, 0])
-        gt = torch.empty(lv.shape, dtype=torch.bool)
-        for k in range(1, c):
-            xk = xs[:, k] if xs.dtype == wd else xs[:, k].to(wd)
-            torch.gt(xk, lv, out=gt)
-            iv.masked_fill_(gt, k)
-            torch.maximum(lv, xk, out=lv)
+    values.copy_(logits[:, 0])
+    index = torch.zeros((b, h, w), dtype=torch.uint8)
+    wins = torch.empty((b, h, w), dtype=torch.bool)
+    wins_u8 = wins.view(torch.uint8)
+    cand = torch.empty((b, h, w), dtype=torch.uint8)
+    cast = torch.empty((b, h, w), dtype=wd) if logits.dtype != wd else None
+    for k in range(1, c):
+        xk = logits[:, k]
+        if cast is not None:
+            xk = cast.copy_(xk)
+        torch.gt(xk, values, out=wins)
+        torch.mul(wins_u8, k, out=cand)
+        torch.maximum(index, cand, out=index)
+        torch.maximum(values, xk, out=values)
     return values, index
 
 
@@ -179,11 +190,19 @@ def standardize(max_logit_map: torch.Tensor, pred: torch.Tensor, mean: torch.Ten
     """
     if out is None:
         out = torch.empty_like(max_logit_map)
-    mean = mean.to(device=max_logit_map.device, dtype=max_logit_map.dtype)
-    std = std.to(device=max_logit_map.device, dtype=max_logit_map.dtype)
+    dev, dt = max_logit_map.device, max_logit_map.dtype
+    table = torch.stack([mean.to(device=dev, dtype=dt), std.to(device=dev, dtype=dt)], dim=1)  # C x 2
     b, h, w = max_logit_map.shape
-    for r0, r1 in row_bands(h, b * w):
-        idx = pred[:, r0:r1].long()
-        torch.sub(max_logit_map[:, r0:r1], mean[idx], out=out[:, r0:r1])
-        out[:, r0:r1].div_(std[idx])
+    rows = min(h, rows_per_band(b * w))
+    idx = torch.empty((b, rows, w), dtype=torch.int32, device=dev)
+    looked = torch.empty((b * rows * w, 2), dtype=dt, device=dev)
+    for r0, r1 in row_bands(h, b * w, rows * b * w):
+        n = b * (r1 - r0) * w
+        ib = idx[:, : r1 - r0]
+        ib.copy_(pred[:, r0:r1])
+        ms = looked[:n]
+        torch.index_select(table, 0, ib.view(-1), out=ms)
+        ob = out[:, r0:r1]
+        torch.sub(max_logit_map[:, r0:r1], ms[:, 0].view(ob.shape), out=ob)
+        ob.div_(ms[:, 1].view(ob.shape))
     return out

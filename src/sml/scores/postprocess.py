@@ -15,7 +15,7 @@ from typing import Literal
 import torch
 
 from sml.errors import InputError
-from sml.scores.functional import row_bands
+from sml.scores.functional import rows_per_band
 
 __all__ = [
     "BORDERS",
@@ -158,71 +158,79 @@ def _cover_levels(boundary: torch.Tensor, max_radius: int) -> torch.Tensor:
     its level is ``>= max_radius + 1 - r``. A diamond of radius ``r`` is ``r``
     successive cross dilations (paths stay inside the rectangular image).
     """
-    levels = boundary.to(torch.uint8)
+    levels = boundary.view(torch.uint8).clone()  # same-dtype ops below: no slow casts
     cur = boundary
     for _ in range(max_radius):
         nxt = cur.clone()
         _shift_combine_(nxt, cur, torch.logical_or, True, True)
         cur = nxt
-        levels.add_(cur)
+        levels.add_(cur.view(torch.uint8))
     return levels
 
 
-def _box3_rows(h: torch.Tensor, off: int, n: int) -> torch.Tensor:
-    """Vertical 3-row sums with replicate padding for ``n`` output rows starting at row ``off`` of ``h``.
+class _SuppressionWorkspace:
+    """Buffers for one band, reused across bands and iterations (no per-step allocation)."""
 
-    ``h`` holds the output rows plus at most one real halo row on each side
-    (absent at the image's top/bottom, where the edge row is replicated).
-    """
-    mid = h[:, off:off + n]
-    v = mid.clone()
-    if off == 1:
-        v += h[:, 0:n]
-    else:
-        v[:, 1:] += mid[:, :-1]
-        v[:, 0] += mid[:, 0]
-    if off + n < h.shape[1]:
-        v += h[:, off + 1:off + n + 1]
-    else:
-        v[:, :-1] += mid[:, 1:]
-        v[:, -1] += mid[:, -1]
-    return v
+    def __init__(self, b: int, rows: int, w: int, dtype: torch.dtype, device: torch.device) -> None:
+        # channel 0: S * keep, channel 1: keep; one halo row/column on every side
+        self.pad = torch.empty((2, b, rows + 2, w + 2), dtype=dtype, device=device)
+        self.hsum = torch.empty((2, b, rows + 2, w), dtype=dtype, device=device)
+        self.vsum = torch.empty((2, b, rows, w), dtype=dtype, device=device)
+        self.keep = torch.empty((b, rows + 2, w), dtype=torch.bool, device=device)
+        self.upd = torch.empty((b, rows, w), dtype=dtype, device=device)
+        self.saved = torch.empty((b, w), dtype=dtype, device=device)
 
 
-def _box3_cols(a: torch.Tensor) -> torch.Tensor:
-    """Horizontal 3-column sums with replicate padding."""
-    s = a.clone()
-    s[:, :, 1:] += a[:, :, :-1]
-    s[:, :, :-1] += a[:, :, 1:]
-    s[:, :, 0] += a[:, :, 0]
-    s[:, :, -1] += a[:, :, -1]
-    return s
-
-
-def _suppress_iteration_(score: torch.Tensor, levels: torch.Tensor, threshold: int) -> None:
+def _suppress_iteration_(score: torch.Tensor, levels: torch.Tensor, threshold: int, rows: int,
+                         ws: _SuppressionWorkspace) -> None:
     """One suppression step in place: pixels with ``levels >= threshold`` take the mean of their
-    unsuppressed 3x3 neighbours (replicate padding), all read from the *previous* values."""
+    unsuppressed 3x3 neighbours (replicate padding), all read from the *previous* values.
+
+    Bands of rows are updated in place top to bottom; the row above a band has
+    already been updated, so its previous values are kept in ``ws.saved``. The
+    update is the exact selection ``S * (1 - u) + mean * u`` with ``u`` in {0, 1}.
+    """
     b, h, w = score.shape
-    saved_row: torch.Tensor | None = None  # previous values of the row above the band
-    for r0, r1 in row_bands(h, b * w):
+    have_saved = False
+    for r0 in range(0, h, rows):
+        r1 = min(h, r0 + rows)
+        n = r1 - r0
         lo, hi = max(r0 - 1, 0), min(r1 + 1, h)
-        supp = levels[:, lo:hi] >= threshold
-        off = r0 - lo
-        if not bool(supp[:, off:off + r1 - r0].any()):
-            saved_row = None
+        keep = ws.keep[:, : hi - lo]
+        torch.lt(levels[:, lo:hi], threshold, out=keep)
+        top = 1 if r0 == 0 else 0  # first buffer row filled from the image
+        if bool(keep[:, 1 - top: 1 - top + n].all()):  # nothing suppressed in this band
+            have_saved = False
             continue
-        src = score[:, lo:hi].clone()
-        if off and saved_row is not None:
-            src[:, 0] = saved_row  # the row above was already updated: use its old values
-        saved_row = src[:, off + (r1 - r0) - 1].clone()
-        keep = ~supp
-        sums = _box3_rows(_box3_cols(src.masked_fill_(supp, 0)), off, r1 - r0)
-        counts = _box3_rows(_box3_cols(keep.to(torch.uint8)), off, r1 - r0)
-        update = supp[:, off:off + r1 - r0] & (counts > 0)
-        sums.div_(counts)
+        pad = ws.pad[:, :, : n + 2]
+        inner = pad[:, :, top: top + hi - lo, 1:-1]
+        inner[1].copy_(keep)
+        torch.mul(score[:, lo:hi], inner[1], out=inner[0])
+        if have_saved and r0 > 0:
+            torch.mul(ws.saved, inner[1][:, 0], out=inner[0][:, 0])
+        # replicate padding of both S * keep and keep
+        if r0 == 0:
+            pad[:, :, 0, 1:-1] = pad[:, :, 1, 1:-1]
+        if r1 == h:
+            pad[:, :, n + 1, 1:-1] = pad[:, :, n, 1:-1]
+        pad[..., 0] = pad[..., 1]
+        pad[..., -1] = pad[..., -2]
+        hs = ws.hsum[:, :, : n + 2]
+        torch.add(pad[..., :-2], pad[..., 1:-1], out=hs)
+        hs.add_(pad[..., 2:])
+        vs = ws.vsum[:, :, :n]
+        torch.add(hs[:, :, :-2], hs[:, :, 1:-1], out=vs)
+        vs.add_(hs[:, :, 2:])
+        sums, counts = vs[0], vs[1]
+        upd = ws.upd[:, :n]
+        torch.gt(counts, 0.5, out=upd)  # some unsuppressed neighbour ...
+        upd.sub_(pad[1, :, 1: n + 1, 1:-1]).clamp_(min=0)  # ... and the pixel itself suppressed
+        sums.div_(counts.clamp_(min=1)).mul_(upd)
+        if r1 < h:
+            ws.saved.copy_(score[:, r1 - 1])
+            have_saved = True
         band = score[:, r0:r1]
-        torch.where(update, sums, band, out=sums)
-        band.copy_(sums)
+        band.mul_(upd.neg_().add_(1)).add_(sums)
 
 
 def boundary_suppression(score: torch.Tensor, pred: torch.Tensor, boundary_width: int = 4,
@@ -243,8 +251,11 @@ def boundary_suppression(score: torch.Tensor, pred: torch.Tensor, boundary_width
     out = maps if inplace else maps.clone()
     radii = suppression_radii(width, iterations)
     levels = _cover_levels(boundary_mask(p, border), max(radii))
+    b, h, w = out.shape
+    rows = min(h, rows_per_band(b * w))
+    ws = _SuppressionWorkspace(b, rows, w, out.dtype, out.device)
     for r in radii:
-        _suppress_iteration_(out, levels, max(radii) + 1 - r)
+        _suppress_iteration_(out, levels, max(radii) + 1 - r, rows, ws)
     return out[0] if squeeze else out
 
 
@@ -258,12 +269,13 @@ def gaussian_kernel1d(kernel_size: int = 7, sigma: float = 1.0) -> torch.Tensor:
     return g / g.sum()
 
 
-def _taps(padded: torch.Tensor, n: int, dim: int, weights: list[float], dilation: int) -> torch.Tensor:
-    """``sum_k w_k * padded[k*dilation : k*dilation + n]`` along ``dim``."""
-    acc = padded.narrow(dim, 0, n) * weights[0]
+def _taps(src: torch.Tensor, n: int, dim: int, weights: list[float], dilation: int,
+          out: torch.Tensor) -> torch.Tensor:
+    """``out = sum_k w_k * src[k*dilation : k*dilation + n]`` along ``dim``."""
+    torch.mul(src.narrow(dim, 0, n), weights[0], out=out)
     for k in range(1, len(weights)):
-        acc.add_(padded.narrow(dim, k * dilation, n), alpha=weights[k])
-    return acc
+        out.add_(src.narrow(dim, k * dilation, n), alpha=weights[k])
+    return out
 
 
 def dilated_smoothing(score: torch.Tensor, kernel_size: int = 7, dilation: int = 6, sigma: float = 1.0,
@@ -280,22 +292,37 @@ def dilated_smoothing(score: torch.Tensor, kernel_size: int = 7, dilation: int =
     weights = gaussian_kernel1d(k, s).tolist()
     pad = d * (k - 1) // 2
     b, h, w = out.shape
-    dev = out.device
-    cols = torch.arange(-pad, w + pad, device=dev).clamp_(0, w - 1)
-    # Horizontal pass: rows are independent, so each band is overwritten in place.
-    for r0, r1 in row_bands(h, b * (w + 2 * pad)):
+    dt, dev = out.dtype, out.device
+    # Horizontal pass: rows are independent, so each band is overwritten in place
+    # from a replicate-padded copy.
+    rows = min(h, rows_per_band(b * (w + 2 * pad)))
+    wide = torch.empty((b, rows, w + 2 * pad), dtype=dt, device=dev)
+    for r0 in range(0, h, rows):
+        r1 = min(h, r0 + rows)
+        src = wide[:, : r1 - r0]
         band = out[:, r0:r1]
-        band.copy_(_taps(band.index_select(2, cols), w, 2, weights, d))
+        src[:, :, pad: pad + w] = band
+        src[:, :, :pad] = band[:, :, :1]
+        src[:, :, pad + w:] = band[:, :, -1:]
+        _taps(src, w, 2, weights, d, out=band)
     # Vertical pass: a band reads `pad` rows above it that are already overwritten,
-    # so their previous values are carried over from the band before.
-    above = out[:, 0:0].clone()
-    for r0, r1 in row_bands(h, b * w):
+    # so their previous values are carried over from the band before in `tall`.
+    rows = min(h, rows_per_band(b * w))
+    tall = torch.empty((b, rows + 2 * pad, w), dtype=dt, device=dev)
+    above = torch.empty((b, pad, w), dtype=dt, device=dev)
+    for r0 in range(0, h, rows):
+        r1 = min(h, r0 + rows)
+        n = r1 - r0
+        src = tall[:, : n + 2 * pad]
+        if r0 == 0:
+            src[:, :pad] = out[:, :1]
+        else:
+            src[:, :pad] = above
         hi = min(h, r1 + pad)
-        base = r0 - above.shape[1]
-        src = torch.cat([above, out[:, r0:hi]], dim=1)
-        rows = torch.arange(r0 - pad, r1 + pad, device=dev).clamp_(0, h - 1) - base
-        smoothed = _taps(src.index_select(1, rows), r1 - r0, 1, weights, d)
-        keep_from = max(0, r1 - pad)
-        above = src[:, keep_from - base:r1 - base].clone()
-        out[:, r0:r1] = smoothed
+        src[:, pad: pad + hi - r0] = out[:, r0:hi]
+        if hi - r0 < n + pad:
+            src[:, pad + hi - r0:] = out[:, h - 1: h]
+        if r1 < h:
+            above.copy_(src[:, n: n + pad])  # previous values of rows r1 - pad .. r1 - 1
+        _taps(src, n, 1, weights, d, out=out[:, r0:r1])
     return out[0] if squeeze else out
