@@ -151,6 +151,7 @@ def test_preprocess_matches_contract():
     assert x.shape == (1, 3, 8, 8) and torch.allclose(x, torch.ones_like(x))
 
 
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
 def test_torchscript_file_wraps_and_loads(tmp_path):
     net = pointwise()
     torch.jit.trace(net.eval(), torch.zeros(1, 3, 16, 16)).save(str(tmp_path / "net.pt"))
