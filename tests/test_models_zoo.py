@@ -56,6 +56,12 @@ def test_shipped_reference_statistics_equal_the_published_files(shared):
     assert stats["mean"] == [mean[i] for i in range(19)]
     assert stats["var"] == [var[i] for i in range(19)]
     assert zoo.ZOO["erfnet"].reference_statistics() is None
+    from sml.stats import ClassStatistics
+
+    cs = ClassStatistics.from_dict(stats)
+    ref = ClassStatistics.from_reference_npy(shared / "reference" / "cityscapes_mean.npy",
+                                             shared / "reference" / "cityscapes_var.npy")
+    assert list(cs.mean) == list(ref.mean) and list(cs.var) == list(ref.var)
 
 
 def test_mirror_directory_serves_files_by_name(env, monkeypatch, erfnet_weights):

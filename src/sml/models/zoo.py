@@ -61,10 +61,16 @@ class ZooEntry:
     notes: str = field(default="")
 
     def reference_statistics(self) -> dict | None:
-        """The published class statistics, ``{"mean": [...], "var": [...], "class_names": [...]}`` or None."""
+        """The published class statistics in the ``stats.json`` schema (no counts), or None.
+
+        ``sml.ClassStatistics.from_dict(entry.reference_statistics())`` turns them into statistics.
+        """
         if self.stats_mean is None:
             return None
-        return {"mean": list(self.stats_mean), "var": list(self.stats_var), "class_names": list(self.class_names)}
+        n = len(self.stats_mean)
+        return {"num_classes": n, "class_names": list(self.class_names), "count": [None] * n,
+                "mean": list(self.stats_mean), "var": list(self.stats_var), "model": self.name,
+                "data": "published with the reference implementation"}
 
 
 ZOO: dict[str, ZooEntry] = {}
