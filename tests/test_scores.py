@@ -246,3 +246,17 @@ def test_five_line_usage_with_reference_statistics(shared):
                                              mode="bilinear", align_corners=True)
     anomaly = sml.SML(stats)(logits)
     np.testing.assert_allclose(anomaly.numpy(), _literal_sml_numpy(logits, stats), rtol=1e-5, atol=1e-5)
+
+
+def test_sml_batch_with_small_bands_equals_per_image(monkeypatch):
+    """Banded standardization / post-processing with B > 1 and ragged last bands."""
+    import sml.scores.functional as fn
+
+    stats = _stats()
+    x = torch.nn.functional.interpolate(_logits(3, 5, 5, 4, seed=5), size=(17, 13), mode="bilinear",
+                                        align_corners=True)
+    full = SML(stats)(x)
+    monkeypatch.setattr(fn, "_BAND_ELEMENTS", 100)  # 2-3 rows per band
+    np.testing.assert_array_equal(SML(stats)(x).numpy(), full.numpy())
+    per_image = torch.cat([SML(stats)(x[i:i + 1]) for i in range(3)])
+    np.testing.assert_array_equal(per_image.numpy(), full.numpy())

@@ -6,6 +6,7 @@ bands of rows so that no temporary as large as the logits is ever allocated.
 """
 from __future__ import annotations
 
+import contextlib
 from typing import Callable, Iterator
 
 import numpy as np
@@ -25,6 +26,13 @@ __all__ = [
     "row_bands",
 ]
 
+#: Threads for the long chains of small element-wise ops (channel argmax, standardization,
+#: suppression, smoothing) on CPU; None keeps torch's setting. Each op is sub-millisecond
+#: and cache-resident, so OpenMP's fork/join per op costs more than it gains, and on a
+#: busy machine every join can wait a scheduler time slice (measured: 2 threads 100x
+#: slower than 1 on the shared 2-core box). Single-op work (sums, softmax) keeps torch's threads.
+HOT_LOOP_THREADS: int | None = 1
+
 # Elements per band (per batch): big enough that Python overhead is negligible,
 # small enough that temporaries stay cache-sized.
 _BAND_ELEMENTS = 1 << 18
@@ -40,6 +48,21 @@ def row_bands(height: int, row_elements: int, target: int | None = None) -> Iter
     rows = rows_per_band(row_elements, target)
     for r0 in range(0, height, rows):
         yield r0, min(height, r0 + rows)
+
+
+@contextlib.contextmanager
+def hot_loop_threads(device: torch.device) -> Iterator[None]:
+    """Run the enclosed CPU op chain with :data:`HOT_LOOP_THREADS` intra-op threads (restored after)."""
+    n = HOT_LOOP_THREADS
+    prev = torch.get_num_threads()
+    if device.type != "cpu" or n is None or n == prev:
+        yield
+        return
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(prev)
 
 
 def work_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -98,6 +121,12 @@ def max_and_argmax(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     # element; C whole-map steps of same-dtype, allocation-free ops are faster and
     # keep torch.max's tie rule (strict '>' keeps the lowest index). The index update
     # uses that k grows: max(index, k * [x_k > best]) is k exactly where x_k wins.
+    with hot_loop_threads(logits.device):
+        return _max_and_argmax_cpu(logits, wd)
+
+
+def _max_and_argmax_cpu(logits: torch.Tensor, wd: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    b, c, h, w = logits.shape
     values = torch.empty((b, h, w), dtype=wd)
     values.copy_(logits[:, 0])
     index = torch.zeros((b, h, w), dtype=torch.uint8)
@@ -194,15 +223,22 @@ def standardize(max_logit_map: torch.Tensor, pred: torch.Tensor, mean: torch.Ten
     table = torch.stack([mean.to(device=dev, dtype=dt), std.to(device=dev, dtype=dt)], dim=1)  # C x 2
     b, h, w = max_logit_map.shape
     rows = min(h, rows_per_band(b * w))
-    idx = torch.empty((b, rows, w), dtype=torch.int32, device=dev)
+    idx = torch.empty(b * rows * w, dtype=torch.int32, device=dev)
     looked = torch.empty((b * rows * w, 2), dtype=dt, device=dev)
+    with hot_loop_threads(dev):
+        _standardize_bands(max_logit_map, pred, table, out, idx, looked, rows)
+    return out
+
+
+def _standardize_bands(max_logit_map: torch.Tensor, pred: torch.Tensor, table: torch.Tensor, out: torch.Tensor,
+                       idx: torch.Tensor, looked: torch.Tensor, rows: int) -> None:
+    b, h, w = max_logit_map.shape
     for r0, r1 in row_bands(h, b * w, rows * b * w):
         n = b * (r1 - r0) * w
-        ib = idx[:, : r1 - r0]
-        ib.copy_(pred[:, r0:r1])
+        ib = idx[:n]
+        ib.view(b, r1 - r0, w).copy_(pred[:, r0:r1])
         ms = looked[:n]
-        torch.index_select(table, 0, ib.view(-1), out=ms)
+        torch.index_select(table, 0, ib, out=ms)
         ob = out[:, r0:r1]
         torch.sub(max_logit_map[:, r0:r1], ms[:, 0].view(ob.shape), out=ob)
         ob.div_(ms[:, 1].view(ob.shape))
-    return out

@@ -15,7 +15,7 @@ from typing import Literal
 import torch
 
 from sml.errors import InputError
-from sml.scores.functional import rows_per_band
+from sml.scores.functional import hot_loop_threads, rows_per_band
 
 __all__ = [
     "BORDERS",
@@ -126,6 +126,12 @@ def boundary_mask(pred: torch.Tensor, border: Border = "reference") -> torch.Ten
     p = pred.unsqueeze(0) if squeeze else pred
     if p.dim() != 3:
         raise InputError(f"pred must have shape B x H x W or H x W, got {tuple(pred.shape)}")
+    with hot_loop_threads(p.device):
+        out = _boundary(p, border)
+    return out[0] if squeeze else out
+
+
+def _boundary(p: torch.Tensor, border: str) -> torch.Tensor:
     # Dilation: zero padding never wins a max over non-negative labels, so only
     # in-image neighbours matter.
     dil = p.clone()
@@ -140,8 +146,7 @@ def boundary_mask(pred: torch.Tensor, border: Border = "reference") -> torch.Ten
         one = torch.ones((), dtype=p.dtype, device=p.device)
         for edge in (ero[:, 0], ero[:, -1], ero[:, :, 0], ero[:, :, -1]):
             torch.minimum(edge, one, out=edge)
-    out = dil != ero
-    return out[0] if squeeze else out
+    return dil != ero
 
 
 def suppression_radii(boundary_width: int = 4, boundary_iterations: int = 4) -> list[int]:
@@ -250,12 +255,13 @@ def boundary_suppression(score: torch.Tensor, pred: torch.Tensor, boundary_width
     p = _as_pred(pred, maps.shape, maps.device)
     out = maps if inplace else maps.clone()
     radii = suppression_radii(width, iterations)
-    levels = _cover_levels(boundary_mask(p, border), max(radii))
     b, h, w = out.shape
     rows = min(h, rows_per_band(b * w))
-    ws = _SuppressionWorkspace(b, rows, w, out.dtype, out.device)
-    for r in radii:
-        _suppress_iteration_(out, levels, max(radii) + 1 - r, rows, ws)
+    with hot_loop_threads(out.device):
+        levels = _cover_levels(boundary_mask(p, border), max(radii))
+        ws = _SuppressionWorkspace(b, rows, w, out.dtype, out.device)
+        for r in radii:
+            _suppress_iteration_(out, levels, max(radii) + 1 - r, rows, ws)
     return out[0] if squeeze else out
 
 
@@ -290,7 +296,14 @@ def dilated_smoothing(score: torch.Tensor, kernel_size: int = 7, dilation: int =
     if k == 1:
         return out[0] if squeeze else out
     weights = gaussian_kernel1d(k, s).tolist()
-    pad = d * (k - 1) // 2
+    with hot_loop_threads(out.device):
+        _smooth_(out, weights, d)
+    return out[0] if squeeze else out
+
+
+def _smooth_(out: torch.Tensor, weights: list[float], d: int) -> None:
+    """Separable dilated convolution with replicate padding, in place on ``B x H x W``."""
+    pad = d * (len(weights) - 1) // 2
     b, h, w = out.shape
     dt, dev = out.dtype, out.device
     # Horizontal pass: rows are independent, so each band is overwritten in place
@@ -325,4 +338,3 @@ def dilated_smoothing(score: torch.Tensor, kernel_size: int = 7, dilation: int =
         if r1 < h:
             above.copy_(src[:, n: n + pad])  # previous values of rows r1 - pad .. r1 - 1
         _taps(src, n, 1, weights, d, out=out[:, r0:r1])
-    return out[0] if squeeze else out

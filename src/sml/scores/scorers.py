@@ -163,8 +163,9 @@ class SML(Scorer):
         logits = F.as_logits(logits)
         self._check_classes(logits.shape[1])
         F.check_finite(logits)
-        values, pred = F.max_and_argmax(logits)
-        return self._finish(values, pred)
+        with F.hot_loop_threads(logits.device):
+            values, pred = F.max_and_argmax(logits)
+            return self._finish(values, pred)
 
     def score_from(self, max_logit: torch.Tensor, pred: torch.Tensor) -> torch.Tensor:
         values = _check_max_map(max_logit)
@@ -177,7 +178,8 @@ class SML(Scorer):
         if bool((pred < 0).any()) or bool((pred >= self.stats.num_classes).any()):
             raise InputError(f"pred holds class indices outside 0..{self.stats.num_classes - 1}")
         values = values.to(F.work_dtype(values.dtype), copy=True)
-        return self._finish(values, pred)
+        with F.hot_loop_threads(values.device):
+            return self._finish(values, pred)
 
     def _finish(self, values: torch.Tensor, pred: torch.Tensor) -> torch.Tensor:
         """Standardize ``values`` in place, post-process, negate; float32 result."""
