@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 import sml.models as M
 from sml.models.checkpoint import load_checkpoint
@@ -145,3 +146,65 @@ def test_predict_full_resolution_imagenet_normalization():
     with torch.inference_mode():
         ref = net(x)
     torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)
+
+
+def literal_deeplab(sd: dict, x: torch.Tensor, depth_blocks=(3, 4, 6, 3), os_=16) -> torch.Tensor:
+    """Slow functional DeepLabV3+ written from models.md's text, reading the state dict directly."""
+    def bn(t, p):
+        return F.batch_norm(t, sd[p + ".running_mean"], sd[p + ".running_var"], sd[p + ".weight"], sd[p + ".bias"],
+                            False, 0.0, 1e-5)
+
+    def cbr(t, conv, norm, stride=1, dil=1):
+        w = sd[conv + ".weight"]
+        pad = dil * (w.shape[-1] // 2)
+        return F.relu(bn(F.conv2d(t, w, sd.get(conv + ".bias"), stride, pad, dil), norm))
+
+    up = lambda t, size: F.interpolate(t, size=size, mode="bilinear", align_corners=True)  # noqa: E731
+    size = x.shape[2:]
+    t = cbr(x, "layer0.0", "layer0.1", stride=2)
+    t = cbr(t, "layer0.3", "layer0.4")
+    t = cbr(t, "layer0.6", "layer0.7")
+    t = F.max_pool2d(t, 3, 2, 1)
+    dil = {8: (1, 1, 2, 4), 16: (1, 1, 1, 2)}[os_]
+    strides = (1, 2, 2, 2)
+    low = None
+    for li, (n, d, s) in enumerate(zip(depth_blocks, dil, strides)):
+        for b in range(n):
+            p = f"layer{li + 1}.{b}"
+            stride = s if (b == 0 and d == 1) else 1
+            out = cbr(t, p + ".conv1", p + ".bn1")
+            out = cbr(out, p + ".conv2", p + ".bn2", stride=stride, dil=d)
+            out = bn(F.conv2d(out, sd[p + ".conv3.weight"]), p + ".bn3")
+            idt = bn(F.conv2d(t, sd[p + ".downsample.0.weight"], stride=stride), p + ".downsample.1") \
+                if p + ".downsample.0.weight" in sd else t
+            t = F.relu(out + idt)
+        if li == 0:
+            low = t
+    pooled = up(cbr(F.adaptive_avg_pool2d(t, 1), "aspp.img_conv.0", "aspp.img_conv.1"), t.shape[2:])
+    rates = {8: (12, 24, 36), 16: (6, 12, 18)}[os_]
+    branches = [pooled, cbr(t, "aspp.features.0.0", "aspp.features.0.1")]
+    branches += [cbr(t, f"aspp.features.{i + 1}.0", f"aspp.features.{i + 1}.1", dil=r) for i, r in enumerate(rates)]
+    a = cbr(torch.cat(branches, 1), "bot_aspp.0", "bot_aspp.1")
+    dec = torch.cat([cbr(low, "bot_fine.0", "bot_fine.1"), up(a, low.shape[2:])], 1)
+    dec = cbr(cbr(dec, "final1.0", "final1.1"), "final1.3", "final1.4")
+    return up(F.conv2d(dec, sd["final2.0.weight"], sd["final2.0.bias"]), size)
+
+
+@pytest.mark.parametrize("os_", [8, 16])
+def test_forward_matches_a_literal_reading_of_the_spec(os_):
+    torch.manual_seed(1)
+    net = M.build(f"deeplabv3plus_r50_os{os_}", num_classes=5)
+    with torch.no_grad():  # non-trivial BN statistics so that every term matters
+        for m in net.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.1, 0.1)
+                m.running_var.uniform_(0.5, 1.5)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.1, 0.1)
+    net.eval()
+    x = torch.randn(1, 3, 40, 56, dtype=torch.float64)
+    sd = {k: v.double() for k, v in net.state_dict().items()}
+    with torch.no_grad():
+        ref = literal_deeplab(sd, x, os_=os_)
+        out = net.double()(x)
+    torch.testing.assert_close(out, ref, rtol=1e-9, atol=1e-9)

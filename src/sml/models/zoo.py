@@ -179,7 +179,7 @@ def fetch(name: str, show_progress: bool = True) -> Path:
             f"weights=PATH (CLI --weights PATH), or put the file in $SML_MIRROR or {cache_dir()}.")
     errors = []
     for url in entry.urls:
-        tmp = cached.with_name(cached.name + ".part")
+        tmp = cached.with_name(f"{cached.name}.{os.getpid()}.part")  # per process: ranks may race
         try:
             download(url, tmp, desc=entry.filename, show_progress=show_progress)
             _check(entry, tmp, url)
