@@ -143,6 +143,7 @@ def test_logits_allows_gradients_for_training_reuse():
     x = torch.randn(1, 3, 8, 8, requires_grad=True)
     model.logits(x).sum().backward()
     assert x.grad is not None
+    assert all(p.requires_grad and p.grad is not None for p in net.parameters())  # wrapping froze nothing
 
 
 def test_preprocess_matches_contract():

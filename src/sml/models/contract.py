@@ -128,9 +128,9 @@ class SegmentationModel:
         self.input_size = input_size
         self.mean = tuple(float(v) for v in mean) if mean is not None else None
         self.std = tuple(float(v) for v in std) if std is not None else None
+        # Used as is, not copied (a trainer may wrap its live network for validation): only
+        # switched to eval mode; parameters keep requires_grad, predict runs in inference_mode.
         self.network = _eval(network)
-        for p in self.network.parameters():
-            p.requires_grad_(False)
         self.device = torch.device("cpu")
         self._channels_last = False
         self.to(device)
@@ -175,8 +175,8 @@ class SegmentationModel:
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """Class logits of a preprocessed (normalized) float batch, at the network's output size.
 
-        Keeps only ``class_channels``; gradients flow when called outside ``inference_mode``
-        (the network's parameters are frozen by the contract; training uses ``build``).
+        Keeps only ``class_channels``. No inference mode here: gradients flow, so training and
+        evaluation code can reuse it (with the network in whichever mode they set).
         """
         out = self.network(x)
         if isinstance(out, (tuple, list)):  # e.g. (main, aux) heads
