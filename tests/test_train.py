@@ -316,3 +316,5 @@ def test_erfnet_finetune_keeps_miou(shared: Path, tmp_path: Path) -> None:
     print(f"ERFNet mIoU before {before['miou']:.4f} after {after['miou']:.4f}")
     assert abs(after["miou"] - before["miou"]) < 0.03, (before["miou"], after["miou"])
     assert load_checkpoint(tmp_path / "last.pth")["arch"] == "erfnet"
+    import sml.models   # what `sml eval --weights last.pth` does: the architecture and 19 classes read off the file
+    assert sml.models.load(str(tmp_path / "last.pth")).num_classes == 19

@@ -376,7 +376,8 @@ def train(cfg: TrainConfig, resume: str | os.PathLike | bool | None = None,
         from sml.models.checkpoint import save_checkpoint
         save_checkpoint(
             path, net, epoch=it * d.batch_size // max(1, len(frames)), mean_iu=last_val,
-            iteration=it, arch=cfg.model.arch, num_classes=cfg.model.num_classes, config=cfg.to_dict(),
+            # num_classes = classes, not output channels (ERFNet's void channel is not one), as sml.models reads it
+            iteration=it, arch=cfg.model.arch, num_classes=_label_classes(cfg), config=cfg.to_dict(),
             training_state={"iteration": it, "optimizer": optimizer.state_dict(),
                             "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
                             "sampler": {"seed": t.seed, "position": it * d.batch_size, "frames": len(frames)},
