@@ -229,6 +229,21 @@ def test_merge_and_order_give_identical_results():
         whole.merge(whole)
 
 
+def test_copies_are_independent():
+    import copy
+
+    rng = np.random.default_rng(12)
+    s, y = random_case(rng, 5000, None, 0.1, 0.1)
+    a = AnomalyMetrics()
+    a.update(s[:2500], y[:2500])
+    for b in (copy.copy(a), copy.deepcopy(a), pickle.loads(pickle.dumps(a))):
+        b.update(s[2500:], y[2500:])  # grows b's buffer; a must not see it
+        assert_matches(b.compute(), reference(s, y))
+    assert a.compute()["pixels"]["anomaly"] == int((y[:2500] == 1).sum())
+    assert_matches(a.compute(), reference(s[:2500], y[:2500]))
+    assert a.nbytes >= 4 * int((y[:2500] != 255).sum())
+
+
 def test_per_image_option():
     rng = np.random.default_rng(13)
     s = rng.normal(size=(3, 20, 30)).astype(np.float32)

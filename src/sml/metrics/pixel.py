@@ -32,6 +32,13 @@ TPR_TARGET = 0.95
 _EMPTY = np.empty(0, dtype=np.int32)
 
 
+def _flip(k: np.ndarray) -> None:
+    """In place: float32 bit patterns (as int32) <-> order-preserving keys (an involution)."""
+    m = k >> 31
+    m &= 0x7FFFFFFF
+    k ^= m
+
+
 def scores_to_keys(scores: np.ndarray, inplace: bool = False) -> np.ndarray:
     """Order-preserving int32 keys of float32 ``scores``: ``a < b`` iff ``key(a) < key(b)``.
 
@@ -42,18 +49,14 @@ def scores_to_keys(scores: np.ndarray, inplace: bool = False) -> np.ndarray:
     s = np.asarray(scores, dtype=np.float32).reshape(-1)
     out = np.add(s, np.float32(0.0), out=s if inplace else None)
     k = out.view(np.int32)
-    m = k >> 31
-    m &= 0x7FFFFFFF
-    k ^= m
+    _flip(k)
     return k
 
 
 def keys_to_scores(keys: np.ndarray) -> np.ndarray:
     """Inverse of :func:`scores_to_keys` (the bit flip is an involution)."""
     k = np.array(keys, dtype=np.int32, copy=True).reshape(-1)
-    m = k >> 31
-    m &= 0x7FFFFFFF
-    k ^= m
+    _flip(k)
     return k.view(np.float32)
 
 
@@ -112,7 +115,11 @@ def _build_table(all_sorted: np.ndarray, pos_sorted: np.ndarray, n_pos: int, n_n
     cnt = np.diff(np.append(starts, n_pos)).astype(np.int64)
     # the positives are part of all_sorted, so these bracket each tie group exactly
     lo = np.searchsorted(all_sorted, u, side="left")
-    hi = np.searchsorted(all_sorted, u, side="right")
+    # each tie group holds its cnt anomaly pixels; only where inliers tie too do we search again
+    hi = lo + cnt
+    more = np.flatnonzero(all_sorted[np.minimum(hi, n_all - 1)] == u)
+    more = more[hi[more] < n_all]
+    hi[more] = np.searchsorted(all_sorted, u[more], side="right")
     u, cnt, lo, hi = u[::-1], cnt[::-1], lo[::-1], hi[::-1]
     tp = np.cumsum(cnt)
     ge = n_all - lo.astype(np.int64)
@@ -234,15 +241,19 @@ class AnomalyMetrics:
 
     def reset(self) -> None:
         """Forget every pixel added so far."""
-        self._all: list[np.ndarray] = []   # int32 keys of every evaluated pixel
-        self._pos: list[np.ndarray] = []   # int32 keys of the anomaly pixels
+        # int32 keys of every evaluated pixel: one growable buffer, used up to _n. Keys are written
+        # straight into it and it grows in place (realloc), so 200M pixels cost one pass of page
+        # faults and no concatenation; compute() sorts _buf[:_n] in place.
+        self._buf = np.empty(0, dtype=np.int32)
+        self._n = 0
+        self._pos: list[np.ndarray] = []   # int32 keys of the anomaly pixels (few): chunks
         self.n_pos = 0
         self.n_neg = 0
         self.n_ignored = 0
         self.images = 0
         self._images: list[dict[str, Any]] = []
         self._synced = False
-        self._sorted = True   # _all and _pos each hold at most one sorted array
+        self._sorted = True   # _buf[:_n] is sorted and _pos holds at most one sorted array
         self._table: _Table | None = None
 
     # ------------------------------------------------------------------ adding data
@@ -264,30 +275,42 @@ class AnomalyMetrics:
         else:
             self._add(s, y, record=None, images=s.shape[0] if batch else 1)
 
+    def _reserve(self, k: int) -> np.ndarray:
+        """A writable slice of ``k`` free key slots at the end of the buffer (grown if needed)."""
+        need = self._n + k
+        if need > self._buf.size:
+            cap = max(need, self._buf.size + self._buf.size // 8, 1 << 16)
+            try:
+                self._buf.resize(cap)  # realloc: large blocks move by remapping, without copying pages
+            except ValueError:  # someone holds a view (or we do not own the data): copy instead
+                buf = np.empty(cap, dtype=np.int32)
+                buf[:self._n] = self._buf[:self._n]
+                self._buf = buf
+        return self._buf[self._n:need]
+
     def _add(self, s: np.ndarray, y: np.ndarray, record: str | None, images: int = 1) -> None:
         n_pos, n_neg, n_ign = label_counts(y, self.ignore_index)
         fs, fy = s.reshape(-1), y.reshape(-1)
-        own = False
         if n_ign:
             keep = fy != self.ignore_index
             fs, fy = fs[keep], fy[keep]
-            own = True
         if fs.size and not np.isfinite(fs).all():
             bad = ~np.isfinite(fs)
             raise InputError(f"anomaly map has {int(bad.sum())} NaN or infinite score(s) at evaluated pixels "
                              f"(e.g. {fs[bad][0]!r}); fix the scorer or mark those pixels with the ignore value "
                              f"{self.ignore_index}")
-        keys = scores_to_keys(fs, inplace=own) if fs.size else _EMPTY
+        keys = self._reserve(fs.size)
+        np.add(fs, np.float32(0.0), out=keys.view(np.float32))  # -0.0 -> +0.0: equal scores must tie
+        _flip(keys)
         pos = keys[fy == 1] if n_pos else _EMPTY
         if record is not None:
-            keys = np.sort(keys)  # sorted now, so compute() sorts a concatenation of sorted runs
             pos = np.sort(pos)
-            rec = {"id": record, **_metrics(_build_table(keys, pos, n_pos, n_neg))}
+            rec = {"id": record, **_metrics(_build_table(np.sort(keys), pos, n_pos, n_neg))}
             self._images.append(rec)
-        if keys.size:
-            self._all.append(keys)
+        del keys
         if pos.size:
             self._pos.append(pos)
+        self._n += fs.size
         self.n_pos += n_pos
         self.n_neg += n_neg
         self.n_ignored += n_ign
@@ -304,8 +327,11 @@ class AnomalyMetrics:
                              f"{self.ignore_index}")
         if other is self:
             raise InputError("cannot merge a metric into itself (that would count every pixel twice)")
-        self._all.extend(other._all)   # chunks are never modified in place, so sharing them is safe
-        self._pos.extend(other._pos)
+        other_keys = other._buf[:other._n]
+        self._reserve(other._n)[:] = other_keys
+        del other_keys
+        self._n += other._n
+        self._pos.extend(other._pos)   # position chunks are never modified in place, so sharing them is safe
         self.n_pos += other.n_pos
         self.n_neg += other.n_neg
         self.n_ignored += other.n_ignored
@@ -338,25 +364,37 @@ class AnomalyMetrics:
 
     def __getstate__(self) -> dict[str, Any]:
         d = dict(self.__dict__)
+        d["_buf"] = self._buf[:self._n]  # only the used part travels
         d["_table"] = None  # derived data; rebuilt on demand
         return d
+
+    def __setstate__(self, d: dict[str, Any]) -> None:
+        self.__dict__.update(d)
+        if not self._buf.flags.owndata or not self._buf.flags.writeable:
+            self._buf = self._buf.copy()  # we grow and sort it in place
+
+    def __copy__(self) -> "AnomalyMetrics":
+        # a shallow copy would share the buffer that both sides grow and sort in place
+        import copy
+
+        return copy.deepcopy(self)
 
     @property
     def nbytes(self) -> int:
         """Bytes held by the metric state (the key arrays)."""
-        return sum(c.nbytes for c in self._all) + sum(c.nbytes for c in self._pos)
+        return self._buf.nbytes + sum(c.nbytes for c in self._pos)
 
     # ------------------------------------------------------------------ results
     def _consolidate(self) -> None:
         if not self._sorted:
-            self._all = [_consolidate(self._all)] if self._all else []
+            self._buf[:self._n].sort()  # in place: NumPy's SIMD sort, no second copy
             self._pos = [_consolidate(self._pos)] if self._pos else []
             self._sorted = True
 
     def _get_table(self) -> _Table:
         if self._table is None:
             self._consolidate()
-            all_sorted = self._all[0] if self._all else _EMPTY
+            all_sorted = self._buf[:self._n]
             pos_sorted = self._pos[0] if self._pos else _EMPTY
             self._table = _build_table(all_sorted, pos_sorted, self.n_pos, self.n_neg)
         return self._table
