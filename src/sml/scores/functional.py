@@ -128,20 +128,25 @@ def max_and_argmax(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 def _max_and_argmax_cpu(logits: torch.Tensor, wd: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
     b, c, h, w = logits.shape
     values = torch.empty((b, h, w), dtype=wd)
-    values.copy_(logits[:, 0])
     index = torch.zeros((b, h, w), dtype=torch.uint8)
-    wins = torch.empty((b, h, w), dtype=torch.bool)
-    wins_u8 = wins.view(torch.uint8)
-    cand = torch.empty((b, h, w), dtype=torch.uint8)
-    cast = torch.empty((b, h, w), dtype=wd) if logits.dtype != wd else None
-    for k in range(1, c):
-        xk = logits[:, k]
-        if cast is not None:
-            xk = cast.copy_(xk)
-        torch.gt(xk, values, out=wins)
-        torch.mul(wins_u8, k, out=cand)
-        torch.maximum(index, cand, out=index)
-        torch.maximum(values, xk, out=values)
+    # bands of ~2^19 pixels keep the running max/index in cache across the C channels
+    rows = min(h, rows_per_band(b * w, 2 * _BAND_ELEMENTS))
+    wins = torch.empty((b, rows, w), dtype=torch.bool)
+    cand = torch.empty((b, rows, w), dtype=torch.uint8)
+    cast = torch.empty((b, rows, w), dtype=wd) if logits.dtype != wd else None
+    for r0 in range(0, h, rows):
+        r1 = min(h, r0 + rows)
+        n = r1 - r0
+        xs = logits[:, :, r0:r1]
+        best, idx, win, cnd = values[:, r0:r1], index[:, r0:r1], wins[:, :n], cand[:, :n]
+        win_u8 = win.view(torch.uint8)
+        best.copy_(xs[:, 0])
+        for k in range(1, c):
+            xk = xs[:, k] if cast is None else cast[:, :n].copy_(xs[:, k])
+            torch.gt(xk, best, out=win)
+            torch.mul(win_u8, k, out=cnd)
+            torch.maximum(idx, cnd, out=idx)
+            torch.maximum(best, xk, out=best)
     return values, index
 
 
@@ -220,25 +225,23 @@ def standardize(max_logit_map: torch.Tensor, pred: torch.Tensor, mean: torch.Ten
     if out is None:
         out = torch.empty_like(max_logit_map)
     dev, dt = max_logit_map.device, max_logit_map.dtype
-    table = torch.stack([mean.to(device=dev, dtype=dt), std.to(device=dev, dtype=dt)], dim=1)  # C x 2
+    mean = mean.to(device=dev, dtype=dt)
+    std = std.to(device=dev, dtype=dt)
     b, h, w = max_logit_map.shape
     rows = min(h, rows_per_band(b * w))
-    idx = torch.empty(b * rows * w, dtype=torch.int32, device=dev)
-    looked = torch.empty((b * rows * w, 2), dtype=dt, device=dev)
+    # int64 indices and contiguous lookups: the fastest gather path on CPU
+    idx = torch.empty(b * rows * w, dtype=torch.int64, device=dev)
+    mu = torch.empty(b * rows * w, dtype=dt, device=dev)
+    sd = torch.empty(b * rows * w, dtype=dt, device=dev)
     with hot_loop_threads(dev):
-        _standardize_bands(max_logit_map, pred, table, out, idx, looked, rows)
+        for r0 in range(0, h, rows):
+            r1 = min(h, r0 + rows)
+            n = b * (r1 - r0) * w
+            shape = (b, r1 - r0, w)
+            idx[:n].view(shape).copy_(pred[:, r0:r1])
+            torch.index_select(mean, 0, idx[:n], out=mu[:n])
+            torch.index_select(std, 0, idx[:n], out=sd[:n])
+            ob = out[:, r0:r1]
+            torch.sub(max_logit_map[:, r0:r1], mu[:n].view(shape), out=ob)
+            ob.div_(sd[:n].view(shape))
     return out
-
-
-def _standardize_bands(max_logit_map: torch.Tensor, pred: torch.Tensor, table: torch.Tensor, out: torch.Tensor,
-                       idx: torch.Tensor, looked: torch.Tensor, rows: int) -> None:
-    b, h, w = max_logit_map.shape
-    for r0, r1 in row_bands(h, b * w, rows * b * w):
-        n = b * (r1 - r0) * w
-        ib = idx[:n]
-        ib.view(b, r1 - r0, w).copy_(pred[:, r0:r1])
-        ms = looked[:n]
-        torch.index_select(table, 0, ib, out=ms)
-        ob = out[:, r0:r1]
-        torch.sub(max_logit_map[:, r0:r1], ms[:, 0].view(ob.shape), out=ob)
-        ob.div_(ms[:, 1].view(ob.shape))

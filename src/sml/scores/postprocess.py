@@ -132,10 +132,6 @@ def boundary_mask(pred: torch.Tensor, border: Border = "reference") -> torch.Ten
 
 
 def _boundary(p: torch.Tensor, border: str) -> torch.Tensor:
-    # Dilation: zero padding never wins a max over non-negative labels, so only
-    # in-image neighbours matter.
-    dil = p.clone()
-    _shift_combine_(dil, p, torch.maximum, True, True)
     # Square erosion is separable: rows then columns, each with the border constant.
     ero_h = p.clone()
     _shift_combine_(ero_h, p, torch.minimum, False, True)
@@ -146,6 +142,10 @@ def _boundary(p: torch.Tensor, border: str) -> torch.Tensor:
         one = torch.ones((), dtype=p.dtype, device=p.device)
         for edge in (ero[:, 0], ero[:, -1], ero[:, :, 0], ero[:, :, -1]):
             torch.minimum(edge, one, out=edge)
+    # Dilation: zero padding never wins a max over non-negative labels, so only
+    # in-image neighbours matter.
+    dil = p.clone()
+    _shift_combine_(dil, p, torch.maximum, True, True)
     return dil != ero
 
 
@@ -181,35 +181,33 @@ class _SuppressionWorkspace:
         self.pad = torch.empty((2, b, rows + 2, w + 2), dtype=dtype, device=device)
         self.hsum = torch.empty((2, b, rows + 2, w), dtype=dtype, device=device)
         self.vsum = torch.empty((2, b, rows, w), dtype=dtype, device=device)
-        self.keep = torch.empty((b, rows + 2, w), dtype=torch.bool, device=device)
         self.upd = torch.empty((b, rows, w), dtype=dtype, device=device)
         self.saved = torch.empty((b, w), dtype=dtype, device=device)
 
 
-def _suppress_iteration_(score: torch.Tensor, levels: torch.Tensor, threshold: int, rows: int,
-                         ws: _SuppressionWorkspace) -> None:
+def _suppress_iteration_(score: torch.Tensor, levels: torch.Tensor, row_levels: list[int], threshold: int,
+                         rows: int, ws: _SuppressionWorkspace) -> None:
     """One suppression step in place: pixels with ``levels >= threshold`` take the mean of their
     unsuppressed 3x3 neighbours (replicate padding), all read from the *previous* values.
 
     Bands of rows are updated in place top to bottom; the row above a band has
-    already been updated, so its previous values are kept in ``ws.saved``. The
-    update is the exact selection ``S * (1 - u) + mean * u`` with ``u`` in {0, 1}.
+    already been updated, so its previous values are kept in ``ws.saved``.
+    ``row_levels`` holds each row's highest level, to skip bands with nothing
+    suppressed. Only same-dtype ops, written into the workspace.
     """
     b, h, w = score.shape
     have_saved = False
     for r0 in range(0, h, rows):
         r1 = min(h, r0 + rows)
         n = r1 - r0
-        lo, hi = max(r0 - 1, 0), min(r1 + 1, h)
-        keep = ws.keep[:, : hi - lo]
-        torch.lt(levels[:, lo:hi], threshold, out=keep)
-        top = 1 if r0 == 0 else 0  # first buffer row filled from the image
-        if bool(keep[:, 1 - top: 1 - top + n].all()):  # nothing suppressed in this band
+        if max(row_levels[r0:r1]) < threshold:  # nothing suppressed in this band
             have_saved = False
             continue
+        lo, hi = max(r0 - 1, 0), min(r1 + 1, h)
+        top = 1 if r0 == 0 else 0  # buffer row of image row lo
         pad = ws.pad[:, :, : n + 2]
         inner = pad[:, :, top: top + hi - lo, 1:-1]
-        inner[1].copy_(keep)
+        torch.lt(levels[:, lo:hi], threshold, out=inner[1])  # keep = 1.0 / 0.0
         torch.mul(score[:, lo:hi], inner[1], out=inner[0])
         if have_saved and r0 > 0:
             torch.mul(ws.saved, inner[1][:, 0], out=inner[0][:, 0])
@@ -227,15 +225,16 @@ def _suppress_iteration_(score: torch.Tensor, levels: torch.Tensor, threshold: i
         torch.add(hs[:, :, :-2], hs[:, :, 1:-1], out=vs)
         vs.add_(hs[:, :, 2:])
         sums, counts = vs[0], vs[1]
+        # update iff suppressed with an unsuppressed neighbour: counts - 9 * keep > 0
         upd = ws.upd[:, :n]
-        torch.gt(counts, 0.5, out=upd)  # some unsuppressed neighbour ...
-        upd.sub_(pad[1, :, 1: n + 1, 1:-1]).clamp_(min=0)  # ... and the pixel itself suppressed
-        sums.div_(counts.clamp_(min=1)).mul_(upd)
+        torch.sub(counts, pad[1, :, 1: n + 1, 1:-1], alpha=9, out=upd)
+        torch.gt(upd, 0.5, out=upd)
+        sums.div_(counts.clamp_(min=1))
         if r1 < h:
             ws.saved.copy_(score[:, r1 - 1])
             have_saved = True
-        band = score[:, r0:r1]
-        band.mul_(upd.neg_().add_(1)).add_(sums)
+        # lerp with weight 0 or 1 is an exact selection (ATen: w < 0.5 ? a + w*(b-a) : b - (b-a)*(1-w))
+        score[:, r0:r1].lerp_(sums, upd)
 
 
 def boundary_suppression(score: torch.Tensor, pred: torch.Tensor, boundary_width: int = 4,
@@ -256,12 +255,14 @@ def boundary_suppression(score: torch.Tensor, pred: torch.Tensor, boundary_width
     out = maps if inplace else maps.clone()
     radii = suppression_radii(width, iterations)
     b, h, w = out.shape
+    # band of ~2^18 pixels: the workspace (~7 band-sized float planes) stays under one map
     rows = min(h, rows_per_band(b * w))
     with hot_loop_threads(out.device):
         levels = _cover_levels(boundary_mask(p, border), max(radii))
         ws = _SuppressionWorkspace(b, rows, w, out.dtype, out.device)
+        row_levels = levels.amax(dim=(0, 2)).tolist()
         for r in radii:
-            _suppress_iteration_(out, levels, max(radii) + 1 - r, rows, ws)
+            _suppress_iteration_(out, levels, row_levels, max(radii) + 1 - r, rows, ws)
     return out[0] if squeeze else out
 
 
