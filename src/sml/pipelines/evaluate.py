@@ -258,8 +258,12 @@ def _post_pass(dataset: Any, indices: list[int], frame_list: list[dict[str, Any]
                pooled: dict[str, Any], results: dict[str, dict[str, Any]], out: Path, kind: str,
                tmp32: Path | None, track: str | None, show_progress: bool) -> None:
     """fp_area per frame and (with ``track``) component metrics, from the maps on disk."""
-    thr95 = {m: _f(results[m].get("threshold_at_95tpr", results[m].get("fpr95_threshold_value"))) for m in methods}
-    best = {m: _f(pooled[m].best_f1_threshold()) for m in methods} if track else {}
+    def finite(v: Any) -> float | None:
+        v = _f(v)
+        return v if v is not None and math.isfinite(v) else None
+
+    thr95 = {m: finite(results[m].get("threshold_at_95tpr")) for m in methods}
+    best = {m: finite(pooled[m].best_f1_threshold()) for m in methods} if track else {}
     pos = list(range(len(indices)))
     mine = distributed.shard(pos)
     per_frame: dict[int, dict[str, Any]] = {}
@@ -275,7 +279,7 @@ def _post_pass(dataset: Any, indices: list[int], frame_list: list[dict[str, Any]
             amap = np.load(path).astype(np.float32)
             entry: dict[str, Any] = {}
             inl = labels == 0
-            if thr95.get(m) is not None and not math.isnan(thr95[m]) and inl.any():
+            if thr95.get(m) is not None and inl.any():
                 entry["fp_area"] = float((amap[inl] >= thr95[m]).mean())
             if track and best.get(m) is not None:
                 entry["components"] = _component_state(amap, labels, best[m], track)
