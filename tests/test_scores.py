@@ -260,3 +260,15 @@ def test_sml_batch_with_small_bands_equals_per_image(monkeypatch):
     np.testing.assert_array_equal(SML(stats)(x).numpy(), full.numpy())
     per_image = torch.cat([SML(stats)(x[i:i + 1]) for i in range(3)])
     np.testing.assert_array_equal(per_image.numpy(), full.numpy())
+
+
+def test_thread_setting_is_restored_and_results_do_not_depend_on_it(monkeypatch):
+    import sml.scores.functional as fn
+
+    stats = _stats()
+    x = _logits(1, 5, 40, 30)
+    before = torch.get_num_threads()
+    a = SML(stats)(x)
+    assert torch.get_num_threads() == before
+    monkeypatch.setattr(fn, "HOT_LOOP_THREADS", None)
+    assert torch.equal(SML(stats)(x), a)

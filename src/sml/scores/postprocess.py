@@ -10,6 +10,7 @@ rounding of the sums; every structural decision (boundary, suppressed region,
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Literal
 
 import torch
@@ -35,10 +36,10 @@ BORDERS = ("reference", "ignore")
 # ----------------------------------------------------------------------------- validation
 
 def _int_setting(name: str, value: object, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int,)) and not (
-            isinstance(value, float) and value.is_integer()):
+    integral = isinstance(value, numbers.Integral) or (isinstance(value, float) and value.is_integer())
+    if isinstance(value, bool) or not integral:
         raise InputError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    value = int(value)  # type: ignore[arg-type]
+    value = int(value)  # type: ignore[call-overload]
     if value < minimum:
         raise InputError(f"{name} must be an integer >= {minimum}, got {value}")
     return value
