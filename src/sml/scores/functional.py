@@ -29,8 +29,9 @@ __all__ = [
 #: Threads for the long chains of small element-wise ops (channel argmax, standardization,
 #: suppression, smoothing) on CPU; None keeps torch's setting. Each op is sub-millisecond
 #: and cache-resident, so OpenMP's fork/join per op costs more than it gains, and on a
-#: busy machine every join can wait a scheduler time slice (measured: 2 threads 100x
-#: slower than 1 on the shared 2-core box). Single-op work (sums, softmax) keeps torch's threads.
+#: busy machine every join can wait a scheduler time slice (measured on the shared 2-core
+#: box: the SML chain took 15.7 s with 2 threads, 0.13 s with 1). Single-op work (sums,
+#: softmax) keeps torch's threads.
 HOT_LOOP_THREADS: int | None = 1
 
 # Elements per band (per batch): big enough that Python overhead is negligible,
