@@ -24,7 +24,7 @@ import os
 import statistics
 import time
 import tracemalloc
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 

@@ -176,8 +176,12 @@ def test_non_finite_scores_are_an_error(bad):
     y = np.zeros((4, 4), np.uint8)
     y[0, 0] = 1
     s[2, 2] = bad
+    m = AnomalyMetrics()
+    m.update(np.ones(3, np.float32), np.array([0, 1, 0], np.uint8))
+    before = m.compute()
     with pytest.raises(InputError, match="NaN or infinite"):
-        AnomalyMetrics().update(s, y)
+        m.update(s, y)
+    assert m.compute() == before  # a rejected update leaves the state untouched
     y[2, 2] = 255  # ignored pixels may hold anything
     assert not math.isnan(anomaly_metrics(s, y)["auroc"])
 

@@ -6,10 +6,13 @@ order-preserving int32 *keys* (ties stay ties, ``-0.0`` equals ``0.0``); the
 state is two multisets of keys: every evaluated pixel, and the anomaly pixels.
 ``compute()`` sorts them once (NumPy's SIMD sort) and counts, for each distinct
 anomaly score, the pixels at and above it with two ``searchsorted`` calls over
-the sorted array. Memory is 4 bytes per evaluated pixel (plus 4 per anomaly
-pixel), time is one sort: 200M pixels take about 0.8 GB and a few seconds,
-where scikit-learn needs ~10 GB and minutes. No binning, so the numbers equal
-scikit-learn's ``roc_auc_score`` / ``average_precision_score`` to rounding.
+the sorted array. Memory is 4 bytes per evaluated pixel (plus at most 1/8
+growth slack, and 4 bytes per anomaly pixel); time is one pass per frame plus
+one sort: 200M pixels take about 0.8 GB and a few seconds, where scikit-learn
+needs ~10 GB and minutes. No binning, so the numbers equal scikit-learn's
+``roc_auc_score`` / ``average_precision_score`` to rounding. The state grows
+with the number of evaluated pixels (exactness needs every distinct score);
+for billions of pixels, evaluate on a data set's region of interest only.
 
 States are plain NumPy arrays: picklable, mergeable in any order with identical
 results (the multisets do not depend on order), and gathered over
