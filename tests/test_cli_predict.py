@@ -31,13 +31,14 @@ def test_predict_file_and_folder(setup: dict[str, Path], capsys: pytest.CaptureF
             ov = np.asarray(Image.open(out / m / f"{name}_overlay.png"))
             assert ov.shape == (*a.shape, 3)
             assert (out / m / f"{name}_heatmap.png").is_file()
-    # the max-logit map is exactly minus the max logit of the model
+    # the max-logit map is minus the max logit of the model (TorchScript's profiling executor may
+    # fuse ops after the first calls, hence a float32 tolerance)
     import sml.models
 
     model = sml.models.load(str(setup["model"]))
     image = np.asarray(Image.open(setup["data"] / "images" / "frame00.png").convert("RGB"))
     ref = -model.predict(image).max(1).values[0].numpy()
-    np.testing.assert_array_equal(np.load(out / "max_logit" / "frame00.npy"), ref)
+    np.testing.assert_allclose(np.load(out / "max_logit" / "frame00.npy"), ref, rtol=1e-5, atol=1e-4)
 
 
 def test_predict_needs_stats_for_sml(setup: dict[str, Path], capsys: pytest.CaptureFixture) -> None:

@@ -104,17 +104,16 @@ def test_state_loader_runs_no_code() -> None:
         resume.dumps({"a": Evil()})
 
 
-def test_store_generations(tmp_path: Path) -> None:
+def test_store_chunks(tmp_path: Path) -> None:
     s = resume.ResumeStore(tmp_path / "st", {"run": 1})
     assert s.start(resume=False) == []
     s.save({"n": 1})
-    s.save({"n": 2})  # same generation: replaced
+    s.save({"n": 2})  # append-only: a new chunk, the first is kept
     s2 = resume.ResumeStore(tmp_path / "st", {"run": 1})
-    assert s2.start(resume=True) == [{"n": 2}]
-    assert s2.generation == 1
+    assert s2.start(resume=True) == [{"n": 1}, {"n": 2}]
     s2.save({"n": 3})
-    s2.drop_older()
-    assert sorted(p.name for p in (tmp_path / "st").glob("*.state")) == ["g1.r0.state"]
+    assert len(list((tmp_path / "st").glob("*.state"))) == 3
+    assert [p["n"] for p in resume.ResumeStore(tmp_path / "st", {"run": 1}).start(resume=True)] == [1, 2, 3]
     with pytest.raises(InputError, match="different run"):
         resume.ResumeStore(tmp_path / "st", {"run": 2}).start(resume=True)
     s3 = resume.ResumeStore(tmp_path / "st", {"run": 2})
