@@ -154,10 +154,20 @@ def street_scene(rng: np.random.Generator, width: int = 320, height: int = 160,
         crown = _mask(h, w, lambda d: d.ellipse([x - r, y - r * 2.8, x + r, y - r * 1.2], fill=255))
         _paint(img, lab, crown, _foliage(rng, h, w), VEGETATION)
 
-    # cars on the road and people on the sidewalks, far to near
-    objs = [("car", rng.uniform(0.05, 1.0)) for _ in range(rng.integers(0, 5))]
-    objs += [("person", rng.uniform(0.1, 1.0)) for _ in range(rng.integers(0, 5))]
-    for kind, s in sorted(objs, key=lambda o: o[1]):
+    # cars on the road, people on the sidewalks and (anomaly frames) unseen objects lying on the road,
+    # drawn far to near so that a nearer object hides what is behind it
+    objs: list[tuple[str, float, float]] = [("car", rng.uniform(0.05, 1.0), 0.0)
+                                            for _ in range(rng.integers(0, 5))]
+    objs += [("person", rng.uniform(0.1, 1.0), 0.0) for _ in range(rng.integers(0, 4))]
+    for _ in range(anomalies):
+        for _try in range(50):   # a ground point on the road
+            s = rng.uniform(0.2, 1.0)
+            x = vx + rng.uniform(-0.75, 0.75) * s * (half_l + half_r) / 2
+            if road[min(h - 1, int(hor + s * (h - hor))), int(np.clip(x, 0, w - 1))]:
+                objs.append(("anomaly", s, x))
+                break
+    amask_all = np.zeros((h, w), bool)
+    for kind, s, ax in sorted(objs, key=lambda o: o[1]):
         y = hor + s * (h - hor)
         if kind == "car":
             x = vx + (rng.uniform(-0.9, 0.9)) * s * (half_l + half_r) / 2
@@ -169,6 +179,7 @@ def street_scene(rng: np.random.Generator, width: int = 320, height: int = 160,
                                                    (x + cw * 0.25, y - ch), (x + cw * 0.35, y - ch * 0.6)], fill=255))
             shade = (0.9 + 0.2 * value_noise(rng, h, w, 3, 1))[..., None]
             _paint(img, lab, body | cab, col * shade, CAR)
+            amask_all &= ~(body | cab)
             glass = _mask(h, w, lambda d: d.polygon([(x - cw * 0.3, y - ch * 0.62), (x - cw * 0.22, y - ch * 0.93),
                                                      (x + cw * 0.22, y - ch * 0.93), (x + cw * 0.3, y - ch * 0.62)], fill=255))
             _paint(img, lab, glass, np.array([0.15, 0.2, 0.28]), CAR)
@@ -176,7 +187,8 @@ def street_scene(rng: np.random.Generator, width: int = 320, height: int = 160,
                 wr = ch * 0.17
                 wheel = _mask(h, w, lambda d: d.ellipse([wx - wr, y - ch * 0.12 - wr, wx + wr, y - ch * 0.12 + wr], fill=255))
                 _paint(img, lab, wheel, np.array([0.05, 0.05, 0.05]), CAR)
-        else:
+                amask_all &= ~wheel
+        elif kind == "person":
             sgn = rng.choice([-1, 1])
             x = vx + sgn * (0.01 * w + s * (half_l if sgn < 0 else half_r) + s * walk * rng.uniform(0.2, 0.8))
             ph = (0.08 + 0.45 * s) * h
@@ -188,41 +200,11 @@ def street_scene(rng: np.random.Generator, width: int = 320, height: int = 160,
             _paint(img, lab, legs, col * 0.6, PERSON)
             _paint(img, lab, torso, col, PERSON)
             _paint(img, lab, head, np.array([0.85, 0.67, 0.55]) * rng.uniform(0.5, 1.1), PERSON)
-
-    # anomalies: unseen shapes, colours and textures lying on the road
-    amask_all = np.zeros((h, w), bool)
-    placed = 0
-    tries = 0
-    while placed < anomalies and tries < 50:
-        tries += 1
-        s = rng.uniform(0.25, 1.0)
-        y = hor + s * (h - hor)
-        x = vx + rng.uniform(-0.7, 0.7) * s * (half_l + half_r) / 2
-        r = (0.03 + 0.12 * s) * h * rng.uniform(0.8, 1.5)
-        if not road[min(h - 1, int(y)), int(np.clip(x, 0, w - 1))]:
-            continue
-        k = int(rng.integers(5, 11))
-        ang = np.sort(rng.uniform(0, 2 * np.pi, k))
-        spikes = rng.random() < 0.5
-        rad = r * (np.where(np.arange(k) % 2 == 0, 1.0, 0.45) if spikes else rng.uniform(0.55, 1.0, k))
-        pts = [(float(x + rr_ * np.cos(a)), float(y - r + rr_ * np.sin(a) * 0.8)) for rr_, a in zip(rad, ang)]
-        m = _mask(h, w, lambda d: d.polygon(pts, fill=255))
-        if m.sum() < 12:
-            continue
-        c1 = _ANOMALY_COLOURS[rng.integers(len(_ANOMALY_COLOURS))]
-        c2 = _ANOMALY_COLOURS[rng.integers(len(_ANOMALY_COLOURS))] * rng.uniform(0.2, 0.6)
-        pattern = rng.integers(3)
-        p = rng.uniform(2.5, 6)
-        if pattern == 0:
-            sel = np.mod(xx + yy * rng.uniform(-1, 1), p) < p / 2           # stripes
-        elif pattern == 1:
-            sel = (np.mod(xx, p) < p / 2) ^ (np.mod(yy, p) < p / 2)          # checks
+            amask_all &= ~(legs | torso | head)
         else:
-            sel = (np.mod(xx, p) - p / 2) ** 2 + (np.mod(yy, p) - p / 2) ** 2 < (p / 3) ** 2   # dots
-        tex = np.where(sel[..., None], c1, c2)
-        _paint(img, None, m, tex)
-        amask_all |= m
-        placed += 1
+            m = _anomaly_shape(rng, h, w, ax, y, (0.05 + 0.16 * s) * h * rng.uniform(0.8, 1.3))
+            _paint(img, None, m, _anomaly_texture(rng, xx, yy))
+            amask_all |= m
 
     # lighting: cast shadow on the ground, global gain and colour cast, sensor noise
     if rng.random() < 0.5:
@@ -245,6 +227,45 @@ def street_scene(rng: np.random.Generator, width: int = 320, height: int = 160,
         lab[amask_all] = 0   # unlabelled in the Cityscapes sense
     return image, lab, anomaly
 
+
+
+def _anomaly_shape(rng: np.random.Generator, h: int, w: int, x: float, y: float, r: float) -> np.ndarray:
+    """An irregular blob or a star of radius ~``r`` standing on the ground point (``x``, ``y``)."""
+    k = int(rng.integers(5, 11))
+    ang = np.sort(rng.uniform(0, 2 * np.pi, k))
+    spikes = rng.random() < 0.5
+    rad = r * (np.where(np.arange(k) % 2 == 0, 1.0, 0.45) if spikes else rng.uniform(0.55, 1.0, k))
+    pts = [(float(x + rr * np.cos(a)), float(y - r * 0.8 + rr * np.sin(a) * 0.8)) for rr, a in zip(rad, ang)]
+    return _mask(h, w, lambda d: d.polygon(pts, fill=255))
+
+
+def _anomaly_texture(rng: np.random.Generator, xx: np.ndarray, yy: np.ndarray) -> np.ndarray:
+    """A surface no street object has: saturated two-colour stripes/checks/dots, multi-hue camouflage,
+    a colour mosaic or colour confetti (H x W x 3 in [0, 1])."""
+    h, w = xx.shape
+    style = rng.integers(4)
+    if style == 0:
+        c1 = _ANOMALY_COLOURS[rng.integers(len(_ANOMALY_COLOURS))]
+        c2 = _ANOMALY_COLOURS[rng.integers(len(_ANOMALY_COLOURS))] * rng.uniform(0.2, 0.6)
+        pattern = rng.integers(3)
+        p = rng.uniform(2.5, 6)
+        if pattern == 0:
+            sel = np.mod(xx + yy * rng.uniform(-1, 1), p) < p / 2           # stripes
+        elif pattern == 1:
+            sel = (np.mod(xx, p) < p / 2) ^ (np.mod(yy, p) < p / 2)          # checks
+        else:
+            sel = (np.mod(xx, p) - p / 2) ** 2 + (np.mod(yy, p) - p / 2) ** 2 < (p / 3) ** 2   # dots
+        return np.where(sel[..., None], c1, c2)
+    if style == 1:   # camouflage: smoothly varying saturated hues
+        from sml.train.transforms import hsv_to_rgb
+        hsv = np.stack([value_noise(rng, h, w, 3, 2), np.full((h, w), rng.uniform(0.6, 0.95), np.float32),
+                        0.4 + 0.5 * value_noise(rng, h, w, 5, 1)], -1)
+        return hsv_to_rgb(hsv)
+    if style == 2:   # mosaic of random colours
+        cell = int(rng.integers(3, 6))
+        tiles = rng.random((h // cell + 1, w // cell + 1, 3)).astype(np.float32)
+        return np.repeat(np.repeat(tiles, cell, 0), cell, 1)[:h, :w]
+    return rng.random((h, w, 3)).astype(np.float32)   # confetti
 
 def _foliage(rng: np.random.Generator, h: int, w: int, dark: float = 1.0) -> np.ndarray:
     base = np.array([0.22, 0.42, 0.15]) * rng.uniform(0.7, 1.2) * dark
