@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -31,8 +32,11 @@ from sml.utils import atomic
 METHODS = ["msp", "max_logit", "entropy", "energy", "sml"]
 WIDTH, HEIGHT = 256, 128
 #: the calibrated default: about a minute of training on two unloaded CPU cores
-DEFAULT_ITERATIONS = 400
+DEFAULT_ITERATIONS = 1000
 MIN_ITERATIONS = 20
+#: torch CPU threads for the whole demo: one thread makes the table independent of the core count, and on a
+#: shared 2-core machine two threads were several times slower (they wait on each other) for this small network
+THREADS = 1
 
 
 def generate_data(out: Path, train_frames: int = 160, val_frames: int = 8, anomaly_frames: int = 30,
@@ -59,7 +63,7 @@ def demo_overrides(root: Path, out_dir: Path, iterations: int, device: str, seed
         "data.scale_min=0.75", "data.scale_max=1.5", "data.class_uniform.tile=256",
         f"data.class_uniform.cache={out_dir}", "optim.lr=0.03", f"optim.iterations={iterations}",
         "optim.aux_weight=0.4", f"train.out_dir={out_dir}", f"train.device={device}", "train.amp=false",
-        f"train.seed={seed}", f"train.checkpoint_every={max(1, iterations // 4)}", f"train.val_every={iterations}",
+        f"train.seed={seed}", f"train.threads={THREADS}", f"train.checkpoint_every={max(1, iterations // 4)}", f"train.val_every={iterations}",
         f"train.log_every={max(1, iterations // 20)}",
     ]
 
@@ -84,6 +88,18 @@ def iterations_for(seconds: float, device: str) -> int:
         times.append(time.perf_counter() - t)
     per_it = sorted(times[1:])[1] * 1.25   # median of the warm steps, + data loading
     return int(max(MIN_ITERATIONS, min(20 * DEFAULT_ITERATIONS, seconds / per_it)))
+
+
+def _forget_stale_training(out: Path, cfg: Any) -> None:
+    """Resume an interrupted demo training only if it was for exactly this recipe and these data."""
+    folder = out / "train"
+    saved, data = folder / "config.yaml", out / "data" / "complete.json"
+    if not (folder / "last.pth").is_file():
+        return
+    same = (saved.is_file() and saved.read_text() == cfg.to_yaml() and data.is_file()
+            and data.stat().st_mtime <= (folder / "last.pth").stat().st_mtime)
+    if not same:
+        shutil.rmtree(folder)
 
 
 # ---------------------------------------------------------------- what the run shows
@@ -158,7 +174,7 @@ def explain(metrics: dict[str, Any], stats: Any, bd: Breakdown, min_share: float
         low_for_class = [names[c] for c, zc in zip(top, z) if zc < 0]
         below = [c for c in present if mu[c] < v]
         if low_for_class and below:
-            lines.append(f"That is low for {' and '.join(low_for_class)}, yet higher than the typical max logit "
+            lines.append(f"That is low for {_join(low_for_class)}, yet higher than the typical max logit "
                          f"of whole inlier classes ({', '.join(names[c] for c in below)}): one threshold on the "
                          f"max logit cannot separate them, the per-class standardization of SML can.")
     b, i = _mean(bd.boundary), _mean(bd.interior)
@@ -183,6 +199,10 @@ def explain(metrics: dict[str, Any], stats: Any, bd: Breakdown, min_share: float
     return lines
 
 
+def _join(words: list[str]) -> str:
+    return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1]
+
+
 def _finite(v: Any) -> bool:
     return v is not None and isinstance(v, (int, float)) and math.isfinite(v)
 
@@ -197,6 +217,22 @@ def run_demo(out: str | Path = "runs/demo", seconds: float | None = None, report
     Training runs ``iterations`` steps (default :data:`DEFAULT_ITERATIONS`), or as many as fit in
     ``seconds`` on this machine when that is given instead.
     """
+    if iterations is not None and iterations < 1:
+        raise InputError(f"--iterations must be a positive number, got {iterations}")
+    if seconds is not None and not seconds > 0:
+        raise InputError(f"--seconds must be positive, got {seconds}")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(THREADS)
+    try:
+        return _run(Path(out), seconds, report, device, iterations, seed, stats_frames, quiet_stats,
+                    train_frames, val_frames, anomaly_frames, explain_run)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run(out: Path, seconds: float | None, report: bool, device: str, iterations: int | None, seed: int,
+         stats_frames: int | None, quiet_stats: bool, train_frames: int, val_frames: int, anomaly_frames: int,
+         explain_run: bool) -> dict[str, Any]:
     from sml.data import open_dataset
     from sml.demo.net import register
     from sml.pipelines.evaluate import EvalConfig, evaluate, print_table
@@ -204,11 +240,6 @@ def run_demo(out: str | Path = "runs/demo", seconds: float | None = None, report
     from sml.train import load_config, train
     import sml.models
 
-    if iterations is not None and iterations < 1:
-        raise InputError(f"--iterations must be a positive number, got {iterations}")
-    if seconds is not None and not seconds > 0:
-        raise InputError(f"--seconds must be positive, got {seconds}")
-    out = Path(out)
     t0 = time.time()
     say = lambda msg: print(f"[demo {time.time() - t0:5.0f}s] {msg}", file=sys.stderr, flush=True)  # noqa: E731
     say(f"generating synthetic street scenes in {out / 'data'} (Cityscapes layout + anomaly set)")
@@ -220,6 +251,7 @@ def run_demo(out: str | Path = "runs/demo", seconds: float | None = None, report
     say(f"training the demo network for {iterations} iterations with the SML recipe's pipeline")
     cfg = load_config("deeplabv3plus_r101_os8_cityscapes",
                       demo_overrides(cs_root, out / "train", iterations, device, seed))
+    _forget_stale_training(out, cfg)
     summary = train(cfg, resume=True)
     say(f"trained: loss {summary['loss']:.3f}, val mIoU {100 * (summary['val_miou'] or 0):.1f}% "
         f"(7 classes present of 19)")

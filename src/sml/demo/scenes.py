@@ -30,9 +30,9 @@ CLASS_IDS = {"road": ROAD, "sidewalk": SIDEWALK, "building": BUILDING, "vegetati
 _CAR_COLOURS = np.array([[0.55, 0.08, 0.08], [0.10, 0.15, 0.45], [0.85, 0.85, 0.85], [0.08, 0.08, 0.09],
                          [0.55, 0.56, 0.58], [0.25, 0.30, 0.25]], np.float32)
 _CLOTHES = np.array([[0.15, 0.15, 0.2], [0.35, 0.2, 0.12], [0.45, 0.45, 0.5], [0.1, 0.25, 0.35],
-                     [0.5, 0.12, 0.12], [0.2, 0.3, 0.15]], np.float32)
+                     [0.5, 0.12, 0.12], [0.2, 0.3, 0.15], [0.6, 0.55, 0.4], [0.3, 0.3, 0.3]], np.float32)
 _FACADES = np.array([[0.72, 0.65, 0.52], [0.55, 0.30, 0.22], [0.60, 0.60, 0.62], [0.80, 0.76, 0.68],
-                     [0.45, 0.42, 0.40]], np.float32)
+                     [0.45, 0.42, 0.40], [0.50, 0.50, 0.48]], np.float32)
 # Unseen in training: saturated hues no street object has.
 _ANOMALY_COLOURS = np.array([[1.0, 0.0, 0.9], [0.0, 0.95, 0.95], [1.0, 0.55, 0.0], [0.5, 1.0, 0.0],
                              [1.0, 0.95, 0.0], [0.55, 0.0, 1.0]], np.float32)
@@ -128,9 +128,13 @@ def street_scene(rng: np.random.Generator, width: int = 320, height: int = 160,
     side = below & ~road & (xx >= rl - 0.005 * w - tt * walk) & (xx <= rr + 0.005 * w + tt * walk)
     verge = below & ~road & ~side
     _paint(img, lab, verge, _foliage(rng, h, w, dark=0.8), VEGETATION)
-    pav = np.array([0.62, 0.58, 0.55]) * rng.uniform(0.85, 1.1)
-    tiles = (np.mod(xx, 7) < 0.8) | (np.mod(yy, 5) < 0.7)
-    sw = pav * (0.9 + 0.15 * value_noise(rng, h, w, 4, 2))[..., None] * np.where(tiles, 0.82, 1.0)[..., None]
+    # paving: a grey close to the asphalt's (sidewalks are the class networks confuse with road),
+    # told apart mostly by faint tile joints of varying size and contrast
+    pav = np.array([0.50, 0.48, 0.46]) * rng.uniform(0.75, 1.25) * (1 + rng.uniform(-0.06, 0.06, 3))
+    tx, ty = rng.uniform(4, 9), rng.uniform(3, 7)
+    tiles = (np.mod(xx, tx) < 0.8) | (np.mod(yy, ty) < 0.7)
+    sw = (pav * (0.88 + 0.2 * value_noise(rng, h, w, 4, 2))[..., None]
+          * np.where(tiles, rng.uniform(0.75, 0.92), 1.0)[..., None])
     _paint(img, lab, side, sw, SIDEWALK)
     asphalt = np.array([0.36, 0.36, 0.38]) * rng.uniform(0.8, 1.15)
     grain = (0.85 + 0.25 * value_noise(rng, h, w, 2, 2))[..., None]
@@ -202,7 +206,7 @@ def street_scene(rng: np.random.Generator, width: int = 320, height: int = 160,
             _paint(img, lab, head, np.array([0.85, 0.67, 0.55]) * rng.uniform(0.5, 1.1), PERSON)
             amask_all &= ~(legs | torso | head)
         else:
-            m = _anomaly_shape(rng, h, w, ax, y, (0.05 + 0.16 * s) * h * rng.uniform(0.8, 1.3))
+            m = _anomaly_shape(rng, h, w, ax, y, (0.06 + 0.2 * s) * h * rng.uniform(0.8, 1.3))
             _paint(img, None, m, _anomaly_texture(rng, xx, yy))
             amask_all |= m
 
@@ -268,9 +272,12 @@ def _anomaly_texture(rng: np.random.Generator, xx: np.ndarray, yy: np.ndarray) -
     return rng.random((h, w, 3)).astype(np.float32)   # confetti
 
 def _foliage(rng: np.random.Generator, h: int, w: int, dark: float = 1.0) -> np.ndarray:
-    base = np.array([0.22, 0.42, 0.15]) * rng.uniform(0.7, 1.2) * dark
-    n = value_noise(rng, h, w, 3, 3)
-    return base * (0.55 + 0.9 * n)[..., None]
+    """Leaves: greens from olive to blue-green (now and then autumn brown), strongly textured."""
+    greens = np.array([[0.22, 0.42, 0.15], [0.30, 0.40, 0.12], [0.15, 0.35, 0.22], [0.35, 0.45, 0.20],
+                       [0.45, 0.33, 0.15]], np.float32)
+    base = greens[rng.choice(len(greens), p=[0.35, 0.2, 0.2, 0.15, 0.1])] * rng.uniform(0.6, 1.25) * dark
+    n = value_noise(rng, h, w, rng.uniform(1.5, 4), 3)
+    return base * (0.4 + 1.2 * n)[..., None]
 
 
 # ----------------------------------------------------------------------- writers
