@@ -253,8 +253,9 @@ def _run(out: Path, seconds: float | None, report: bool, device: str, iterations
                       demo_overrides(cs_root, out / "train", iterations, device, seed))
     _forget_stale_training(out, cfg)
     summary = train(cfg, resume=True)
+    from sml.demo.scenes import CLASS_IDS
     say(f"trained: loss {summary['loss']:.3f}, val mIoU {100 * (summary['val_miou'] or 0):.1f}% "
-        f"(7 classes present of 19)")
+        f"(over the {len(CLASS_IDS)} classes the scenes have, of Cityscapes' 19)")
 
     model = sml.models.load("demo_net", weights=out / "train" / "last.pth", device=device)
     say("computing per-class max-logit statistics on the training frames (sml stats)")

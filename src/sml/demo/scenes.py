@@ -1,20 +1,27 @@
 """Synthetic street scenes in the Cityscapes layout, and an anomaly set on the same streets.
 
 Everything is drawn with NumPy and PIL from a seed: no download. A scene has
-a road in perspective with lane marks, sidewalks, buildings with windows,
-trees and hedges, sky with clouds, cars and people, under varied layout,
-lighting (gain, colour cast, cast shadows) and camera noise. Labels use the
-real Cityscapes label ids (road 7, sidewalk 8, building 11, vegetation 21,
-sky 23, person 24, car 26) so the official table maps them to train ids.
+a road in perspective with lane marks, sidewalks paved in a grey close to the
+asphalt's, a grass verge, buildings with windows, trees, sky with clouds,
+street lamps and sign posts, cars and people, under varied layout, lighting
+(gain, colour cast, cast shadows) and camera noise. The classes differ in
+frequency and difficulty as in real streets: road and sky are large and
+uniform, while people, poles and signs are small and rare, and grass, leaves
+and paving are textured and easily confused. Labels use the real Cityscapes
+label ids (road 7, sidewalk 8, building 11, pole 17, traffic sign 20,
+vegetation 21, terrain 22, sky 23, person 24, car 26) so the official table
+maps them to train ids.
 
-The anomaly set shows new streets with objects that never occur in training
-(irregular blobs and star shapes, in saturated colours with stripes, checks or
-dots) lying on the road; labels are 1 anomaly, 0 in-distribution and 255 a
-one-pixel void ring around each object (its mixed, antialiased edge).
+The anomaly set shows new streets with objects that never occur in training:
+irregular blobs and stars, lying flat or standing, about the size of people
+and cars, with surfaces no street object has (saturated stripes, checks or
+dots, multi-hue camouflage, colour mosaics, colour confetti), on the road and
+drawn in depth order (a nearer car or person hides them). Labels: 1 anomaly,
+0 in-distribution, 255 a one-pixel void ring around each object (its mixed,
+antialiased edge).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
@@ -23,9 +30,10 @@ from PIL import Image, ImageDraw
 
 from sml.utils import atomic
 
-ROAD, SIDEWALK, BUILDING, VEGETATION, SKY, PERSON, CAR = 7, 8, 11, 21, 23, 24, 26
-CLASS_IDS = {"road": ROAD, "sidewalk": SIDEWALK, "building": BUILDING, "vegetation": VEGETATION,
-             "sky": SKY, "person": PERSON, "car": CAR}
+ROAD, SIDEWALK, BUILDING, POLE, TRAFFIC_SIGN, VEGETATION, TERRAIN, SKY, PERSON, CAR = (
+    7, 8, 11, 17, 20, 21, 22, 23, 24, 26)
+CLASS_IDS = {"road": ROAD, "sidewalk": SIDEWALK, "building": BUILDING, "pole": POLE, "traffic sign": TRAFFIC_SIGN,
+             "vegetation": VEGETATION, "terrain": TERRAIN, "sky": SKY, "person": PERSON, "car": CAR}
 
 _CAR_COLOURS = np.array([[0.55, 0.08, 0.08], [0.10, 0.15, 0.45], [0.85, 0.85, 0.85], [0.08, 0.08, 0.09],
                          [0.55, 0.56, 0.58], [0.25, 0.30, 0.25]], np.float32)
@@ -64,12 +72,6 @@ def _paint(img: np.ndarray, lab: np.ndarray | None, mask: np.ndarray, colour: np
     img[mask] = colour[mask] if colour.ndim == 3 else colour
     if lab is not None and label is not None:
         lab[mask] = label
-
-
-@dataclass
-class SceneConfig:
-    width: int = 320
-    height: int = 160
 
 
 def street_scene(rng: np.random.Generator, width: int = 320, height: int = 160,
@@ -118,7 +120,7 @@ def street_scene(rng: np.random.Generator, width: int = 320, height: int = 160,
         m = _mask(h, w, lambda d: d.ellipse([cx - r * 1.2, cy - r, cx + r * 1.2, cy + r], fill=255))
         _paint(img, lab, m, _foliage(rng, h, w), VEGETATION)
 
-    # ground: verge (vegetation), sidewalks, road, in perspective
+    # ground: grass verge (terrain), sidewalks, road, in perspective
     tt = np.clip((yy - hor) / max(h - hor, 1), 0, None)
     below = yy >= hor
     half_l, half_r = rng.uniform(0.35, 0.8) * w, rng.uniform(0.35, 0.8) * w
@@ -127,7 +129,7 @@ def street_scene(rng: np.random.Generator, width: int = 320, height: int = 160,
     road = below & (xx >= rl) & (xx <= rr)
     side = below & ~road & (xx >= rl - 0.005 * w - tt * walk) & (xx <= rr + 0.005 * w + tt * walk)
     verge = below & ~road & ~side
-    _paint(img, lab, verge, _foliage(rng, h, w, dark=0.8), VEGETATION)
+    _paint(img, lab, verge, _grass(rng, h, w), TERRAIN)
     # paving: a grey close to the asphalt's (sidewalks are the class networks confuse with road),
     # told apart mostly by faint tile joints of varying size and contrast
     pav = np.array([0.50, 0.48, 0.46]) * rng.uniform(0.75, 1.25) * (1 + rng.uniform(-0.06, 0.06, 3))
@@ -163,6 +165,7 @@ def street_scene(rng: np.random.Generator, width: int = 320, height: int = 160,
     objs: list[tuple[str, float, float]] = [("car", rng.uniform(0.05, 1.0), 0.0)
                                             for _ in range(rng.integers(0, 5))]
     objs += [("person", rng.uniform(0.1, 1.0), 0.0) for _ in range(rng.integers(0, 4))]
+    objs += [("pole", rng.uniform(0.1, 1.0), 0.0) for _ in range(rng.integers(0, 4))]
     for _ in range(anomalies):
         for _try in range(50):   # a ground point on the road
             s = rng.uniform(0.2, 1.0)
@@ -192,6 +195,21 @@ def street_scene(rng: np.random.Generator, width: int = 320, height: int = 160,
                 wheel = _mask(h, w, lambda d: d.ellipse([wx - wr, y - ch * 0.12 - wr, wx + wr, y - ch * 0.12 + wr], fill=255))
                 _paint(img, lab, wheel, np.array([0.05, 0.05, 0.05]), CAR)
                 amask_all &= ~wheel
+        elif kind == "pole":   # street lamp or sign post at the outer edge of a sidewalk
+            sgn = rng.choice([-1, 1])
+            x = vx + sgn * (0.01 * w + s * (half_l if sgn < 0 else half_r) + s * walk * rng.uniform(0.3, 0.9))
+            ph, pw = (0.18 + 1.0 * s) * h, max(0.6, (0.004 + 0.012 * s) * w)
+            post = _mask(h, w, lambda d: d.rectangle([x - pw / 2, y - ph, x + pw / 2, y], fill=255))
+            _paint(img, lab, post, np.array([0.35, 0.36, 0.38]) * rng.uniform(0.6, 1.4), POLE)
+            amask_all &= ~post
+            if rng.random() < 0.5:
+                sw_, sh_ = pw * rng.uniform(3, 6), pw * rng.uniform(3, 5)
+                top = y - ph * rng.uniform(0.7, 0.95)
+                sign = _mask(h, w, lambda d: d.rectangle([x - sw_ / 2, top, x + sw_ / 2, top + sh_], fill=255))
+                face = [np.array([0.1, 0.3, 0.7]), np.array([0.9, 0.9, 0.9]), np.array([0.8, 0.15, 0.1]),
+                        np.array([0.9, 0.75, 0.1])][int(rng.integers(4))]
+                _paint(img, lab, sign, face * rng.uniform(0.8, 1.1), TRAFFIC_SIGN)
+                amask_all &= ~sign
         elif kind == "person":
             sgn = rng.choice([-1, 1])
             x = vx + sgn * (0.01 * w + s * (half_l if sgn < 0 else half_r) + s * walk * rng.uniform(0.2, 0.8))
@@ -234,12 +252,14 @@ def street_scene(rng: np.random.Generator, width: int = 320, height: int = 160,
 
 
 def _anomaly_shape(rng: np.random.Generator, h: int, w: int, x: float, y: float, r: float) -> np.ndarray:
-    """An irregular blob or a star of radius ~``r`` standing on the ground point (``x``, ``y``)."""
+    """An irregular blob or a star of radius ~``r`` on the ground point (``x``, ``y``): half of them lie flat
+    on the road (lost cargo, a tarpaulin), the others stand up."""
     k = int(rng.integers(5, 11))
     ang = np.sort(rng.uniform(0, 2 * np.pi, k))
     spikes = rng.random() < 0.5
     rad = r * (np.where(np.arange(k) % 2 == 0, 1.0, 0.45) if spikes else rng.uniform(0.55, 1.0, k))
-    pts = [(float(x + rr * np.cos(a)), float(y - r * 0.8 + rr * np.sin(a) * 0.8)) for rr, a in zip(rad, ang)]
+    f = rng.uniform(0.3, 0.55) if rng.random() < 0.5 else rng.uniform(0.7, 1.0)   # vertical extent
+    pts = [(float(x + rr * np.cos(a)), float(y - r * f + rr * np.sin(a) * f)) for rr, a in zip(rad, ang)]
     return _mask(h, w, lambda d: d.polygon(pts, fill=255))
 
 
@@ -270,6 +290,12 @@ def _anomaly_texture(rng: np.random.Generator, xx: np.ndarray, yy: np.ndarray) -
         tiles = rng.random((h // cell + 1, w // cell + 1, 3)).astype(np.float32)
         return np.repeat(np.repeat(tiles, cell, 0), cell, 1)[:h, :w]
     return rng.random((h, w, 3)).astype(np.float32)   # confetti
+
+def _grass(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
+    """Grass: lighter and yellower than leaves, finely textured (the terrain class)."""
+    base = np.array([0.38, 0.48, 0.20]) * rng.uniform(0.65, 1.2) * (1 + rng.uniform(-0.08, 0.08, 3))
+    return base * (0.7 + 0.6 * value_noise(rng, h, w, rng.uniform(1.5, 3), 2))[..., None]
+
 
 def _foliage(rng: np.random.Generator, h: int, w: int, dark: float = 1.0) -> np.ndarray:
     """Leaves: greens from olive to blue-green (now and then autumn brown), strongly textured."""
