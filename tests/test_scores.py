@@ -272,3 +272,33 @@ def test_thread_setting_is_restored_and_results_do_not_depend_on_it(monkeypatch)
     assert torch.get_num_threads() == before
     monkeypatch.setattr(fn, "HOT_LOOP_THREADS", None)
     assert torch.equal(SML(stats)(x), a)
+
+
+def test_logit_context_shares_work_and_equals_each_scorer():
+    """One LogitContext serves every method; each result equals the scorer's own call, bit for bit."""
+    from sml.scores import LogitContext
+
+    x = _logits(2, 5, 13, 17, seed=3)
+    stats = _stats()
+    scorers = [build_scorer(m, stats=stats) for m in ("sml", "max_logit", "msp", "entropy", "energy")]
+    scorers += [build_scorer("energy", temperature=2.5), SML(stats, suppression=False, smoothing=False)]
+    ctx = LogitContext(x)
+    for sc in scorers:
+        assert torch.equal(sc.score_context(ctx), sc(x)), sc
+    # the shared terms are computed once and reused
+    assert ctx.softmax_terms()[0] is ctx.softmax_terms()[0]
+    # and the context path stays within the float64 tolerances
+    p = softmax(x.double().numpy(), axis=1)
+    np.testing.assert_allclose(build_scorer("entropy").score_context(LogitContext(x)).numpy(),
+                               -(p * np.log(p)).sum(1), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+def test_logit_context_rejects_non_finite_logits(bad):
+    from sml.scores import LogitContext
+
+    x = _logits(1, 4, 5, 6)
+    x[0, 2, 3, 4] = bad
+    for m in ("msp", "entropy", "energy"):
+        with pytest.raises(InputError, match="NaN or infinite"):
+            build_scorer(m).score_context(LogitContext(x))

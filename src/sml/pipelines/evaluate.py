@@ -116,19 +116,18 @@ class EvalRun:
 def score_frame(scorers: dict[str, Any], logits: torch.Tensor) -> tuple[dict[str, np.ndarray], torch.Tensor]:
     """Every method's ``H x W`` map from one frame's logits, and the prediction (argmax).
 
-    The channel max and argmax are computed once and shared by the methods that
-    need only them (max_logit, sml); the others read the logits.
+    The methods share one :class:`sml.scores.LogitContext`: the channel max and
+    argmax are computed once (max_logit, sml), and so is the one exponential per
+    logit behind msp, entropy and energy.
     """
-    from sml.scores import max_and_argmax
+    from sml.scores import LogitContext
 
     maps = {}
     with torch.inference_mode():
-        values, pred = max_and_argmax(logits)
+        ctx = LogitContext(logits)
         for m, scorer in scorers.items():
-            if getattr(scorer, "uses_max_only", False):
-                maps[m] = scorer.score_from(values, pred)[0].float().cpu().numpy()
-            else:
-                maps[m] = scorer(logits)[0].float().cpu().numpy()
+            maps[m] = scorer.score_context(ctx)[0].float().cpu().numpy()
+        pred = ctx.max_and_argmax()[1]
     return maps, pred
 
 

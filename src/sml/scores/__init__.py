@@ -9,10 +9,10 @@ from __future__ import annotations
 from sml.scores import postprocess
 from sml.scores.functional import energy, entropy, max_and_argmax, max_logit, msp
 from sml.scores.postprocess import boundary_suppression, dilated_smoothing
-from sml.scores.scorers import MSP, SCORERS, SML, Energy, Entropy, MaxLogit, Scorer, build_scorer
+from sml.scores.scorers import MSP, SCORERS, SML, Energy, Entropy, LogitContext, MaxLogit, Scorer, build_scorer
 
 __all__ = [
     "msp", "max_logit", "entropy", "energy", "max_and_argmax",
-    "Scorer", "MSP", "MaxLogit", "Entropy", "Energy", "SML", "SCORERS", "build_scorer",
+    "Scorer", "LogitContext", "MSP", "MaxLogit", "Entropy", "Energy", "SML", "SCORERS", "build_scorer",
     "postprocess", "boundary_suppression", "dilated_smoothing",
 ]

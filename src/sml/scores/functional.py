@@ -22,6 +22,7 @@ __all__ = [
     "msp",
     "entropy",
     "energy",
+    "softmax_terms",
     "standardize",
     "row_bands",
 ]
@@ -168,36 +169,97 @@ def max_logit(logits: torch.Tensor) -> torch.Tensor:
     return torch.amax(logits, dim=1).to(torch.float32).neg_()
 
 
+def softmax_terms(logits: torch.Tensor, max_logit: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per pixel ``s = sum_c exp(x_c - L)`` and ``t = sum_c exp(x_c - L) (x_c - L)`` (work dtype, ``B x H x W``).
+
+    One exponential per logit gives all three softmax-type scores:
+    ``msp = -1 / s``, ``energy (T=1) = -(log s + L)`` and ``entropy = log s - t / s``
+    (see :func:`msp_from_terms` etc.). ``max_logit`` is ``L`` (the channel max,
+    e.g. from :func:`max_and_argmax`); computed here when omitted. Non-finite
+    logits always make ``s`` or ``t`` non-finite (NaN or +inf propagate through
+    ``L``; a -inf logit gives ``0 * -inf``), so callers check the two small maps
+    instead of the logits. No validation: see :func:`as_logits`.
+    """
+    b, c, h, w = logits.shape
+    wd = work_dtype(logits.dtype)
+    if max_logit is None:
+        max_logit, _ = max_and_argmax(logits)
+    m = max_logit.to(wd)
+    s = torch.empty((b, h, w), dtype=wd, device=logits.device)
+    t = torch.empty((b, h, w), dtype=wd, device=logits.device)
+    # Bands of ~2^17 logits keep the two band temporaries in L2 across the op chain;
+    # single-threaded (HOT_LOOP_THREADS): each op is tens of microseconds.
+    rows = min(h, rows_per_band(b * c * w, _BAND_ELEMENTS // 2))
+    d = torch.empty((b, c, rows, w), dtype=wd, device=logits.device)
+    e = torch.empty((b, c, rows, w), dtype=wd, device=logits.device)
+    with hot_loop_threads(logits.device):
+        for r0 in range(0, h, rows):
+            r1 = min(h, r0 + rows)
+            n = r1 - r0
+            db, eb = d[:, :, :n], e[:, :, :n]
+            torch.sub(logits[:, :, r0:r1], m[:, None, r0:r1], out=db)  # x - L: the terms softmax uses
+            torch.exp(db, out=eb)
+            torch.sum(eb, dim=1, out=s[:, r0:r1])
+            eb.mul_(db)
+            torch.sum(eb, dim=1, out=t[:, r0:r1])
+    return s, t
+
+
+def msp_from_terms(s: torch.Tensor) -> torch.Tensor:
+    """``-max softmax = -1 / s`` (float32) from :func:`softmax_terms`."""
+    return s.reciprocal().neg_().to(torch.float32)
+
+
+def energy_from_terms(s: torch.Tensor, max_logit: torch.Tensor) -> torch.Tensor:
+    """``-logsumexp(logits) = -(log s + L)`` (float32), the energy at ``T = 1``, from :func:`softmax_terms`."""
+    # log s + L in that order: the same operations torch.logsumexp performs
+    return torch.log(s).add_(max_logit.to(s.dtype)).neg_().to(torch.float32)
+
+
+def entropy_from_terms(s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """``-sum p log p = log s - t / s`` (float32) from :func:`softmax_terms`.
+
+    Both parts are non-negative (``t <= 0``), so there is no cancellation.
+    """
+    return torch.log(s).sub_(t / s).to(torch.float32)
+
+
+def _checked_terms(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    values, _ = max_and_argmax(logits)
+    s, t = softmax_terms(logits, values)
+    check_terms(logits, s, t)
+    return s, t, values
+
+
+def check_terms(logits: torch.Tensor, s: torch.Tensor, t: torch.Tensor) -> None:
+    """Raise :class:`InputError` naming the bad logit when :func:`softmax_terms` saw a non-finite one."""
+    if not (bool(torch.isfinite(s).all()) and bool(torch.isfinite(t).all())):
+        check_finite(logits)  # finds and names it
+        raise InputError("the softmax of the logits is not finite; check the model output")  # pragma: no cover
+
+
 def msp(logits: torch.Tensor) -> torch.Tensor:
     """``-max_c softmax(logits)_c``: maximum softmax probability, negated (float32 ``B x H x W``)."""
     logits = as_logits(logits)
-    check_finite(logits)
-
-    def band(x: torch.Tensor) -> torch.Tensor:
-        top = torch.amax(x, dim=1, keepdim=True)
-        # max softmax = exp(0) / sum_c exp(x_c - max), the same terms softmax uses
-        return torch.exp(x - top).sum(dim=1).reciprocal_().neg_()
-
-    return _bandwise(logits, band)
+    s, _, _ = _checked_terms(logits)
+    # max softmax = exp(0) / sum_c exp(x_c - max), the same terms softmax uses
+    return msp_from_terms(s)
 
 
 def entropy(logits: torch.Tensor) -> torch.Tensor:
     """``-sum_c p_c log p_c`` with ``p = softmax(logits)``, natural log (float32 ``B x H x W``)."""
     logits = as_logits(logits)
-    check_finite(logits)
-
-    def band(x: torch.Tensor) -> torch.Tensor:
-        logp = torch.log_softmax(x, dim=1)
-        # p log p -> 0 when p underflows to 0 (logp stays finite for finite logits)
-        return (logp.exp() * logp).sum(dim=1).neg_()
-
-    return _bandwise(logits, band)
+    s, t, _ = _checked_terms(logits)
+    return entropy_from_terms(s, t)
 
 
 def energy(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
     """``-T * logsumexp(logits / T)`` over classes (float32 ``B x H x W``); ``T > 0``."""
     temperature = _check_temperature(temperature)
     logits = as_logits(logits)
+    if temperature == 1.0:
+        s, _, values = _checked_terms(logits)
+        return energy_from_terms(s, values)
     check_finite(logits)
 
     def band(x: torch.Tensor) -> torch.Tensor:

@@ -4,7 +4,10 @@
 anomaly map (higher = more anomalous). Scorers whose score depends only on the
 channel max and argmax (``max_logit``, ``sml``) also offer
 ``score_from(max_logit, pred)`` so a pipeline can compute those once and share
-them between methods.
+them between methods. :class:`LogitContext` goes further: it holds one frame's
+logits and computes, once and only on demand, what several scorers share (the
+channel max/argmax; the softmax terms behind msp, entropy and energy), and
+``scorer.score_context(ctx)`` draws from it.
 """
 from __future__ import annotations
 
@@ -25,7 +28,36 @@ from sml.scores.postprocess import (
 if TYPE_CHECKING:
     from sml.stats import ClassStatistics
 
-__all__ = ["Scorer", "MSP", "MaxLogit", "Entropy", "Energy", "SML", "SCORERS", "build_scorer"]
+__all__ = ["LogitContext", "Scorer", "MSP", "MaxLogit", "Entropy", "Energy", "SML", "SCORERS", "build_scorer"]
+
+
+class LogitContext:
+    """One frame's logits and the per-pixel quantities several scorers share, each computed at most once.
+
+    ``max_and_argmax()`` serves max_logit and sml; ``softmax_terms()`` (one
+    exponential per logit, :func:`sml.scores.functional.softmax_terms`) serves
+    msp, entropy and energy at ``T = 1``. Results equal each scorer's own call.
+    """
+
+    def __init__(self, logits: torch.Tensor) -> None:
+        self.logits = F.as_logits(logits)
+        self._max: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._terms: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def max_and_argmax(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(L, pred)`` as :func:`sml.scores.functional.max_and_argmax` (not validated)."""
+        if self._max is None:
+            self._max = F.max_and_argmax(self.logits)
+        return self._max
+
+    def softmax_terms(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(s, t)`` of :func:`sml.scores.functional.softmax_terms`; non-finite logits raise :class:`InputError`."""
+        if self._terms is None:
+            values, _ = self.max_and_argmax()
+            s, t = F.softmax_terms(self.logits, values)
+            F.check_terms(self.logits, s, t)
+            self._terms = (s, t)
+        return self._terms
 
 
 class Scorer:
@@ -42,6 +74,10 @@ class Scorer:
     def settings(self) -> dict[str, Any]:
         """The method's settings as a JSON-able dict (enough to rebuild it with :func:`build_scorer`)."""
         return {}
+
+    def score_context(self, ctx: LogitContext) -> torch.Tensor:
+        """Score one frame from a :class:`LogitContext`, reusing what other scorers already computed there."""
+        return self(ctx.logits)
 
     def score_from(self, max_logit: torch.Tensor, pred: torch.Tensor) -> torch.Tensor:
         """Score from a precomputed channel max ``B x H x W`` and argmax (max-based methods only)."""
@@ -60,6 +96,9 @@ class MSP(Scorer):
     def __call__(self, logits: torch.Tensor) -> torch.Tensor:
         return F.msp(logits)
 
+    def score_context(self, ctx: LogitContext) -> torch.Tensor:
+        return F.msp_from_terms(ctx.softmax_terms()[0])
+
 
 class MaxLogit(Scorer):
     """Negated maximum logit."""
@@ -74,6 +113,9 @@ class MaxLogit(Scorer):
         values = _check_max_map(max_logit)
         return values.to(torch.float32).neg()
 
+    def score_context(self, ctx: LogitContext) -> torch.Tensor:
+        return self.score_from(ctx.max_and_argmax()[0], ctx.max_and_argmax()[1])
+
 
 class Entropy(Scorer):
     """Softmax entropy (natural log)."""
@@ -82,6 +124,9 @@ class Entropy(Scorer):
 
     def __call__(self, logits: torch.Tensor) -> torch.Tensor:
         return F.entropy(logits)
+
+    def score_context(self, ctx: LogitContext) -> torch.Tensor:
+        return F.entropy_from_terms(*ctx.softmax_terms())
 
 
 class Energy(Scorer):
@@ -94,6 +139,11 @@ class Energy(Scorer):
 
     def __call__(self, logits: torch.Tensor) -> torch.Tensor:
         return F.energy(logits, self.temperature)
+
+    def score_context(self, ctx: LogitContext) -> torch.Tensor:
+        if self.temperature != 1.0:  # other temperatures need their own logsumexp
+            return self(ctx.logits)
+        return F.energy_from_terms(ctx.softmax_terms()[0], ctx.max_and_argmax()[0])
 
     def settings(self) -> dict[str, Any]:
         return {"temperature": self.temperature}
@@ -165,6 +215,14 @@ class SML(Scorer):
         F.check_finite(logits)
         with F.hot_loop_threads(logits.device):
             values, pred = F.max_and_argmax(logits)
+            return self._finish(values, pred)
+
+    def score_context(self, ctx: LogitContext) -> torch.Tensor:
+        self._check_classes(ctx.logits.shape[1])
+        values, pred = ctx.max_and_argmax()
+        # pred comes from our own argmax, so only the max map needs checking (as score_from does)
+        values = _check_max_map(values).clone()
+        with F.hot_loop_threads(values.device):
             return self._finish(values, pred)
 
     def score_from(self, max_logit: torch.Tensor, pred: torch.Tensor) -> torch.Tensor:
