@@ -165,15 +165,23 @@ def _metrics(t: _Table) -> dict[str, Any]:
                  + 2 * (N - int(fp[-1])) * P)
     auroc = area2 / (2 * P * N)  # int / int is correctly rounded in Python
     tpf = tp.astype(np.float64)
-    ap = float(np.sum((cnt / P) * (tpf / (tpf + fp))))
+    ap = _ap(t, tpf)
     tpr = tpf / float(P)          # the same float64 operation as scikit-learn's tps / tps[-1]
     i95 = int(np.searchsorted(tpr, TPR_TARGET, side="left"))  # highest threshold with TPR >= 0.95
     fpr95_thr = float(fp[i95]) / N
     fpr95 = _fpr95_interpolated(tpr, fp, fa, N)
     best_f1, best_thr = _best_f1(t)
-    return {"auroc": float(auroc), "ap": max(0.0, ap), "fpr95": fpr95, "fpr95_threshold": fpr95_thr,
+    return {"auroc": float(auroc), "ap": ap, "fpr95": fpr95, "fpr95_threshold": fpr95_thr,
             "threshold_at_95tpr": float(keys_to_scores(t.keys[i95:i95 + 1])[0]),
             "best_f1": best_f1, "best_f1_threshold": best_thr, **base, "reason": None}
+
+
+def _ap(t: _Table, tpf: np.ndarray | None = None) -> float:
+    """``sum_k (R_k - R_{k-1}) P_k`` over the distinct anomaly scores (scikit-learn's AP); NaN if undefined."""
+    if t.reason is not None:
+        return math.nan
+    tpf = t.tp.astype(np.float64) if tpf is None else tpf
+    return max(0.0, float(np.sum((t.count / t.n_pos) * (tpf / (tpf + t.fp)))))
 
 
 def _fpr95_interpolated(tpr: np.ndarray, fp: np.ndarray, fa: np.ndarray, N: int) -> float:
@@ -242,12 +250,14 @@ class AnomalyMetrics:
         self.per_image = bool(per_image)
         self.reset()
 
-    def reset(self) -> None:
-        """Forget every pixel added so far."""
+    def reset(self, keep_capacity: bool = False) -> None:
+        """Forget every pixel added so far (``keep_capacity``: reuse the key buffer's memory)."""
         # int32 keys of every evaluated pixel: one growable buffer, used up to _n. Keys are written
         # straight into it and it grows in place (realloc), so 200M pixels cost one pass of page
-        # faults and no concatenation; compute() sorts _buf[:_n] in place.
-        self._buf = np.empty(0, dtype=np.int32)
+        # faults and no concatenation; compute() sorts _buf[:_n] in place. A metric refilled
+        # frame after frame (a pipeline's "since the last save" state) keeps its pages.
+        buf = getattr(self, "_buf", None)
+        self._buf = buf if keep_capacity and buf is not None and buf.flags.owndata else np.empty(0, dtype=np.int32)
         self._n = 0
         self._pos: list[np.ndarray] = []   # int32 keys of the anomaly pixels (few): chunks
         self.n_pos = 0
@@ -278,6 +288,29 @@ class AnomalyMetrics:
         else:
             self._add(s, y, record=None, images=s.shape[0] if batch else 1)
 
+    def update_frame(self, anomaly: Any, labels: Any) -> float:
+        """Add one image, like :meth:`update`, and return that image's own AP.
+
+        The AP is exactly what ``AnomalyMetrics().update(anomaly, labels); .compute()["ap"]``
+        gives (scikit-learn's ``average_precision_score`` over the image's evaluated pixels),
+        NaN when the image has no anomaly or no inlier pixel. It costs one in-place sort of
+        the image's keys (reordering them inside the state changes nothing: the state is a
+        multiset). Not with ``per_image=True`` (use :meth:`update`, which records more).
+        """
+        if self.per_image:
+            raise InputError("update_frame() is for metrics without per_image; use update(..., ids=...)")
+        s, y = scores_and_labels(anomaly, labels)
+        if s.ndim == 3 and s.shape[0] != 1:
+            raise InputError(f"update_frame() takes one image (H x W), got a batch of {s.shape[0]}")
+        start = self._n
+        n_pos, n_neg, pos = self._add(s, y, record=None)
+        if n_pos == 0 or n_neg == 0:
+            return math.nan
+        keys = self._buf[start:self._n]
+        keys.sort()
+        pos.sort()  # a copy of our own (boolean indexing), shared with nobody yet
+        return _ap(_build_table(keys, pos, n_pos, n_neg))
+
     def _reserve(self, k: int) -> np.ndarray:
         """A writable slice of ``k`` free key slots at the end of the buffer (grown if needed)."""
         need = self._n + k
@@ -291,7 +324,8 @@ class AnomalyMetrics:
                 self._buf = buf
         return self._buf[self._n:need]
 
-    def _add(self, s: np.ndarray, y: np.ndarray, record: str | None, images: int = 1) -> None:
+    def _add(self, s: np.ndarray, y: np.ndarray, record: str | None,
+             images: int = 1) -> tuple[int, int, np.ndarray]:
         n_pos, n_neg, n_ign = label_counts(y, self.ignore_index)
         fs, fy = s.reshape(-1), y.reshape(-1)
         if n_ign:
@@ -320,6 +354,7 @@ class AnomalyMetrics:
         self.images += images
         self._sorted = False
         self._table = None
+        return n_pos, n_neg, pos
 
     def merge(self, other: "AnomalyMetrics") -> "AnomalyMetrics":
         """Add ``other``'s pixels (and per-image records, after ours) to this metric; returns ``self``."""

@@ -174,6 +174,8 @@ def evaluate(
                 pooled[m] = merge_into(pooled[m], payload["metrics"][m])
     todo = [i for i in indices if i not in done]
     mine = distributed.shard(todo)
+    # Frames since the last save: their records and metric states, which go to the resume chunk
+    # and are then merged into ``pooled`` (one copy per key). Their key buffers are reused.
     fresh_records: dict[int, dict[str, Any]] = {}
     fresh = {m: new_metric() for m in methods}
 
@@ -189,20 +191,15 @@ def evaluate(
             logits = common.forward(model, sample.image, size)
         with timer("scoring"):
             maps, pred = score_frame(scorers, logits)
+        del logits
         rec: dict[str, Any] = {"id": frame.id, "image": str(frame.image_path),
                                "labels": str(frame.label_path) if frame.label_path else None, "methods": {}}
         if labels is not None:
             rec["pixels"] = {"anomaly": int((labels == 1).sum()), "inlier": int((labels == 0).sum())}
         with timer("metrics"):
             for m in methods:
-                entry: dict[str, Any] = {}
-                if labels is not None:
-                    fm = new_metric()
-                    fm.update(maps[m], labels)
-                    entry["ap"] = _f(_frame_ap(fm, labels))  # also sorts fm, so the final merge is cheap
-                    pooled[m] = merge_into(pooled[m], fm)
-                    fresh[m] = merge_into(fresh[m], fm)
-                rec["methods"][m] = entry
+                # the frame's AP from one sort of its own keys, added to the state at the same time
+                rec["methods"][m] = {"ap": _f(fresh[m].update_frame(maps[m], labels))} if labels is not None else {}
         with timer("writing"):
             pred_np = pred[0].cpu().numpy() if "fishyscapes" in formats else None
             for m in methods:
@@ -214,7 +211,11 @@ def evaluate(
         if n % config.save_every == 0 or n == len(mine):
             with timer("writing"):
                 store.save({"records": fresh_records, "metrics": fresh})
-            fresh_records, fresh = {}, {m: new_metric() for m in methods}
+            with timer("metrics"):
+                for m in methods:
+                    pooled[m] = merge_into(pooled[m], fresh[m])
+                    fresh[m].reset(keep_capacity=True)
+            fresh_records = {}
 
     # ---- gather: metric states in rank order, records by frame index
     with timer("metrics"):
@@ -245,12 +246,6 @@ def evaluate(
         shutil.rmtree(out / PARTIAL, ignore_errors=True)
     distributed.barrier()
     return EvalRun(metrics, frame_list, timer.seconds, out)
-
-
-def _frame_ap(fm: Any, labels: np.ndarray) -> float:
-    if not (labels == 1).any() or not (labels == 0).any():
-        return math.nan
-    return fm.compute()["ap"]
 
 
 def _post_pass(dataset: Any, indices: list[int], frame_list: list[dict[str, Any]], methods: list[str],

@@ -35,7 +35,10 @@ _NUMPY_OK = {
     ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "_reconstruct"),
     ("numpy._core.multiarray", "_reconstruct"), ("numpy.core.multiarray", "scalar"),
     ("numpy._core.multiarray", "scalar"),
+    # protocol 5 passes arrays as raw buffers: frombuffer(buf, dtype).reshape(shape, order)
+    ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
 }
+_PROTOCOL = 5  # arrays are streamed to the file from their own memory, never copied into one bytes object
 
 
 # ---------------------------------------------------------------- flatten / restore
@@ -56,7 +59,11 @@ def to_plain(obj: Any) -> Any:
         return {"__list__": [to_plain(v) for v in obj], "tuple": isinstance(obj, tuple)}
     cls = type(obj)
     if cls.__module__.startswith("sml.") and hasattr(obj, "__dict__"):
-        return {"__object__": f"{cls.__module__}:{cls.__qualname__}", "state": to_plain(vars(obj))}
+        # the object's own pickle state when it defines one (e.g. a metric sends only the used
+        # part of its key buffer), else its attributes
+        custom = getattr(type(obj), "__getstate__", None) not in (None, getattr(object, "__getstate__", None))
+        state = obj.__getstate__() if custom else vars(obj)
+        return {"__object__": f"{cls.__module__}:{cls.__qualname__}", "state": to_plain(state)}
     raise TypeError(f"cannot store {cls.__module__}.{cls.__qualname__} in a resume state")
 
 
@@ -79,7 +86,11 @@ def from_plain(obj: Any) -> Any:
         for part in qualname.split("."):
             cls = getattr(cls, part)
         inst = cls.__new__(cls)
-        inst.__dict__.update(from_plain(obj["state"]))
+        state = from_plain(obj["state"])
+        if hasattr(inst, "__setstate__") and type(inst).__setstate__ is not getattr(object, "__setstate__", None):
+            inst.__setstate__(state)
+        else:
+            inst.__dict__.update(state)
         return inst
     raise InputError("resume state has an unknown entry; delete the state folder and start again")
 
@@ -92,7 +103,12 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
 
 
 def dumps(obj: Any) -> bytes:
-    return pickle.dumps(to_plain(obj), protocol=4)
+    return pickle.dumps(to_plain(obj), protocol=_PROTOCOL)
+
+
+def dump(obj: Any, fh: Any) -> None:
+    """:func:`dumps` straight into an open binary file (large arrays are not copied first)."""
+    pickle.dump(to_plain(obj), fh, protocol=_PROTOCOL)
 
 
 def loads(data: bytes) -> Any:
@@ -149,7 +165,8 @@ class ResumeStore:
     def save(self, payload: Any) -> None:
         """Write a new chunk of this rank atomically (only what is new since the last save)."""
         name = f"g{self.generation}.r{distributed.rank()}.c{self._chunk}.state"
-        atomic.write_bytes(self.folder / name, dumps(payload))
+        with atomic.atomic_write(self.folder / name) as fh:
+            dump(payload, fh)
         self._chunk += 1
 
     def clear(self) -> None:
