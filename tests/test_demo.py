@@ -98,6 +98,17 @@ def test_explanation_states_only_what_the_numbers_show() -> None:
     assert "low for road" in text and "(person)" in text
     assert "boundaries" in text
     assert "SML improves on max_logit in AUROC, AP, FPR@95" in text and "Not improved" not in text
+    assert "part of SML" not in text                      # no ablation measured: nothing said about it
+
+    parts = {"standardized max logit": {"auroc": 0.85, "ap": 0.2}, "+ boundary suppression": {"auroc": 0.87, "ap": 0.25}}
+    text = "\n".join(explain(_metrics((0.9, 0.3, 0.2), (0.8, 0.1, 0.5)), train,
+                             Breakdown(anomaly_low, interior, boundary, parts)))
+    assert "Each part of SML adds to the AUROC: max_logit 80.0% -> standardized max logit 85.0% -> " \
+           "+ boundary suppression 87.0% -> full SML 90.0% (AP 10.0% -> 20.0% -> 25.0% -> 30.0%)" in text
+    parts["+ boundary suppression"]["auroc"] = 0.84
+    text = "\n".join(explain(_metrics((0.9, 0.3, 0.2), (0.8, 0.1, 0.5)), train,
+                             Breakdown(anomaly_low, interior, boundary, parts)))
+    assert "Each part" not in text and "AUROC by part of SML: " in text
 
     # anomalies as confident as road: no claim that they are low for their class; SML worse: said so
     anomaly_high = _stats({road: 10.5}, {road: 1.0}, {road: 500})
