@@ -95,7 +95,7 @@ def test_explanation_states_only_what_the_numbers_show() -> None:
                              Breakdown(anomaly_low, interior, boundary)))
     assert "road 10.0±1.0, person 5.0±1.0" in text
     assert "average a max logit of 7.0" in text and "road 100% (mean 7.0, z -3.0)" in text
-    assert "low for road" in text and "(person)" in text
+    assert "low for road" in text and "(person)" in text and "standardizing per predicted class" not in text
     assert "boundaries" in text
     assert "SML improves on max_logit in AUROC, AP, FPR@95" in text and "Not improved" not in text
     assert "part of SML" not in text                      # no ablation measured: nothing said about it
@@ -109,6 +109,7 @@ def test_explanation_states_only_what_the_numbers_show() -> None:
     text = "\n".join(explain(_metrics((0.9, 0.3, 0.2), (0.8, 0.1, 0.5)), train,
                              Breakdown(anomaly_low, interior, boundary, parts)))
     assert "Each part" not in text and "AUROC by part of SML: " in text
+    assert "standardizing per predicted class alone lifts the AUROC from 80.0% to 85.0%" in text
 
     # anomalies as confident as road: no claim that they are low for their class; SML worse: said so
     anomaly_high = _stats({road: 10.5}, {road: 1.0}, {road: 500})

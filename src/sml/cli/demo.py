@@ -10,8 +10,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "demo", help="generate street scenes, train a small network, compute statistics, evaluate (no download)",
         description=__doc__ + "\n\nGenerates a synthetic Cityscapes-layout data set and an anomaly set under "
-        f"OUT/data, trains a small network on the CPU for {DEFAULT_ITERATIONS} iterations (about a minute on "
-        "two cores; OUT/train), computes class statistics (OUT/stats.json), evaluates msp, max_logit, entropy, "
+        f"OUT/data, trains a small network on the CPU for {DEFAULT_ITERATIONS} iterations (about 90 s on one "
+        "core; OUT/train), computes class statistics (OUT/stats.json), evaluates msp, max_logit, entropy, "
         "energy and sml (OUT/eval), prints the table and what the run's numbers show (OUT/explanation.txt). "
         "Seeded: the same seed gives the same table on the same machine.")
     p.add_argument("--out", default="runs/demo", help="output folder (default: runs/demo)")
