@@ -139,10 +139,21 @@ def test_demo_miniature_run_writes_everything(tmp_path: Path, capsys: pytest.Cap
     assert ckpt_iter == 6
     out = capsys.readouterr().out
     assert "AUROC %" in out and "\nsml " in out and "What this run shows" in out and "report:" in out
+    # another recipe in the same folder trains afresh instead of resuming the other run's checkpoint
+    run_demo(tmp_path, iterations=4, train_frames=10, val_frames=2, anomaly_frames=3, explain_run=False)
+    rows = [json.loads(r) for r in (tmp_path / "train" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["iteration"] for r in rows if "loss" in r][-1] == 4 and rows[0]["iteration"] == 1
     # bad options are refused before any work, with exit status 2
     assert main(["demo", "--seconds", "0", "--out", str(tmp_path / "x")]) == 2
     assert main(["demo", "--iterations", "0", "--out", str(tmp_path / "x")]) == 2
     assert not (tmp_path / "x").exists()
+
+
+def test_seconds_budget_is_turned_into_iterations() -> None:
+    from sml.demo.run import DEFAULT_ITERATIONS, MIN_ITERATIONS, iterations_for
+
+    assert iterations_for(0.01, "cpu") == MIN_ITERATIONS
+    assert iterations_for(1e9, "cpu") == 20 * DEFAULT_ITERATIONS
 
 
 @pytest.mark.slow
