@@ -9,6 +9,14 @@ reports medians and ratios. Target: everything beyond the forward pass costs
 at most 20% of it.
 
     python benchmarks/bench_eval.py [--frames 6] [--repeats 3] [--methods sml,max_logit,...]
+                                    [--stats-frames 3]
+
+``ours`` runs ``evaluate`` with the defaults of ``sml eval`` (resume chunk every
+``save_every=10`` frames, no maps kept, per-frame AP for frames.json), and the
+process is set up as the ``sml`` command sets it up (torch huge pages for large
+tensors), for both pipelines alike. ``--stats-frames N`` also times ``sml stats``
+per frame on N Cityscapes frames (2048x1024), split into decode / network /
+upsample / statistics update, next to the pipeline's own per-frame total.
 
 Needs the shared data (``$SML_SHARED`` or ``../shared``). The SML statistics
 are computed from the benchmark frames themselves (timing does not depend on
@@ -18,6 +26,9 @@ from __future__ import annotations
 
 import argparse
 import os
+
+# as the `sml` command does (sml/cli/main.py), before torch allocates anything
+os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
 import statistics
 import sys
 import tempfile
@@ -71,10 +82,52 @@ def naive(model, dataset, frames, scorers) -> dict[str, float]:
 def ours(model, dataset, frames, methods, stats) -> dict[str, float]:
     from sml.pipelines.evaluate import EvalConfig, evaluate
 
-    with tempfile.TemporaryDirectory() as d:
-        run = evaluate(model, dataset, d, EvalConfig(methods=methods, limit=len(frames), save_every=10 ** 6),
+    with tempfile.TemporaryDirectory() as d:  # EvalConfig defaults = `sml eval` defaults
+        run = evaluate(model, dataset, d, EvalConfig(methods=methods, limit=len(frames)),
                        stats=stats, show_progress=False)
     return dict(run.seconds)
+
+
+def bench_stats(model, n: int, repeats: int) -> None:
+    """Per-frame cost of `sml stats` on Cityscapes frames, by stage, and the pipeline's own total."""
+    import torch.nn.functional as F
+
+    import sml.data
+    from sml.pipelines.stats import compute_statistics
+    from sml.stats import ClassStatistics
+
+    root = SHARED / "data" / "cityscapes_mini"
+    ds = sml.data.open_dataset(f"cityscapes:{root}", split="train", allow_subset=True)
+    t = {k: [] for k in ("decode", "network", "upsample", "statistics", "pipeline")}
+    for _ in range(repeats):
+        acc = dict.fromkeys(t, 0.0)
+        for i in range(n):
+            t0 = time.perf_counter()
+            s = ds.load(ds.frames[i], labels=False)
+            t1 = time.perf_counter()
+            with torch.inference_mode():
+                raw = model.logits(model.preprocess(s.image)).float()
+            t2 = time.perf_counter()
+            with torch.no_grad():  # what model.predict does after the network
+                logits = F.interpolate(raw, size=s.image.shape[:2], mode="bilinear", align_corners=False)
+            t3 = time.perf_counter()
+            ClassStatistics(19).update(logits)
+            t4 = time.perf_counter()
+            del logits, raw
+            for k, a, b in (("decode", t0, t1), ("network", t1, t2), ("upsample", t2, t3), ("statistics", t3, t4)):
+                acc[k] += b - a
+        t0 = time.perf_counter()
+        compute_statistics(model, ds, limit=n, show_progress=False)
+        acc["pipeline"] = time.perf_counter() - t0
+        for k in t:
+            t[k].append(acc[k] / n)
+    med = {k: statistics.median(v) for k, v in t.items()}
+    print(f"\nsml stats, Cityscapes 2048x1024, ERFNet, CPU ({torch.get_num_threads()} threads), {n} frames x "
+          f"{repeats} repeats; seconds per frame (median)")
+    for k, v in med.items():
+        print(f"{k:<12}{v:>10.4f}")
+    stages = med["decode"] + med["network"] + med["upsample"] + med["statistics"]
+    print(f"stages sum  {stages:>10.4f}   (pipeline/stages = {med['pipeline'] / stages:.2f})")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -82,6 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--frames", type=int, default=6)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--methods", default=",".join(METHODS))
+    p.add_argument("--stats-frames", type=int, default=0, help="also time `sml stats` on this many Cityscapes frames")
     args = p.parse_args(argv)
     weights = SHARED / "models" / "erfnet_cityscapes.pth"
     root = SHARED / "data" / "road_anomaly" / "RoadAnomaly_jpg"
@@ -101,6 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     for i in frames[:2]:
         stats.update(model.predict(ds[i].image))
     scorers = build_scorers(methods, stats, {})
+    load0 = os.getloadavg()
     ours(model, ds, frames[:1], methods, stats)  # warm-up (allocator, thread pools)
     runs = {"ours": [], "naive": []}
     for _ in range(args.repeats):
@@ -108,8 +163,12 @@ def main(argv: list[str] | None = None) -> int:
         runs["naive"].append(naive(model, ds, frames, scorers))
     stages = ["decode", "forward", "scoring", "metrics", "writing", "post"]
     med = {k: {s: statistics.median(r.get(s, 0.0) for r in v) / len(frames) for s in stages} for k, v in runs.items()}
-    print(f"Road Anomaly, ERFNet, CPU ({torch.get_num_threads()} threads), {len(frames)} frames x "
-          f"{args.repeats} repeats, methods {','.join(methods)}; seconds per frame (median)")
+    load1 = os.getloadavg()
+    print(f"Road Anomaly 1280x720, ERFNet, CPU ({torch.get_num_threads()} threads, {os.cpu_count()} cores), "
+          f"{len(frames)} frames x {args.repeats} repeats, methods {','.join(methods)}; seconds per frame (median)")
+    print(f"ours: `sml eval` defaults (save_every=10, no maps kept, per-frame AP); "
+          f"THP_MEM_ALLOC_ENABLE={os.environ.get('THP_MEM_ALLOC_ENABLE')}; "
+          f"load average {load0[0]:.2f} before, {load1[0]:.2f} after")
     print(f"{'stage':<10}{'ours':>10}{'naive':>10}{'ours/naive':>12}")
     for s in stages:
         a, b = med["ours"][s], med["naive"][s]
@@ -123,6 +182,8 @@ def main(argv: list[str] | None = None) -> int:
     for k in ("ours", "naive"):
         ratio = med[k]["beyond"] / med[k]["forward"]
         print(f"{k}: scoring+metrics(+writing) / forward = {ratio:.2f}  (target <= 0.20)")
+    if args.stats_frames:
+        bench_stats(model, args.stats_frames, args.repeats)
     return 0
 
 

@@ -314,3 +314,58 @@ def test_two_frames_2048x1024_match_sklearn():
         ss.append(s)
         yy.append(y)
     assert_matches(m.compute(), reference(np.stack(ss), np.stack(yy)))
+
+
+def test_update_frame_equals_update_and_sklearn_ap():
+    """update_frame adds exactly what update adds and returns the frame's own AP, bit for bit."""
+    from sklearn.metrics import average_precision_score
+
+    from sml.metrics import FrameLabels
+
+    rng = np.random.default_rng(7)
+    a, b = AnomalyMetrics(), AnomalyMetrics()
+    for i in range(4):
+        s = rng.normal(size=(23, 31)).astype(np.float32)
+        s[rng.random(s.shape) < 0.3] = 0.5  # ties across classes
+        s[0, 0] = -0.0
+        y = (rng.random(s.shape) < 0.2).astype(np.uint8)
+        y[rng.random(s.shape) < 0.1] = 255
+        ap = b.update_frame(s, FrameLabels(y) if i % 2 else y)
+        a.update(s, y)
+        one = AnomalyMetrics()
+        one.update(s, y)
+        assert ap == one.compute()["ap"]
+        keep = y != 255
+        assert ap == pytest.approx(average_precision_score(y[keep] == 1, s[keep]), abs=1e-12)
+    ra, rb = a.compute(), b.compute()
+    assert ra == rb
+    # undefined per-frame AP: NaN, but the pixels still count
+    assert math.isnan(b.update_frame(np.ones((2, 2), np.float32), np.zeros((2, 2), np.uint8)))
+    assert b.n_neg == a.n_neg + 4
+
+
+def test_update_frame_rejects_bad_input_and_leaves_state():
+    from sml.metrics import FrameLabels
+
+    m = AnomalyMetrics()
+    m.update_frame(np.zeros((3, 3), np.float32), np.eye(3, dtype=np.uint8))
+    before = m.compute()
+    bad = np.zeros((3, 3), np.float32)
+    bad[1, 2] = np.nan
+    with pytest.raises(InputError, match="NaN or infinite"):
+        m.update_frame(bad, np.zeros((3, 3), np.uint8))
+    bad[1, 2] = -np.inf
+    with pytest.raises(InputError, match="NaN or infinite"):
+        m.update_frame(bad, np.zeros((3, 3), np.uint8))
+    bad[1, 2] = np.inf  # ignored pixels may hold anything
+    lab = np.zeros((3, 3), np.uint8)
+    lab[1, 2] = 255
+    with pytest.raises(InputError, match="does not match"):
+        m.update_frame(np.zeros((3, 4), np.float32), lab)
+    with pytest.raises(InputError, match="value"):
+        m.update_frame(np.zeros((3, 3), np.float32), np.full((3, 3), 7, np.uint8))
+    with pytest.raises(InputError, match="ignore_index"):
+        m.update_frame(np.zeros((3, 3), np.float32), FrameLabels(lab, ignore_index=99))
+    assert m.compute() == before
+    m.update_frame(bad, lab)
+    assert m.n_ignored == 1

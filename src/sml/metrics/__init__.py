@@ -13,10 +13,11 @@ from sml.metrics.components import (
     component_metrics,
     frame_components,
 )
-from sml.metrics.pixel import AnomalyMetrics, anomaly_metrics, keys_to_scores, scores_to_keys
+from sml.metrics.pixel import AnomalyMetrics, FrameLabels, anomaly_metrics, keys_to_scores, scores_to_keys
 
 __all__ = [
     "AnomalyMetrics",
+    "FrameLabels",
     "anomaly_metrics",
     "ComponentMetrics",
     "component_metrics",

@@ -27,12 +27,40 @@ from typing import Any, Sequence
 import numpy as np
 
 from sml.errors import InputError
-from sml.metrics._inputs import label_counts, scores_and_labels
+from sml.metrics._inputs import label_counts, scores_and_labels, to_numpy
 
-__all__ = ["AnomalyMetrics", "anomaly_metrics", "scores_to_keys", "keys_to_scores", "TPR_TARGET"]
+__all__ = ["AnomalyMetrics", "FrameLabels", "anomaly_metrics", "scores_to_keys", "keys_to_scores", "TPR_TARGET"]
 
 TPR_TARGET = 0.95
 _EMPTY = np.empty(0, dtype=np.int32)
+# keys of -inf and +inf: a key strictly between them is a finite score (NaNs lie outside)
+_KEY_NEG_INF = -2139095041
+_KEY_POS_INF = 0x7F800000
+
+
+class FrameLabels:
+    """One image's labels, validated and counted once, for scoring several anomaly maps against them.
+
+    ``AnomalyMetrics.update_frame(anomaly, frame_labels)`` then skips the label
+    work (value check, counts, masks) that every method would otherwise repeat.
+    """
+
+    def __init__(self, labels: Any, ignore_index: int = 255) -> None:
+        y = to_numpy(labels, "labels")
+        if y.dtype.kind not in "iub":
+            # scores_and_labels' checks and messages (float labels holding integers are accepted)
+            _, y = scores_and_labels(np.zeros(y.shape, np.float32), y)
+        if y.dtype.kind == "b":
+            y = y.view(np.uint8)
+        self.ignore_index = int(ignore_index)
+        self.shape = tuple(y.shape)
+        self.n_pos, self.n_neg, self.n_ignored = label_counts(y, self.ignore_index)
+        flat = y.reshape(-1)
+        #: evaluated pixels (None: all of them)
+        self.keep = flat != self.ignore_index if self.n_ignored else None
+        kept = flat[self.keep] if self.keep is not None else flat
+        #: anomaly pixels among the evaluated ones (None: no anomaly pixel)
+        self.positive = kept == 1 if self.n_pos else None
 
 
 def _flip(k: np.ndarray) -> None:
@@ -291,25 +319,57 @@ class AnomalyMetrics:
     def update_frame(self, anomaly: Any, labels: Any) -> float:
         """Add one image, like :meth:`update`, and return that image's own AP.
 
-        The AP is exactly what ``AnomalyMetrics().update(anomaly, labels); .compute()["ap"]``
-        gives (scikit-learn's ``average_precision_score`` over the image's evaluated pixels),
-        NaN when the image has no anomaly or no inlier pixel. It costs one in-place sort of
-        the image's keys (reordering them inside the state changes nothing: the state is a
-        multiset). Not with ``per_image=True`` (use :meth:`update`, which records more).
+        ``labels`` is an ``H x W`` array or a :class:`FrameLabels` (prepared once
+        for several maps). The AP is exactly what a fresh metric's
+        ``compute()["ap"]`` gives for this image alone (scikit-learn's
+        ``average_precision_score`` over its evaluated pixels), NaN when it has
+        no anomaly or no inlier pixel. It costs one in-place sort of the image's
+        keys (reordering keys inside the state changes nothing: the state is a
+        multiset). Not with ``per_image=True`` (use :meth:`update`).
         """
         if self.per_image:
             raise InputError("update_frame() is for metrics without per_image; use update(..., ids=...)")
-        s, y = scores_and_labels(anomaly, labels)
-        if s.ndim == 3 and s.shape[0] != 1:
-            raise InputError(f"update_frame() takes one image (H x W), got a batch of {s.shape[0]}")
-        start = self._n
-        n_pos, n_neg, pos = self._add(s, y, record=None)
-        if n_pos == 0 or n_neg == 0:
+        fl = labels if isinstance(labels, FrameLabels) else FrameLabels(labels, self.ignore_index)
+        if fl.ignore_index != self.ignore_index:
+            raise InputError(f"labels were prepared with ignore_index {fl.ignore_index}, this metric uses "
+                             f"{self.ignore_index}")
+        s = to_numpy(anomaly, "anomaly")
+        if s.shape != fl.shape:
+            raise InputError(f"anomaly map shape {tuple(s.shape)} does not match labels shape {fl.shape}; "
+                             "pass the map at label resolution (H x W)")
+        if s.ndim not in (1, 2) and not (s.ndim == 3 and s.shape[0] == 1):
+            raise InputError(f"update_frame() takes one image (H x W), got shape {tuple(s.shape)}")
+        if s.dtype.kind not in "fiub":
+            raise InputError(f"anomaly scores must be real numbers, got dtype {s.dtype}")
+        fs = np.asarray(s, dtype=np.float32).reshape(-1)
+        n = fs.size - fl.n_ignored
+        keys = self._reserve(n)
+        kf = keys.view(np.float32)
+        if fl.keep is not None:
+            np.compress(fl.keep, fs, out=kf)  # straight into the state, no temporary
+        else:
+            kf[:] = fs
+        np.add(kf, np.float32(0.0), out=kf)  # -0.0 -> +0.0: equal scores must tie
+        _flip(keys)
+        if n and not (int(keys.min()) > _KEY_NEG_INF and int(keys.max()) < _KEY_POS_INF):
+            bad = ~np.isfinite(fs if fl.keep is None else fs[fl.keep])
+            raise InputError(f"anomaly map has {int(bad.sum())} NaN or infinite score(s) at evaluated pixels; "
+                             f"fix the scorer or mark those pixels with the ignore value {self.ignore_index}")
+        pos = keys[fl.positive] if fl.positive is not None else _EMPTY
+        if pos.size:
+            self._pos.append(pos)
+        self._n += n
+        self.n_pos += fl.n_pos
+        self.n_neg += fl.n_neg
+        self.n_ignored += fl.n_ignored
+        self.images += 1
+        self._sorted = False
+        self._table = None
+        if fl.n_pos == 0 or fl.n_neg == 0:
             return math.nan
-        keys = self._buf[start:self._n]
         keys.sort()
         pos.sort()  # a copy of our own (boolean indexing), shared with nobody yet
-        return _ap(_build_table(keys, pos, n_pos, n_neg))
+        return _ap(_build_table(keys, pos, fl.n_pos, fl.n_neg))
 
     def _reserve(self, k: int) -> np.ndarray:
         """A writable slice of ``k`` free key slots at the end of the buffer (grown if needed)."""
@@ -324,8 +384,7 @@ class AnomalyMetrics:
                 self._buf = buf
         return self._buf[self._n:need]
 
-    def _add(self, s: np.ndarray, y: np.ndarray, record: str | None,
-             images: int = 1) -> tuple[int, int, np.ndarray]:
+    def _add(self, s: np.ndarray, y: np.ndarray, record: str | None, images: int = 1) -> None:
         n_pos, n_neg, n_ign = label_counts(y, self.ignore_index)
         fs, fy = s.reshape(-1), y.reshape(-1)
         if n_ign:
@@ -354,7 +413,6 @@ class AnomalyMetrics:
         self.images += images
         self._sorted = False
         self._table = None
-        return n_pos, n_neg, pos
 
     def merge(self, other: "AnomalyMetrics") -> "AnomalyMetrics":
         """Add ``other``'s pixels (and per-image records, after ours) to this metric; returns ``self``."""

@@ -26,6 +26,7 @@ import math
 import os
 import shutil
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -102,6 +103,31 @@ def _f(v: Any) -> float | None:
         return None
 
 
+_POOLS: dict[int, ThreadPoolExecutor] = {}
+
+
+class _Workers:
+    """Runs one task per method on a few threads (NumPy's sorts and array passes release the GIL).
+
+    The thread count follows torch's (``OMP_NUM_THREADS``; 1 per process under torchrun),
+    capped by the number of methods; with one thread the tasks run inline. Each task
+    touches only its own method's state, so results do not depend on scheduling. Pools
+    are kept for the process's lifetime (idle threads cost nothing).
+    """
+
+    def __init__(self, n_tasks: int) -> None:
+        n = max(1, min(n_tasks, torch.get_num_threads()))
+        if n > 1 and n not in _POOLS:
+            _POOLS[n] = ThreadPoolExecutor(n, thread_name_prefix="sml-eval")
+        self._pool = _POOLS.get(n) if n > 1 else None
+
+    def map(self, fn: Any, items: Sequence[Any]) -> list[Any]:
+        """``[fn(x) for x in items]``, in order (the first exception is raised)."""
+        if self._pool is None:
+            return [fn(x) for x in items]
+        return list(self._pool.map(fn, items))
+
+
 # ------------------------------------------------------------------ the pass
 @dataclass
 class EvalRun:
@@ -143,6 +169,8 @@ def evaluate(
     show_progress: bool = True,
 ) -> EvalRun:
     """Score ``dataset`` with ``config.methods`` and write the run directory ``out`` (collective call)."""
+    from sml.metrics import FrameLabels
+
     out = Path(out)
     kind = common.dataset_kind(dataset)
     methods = list(config.methods)
@@ -174,11 +202,11 @@ def evaluate(
                 pooled[m] = merge_into(pooled[m], payload["metrics"][m])
     todo = [i for i in indices if i not in done]
     mine = distributed.shard(todo)
-    # Frames since the last save: their records and metric states, which go to the resume chunk
-    # and are then merged into ``pooled`` (one copy per key). Their key buffers are reused.
+    # Frames since the last save (``fresh``: their records and metric states) go to the resume
+    # chunk and are then merged into ``pooled`` (one copy per key); their key buffers are reused.
+    workers = _Workers(len(methods))
     fresh_records: dict[int, dict[str, Any]] = {}
     fresh = {m: new_metric() for m in methods}
-
     timer = common.Timer()
     bar = progress(mine, total=len(todo), desc=f"eval {kind}", disable=None if show_progress else True)
     for n, i in enumerate(bar, 1):
@@ -197,9 +225,13 @@ def evaluate(
         if labels is not None:
             rec["pixels"] = {"anomaly": int((labels == 1).sum()), "inlier": int((labels == 0).sum())}
         with timer("metrics"):
-            for m in methods:
-                # the frame's AP from one sort of its own keys, added to the state at the same time
-                rec["methods"][m] = {"ap": _f(fresh[m].update_frame(maps[m], labels))} if labels is not None else {}
+            if labels is None:
+                rec["methods"] = {m: {} for m in methods}
+            else:
+                frame_labels = FrameLabels(labels, 255)  # validated and counted once for every method
+                # each method's frame AP from one sort of the frame's keys, added to the state meanwhile
+                aps = workers.map(lambda m: fresh[m].update_frame(maps[m], frame_labels), methods)
+                rec["methods"] = {m: {"ap": _f(ap)} for m, ap in zip(methods, aps)}
         with timer("writing"):
             pred_np = pred[0].cpu().numpy() if "fishyscapes" in formats else None
             for m in methods:
@@ -212,22 +244,26 @@ def evaluate(
             with timer("writing"):
                 store.save({"records": fresh_records, "metrics": fresh})
             with timer("metrics"):
-                for m in methods:
+                def absorb(m: str) -> None:
                     pooled[m] = merge_into(pooled[m], fresh[m])
                     fresh[m].reset(keep_capacity=True)
+
+                workers.map(absorb, methods)
             fresh_records = {}
 
     # ---- gather: metric states in rank order, records by frame index
     with timer("metrics"):
         states = distributed.all_gather_object(pooled)
-        pooled = {m: new_metric() for m in methods}
-        for st in states:
+        # rank 0's state (our own object on one process) takes the others in rank order, so
+        # a single process copies nothing here
+        pooled = states[0]
+        for st in states[1:]:
             for m in methods:
                 pooled[m] = merge_into(pooled[m], st[m])
         all_records: dict[int, dict[str, Any]] = {}
         for part in distributed.all_gather_object(records):
             all_records.update(part)
-        results = {m: pooled[m].compute() for m in methods}
+        results = dict(zip(methods, workers.map(lambda m: pooled[m].compute(), methods)))
 
     # ---- second pass over the kept maps (thresholds known only now)
     frame_list = [all_records[i] for i in indices]
@@ -240,7 +276,7 @@ def evaluate(
                             config)
     if distributed.is_main():
         with timer("writing"):
-            _write_run(out, metrics, frame_list, pooled, stats, stats_path)
+            _write_run(out, metrics, frame_list, pooled, stats, stats_path, workers)
     store.clear()
     if distributed.is_main():  # the temporary maps and the (now empty) state folder
         shutil.rmtree(out / PARTIAL, ignore_errors=True)
@@ -341,7 +377,7 @@ CSV_FIELDS = ["method", "auroc", "ap", "fpr95", "fpr95_threshold", "threshold_at
 
 
 def _write_run(out: Path, metrics: dict[str, Any], frames: list[dict[str, Any]], pooled: dict[str, Any],
-               stats: Any, stats_path: Any) -> None:
+               stats: Any, stats_path: Any, workers: _Workers | None = None) -> None:
     atomic.write_json(out / "metrics.json", metrics)
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
@@ -354,11 +390,16 @@ def _write_run(out: Path, metrics: dict[str, Any], frames: list[dict[str, Any]],
             row.append("" if v is None else repr(float(v)))
         w.writerow(row)
     atomic.write_text(out / "metrics.csv", buf.getvalue())
-    curves = {}
-    for m, metric in pooled.items():
+    def curve(m: str) -> Any:
         try:
-            c = metric.curves(CURVE_POINTS)
+            return pooled[m].curves(CURVE_POINTS)
         except Exception:  # noqa: BLE001 - a set without positives has no curve; the table says why
+            return None
+
+    names = list(pooled)
+    curves = {}
+    for m, c in zip(names, workers.map(curve, names) if workers is not None else map(curve, names)):
+        if c is None:
             continue
         curves[m] = _plain(c)
         curves[m].setdefault("auroc", metrics["methods"][m].get("auroc"))

@@ -256,7 +256,10 @@ def _check_max_map(max_logit: torch.Tensor) -> torch.Tensor:
     if not isinstance(max_logit, torch.Tensor) or max_logit.dim() != 3 or not max_logit.is_floating_point():
         shape = tuple(max_logit.shape) if isinstance(max_logit, torch.Tensor) else type(max_logit).__name__
         raise InputError(f"max_logit must be a floating-point tensor of shape B x H x W, got {shape}")
-    if not bool(torch.isfinite(max_logit).all()):
+    # one reduction; only a non-finite sum (NaN/inf, or an overflow of huge logits) pays for the exact test
+    with F.hot_loop_threads(max_logit.device):
+        ok = bool(torch.isfinite(max_logit.sum(dtype=torch.float64))) or bool(torch.isfinite(max_logit).all())
+    if not ok:
         raise InputError("max_logit contains NaN or infinite values; check the model output")
     return max_logit
 
