@@ -63,13 +63,22 @@ def demo_overrides(root: Path, out_dir: Path, iterations: int, device: str, seed
         "data.scale_min=0.75", "data.scale_max=1.5", "data.class_uniform.tile=256",
         f"data.class_uniform.cache={out_dir}", "optim.lr=0.03", f"optim.iterations={iterations}",
         "optim.aux_weight=0.4", f"train.out_dir={out_dir}", f"train.device={device}", "train.amp=false",
-        f"train.seed={seed}", f"train.threads={THREADS}", f"train.checkpoint_every={max(1, iterations // 4)}", f"train.val_every={iterations}",
-        f"train.log_every={max(1, iterations // 20)}",
+        f"train.seed={seed}", f"train.threads={THREADS}", f"train.checkpoint_every={max(1, iterations // 4)}",
+        f"train.val_every={iterations}", f"train.log_every={max(1, iterations // 20)}",
     ]
 
 
 def iterations_for(seconds: float, device: str) -> int:
     """How many iterations fit in ``seconds`` on this machine (times a few steps on a demo-sized batch)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(THREADS)   # time the steps the way training will run them
+    try:
+        return _iterations_for(seconds, device)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _iterations_for(seconds: float, device: str) -> int:
     from sml.demo.net import demo_net
 
     torch.manual_seed(0)
