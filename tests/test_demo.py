@@ -100,7 +100,8 @@ def test_explanation_states_only_what_the_numbers_show() -> None:
     assert "SML improves on max_logit in AUROC, AP, FPR@95" in text and "Not improved" not in text
     assert "part of SML" not in text                      # no ablation measured: nothing said about it
 
-    parts = {"standardized max logit": {"auroc": 0.85, "ap": 0.2}, "+ boundary suppression": {"auroc": 0.87, "ap": 0.25}}
+    parts = {"standardized max logit": {"auroc": 0.85, "ap": 0.2},
+             "+ boundary suppression": {"auroc": 0.87, "ap": 0.25}}
     text = "\n".join(explain(_metrics((0.9, 0.3, 0.2), (0.8, 0.1, 0.5)), train,
                              Breakdown(anomaly_low, interior, boundary, parts)))
     assert "Each part of SML adds to the AUROC: max_logit 80.0% -> standardized max logit 85.0% -> " \
