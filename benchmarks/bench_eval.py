@@ -136,7 +136,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--methods", default=",".join(METHODS))
     p.add_argument("--stats-frames", type=int, default=0, help="also time `sml stats` on this many Cityscapes frames")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch threads (default: torch's, i.e. OMP_NUM_THREADS or the core count)")
     args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     weights = SHARED / "models" / "erfnet_cityscapes.pth"
     root = SHARED / "data" / "road_anomaly" / "RoadAnomaly_jpg"
     if not weights.is_file() or not root.is_dir():

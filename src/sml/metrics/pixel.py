@@ -560,21 +560,23 @@ class AnomalyMetrics:
         x[1::2], y[1::2], k[1::2] = t.fp, t.tp, t.keys                  # after the anomaly score's tie group
         keep[0::2] = t.fp_above > fp_prev
         x, y, k = x[keep], y[keep], k[keep]
-        thr = keys_to_scores(k).astype(np.float64)
-        if x[-1] < N:
-            x, y = np.append(x, N), np.append(y, P)
-            thr = np.append(thr, float(keys_to_scores(np.array([t.min_key]))[0]))
+        end = x[-1] < N
+        if end:
+            x, y, k = np.append(x, N), np.append(y, P), np.append(k, np.int32(t.min_key))
         fpr = np.concatenate(([0.0], x / N))
         tpr = np.concatenate(([0.0], y / P))
-        thr = np.concatenate(([np.inf], thr))
         ri = _reduce(fpr, tpr, max_points)
+        # thresholds only at the points kept (point j > 0 of the curve has key k[j - 1])
+        thr = np.full(ri.size, np.inf)
+        inner = ri > 0
+        thr[inner] = keys_to_scores(k[ri[inner] - 1]).astype(np.float64)
         tpf = t.tp.astype(np.float64)
         precision = (tpf / (tpf + t.fp))[::-1]
         recall = (tpf / P)[::-1]
-        pthr = keys_to_scores(t.keys[::-1]).astype(np.float64)
         pi = _reduce(recall, precision, max_points)
-        return {"roc": {"fpr": fpr[ri], "tpr": tpr[ri], "threshold": thr[ri]},
-                "pr": {"precision": precision[pi], "recall": recall[pi], "threshold": pthr[pi]}}
+        pthr = keys_to_scores(t.keys[::-1][pi]).astype(np.float64)
+        return {"roc": {"fpr": fpr[ri], "tpr": tpr[ri], "threshold": thr},
+                "pr": {"precision": precision[pi], "recall": recall[pi], "threshold": pthr}}
 
     def __repr__(self) -> str:
         return (f"AnomalyMetrics(ignore_index={self.ignore_index}, per_image={self.per_image}, images={self.images}, "
