@@ -139,22 +139,31 @@ class EvalRun:
     out: Path
 
 
-def score_frame(scorers: dict[str, Any], logits: torch.Tensor) -> tuple[dict[str, np.ndarray], torch.Tensor]:
+def score_frame(scorers: dict[str, Any], logits: torch.Tensor,
+                workers: "_Workers | None" = None) -> tuple[dict[str, np.ndarray], torch.Tensor]:
     """Every method's ``H x W`` map from one frame's logits, and the prediction (argmax).
 
     The methods share one :class:`sml.scores.LogitContext`: the channel max and
     argmax are computed once (max_logit, sml), and so is the one exponential per
-    logit behind msp, entropy and energy.
+    logit behind msp, entropy and energy. With ``workers``, the max-based and the
+    softmax-based methods run side by side (each chain single-threaded, see
+    ``sml.scores.functional.HOT_LOOP_THREADS``); the maps are the same either way.
     """
     from sml.scores import LogitContext
 
-    maps = {}
     with torch.inference_mode():
         ctx = LogitContext(logits)
-        for m, scorer in scorers.items():
-            maps[m] = scorer.score_context(ctx)[0].float().cpu().numpy()
-        pred = ctx.max_and_argmax()[1]
-    return maps, pred
+        pred = ctx.max_and_argmax()[1]  # everything below reads it
+    by_max = [m for m, sc in scorers.items() if getattr(sc, "uses_max_only", False)]
+    groups = [g for g in (by_max, [m for m in scorers if m not in by_max]) if g]
+
+    def run(group: list[str]) -> dict[str, np.ndarray]:
+        with torch.inference_mode():  # thread-local: entered in each worker
+            return {m: scorers[m].score_context(ctx)[0].float().cpu().numpy() for m in group}
+
+    parts = workers.map(run, groups) if workers is not None else [run(g) for g in groups]
+    done = {m: a for part in parts for m, a in part.items()}
+    return {m: done[m] for m in scorers}, pred
 
 
 def evaluate(
@@ -218,7 +227,7 @@ def evaluate(
         with timer("forward"):
             logits = common.forward(model, sample.image, size)
         with timer("scoring"):
-            maps, pred = score_frame(scorers, logits)
+            maps, pred = score_frame(scorers, logits, workers)
         del logits
         rec: dict[str, Any] = {"id": frame.id, "image": str(frame.image_path),
                                "labels": str(frame.label_path) if frame.label_path else None, "methods": {}}
