@@ -249,9 +249,15 @@ def evaluate(
                 if keep32:
                     atomic.save_npy(tmp32 / m / f"{writers.safe_name(frame.id)}.npy", maps[m])
         records[i] = fresh_records[i] = rec
-        if n % config.save_every == 0 or n == len(mine):
-            with timer("writing"):
-                store.save({"records": fresh_records, "metrics": fresh})
+        last = n == len(mine)
+        if n % config.save_every == 0 or last:
+            # One process saves only mid-run: after its last frame the results follow at once,
+            # so a final chunk would guard just the last < save_every frames against a crash
+            # in the final computation, at the price of writing every key of them. With
+            # several processes this one may wait for the others, so its last frames are saved.
+            if not last or distributed.world_size() > 1:
+                with timer("writing"):
+                    store.save({"records": fresh_records, "metrics": fresh})
             with timer("metrics"):
                 def absorb(m: str) -> None:
                     pooled[m] = merge_into(pooled[m], fresh[m])

@@ -97,6 +97,7 @@ def compute_statistics(
                 part.update(logits, valid=torch.from_numpy(sample.labels != 255).to(logits.device)[None])
             else:
                 part.update(logits)
+        del logits  # 160 MB at 2048x1024: freed before the next frame's forward allocates its own
         own[i] = fresh[i] = part
         if on_frame is not None:
             on_frame(i)
