@@ -8,7 +8,7 @@ machine are noisy, so both run side by side, several times, and the table
 reports medians and ratios. Target: everything beyond the forward pass costs
 at most 20% of it.
 
-    python benchmarks/bench_eval.py [--frames 6] [--repeats 3] [--methods sml,max_logit,...]
+    python benchmarks/bench_eval.py [--frames 12] [--repeats 3] [--methods sml,max_logit,...]
                                     [--stats-frames 3]
 
 ``ours`` runs ``evaluate`` with the defaults of ``sml eval`` (resume chunk every
@@ -132,7 +132,7 @@ def bench_stats(model, n: int, repeats: int) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--frames", type=int, default=6)
+    p.add_argument("--frames", type=int, default=12, help="frames per run (12: one resume chunk at save_every=10)")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--methods", default=",".join(METHODS))
     p.add_argument("--stats-frames", type=int, default=0, help="also time `sml stats` on this many Cityscapes frames")

@@ -121,3 +121,53 @@ def test_store_chunks(tmp_path: Path) -> None:
     assert not list((tmp_path / "st").glob("*.state"))
     s3.clear()
     assert not (tmp_path / "st").exists()
+
+
+def test_state_keeps_a_metric_exactly_and_sends_only_its_used_keys(tmp_path: Path) -> None:
+    """A metric in a resume chunk: its own pickle state (used keys only), restored bit-identically."""
+    from sml.metrics import AnomalyMetrics
+
+    rng = np.random.default_rng(1)
+    m = AnomalyMetrics()
+    for _ in range(3):
+        m.update_frame(rng.normal(size=(40, 50)).astype(np.float32), (rng.random((40, 50)) < 0.2).astype(np.uint8))
+    m._reserve(100_000)  # spare capacity that must not travel
+    s = resume.ResumeStore(tmp_path / "st", {"run": 1})
+    s.start(resume=False)
+    s.save({"metrics": {"a": m}})
+    (chunk,) = (tmp_path / "st").glob("*.state")
+    assert chunk.stat().st_size < 3 * 40 * 50 * 4 + 20_000
+    (back,) = resume.ResumeStore(tmp_path / "st", {"run": 1}).start(resume=True)
+    r = back["metrics"]["a"]
+    assert r.compute() == m.compute()
+    r.update_frame(np.zeros((2, 2), np.float32), np.eye(2, dtype=np.uint8))  # restored buffer is ours to grow
+    # a protocol-5 chunk with a foreign global is still refused
+    with pytest.raises(pickle.UnpicklingError):
+        resume.loads(pickle.dumps({"a": print}, protocol=5))
+
+
+def test_score_frame_side_by_side_equals_inline() -> None:
+    """Scoring the methods on worker threads gives the very maps of the one-thread path."""
+    from sml.pipelines.evaluate import _Workers, build_scorers, score_frame
+    from sml.stats import ClassStatistics
+
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(1, 6, 37, 41, generator=g) * 3
+    stats = ClassStatistics(6)
+    stats.update(torch.randn(2, 6, 20, 20, generator=g) * 3)
+    scorers = build_scorers(["sml", "max_logit", "msp", "entropy", "energy"], stats, {})
+    inline, pred = score_frame(scorers, logits)
+    with torch.inference_mode():
+        want_pred = logits.argmax(1)
+    assert torch.equal(pred.long(), want_pred)
+    prev = torch.get_num_threads()
+    for n in (1, 2):
+        torch.set_num_threads(n)  # the worker count follows torch's thread count
+        try:
+            par, _ = score_frame(scorers, logits, _Workers(5))
+        finally:
+            torch.set_num_threads(prev)
+        assert list(par) == list(inline)
+        for m in inline:
+            assert np.array_equal(par[m], inline[m]), m
+            assert np.array_equal(inline[m], scorers[m](logits)[0].numpy()), m

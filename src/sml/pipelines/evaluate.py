@@ -231,13 +231,12 @@ def evaluate(
         del logits
         rec: dict[str, Any] = {"id": frame.id, "image": str(frame.image_path),
                                "labels": str(frame.label_path) if frame.label_path else None, "methods": {}}
-        if labels is not None:
-            rec["pixels"] = {"anomaly": int((labels == 1).sum()), "inlier": int((labels == 0).sum())}
         with timer("metrics"):
             if labels is None:
                 rec["methods"] = {m: {} for m in methods}
             else:
                 frame_labels = FrameLabels(labels, 255)  # validated and counted once for every method
+                rec["pixels"] = {"anomaly": frame_labels.n_pos, "inlier": frame_labels.n_neg}
                 # each method's frame AP from one sort of the frame's keys, added to the state meanwhile
                 aps = workers.map(lambda m: fresh[m].update_frame(maps[m], frame_labels), methods)
                 rec["methods"] = {m: {"ap": _f(ap)} for m, ap in zip(methods, aps)}
