@@ -278,14 +278,12 @@ class AnomalyMetrics:
         self.per_image = bool(per_image)
         self.reset()
 
-    def reset(self, keep_capacity: bool = False) -> None:
-        """Forget every pixel added so far (``keep_capacity``: reuse the key buffer's memory)."""
+    def reset(self) -> None:
+        """Forget every pixel added so far."""
         # int32 keys of every evaluated pixel: one growable buffer, used up to _n. Keys are written
         # straight into it and it grows in place (realloc), so 200M pixels cost one pass of page
-        # faults and no concatenation; compute() sorts _buf[:_n] in place. A metric refilled
-        # frame after frame (a pipeline's "since the last save" state) keeps its pages.
-        buf = getattr(self, "_buf", None)
-        self._buf = buf if keep_capacity and buf is not None and buf.flags.owndata else np.empty(0, dtype=np.int32)
+        # faults and no concatenation; compute() sorts _buf[:_n] in place.
+        self._buf = np.empty(0, dtype=np.int32)
         self._n = 0
         self._pos: list[np.ndarray] = []   # int32 keys of the anomaly pixels (few): chunks
         self.n_pos = 0
@@ -295,6 +293,7 @@ class AnomalyMetrics:
         self._images: list[dict[str, Any]] = []
         self._synced = False
         self._sorted = True   # _buf[:_n] is sorted and _pos holds at most one sorted array
+        self._layout = getattr(self, "_layout", 0) + 1  # voids earlier marks (see mark())
         self._table: _Table | None = None
 
     # ------------------------------------------------------------------ adding data
@@ -481,8 +480,36 @@ class AnomalyMetrics:
         return self._buf.nbytes + sum(c.nbytes for c in self._pos)
 
     # ------------------------------------------------------------------ results
+    def mark(self) -> tuple[int, ...]:
+        """A position in this metric's history, for :meth:`since` (e.g. the last resume save)."""
+        return (self._n, len(self._pos), self.n_pos, self.n_neg, self.n_ignored, self.images, len(self._images),
+                getattr(self, "_layout", 0))
+
+    def since(self, mark: tuple[int, ...]) -> "AnomalyMetrics":
+        """A metric holding exactly what was added after ``mark`` (from :meth:`mark`), without copying.
+
+        It shares this metric's memory (a view of the keys added since), so it is meant
+        to be pickled or merged at once, before this metric is updated again. Merging
+        the parts ``since`` successive marks gives the whole state.
+        """
+        n, n_chunks, n_pos, n_neg, n_ign, images, n_images, layout = mark
+        if layout != getattr(self, "_layout", 0) or n > self._n or n_chunks > len(self._pos):
+            raise InputError("this mark is from before the metric was consolidated (compute(), sync()) or "
+                             "reset; take a new mark")
+        part = AnomalyMetrics(self.ignore_index, self.per_image)
+        part._buf = self._buf[n:self._n]
+        part._n = self._n - n
+        part._pos = list(self._pos[n_chunks:])
+        part.n_pos, part.n_neg = self.n_pos - n_pos, self.n_neg - n_neg
+        part.n_ignored, part.images = self.n_ignored - n_ign, self.images - images
+        part._images = list(self._images[n_images:])
+        part._sorted = part._n == 0
+        return part
+
     def _consolidate(self) -> None:
         if not self._sorted:
+            # sorting reorders keys and joins the anomaly chunks: marks taken before are void
+            self._layout = getattr(self, "_layout", 0) + 1
             self._buf[:self._n].sort()  # in place: NumPy's SIMD sort, no second copy
             self._pos = [_consolidate(self._pos)] if self._pos else []
             self._sorted = True

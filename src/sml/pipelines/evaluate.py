@@ -211,11 +211,11 @@ def evaluate(
                 pooled[m] = merge_into(pooled[m], payload["metrics"][m])
     todo = [i for i in indices if i not in done]
     mine = distributed.shard(todo)
-    # Frames since the last save (``fresh``: their records and metric states) go to the resume
-    # chunk and are then merged into ``pooled`` (one copy per key); their key buffers are reused.
+    # Keys go straight into ``pooled``; a resume chunk holds what was added since the last save
+    # (``pooled[m].since(mark)``: views, pickled at once), so no key is ever copied in memory.
     workers = _Workers(len(methods))
     fresh_records: dict[int, dict[str, Any]] = {}
-    fresh = {m: new_metric() for m in methods}
+    marks = {m: pooled[m].mark() for m in methods}
     timer = common.Timer()
     bar = progress(mine, total=len(todo), desc=f"eval {kind}", disable=None if show_progress else True)
     for n, i in enumerate(bar, 1):
@@ -238,7 +238,7 @@ def evaluate(
                 frame_labels = FrameLabels(labels, 255)  # validated and counted once for every method
                 rec["pixels"] = {"anomaly": frame_labels.n_pos, "inlier": frame_labels.n_neg}
                 # each method's frame AP from one sort of the frame's keys, added to the state meanwhile
-                aps = workers.map(lambda m: fresh[m].update_frame(maps[m], frame_labels), methods)
+                aps = workers.map(lambda m: pooled[m].update_frame(maps[m], frame_labels), methods)
                 rec["methods"] = {m: {"ap": _f(ap)} for m, ap in zip(methods, aps)}
         with timer("writing"):
             pred_np = pred[0].cpu().numpy() if "fishyscapes" in formats else None
@@ -256,13 +256,8 @@ def evaluate(
             # several processes this one may wait for the others, so its last frames are saved.
             if not last or distributed.world_size() > 1:
                 with timer("writing"):
-                    store.save({"records": fresh_records, "metrics": fresh})
-            with timer("metrics"):
-                def absorb(m: str) -> None:
-                    pooled[m] = merge_into(pooled[m], fresh[m])
-                    fresh[m].reset(keep_capacity=True)
-
-                workers.map(absorb, methods)
+                    store.save({"records": fresh_records, "metrics": {m: pooled[m].since(marks[m]) for m in methods}})
+            marks = {m: pooled[m].mark() for m in methods}
             fresh_records = {}
 
     # ---- gather: metric states in rank order, records by frame index
