@@ -33,3 +33,37 @@ def test_eval_with_report_writes_a_complete_page(tmp_path: Path) -> None:
 
 
 
+
+
+def test_folder_with_label_mapping_evaluates_and_reports(tmp_path: Path) -> None:
+    """A `folder` set whose masks use 0 / 10 / 99 is evaluated and drawn through --label-mapping."""
+    from PIL import Image
+    from sklearn.metrics import roc_auc_score
+
+    model, cs = make_model(tmp_path), make_cityscapes(tmp_path / "cs", n=2)
+    smiyc = make_smiyc(tmp_path / "sm", n=2)
+    root = tmp_path / "folder"
+    (root / "images").mkdir(parents=True)
+    (root / "labels").mkdir()
+    raw_by_id = {}
+    for img in sorted((smiyc / "images").glob("*.png")):
+        lab = np.asarray(Image.open(smiyc / "labels_masks" / f"{img.stem}_labels_semantic.png"))
+        raw = np.choose(np.searchsorted([0, 1, 255], lab), [0, 10, 99]).astype(np.uint8)
+        Image.fromarray(np.asarray(Image.open(img))).save(root / "images" / img.name)
+        Image.fromarray(raw).save(root / "labels" / img.name)
+        raw_by_id[img.stem] = lab
+    assert main(["stats", "--model", str(model), "--data", f"cityscapes:{cs}", "-o", str(tmp_path / "s.json")]) == 0
+    out = tmp_path / "run"
+    args = ["eval", "--model", str(model), "--data", f"folder:{root}", "--out", str(out), "--method", "max_logit"]
+    assert main(args) == 2                                   # 10 and 99 are not 0/1/255 without a mapping
+    assert main([*args, "--label-mapping", "0:0,10:1,99:255", "--report", "--save-maps", "npy"]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["label_mapping"] == "0:0,10:1,99:255"
+    scores, labels = [], []
+    for fid, lab in raw_by_id.items():
+        amap = np.load(out / "npy" / "max_logit" / f"{fid}.npy")
+        keep = lab != 255
+        scores.append(amap[keep]), labels.append(lab[keep])
+    ref = roc_auc_score(np.concatenate(labels), np.concatenate(scores))
+    assert abs(m["methods"]["max_logit"]["auroc"] - ref) < 1e-9
+    assert 'class="warn"' not in (out / "report" / "index.html").read_text()  # labels mapped, maps read

@@ -64,6 +64,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="save partial progress every N frames (per process)")
     g.add_argument("--allow-subset", action="store_true",
                    help="accept fewer frames than the benchmark's release (results not comparable)")
+    g.add_argument("--label-mapping", default=None, metavar="MAP",
+                   help="folder data sets: raw mask value -> 0 inlier / 1 anomaly / 255 void, "
+                        "e.g. '0:0,1:1,*:255' ('*' = every other value)")
     g.add_argument("--limit", type=int, default=None, metavar="N",
                    help="use only the first N frames (implies --allow-subset)")
     add_sml_args(p)
@@ -110,13 +113,16 @@ def run(args: argparse.Namespace) -> int:
     stats = load_stats(args.stats, args.stats_var) if "sml" in methods else None
     distributed.init_from_env(args.device)
     dataset = common.open_data(args.data, split=args.split,
-                               allow_subset=args.allow_subset or args.limit is not None)
+                               allow_subset=args.allow_subset or args.limit is not None,
+                               mapping=args.label_mapping)
     model = common.load_model(args.model, args.weights, device=args.device, trust=args.trust_checkpoint)
     config = EvalConfig(methods=methods, sml_settings=settings, components=args.components, save_maps=formats,
                         report=args.report, limit=args.limit, resume=args.resume, save_every=args.save_every,
                         track=args.track)
     meta = {"model": args.model, "weights": str(args.weights), "data": args.data, "split": args.split,
             "stats": str(args.stats), "limit": args.limit}
+    if args.label_mapping is not None:
+        meta["label_mapping"] = args.label_mapping   # `sml report` maps the raw masks the same way
     result = evaluate(model, dataset, args.out, config, stats=stats, stats_path=args.stats, meta=meta)
     if distributed.is_main():
         print_table(result.metrics, result.out)

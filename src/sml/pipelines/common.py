@@ -33,7 +33,7 @@ def check_device(device: str) -> None:
 
 
 def open_data(spec: Any, split: str | None = None, allow_subset: bool = False,
-              labels_required: bool | None = None) -> Any:
+              labels_required: bool | None = None, mapping: str | None = None) -> Any:
     """Open ``KIND:PATH`` with ``sml.data.open_dataset`` (a Dataset object passes through unchanged)."""
     if not isinstance(spec, str):
         return spec
@@ -47,6 +47,8 @@ def open_data(spec: Any, split: str | None = None, allow_subset: bool = False,
         kwargs["split"] = split
     if labels_required is not None:
         kwargs["labels_required"] = labels_required
+    if mapping is not None:
+        kwargs["mapping"] = mapping
     return sml.data.open_dataset(spec, **kwargs)
 
 

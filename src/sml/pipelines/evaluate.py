@@ -369,6 +369,8 @@ def _metrics_json(dataset: Any, kind: str, frames: list[dict[str, Any]], methods
     }
     if getattr(dataset, "notes", None):
         out["notes"] = list(dataset.notes)
+    if (meta or {}).get("label_mapping") is not None:
+        out["label_mapping"] = meta["label_mapping"]
     if config.components:
         out["component_track"] = track
     for m in methods:
