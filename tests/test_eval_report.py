@@ -63,7 +63,8 @@ def test_folder_with_label_mapping_evaluates_and_reports(tmp_path: Path) -> None
     for fid, lab in raw_by_id.items():
         amap = np.load(out / "npy" / "max_logit" / f"{fid}.npy")
         keep = lab != 255
-        scores.append(amap[keep]), labels.append(lab[keep])
+        scores.append(amap[keep])
+        labels.append(lab[keep])
     ref = roc_auc_score(np.concatenate(labels), np.concatenate(scores))
     assert abs(m["methods"]["max_logit"]["auroc"] - ref) < 1e-9
     assert 'class="warn"' not in (out / "report" / "index.html").read_text()  # labels mapped, maps read
