@@ -270,8 +270,9 @@ def test_thread_setting_is_restored_and_results_do_not_depend_on_it(monkeypatch)
     before = torch.get_num_threads()
     a = SML(stats)(x)
     assert torch.get_num_threads() == before
-    monkeypatch.setattr(fn, "HOT_LOOP_THREADS", None)
+    monkeypatch.setattr(fn, "HOT_LOOP_THREADS", 1)
     assert torch.equal(SML(stats)(x), a)
+    assert torch.get_num_threads() == before
 
 
 def test_logit_context_shares_work_and_equals_each_scorer():

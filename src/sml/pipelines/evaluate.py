@@ -118,7 +118,10 @@ class _Workers:
     def __init__(self, n_tasks: int) -> None:
         n = max(1, min(n_tasks, torch.get_num_threads()))
         if n > 1 and n not in _POOLS:
-            _POOLS[n] = ThreadPoolExecutor(n, thread_name_prefix="sml-eval")
+            # one OpenMP thread per worker: the workers already fill the cores, and nested
+            # parallel regions on a full machine make every small op wait (see HOT_LOOP_THREADS)
+            _POOLS[n] = ThreadPoolExecutor(n, thread_name_prefix="sml-eval", initializer=torch.set_num_threads,
+                                           initargs=(1,))
         self._pool = _POOLS.get(n) if n > 1 else None
 
     def map(self, fn: Any, items: Sequence[Any]) -> list[Any]:

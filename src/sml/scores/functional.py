@@ -28,12 +28,14 @@ __all__ = [
 ]
 
 #: Threads for the long chains of small element-wise ops (channel argmax, standardization,
-#: suppression, smoothing) on CPU; None keeps torch's setting. Each op is sub-millisecond
-#: and cache-resident, so OpenMP's fork/join per op costs more than it gains, and on a
-#: busy machine every join can wait a scheduler time slice (measured on the shared 2-core
-#: box: the SML chain took 15.7 s with 2 threads, 0.13 s with 1). Single-op work (sums,
-#: softmax) keeps torch's threads.
-HOT_LOOP_THREADS: int | None = 1
+#: suppression, smoothing) on CPU; None (default) keeps torch's setting. Set it to 1 on an
+#: oversubscribed machine: each op is sub-millisecond and cache-resident, and when other
+#: processes hold the cores every OpenMP join can wait a scheduler time slice (measured on a
+#: shared 2-core box under load ~8: the SML chain took 15.7 s with 2 threads, 0.13 s with 1).
+#: On a quiet 2-core machine 2 threads are ~1.5x faster (19 x 1024 x 2048: 30 ms vs 46 ms).
+#: ``sml eval`` runs two scorer chains side by side and makes each of its worker threads
+#: single-threaded itself (torch's thread count is per OS thread under OpenMP).
+HOT_LOOP_THREADS: int | None = None
 
 # Elements per band (per batch): big enough that Python overhead is negligible,
 # small enough that temporaries stay cache-sized.
