@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from sml.pipelines.options import METHODS, HelpFormatter, add_model_args, add_sml_args
+from sml.pipelines.options import METHODS, HelpFormatter, add_model_args, add_resume_args, add_sml_args
 
 EPILOG = """\
 examples:
@@ -59,9 +59,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="write per-frame maps: hdf5, fishyscapes, npy, npy16, png16")
     g.add_argument("--report", action="store_true",
                    help="keep float16 maps in DIR/maps and write the HTML report (sml report)")
-    g.add_argument("--resume", action="store_true", help="continue an interrupted run in DIR")
-    g.add_argument("--save-every", type=int, default=10, metavar="N",
-                   help="save partial progress every N frames (per process)")
+    add_resume_args(g, "DIR/.partial/")
     g.add_argument("--allow-subset", action="store_true",
                    help="accept fewer frames than the benchmark's release (results not comparable)")
     g.add_argument("--label-mapping", default=None, metavar="MAP",

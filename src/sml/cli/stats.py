@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from sml.pipelines.options import HelpFormatter, add_model_args
+from sml.pipelines.options import HelpFormatter, add_model_args, add_resume_args
 
 EPILOG = """\
 examples:
@@ -39,9 +39,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="count only pixels whose label is not the ignore label (needs labels)")
     g.add_argument("--allow-subset", action="store_true",
                    help="accept a data set with fewer frames than its release")
-    g.add_argument("--resume", action="store_true", help="continue an interrupted run from OUT.partial/")
-    g.add_argument("--save-every", type=int, default=10, metavar="N",
-                   help="save partial progress every N frames (per process)")
+    add_resume_args(g, "OUT.partial/")
     p.set_defaults(func=run)
 
 

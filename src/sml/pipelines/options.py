@@ -32,6 +32,13 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1, ...")
 
 
+def add_resume_args(g: argparse._ArgumentGroup, where: str) -> None:
+    """``--resume`` / ``--save-every``: the partial state ``where`` names (stats and eval share the mechanism)."""
+    g.add_argument("--resume", action="store_true", help=f"continue an interrupted run from {where}")
+    g.add_argument("--save-every", type=int, default=10, metavar="N",
+                   help="save partial progress every N frames (per process)")
+
+
 def add_sml_args(p: argparse.ArgumentParser) -> None:
     """SML post-processing settings (spec sections 3 and 4)."""
     g = p.add_argument_group("SML settings (method sml only)")
