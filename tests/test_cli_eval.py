@@ -11,7 +11,7 @@ import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
 from sml.cli.main import main
-from test_pipeline_fixtures import make_cityscapes, make_model, make_smiyc
+from test_pipeline_fixtures import interrupt_forward_after, make_cityscapes, make_model, make_smiyc
 
 METHODS = ["sml", "max_logit", "msp", "entropy", "energy"]
 
@@ -98,22 +98,11 @@ def test_metrics_match_sklearn(run: Path, setup: dict[str, Path]) -> None:
 
 
 def test_deterministic_and_resumable(run: Path, setup: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
-    from sml.pipelines import common
-
     again = setup["base"] / "again"
-    real = common.forward
-    calls = {"n": 0}
-
-    def dies(*a, **k):
-        calls["n"] += 1
-        if calls["n"] > 3:
-            raise KeyboardInterrupt
-        return real(*a, **k)
-
-    monkeypatch.setattr(common, "forward", dies)
-    assert _eval(setup, again, "--components", "--save-maps", "npy", "--save-every", "1") == 130
+    with monkeypatch.context() as m:
+        interrupt_forward_after(m, 3)
+        assert _eval(setup, again, "--components", "--save-maps", "npy", "--save-every", "1") == 130
     assert not (again / "metrics.json").exists()
-    monkeypatch.setattr(common, "forward", real)
     assert _eval(setup, again, "--components", "--save-maps", "npy", "--resume") == 0
     a = json.loads((run / "metrics.json").read_text())
     b = json.loads((again / "metrics.json").read_text())

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from sml.cli.main import main
-from test_pipeline_fixtures import make_cityscapes, make_model
+from test_pipeline_fixtures import interrupt_forward_after, make_cityscapes, make_model
 
 
 @pytest.fixture
@@ -62,20 +62,11 @@ def test_stats_resume_is_identical(setup: dict[str, Path], monkeypatch: pytest.M
     from sml.pipelines import common
 
     real = common.forward
-    calls = {"n": 0}
-
-    def dies_after_three(*a, **k):
-        calls["n"] += 1
-        if calls["n"] > 3:
-            raise KeyboardInterrupt
-        return real(*a, **k)
-
     part = setup["out"] / "part.json"
-    monkeypatch.setattr(common, "forward", dies_after_three)
-    assert main(_args(setup, part, "--save-every", "2")) == 130
+    with monkeypatch.context() as m:
+        interrupt_forward_after(m, 3)
+        assert main(_args(setup, part, "--save-every", "2")) == 130
     assert not part.exists() and (setup["out"] / "part.json.partial").is_dir()
-    monkeypatch.setattr(common, "forward", real)
-    calls["n"] = 0
     counted = {"n": 0}
 
     def counting(*a, **k):

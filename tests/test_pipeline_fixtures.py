@@ -76,6 +76,21 @@ def make_cityscapes(root: Path, n: int = 5, size: tuple[int, int] = (32, 64), se
     return root
 
 
+def interrupt_forward_after(monkeypatch: pytest.MonkeyPatch, frames: int) -> None:
+    """Make the pipelines' forward pass raise KeyboardInterrupt (Ctrl-C) after ``frames`` frames."""
+    from sml.pipelines import common
+
+    real, calls = common.forward, {"n": 0}
+
+    def dies(*a, **k):
+        calls["n"] += 1
+        if calls["n"] > frames:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(common, "forward", dies)
+
+
 @pytest.fixture
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Paths of a tiny model, a tiny cityscapes train split and a tiny SMIYC set."""
