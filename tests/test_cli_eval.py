@@ -36,7 +36,7 @@ def _eval(s: dict[str, Path], out: Path, *extra: str) -> int:
 def run(setup: dict[str, Path]) -> Path:
     out = setup["base"] / "run"
     assert _eval(setup, out, "--components", "--save-maps", "hdf5,fishyscapes,npy,png16",
-                 "--save-maps", "npy16") == 0
+                 "--save-maps", "npy16", "--frame-ap") == 0
     return out
 
 
@@ -101,9 +101,9 @@ def test_deterministic_and_resumable(run: Path, setup: dict[str, Path], monkeypa
     again = setup["base"] / "again"
     with monkeypatch.context() as m:
         interrupt_forward_after(m, 3)
-        assert _eval(setup, again, "--components", "--save-maps", "npy", "--save-every", "1") == 130
+        assert _eval(setup, again, "--components", "--save-maps", "npy", "--save-every", "1", "--frame-ap") == 130
     assert not (again / "metrics.json").exists()
-    assert _eval(setup, again, "--components", "--save-maps", "npy", "--resume") == 0
+    assert _eval(setup, again, "--components", "--save-maps", "npy", "--resume", "--frame-ap") == 0
     a = json.loads((run / "metrics.json").read_text())
     b = json.loads((again / "metrics.json").read_text())
     assert a["methods"] == b["methods"]
@@ -123,6 +123,14 @@ def test_table_printed(setup: dict[str, Path], capsys: pytest.CaptureFixture) ->
     assert not (setup["base"] / "small" / ".partial").exists()
     for meth in METHODS:
         assert meth in out
+    # without --frame-ap (or --report) no frame AP is computed; the pooled numbers do not depend on it
+    frames = json.loads((setup["base"] / "small" / "frames.json").read_text())
+    assert all("ap" not in f["methods"][meth] for f in frames for meth in METHODS)
+    assert _eval(setup, setup["base"] / "small_ap", "--limit", "2", "--frame-ap") == 0
+    with_ap = json.loads((setup["base"] / "small_ap" / "frames.json").read_text())
+    assert all(0 <= f["methods"][meth]["ap"] <= 1 for f in with_ap for meth in METHODS)
+    assert (json.loads((setup["base"] / "small" / "metrics.json").read_text())["methods"]
+            == json.loads((setup["base"] / "small_ap" / "metrics.json").read_text())["methods"])
 
 
 def test_eval_errors(setup: dict[str, Path], capsys: pytest.CaptureFixture) -> None:

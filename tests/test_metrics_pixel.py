@@ -285,12 +285,16 @@ def test_curves_exact_and_reduced():
     keep = np.isin(t, full["pr"]["threshold"])
     assert np.allclose(p[:-1][keep], full["pr"]["precision"], atol=1e-15)
     assert np.allclose(r[:-1][keep], full["pr"]["recall"], atol=1e-15)
-    small = m.curves(max_points=200)
-    for name, (a, b) in {"roc": ("fpr", "tpr"), "pr": ("recall", "precision")}.items():
-        c = small[name]
-        assert 3 <= c[a].size <= 200
-        assert c[a][0] == full[name][a][0] and c[a][-1] == full[name][a][-1]
-        assert c[b][0] == full[name][b][0] and c[b][-1] == full[name][b][-1]
+    for k in (3, 4, 5, 8, 51, 200):
+        small = m.curves(max_points=k)
+        for name, (a, b) in {"roc": ("fpr", "tpr"), "pr": ("recall", "precision")}.items():
+            c = small[name]
+            assert 2 <= c[a].size <= k and c[a].size == c[b].size == c["threshold"].size
+            assert c[a][0] == full[name][a][0] and c[a][-1] == full[name][a][-1]
+            assert c[b][0] == full[name][b][0] and c[b][-1] == full[name][b][-1]
+            # every kept point is a point of the exact curve, with its threshold
+            exact = set(zip(full[name][a].tolist(), full[name][b].tolist(), full[name]["threshold"].tolist()))
+            assert set(zip(c[a].tolist(), c[b].tolist(), c["threshold"].tolist())) <= exact
     assert np.all(np.diff(small["roc"]["fpr"]) >= 0) and np.all(np.diff(small["roc"]["tpr"]) >= 0)
     assert small["roc"]["threshold"][0] == np.inf
     # the reduced curve is close to the exact one everywhere

@@ -156,7 +156,9 @@ def test_score_frame_side_by_side_equals_inline() -> None:
     stats = ClassStatistics(6)
     stats.update(torch.randn(2, 6, 20, 20, generator=g) * 3)
     scorers = build_scorers(["sml", "max_logit", "msp", "entropy", "energy"], stats, {})
-    inline, pred = score_frame(scorers, logits)
+    one = score_frame(scorers, logits)
+    inline, pred = one.maps, one.pred
+    assert one.results == dict.fromkeys(scorers)
     with torch.inference_mode():
         want_pred = logits.argmax(1)
     assert torch.equal(pred.long(), want_pred)
@@ -164,10 +166,12 @@ def test_score_frame_side_by_side_equals_inline() -> None:
     for n in (1, 2):
         torch.set_num_threads(n)  # the worker count follows torch's thread count
         try:
-            par, _ = score_frame(scorers, logits, _Workers(5))
+            got = score_frame(scorers, logits, _Workers(5), then=lambda m, a: (m, float(a.sum())))
         finally:
             torch.set_num_threads(prev)
+        par = got.maps
         assert list(par) == list(inline)
+        assert got.results == {m: (m, float(inline[m].sum())) for m in inline}  # then() saw each method's map
         for m in inline:
             assert np.array_equal(par[m], inline[m]), m
             assert np.array_equal(inline[m], scorers[m](logits)[0].numpy()), m

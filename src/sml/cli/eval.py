@@ -59,6 +59,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="write per-frame maps: hdf5, fishyscapes, npy, npy16, png16")
     g.add_argument("--report", action="store_true",
                    help="keep float16 maps in DIR/maps and write the HTML report (sml report)")
+    g.add_argument("--frame-ap", action="store_true",
+                   help="record each frame's own AP in frames.json (on with --report, whose gallery sorts by "
+                        "it; costs one sort of each frame's scores per method)")
     add_resume_args(g, "DIR/.partial/")
     g.add_argument("--allow-subset", action="store_true",
                    help="accept fewer frames than the benchmark's release (results not comparable)")
@@ -116,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
     model = common.load_model(args.model, args.weights, device=args.device, trust=args.trust_checkpoint)
     config = EvalConfig(methods=methods, sml_settings=settings, components=args.components, save_maps=formats,
                         report=args.report, limit=args.limit, resume=args.resume, save_every=args.save_every,
-                        track=args.track)
+                        track=args.track, frame_ap=True if args.frame_ap else None)
     meta = {"model": args.model, "weights": str(args.weights), "data": args.data, "split": args.split,
             "stats": str(args.stats), "limit": args.limit}
     if args.label_mapping is not None:

@@ -247,17 +247,56 @@ def _best_f1(t: _Table) -> tuple[float, float]:
 
 def _reduce(x: np.ndarray, y: np.ndarray, max_points: int) -> np.ndarray:
     """Indices of at most ``max_points`` points spread evenly along the curve's (L1) length; keeps both ends."""
-    n = x.size
+    if x.size <= max_points:
+        return np.arange(x.size)
+    arc = np.concatenate(([0.0], np.cumsum(np.abs(np.diff(x)) + np.abs(np.diff(y)))))
+    return _reduce_arc(arc, max_points)
+
+
+def _reduce_arc(arc: np.ndarray, max_points: int) -> np.ndarray:
+    """:func:`_reduce` given the curve's length ``arc`` at each point (non-decreasing, from 0).
+
+    Splits the length into ``max_points - 2`` equal bins and keeps the first point
+    of each non-empty bin and the last point: one search per bin.
+    """
+    n = arc.size
     if n <= max_points:
         return np.arange(n)
-    step = np.abs(np.diff(x)) + np.abs(np.diff(y))
-    s = np.concatenate(([0.0], np.cumsum(step)))
-    total = s[-1]
+    total = float(arc[-1] - arc[0])
     if not total > 0:
         return np.array([0, n - 1])
-    bins = np.minimum(np.floor(s * ((max_points - 2) / total)), max_points - 3)
-    first = np.concatenate(([0], np.flatnonzero(np.diff(bins)) + 1))
-    return np.unique(np.concatenate((first, [n - 1])))
+    bins = max(1, max_points - 2)
+    first = np.searchsorted(arc, arc[0] + np.arange(bins) * (total / bins), side="left")
+    return np.unique(np.append(first, n - 1))
+
+
+def _roc_points(t: _Table, steps: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``fpr, tpr, threshold`` of the ROC curve through the given steps (indices into ``t``, increasing).
+
+    Step ``j`` contributes the top of the run of inliers scoring between anomaly
+    scores ``j - 1`` and ``j`` (when there are any) and the point after anomaly
+    score ``j``'s tie group; the curve starts at (0, 0) (threshold +inf) and ends
+    at (1, 1). With every step, this is scikit-learn's ``roc_curve`` (corners only).
+    """
+    P, N = t.n_pos, t.n_neg
+    prev = steps - 1
+    tp_prev = np.where(prev >= 0, t.tp[np.maximum(prev, 0)], 0)
+    fp_prev = np.where(prev >= 0, t.fp[np.maximum(prev, 0)], 0)
+    k = steps.size
+    x = np.empty(2 * k, np.int64)
+    y = np.empty(2 * k, np.int64)
+    key = np.empty(2 * k, np.int32)
+    keep = np.ones(2 * k, bool)
+    x[0::2], y[0::2], key[0::2] = t.fp_above[steps], tp_prev, t.next_above[steps]  # top of the inlier run
+    x[1::2], y[1::2], key[1::2] = t.fp[steps], t.tp[steps], t.keys[steps]          # after the tie group
+    keep[0::2] = t.fp_above[steps] > fp_prev
+    x, y, key = x[keep], y[keep], key[keep]
+    if x[-1] < N:  # inliers below the lowest anomaly score: the curve's last run to (1, 1)
+        x, y, key = np.append(x, N), np.append(y, P), np.append(key, np.int32(t.min_key))
+    fpr = np.concatenate(([0.0], x / N))
+    tpr = np.concatenate(([0.0], y / P))
+    thr = np.concatenate(([np.inf], keys_to_scores(key).astype(np.float64)))
+    return fpr, tpr, thr
 
 
 class AnomalyMetrics:
@@ -315,8 +354,8 @@ class AnomalyMetrics:
         else:
             self._add(s, y, record=None, images=s.shape[0] if batch else 1)
 
-    def update_frame(self, anomaly: Any, labels: Any) -> float:
-        """Add one image, like :meth:`update`, and return that image's own AP.
+    def update_frame(self, anomaly: Any, labels: Any, ap: bool = True) -> float | None:
+        """Add one image, like :meth:`update`, and return that image's own AP (None with ``ap=False``).
 
         ``labels`` is an ``H x W`` array or a :class:`FrameLabels` (prepared once
         for several maps). The AP is exactly what a fresh metric's
@@ -324,7 +363,8 @@ class AnomalyMetrics:
         ``average_precision_score`` over its evaluated pixels), NaN when it has
         no anomaly or no inlier pixel. It costs one in-place sort of the image's
         keys (reordering keys inside the state changes nothing: the state is a
-        multiset). Not with ``per_image=True`` (use :meth:`update`).
+        multiset), about three times the cost of adding them: pass ``ap=False``
+        when nobody reads it. Not with ``per_image=True`` (use :meth:`update`).
         """
         if self.per_image:
             raise InputError("update_frame() is for metrics without per_image; use update(..., ids=...)")
@@ -364,11 +404,25 @@ class AnomalyMetrics:
         self.images += 1
         self._sorted = False
         self._table = None
+        if not ap:
+            return None
         if fl.n_pos == 0 or fl.n_neg == 0:
             return math.nan
         keys.sort()
         pos.sort()  # a copy of our own (boolean indexing), shared with nobody yet
         return _ap(_build_table(keys, pos, fl.n_pos, fl.n_neg))
+
+    def reserve(self, pixels: int) -> None:
+        """Make room for ``pixels`` more evaluated pixels now, so that adding them never grows the state.
+
+        Only address space is taken: memory is committed as keys are written. Without
+        it the buffer grows by steps as images arrive (NumPy zero-fills each step).
+        """
+        need = self._n + max(0, int(pixels))
+        if need > self._buf.size:
+            buf = np.empty(need, dtype=np.int32)
+            buf[:self._n] = self._buf[:self._n]
+            self._buf = buf
 
     def _reserve(self, k: int) -> np.ndarray:
         """A writable slice of ``k`` free key slots at the end of the buffer (grown if needed)."""
@@ -577,33 +631,27 @@ class AnomalyMetrics:
         if t.reason is not None:
             raise InputError(f"no curves: {t.reason}")
         P, N, m = t.n_pos, t.n_neg, t.keys.size
-        tp_prev = np.concatenate(([0], t.tp[:-1]))
-        fp_prev = np.concatenate(([0], t.fp[:-1]))
-        x = np.empty(2 * m, np.int64)
-        y = np.empty(2 * m, np.int64)
-        k = np.empty(2 * m, np.int32)
-        keep = np.ones(2 * m, bool)
-        x[0::2], y[0::2], k[0::2] = t.fp_above, tp_prev, t.next_above   # top of each vertical run of inliers
-        x[1::2], y[1::2], k[1::2] = t.fp, t.tp, t.keys                  # after the anomaly score's tie group
-        keep[0::2] = t.fp_above > fp_prev
-        x, y, k = x[keep], y[keep], k[keep]
-        end = x[-1] < N
-        if end:
-            x, y, k = np.append(x, N), np.append(y, P), np.append(k, np.int32(t.min_key))
-        fpr = np.concatenate(([0.0], x / N))
-        tpr = np.concatenate(([0.0], y / P))
-        ri = _reduce(fpr, tpr, max_points)
-        # thresholds only at the points kept (point j > 0 of the curve has key k[j - 1])
-        thr = np.full(ri.size, np.inf)
-        inner = ri > 0
-        thr[inner] = keys_to_scores(k[ri[inner] - 1]).astype(np.float64)
-        tpf = t.tp.astype(np.float64)
-        precision = (tpf / (tpf + t.fp))[::-1]
-        recall = (tpf / P)[::-1]
-        pi = _reduce(recall, precision, max_points)
+        # Only the points kept are built: a step j of the ROC staircase is the top of its run of
+        # inliers and the point after its anomaly tie group; both coordinates only grow, so the
+        # curve's L1 length at step j is fpr + tpr and the steps to keep come from one search
+        # (O(max_points log m), not O(m) passes over millions of steps).
+        steps = _reduce_arc(t.fp / N + t.tp / P, max(1, (max_points - 2) // 2))
+        fpr, tpr, thr = _roc_points(t, steps)
+        if fpr.size > max_points:  # only for tiny max_points
+            ri = _reduce(fpr, tpr, max_points)
+            fpr, tpr, thr = fpr[ri], tpr[ri], thr[ri]
+        # PR in increasing threshold order: recall falls by count / P per step, precision moves
+        # either way, so its L1 length needs one pass over the steps
+        tpf = t.tp[::-1].astype(np.float64)
+        precision = tpf / (tpf + t.fp[::-1])
+        arc = np.empty(m)
+        arc[0] = 0.0
+        np.cumsum(np.abs(np.diff(precision)), out=arc[1:])
+        arc += 1.0 - tpf / P
+        pi = _reduce_arc(arc, max_points)
         pthr = keys_to_scores(t.keys[::-1][pi]).astype(np.float64)
-        return {"roc": {"fpr": fpr[ri], "tpr": tpr[ri], "threshold": thr},
-                "pr": {"precision": precision[pi], "recall": recall[pi], "threshold": pthr}}
+        return {"roc": {"fpr": fpr, "tpr": tpr, "threshold": thr},
+                "pr": {"precision": precision[pi], "recall": tpf[pi] / P, "threshold": pthr}}
 
     def __repr__(self) -> str:
         return (f"AnomalyMetrics(ignore_index={self.ignore_index}, per_image={self.per_image}, images={self.images}, "

@@ -107,7 +107,11 @@ class Timer:
         try:
             yield
         finally:
-            self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - t0
+            self.add(stage, time.perf_counter() - t0)
+
+    def add(self, stage: str, seconds: float) -> None:
+        """Count ``seconds`` towards ``stage`` (for work timed elsewhere, e.g. split between stages)."""
+        self.seconds[stage] = self.seconds.get(stage, 0.0) + seconds
 
 
 def format_table(header: Sequence[str], rows: Sequence[Sequence[Any]], align: str | None = None) -> str:

@@ -26,10 +26,11 @@ import math
 import os
 import shutil
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -59,6 +60,7 @@ class EvalConfig:
     resume: bool = False
     save_every: int = 10
     track: str | None = None
+    frame_ap: bool | None = None   # each frame's AP in frames.json; None: only with ``report``
 
 
 # ------------------------------------------------------------------ adapters to the core packages
@@ -107,12 +109,12 @@ _POOLS: dict[int, ThreadPoolExecutor] = {}
 
 
 class _Workers:
-    """Runs one task per method on a few threads (NumPy's sorts and array passes release the GIL).
+    """Runs tasks on a few threads (torch's and NumPy's array passes release the GIL).
 
     The thread count follows torch's (``OMP_NUM_THREADS``; 1 per process under torchrun),
-    capped by the number of methods; with one thread the tasks run inline. Each task
-    touches only its own method's state, so results do not depend on scheduling. Pools
-    are kept for the process's lifetime (idle threads cost nothing).
+    capped by ``n_tasks``; with one thread the tasks run inline. Each task touches only
+    its own method's state (or its own rows), so results do not depend on scheduling.
+    Pools are kept for the process's lifetime (idle threads cost nothing).
     """
 
     def __init__(self, n_tasks: int) -> None:
@@ -123,6 +125,8 @@ class _Workers:
             _POOLS[n] = ThreadPoolExecutor(n, thread_name_prefix="sml-eval", initializer=torch.set_num_threads,
                                            initargs=(1,))
         self._pool = _POOLS.get(n) if n > 1 else None
+        #: worker threads (1: inline)
+        self.size = n
 
     def map(self, fn: Any, items: Sequence[Any]) -> list[Any]:
         """``[fn(x) for x in items]``, in order (the first exception is raised)."""
@@ -147,31 +151,50 @@ class EvalRun:
     out: Path
 
 
-def score_frame(scorers: dict[str, Any], logits: torch.Tensor,
-                workers: "_Workers | None" = None) -> tuple[dict[str, np.ndarray], torch.Tensor]:
-    """Every method's ``H x W`` map from one frame's logits, and the prediction (argmax).
+@dataclass
+class ScoredFrame:
+    """One frame through :func:`score_frame`."""
+
+    maps: dict[str, np.ndarray]   # method -> float32 H x W anomaly map
+    pred: torch.Tensor            # B x H x W argmax of the logits
+    results: dict[str, Any]       # method -> what ``then(method, map)`` returned (None without ``then``)
+    score_seconds: float          # task seconds spent scoring, summed over the methods
+    then_seconds: float           # task seconds spent in ``then``, summed over the methods
+
+
+def score_frame(scorers: dict[str, Any], logits: torch.Tensor, workers: "_Workers | None" = None,
+                then: Callable[[str, np.ndarray], Any] | None = None) -> ScoredFrame:
+    """Every method's ``H x W`` map from one frame's logits (and ``then(method, map)`` for each).
 
     The methods share one :class:`sml.scores.LogitContext`: the channel max and
     argmax are computed once (max_logit, sml), and so is the one exponential per
-    logit behind msp, entropy and energy. With ``workers``, the max-based and the
-    softmax-based methods run side by side (each chain single-threaded, see
+    logit behind msp, entropy and energy; with ``workers`` that pass is split into
+    row bands, one per thread. Then each method is one task (its map, then
+    ``then(method, map)``, e.g. its metric update), so the cheap methods' tasks run
+    beside sml's. Each task is single-threaded (see
     ``sml.scores.functional.HOT_LOOP_THREADS``); the maps are the same either way.
     """
     from sml.scores import LogitContext
 
     with torch.inference_mode():
         ctx = LogitContext(logits)
-        pred = ctx.max_and_argmax()[1]  # everything below reads it
-    by_max = [m for m, sc in scorers.items() if getattr(sc, "uses_max_only", False)]
-    groups = [g for g in (by_max, [m for m in scorers if m not in by_max]) if g]
+        softmax = any(not getattr(sc, "uses_max_only", False) for sc in scorers.values())
+        ctx.precompute(softmax, workers.map if workers is not None else None, workers.size if workers else 1)
+        pred = ctx.max_and_argmax()[1]
 
-    def run(group: list[str]) -> dict[str, np.ndarray]:
+    def run(m: str) -> tuple[np.ndarray, Any, float, float]:
+        t0 = time.perf_counter()
         with torch.inference_mode():  # thread-local: entered in each worker
-            return {m: scorers[m].score_context(ctx)[0].float().cpu().numpy() for m in group}
+            amap = scorers[m].score_context(ctx)[0].float().cpu().numpy()
+        t1 = time.perf_counter()
+        res = then(m, amap) if then is not None else None
+        return amap, res, t1 - t0, time.perf_counter() - t1
 
-    parts = workers.map(run, groups) if workers is not None else [run(g) for g in groups]
-    done = {m: a for part in parts for m, a in part.items()}
-    return {m: done[m] for m in scorers}, pred
+    # the slowest task (sml's post-processing) first, so the others fill the second thread meanwhile
+    order = sorted(scorers, key=lambda m: m != "sml")
+    done = dict(zip(order, workers.map(run, order) if workers is not None else map(run, order)))
+    return ScoredFrame({m: done[m][0] for m in scorers}, pred, {m: done[m][1] for m in scorers},
+                       sum(d[2] for d in done.values()), sum(d[3] for d in done.values()))
 
 
 def evaluate(
@@ -222,6 +245,9 @@ def evaluate(
     # Keys go straight into ``pooled``; a resume chunk holds what was added since the last save
     # (``pooled[m].since(mark)``: views, pickled at once), so no key is ever copied in memory.
     workers = _Workers(len(methods))
+    # each frame's own AP (frames.json) costs a sort of its keys: only when the report's gallery wants it
+    frame_ap = config.report if config.frame_ap is None else bool(config.frame_ap)
+    reserved = False
     fresh_records: dict[int, dict[str, Any]] = {}
     marks = {m: pooled[m].mark() for m in methods}
     timer = common.Timer()
@@ -234,20 +260,34 @@ def evaluate(
         size = labels.shape if labels is not None else sample.image.shape[:2]
         with timer("forward"):
             logits = common.forward(model, sample.image, size)
-        with timer("scoring"):
-            maps, pred = score_frame(scorers, logits, workers)
-        del logits
+
         rec: dict[str, Any] = {"id": frame.id, "image": str(frame.image_path),
                                "labels": str(frame.label_path) if frame.label_path else None, "methods": {}}
-        with timer("metrics"):
-            if labels is None:
-                rec["methods"] = {m: {} for m in methods}
-            else:
+        frame_labels = None
+        if labels is not None:
+            with timer("metrics"):
                 frame_labels = FrameLabels(labels, 255)  # validated and counted once for every method
                 rec["pixels"] = {"anomaly": frame_labels.n_pos, "inlier": frame_labels.n_neg}
-                # each method's frame AP from one sort of the frame's keys, added to the state meanwhile
-                aps = workers.map(lambda m: pooled[m].update_frame(maps[m], frame_labels), methods)
-                rec["methods"] = {m: {"ap": _f(ap)} for m, ap in zip(methods, aps)}
+                if not reserved:
+                    # room for the rest of this process's frames at this size, taken once: pages are
+                    # committed only as keys are written, and the buffer never has to grow and move
+                    for m in methods:
+                        pooled[m].reserve(labels.size * (len(mine) - n + 1))
+                    reserved = True
+
+        def count(m: str, amap: np.ndarray) -> Any:
+            # the frame's keys go into the pooled state (and its own AP, when asked, from one sort of them)
+            return pooled[m].update_frame(amap, frame_labels, ap=frame_ap) if frame_labels is not None else None
+
+        t0 = time.perf_counter()
+        scored = score_frame(scorers, logits, workers, then=count)
+        # scoring and metric updates run interleaved on the workers: split the wall time by task time
+        wall, busy = time.perf_counter() - t0, scored.score_seconds + scored.then_seconds
+        timer.add("scoring", wall * (scored.score_seconds / busy if busy > 0 else 1.0))
+        timer.add("metrics", wall * (scored.then_seconds / busy if busy > 0 else 0.0))
+        maps, pred = scored.maps, scored.pred
+        rec["methods"] = {m: {} if r is None else {"ap": _f(r)} for m, r in scored.results.items()}
+        del logits, scored
         with timer("writing"):
             pred_np = pred[0].cpu().numpy() if "fishyscapes" in formats else None
             for m in methods:

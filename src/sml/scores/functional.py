@@ -7,7 +7,7 @@ bands of rows so that no temporary as large as the logits is ever allocated.
 from __future__ import annotations
 
 import contextlib
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -189,9 +189,7 @@ def softmax_terms(logits: torch.Tensor, max_logit: torch.Tensor | None = None) -
     m = max_logit.to(wd)
     s = torch.empty((b, h, w), dtype=wd, device=logits.device)
     t = torch.empty((b, h, w), dtype=wd, device=logits.device)
-    # Bands of ~2^17 logits keep the two band temporaries in L2 across the op chain;
-    # single-threaded (HOT_LOOP_THREADS): each op is tens of microseconds.
-    rows = min(h, rows_per_band(b * c * w, _BAND_ELEMENTS // 2))
+    rows = softmax_band_rows(logits.shape)
     d = torch.empty((b, c, rows, w), dtype=wd, device=logits.device)
     e = torch.empty((b, c, rows, w), dtype=wd, device=logits.device)
     with hot_loop_threads(logits.device):
@@ -205,6 +203,17 @@ def softmax_terms(logits: torch.Tensor, max_logit: torch.Tensor | None = None) -
             eb.mul_(db)
             torch.sum(eb, dim=1, out=t[:, r0:r1])
     return s, t
+
+
+def softmax_band_rows(shape: Sequence[int]) -> int:
+    """Rows per band of :func:`softmax_terms` for logits of ``shape`` (``B x C x H x W``).
+
+    Bands of ~2^17 logits keep the two band temporaries in L2 across the op chain.
+    The sums over classes are bit-identical only for identical band shapes, so
+    callers that split the rows (e.g. between threads) split at multiples of this.
+    """
+    b, c, h, w = shape
+    return min(h, rows_per_band(b * c * w, _BAND_ELEMENTS // 2))
 
 
 def msp_from_terms(s: torch.Tensor) -> torch.Tensor:

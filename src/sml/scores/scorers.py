@@ -11,7 +11,7 @@ channel max/argmax; the softmax terms behind msp, entropy and energy), and
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
 import torch
 
@@ -58,6 +58,45 @@ class LogitContext:
             F.check_terms(self.logits, s, t)
             self._terms = (s, t)
         return self._terms
+
+    def precompute(self, softmax: bool = True, map_fn: Callable[..., Any] | None = None, parts: int = 1) -> None:
+        """Compute the shared quantities now, split into ``parts`` bands of rows run through ``map_fn``.
+
+        ``map_fn`` is a ``map``-like callable (e.g. a thread pool's ``map``); the
+        per-pixel work releases the GIL, so two threads on two row halves take about
+        half the time of one pass. Every quantity is per pixel and the bands are cut
+        where :func:`~sml.scores.functional.softmax_terms` cuts its own, so the
+        results equal :meth:`max_and_argmax` / :meth:`softmax_terms` bit for bit.
+        """
+        x = self.logits
+        h = x.shape[2]
+        # split at multiples of the softmax band: the class sums then see the very same bands
+        step = F.softmax_band_rows(x.shape)
+        n = max(1, int(parts))
+        cuts = sorted({0, h} | {min(h, round(h * i / n / step) * step) for i in range(1, n)})
+        bounds = [(a, b) for a, b in zip(cuts, cuts[1:]) if b > a]
+        parts = len(bounds)
+        need_max, need_terms = self._max is None, softmax and self._terms is None
+        if not (need_max or need_terms):
+            return
+        grad, inference = torch.is_grad_enabled(), torch.is_inference_mode_enabled()
+
+        def band(rows: tuple[int, int]) -> tuple[torch.Tensor | None, ...]:
+            # grad and inference modes are thread-local: take the caller's into the worker
+            with torch.inference_mode(inference), torch.set_grad_enabled(grad):
+                xs = x[:, :, rows[0]:rows[1]]
+                v, i = F.max_and_argmax(xs) if need_max else (self._max[0][:, rows[0]:rows[1]], None)
+                s, t = F.softmax_terms(xs, v) if need_terms else (None, None)
+                return v, i, s, t
+
+        out = list((map_fn or map)(band, bounds))
+        cat = (lambda k: out[0][k]) if parts == 1 else (lambda k: torch.cat([o[k] for o in out], dim=1))
+        if need_max:
+            self._max = (cat(0), cat(1))
+        if need_terms:
+            s, t = cat(2), cat(3)
+            F.check_terms(x, s, t)
+            self._terms = (s, t)
 
 
 class Scorer:
