@@ -101,7 +101,9 @@ def test_deterministic_and_resumable(run: Path, setup: dict[str, Path], monkeypa
     again = setup["base"] / "again"
     with monkeypatch.context() as m:
         interrupt_forward_after(m, 3)
-        assert _eval(setup, again, "--components", "--save-maps", "npy", "--save-every", "1", "--frame-ap") == 130
+        # by time, with a zero interval: a chunk after every frame
+        assert _eval(setup, again, "--components", "--save-maps", "npy", "--save-interval", "0", "--frame-ap") == 130
+    assert len(list((again / ".partial" / "state").glob("*.state"))) == 3
     assert not (again / "metrics.json").exists()
     assert _eval(setup, again, "--components", "--save-maps", "npy", "--resume", "--frame-ap") == 0
     a = json.loads((run / "metrics.json").read_text())

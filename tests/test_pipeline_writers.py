@@ -123,6 +123,25 @@ def test_store_chunks(tmp_path: Path) -> None:
     assert not (tmp_path / "st").exists()
 
 
+def test_save_policy_by_frames_or_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    now = {"t": 1000.0}
+    monkeypatch.setattr(resume.time, "monotonic", lambda: now["t"])
+    every = resume.SavePolicy(every=3, interval=0.0)  # a frame count wins over the interval
+    assert [n for n in range(1, 10) if every.due(n)] == [3, 6, 9]
+    timed = resume.SavePolicy(interval=60.0)
+    assert not timed.due(1)
+    now["t"] += 59.9
+    assert not timed.due(2)
+    now["t"] += 0.2
+    assert timed.due(3)
+    timed.saved()  # the interval restarts at the save
+    now["t"] += 30
+    assert not timed.due(4)
+    for bad in ({"every": 0}, {"interval": -1.0}, {"interval": float("nan")}):
+        with pytest.raises(InputError):
+            resume.SavePolicy(**bad)
+
+
 def test_state_keeps_a_metric_exactly_and_sends_only_its_used_keys(tmp_path: Path) -> None:
     """A metric in a resume chunk: its own pickle state (used keys only), restored bit-identically."""
     from sml.metrics import AnomalyMetrics

@@ -98,15 +98,14 @@ def run(args: argparse.Namespace) -> int:
     from sml.errors import InputError
     from sml.pipelines import common
     from sml.pipelines.evaluate import EvalConfig, evaluate, print_table
-    from sml.pipelines.options import parse_methods, sml_settings
+    from sml.pipelines.options import check_resume_args, parse_methods, sml_settings
     from sml.pipelines.writers import parse_formats
     from sml.utils import distributed
 
     methods = parse_methods(args.method)
     formats = parse_formats(args.save_maps)
     settings = sml_settings(args)
-    if args.save_every < 1:
-        raise InputError(f"--save-every must be at least 1 (got {args.save_every})")
+    check_resume_args(args)
     if "sml" in methods and args.stats is None:
         raise InputError("method sml needs class statistics: pass --stats stats.json (made by `sml stats`), "
                          "or leave sml out of --method")
@@ -119,6 +118,7 @@ def run(args: argparse.Namespace) -> int:
     model = common.load_model(args.model, args.weights, device=args.device, trust=args.trust_checkpoint)
     config = EvalConfig(methods=methods, sml_settings=settings, components=args.components, save_maps=formats,
                         report=args.report, limit=args.limit, resume=args.resume, save_every=args.save_every,
+                        save_interval=args.save_interval,
                         track=args.track, frame_ap=True if args.frame_ap else None)
     meta = {"model": args.model, "weights": str(args.weights), "data": args.data, "split": args.split,
             "stats": str(args.stats), "limit": args.limit}

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from sml.pipelines.options import HelpFormatter, add_model_args, add_resume_args
+from sml.pipelines.options import HelpFormatter, add_model_args, add_resume_args, check_resume_args
 
 EPILOG = """\
 examples:
@@ -18,7 +18,8 @@ examples:
 The statistics are the count, mean and unbiased variance of the max logit over
 all pixels predicted as each class (spec section 2). They are what `sml eval
 --method sml` and `sml predict` need (--stats stats.json). Partial progress is
-saved to OUT.partial/ every --save-every frames; it is removed once OUT exists.
+saved to OUT.partial/ every --save-interval seconds (or --save-every frames);
+it is removed once OUT exists.
 """
 
 
@@ -52,8 +53,7 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.suffix.lower() != ".json":
         raise InputError(f"-o {out}: the statistics are written as JSON; give a path ending in .json")
-    if args.save_every < 1:
-        raise InputError(f"--save-every must be at least 1 (got {args.save_every})")
+    check_resume_args(args)
     common.check_device(args.device)
     distributed.init_from_env(args.device)
     dataset = common.open_data(args.data, split=args.split, allow_subset=args.allow_subset,
@@ -63,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
             "limit": args.limit}
     result = compute_statistics(model, dataset, valid_only=args.valid_only, limit=args.limit,
                                 state_dir=out.with_name(out.name + ".partial"), resume=args.resume,
-                                save_every=args.save_every, meta=meta)
+                                save_every=args.save_every, save_interval=args.save_interval, meta=meta)
     if distributed.is_main():
         data = args.data if args.split is None else f"{args.data} (split {args.split})"
         save_statistics(result.stats, out, model=args.model, data=data)

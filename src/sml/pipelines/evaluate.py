@@ -37,7 +37,7 @@ import torch
 
 from sml.errors import InputError
 from sml.pipelines import common, writers
-from sml.pipelines.resume import ResumeStore
+from sml.pipelines.resume import ResumeStore, SavePolicy
 from sml.utils import atomic, distributed
 from sml.utils.progress import progress
 
@@ -58,7 +58,8 @@ class EvalConfig:
     report: bool = False
     limit: int | None = None
     resume: bool = False
-    save_every: int = 10
+    save_every: int | None = None  # frames between resume chunks; None: by time (save_interval)
+    save_interval: float = 300.0   # seconds of work between resume chunks when save_every is None
     track: str | None = None
     frame_ap: bool | None = None   # each frame's AP in frames.json; None: only with ``report``
 
@@ -251,6 +252,7 @@ def evaluate(
     fresh_records: dict[int, dict[str, Any]] = {}
     marks = {m: pooled[m].mark() for m in methods}
     timer = common.Timer()
+    policy = SavePolicy(config.save_every, config.save_interval)
     bar = progress(mine, total=len(todo), desc=f"eval {kind}", disable=None if show_progress else True)
     for n, i in enumerate(bar, 1):
         frame = dataset.frames[i]
@@ -297,14 +299,15 @@ def evaluate(
                     atomic.save_npy(tmp32 / m / f"{writers.safe_name(frame.id)}.npy", maps[m])
         records[i] = fresh_records[i] = rec
         last = n == len(mine)
-        if n % config.save_every == 0 or last:
+        if policy.due(n) or last:
             # One process saves only mid-run: after its last frame the results follow at once,
-            # so a final chunk would guard just the last < save_every frames against a crash
+            # so a final chunk would guard just the frames since the last save against a crash
             # in the final computation, at the price of writing every key of them. With
             # several processes this one may wait for the others, so its last frames are saved.
             if not last or distributed.world_size() > 1:
                 with timer("writing"):
                     store.save({"records": fresh_records, "metrics": {m: pooled[m].since(marks[m]) for m in methods}})
+                policy.saved()
             marks = {m: pooled[m].mark() for m in methods}
             fresh_records = {}
 

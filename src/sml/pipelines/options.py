@@ -33,10 +33,23 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
 
 
 def add_resume_args(g: argparse._ArgumentGroup, where: str) -> None:
-    """``--resume`` / ``--save-every``: the partial state ``where`` names (stats and eval share the mechanism)."""
+    """``--resume`` / ``--save-every`` / ``--save-interval``: the partial state ``where`` names (stats and eval)."""
     g.add_argument("--resume", action="store_true", help=f"continue an interrupted run from {where}")
-    g.add_argument("--save-every", type=int, default=10, metavar="N",
-                   help="save partial progress every N frames (per process)")
+    g.add_argument("--save-every", type=int, default=None, metavar="N",
+                   help="save partial progress every N frames (per process) instead of by time")
+    g.add_argument("--save-interval", type=float, default=300.0, metavar="SECONDS",
+                   help="save partial progress once SECONDS of work have passed since the last save "
+                        "(default 300: an interruption loses at most about 5 minutes)")
+
+
+def check_resume_args(args: argparse.Namespace) -> None:
+    """Reject a ``--save-every`` below 1 or a negative ``--save-interval``, naming the flag."""
+    from sml.errors import InputError
+
+    if args.save_every is not None and args.save_every < 1:
+        raise InputError(f"--save-every must be at least 1 (got {args.save_every})")
+    if not args.save_interval >= 0:
+        raise InputError(f"--save-interval must be a number of seconds >= 0 (got {args.save_interval})")
 
 
 def add_sml_args(p: argparse.ArgumentParser) -> None:

@@ -21,6 +21,7 @@ import os
 import pickle
 import re
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -113,6 +114,36 @@ def dump(obj: Any, fh: Any) -> None:
 
 def loads(data: bytes) -> Any:
     return from_plain(_NumpyOnlyUnpickler(io.BytesIO(data)).load())
+
+
+# ---------------------------------------------------------------- when to save
+class SavePolicy:
+    """When a pipeline writes a resume chunk: every ``every`` frames, or (``every=None``) by time.
+
+    By time, a chunk is due once ``interval`` seconds have passed since the last
+    one (or the start). A chunk holds everything added since the previous one, so
+    the bytes written do not depend on the policy; time keeps saves rare where
+    frames are fast (a GPU, small frames: a frame count tuned for a CPU would
+    write every fraction of a second) while bounding what an interruption loses.
+    """
+
+    def __init__(self, every: int | None = None, interval: float = 300.0) -> None:
+        if every is not None and every < 1:
+            raise InputError(f"save every N frames needs N >= 1, got {every}")
+        if not interval >= 0:
+            raise InputError(f"save interval must be >= 0 seconds, got {interval}")
+        self.every, self.interval = every, float(interval)
+        self._last = time.monotonic()
+
+    def due(self, n: int) -> bool:
+        """Whether a chunk is due after this process's ``n``-th frame (1-based)."""
+        if self.every is not None:
+            return n % self.every == 0
+        return time.monotonic() - self._last >= self.interval
+
+    def saved(self) -> None:
+        """Record that a chunk was just written (the interval restarts)."""
+        self._last = time.monotonic()
 
 
 # ---------------------------------------------------------------- the store

@@ -19,7 +19,7 @@ import torch
 
 from sml.errors import InputError
 from sml.pipelines import common
-from sml.pipelines.resume import ResumeStore
+from sml.pipelines.resume import ResumeStore, SavePolicy
 from sml.utils import distributed
 from sml.utils.progress import progress
 
@@ -56,7 +56,8 @@ def compute_statistics(
     limit: int | None = None,
     state_dir: str | os.PathLike | None = None,
     resume: bool = False,
-    save_every: int = 10,
+    save_every: int | None = None,
+    save_interval: float = 300.0,
     meta: dict[str, Any] | None = None,
     show_progress: bool = True,
     on_frame: Callable[[int], None] | None = None,
@@ -64,8 +65,9 @@ def compute_statistics(
     """Statistics of ``model``'s max logits over ``dataset`` (all frames, or the first ``limit``).
 
     ``valid_only`` restricts them to pixels with a non-ignore label. With
-    ``state_dir`` the per-frame partials are saved there atomically every
-    ``save_every`` frames and ``resume=True`` continues from them. Runs on
+    ``state_dir`` the per-frame partials are saved there atomically (every
+    ``save_every`` frames, or by default every ``save_interval`` seconds, and after
+    the last frame) and ``resume=True`` continues from them. Runs on
     one process or on every rank of a ``torchrun`` job (collective call).
     """
     indices = common.frame_indices(len(dataset), limit)
@@ -83,6 +85,7 @@ def compute_statistics(
     fresh: dict[int, Any] = {}
 
     timer = common.Timer()
+    policy = SavePolicy(save_every, save_interval)
     bar = progress(mine, total=len(todo), desc="stats", disable=None if show_progress else True)
     for n, i in enumerate(bar, 1):
         frame = dataset.frames[i]
@@ -101,8 +104,9 @@ def compute_statistics(
         own[i] = fresh[i] = part
         if on_frame is not None:
             on_frame(i)
-        if store is not None and (n % save_every == 0 or n == len(mine)):
+        if store is not None and (policy.due(n) or n == len(mine)):
             store.save({"partials": fresh})
+            policy.saved()
             fresh = {}
 
     gathered: dict[int, Any] = {}
