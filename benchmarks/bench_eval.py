@@ -19,8 +19,9 @@ charges everything, including work that runs beside the forward pass.
 5 minutes of work, so none in a short run: ``--save-every N`` measures chunks every
 N frames; no maps kept; no per-frame AP, which ``--frame-ap`` adds as ``--report``
 does), and the
-process is set up as the ``sml`` command sets it up (torch huge pages for large
-tensors), for both pipelines alike. ``--stats-frames N`` also times ``sml stats``
+process is set up as the ``sml`` command sets it up (``sml.utils.process.tune_process``:
+torch huge pages for large tensors, malloc keeping freed blocks; ``SML_MALLOC_TUNING=0``
+measures without the latter), for both pipelines alike. ``--stats-frames N`` also times ``sml stats``
 per frame on N Cityscapes frames (2048x1024), split into decode / network /
 upsample / statistics update, next to the pipeline's own per-frame total.
 
@@ -32,17 +33,19 @@ from __future__ import annotations
 
 import argparse
 import os
-
-# as the `sml` command does (sml/cli/main.py), before torch allocates anything
-os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-import torch
+from sml.utils.process import tune_process
+
+# as the `sml` command does (sml/cli/main.py), before numpy or torch allocates anything
+tune_process()
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("SML_SHARED", REPO.parent / "shared"))
@@ -207,7 +210,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{len(frames)} frames x {args.repeats} repeats, methods {','.join(methods)}; seconds per frame (median)")
     saving = f"a resume chunk every {args.save_every} frames" if args.save_every else "resume chunks by time"
     print(f"ours: `sml eval` defaults ({saving}, no maps kept, {'with' if args.frame_ap else 'no'} frame AP); "
-          f"THP_MEM_ALLOC_ENABLE={os.environ.get('THP_MEM_ALLOC_ENABLE')}; "
+          f"THP_MEM_ALLOC_ENABLE={os.environ.get('THP_MEM_ALLOC_ENABLE')}, "
+          f"SML_MALLOC_TUNING={os.environ.get('SML_MALLOC_TUNING', '1')}; "
           f"load average {load0[0]:.2f} before, {load1[0]:.2f} after")
     cols = [k for k in ("fwd", "ours", "naive") if k in med]
     names = {"fwd": "fwd only", "ours": "ours", "naive": "naive"}

@@ -395,3 +395,45 @@ def test_since_mark_parts_rebuild_the_whole():
     assert whole.since(whole.mark()).compute()["reason"].startswith("no evaluated pixels")
     with pytest.raises(InputError, match="take a new mark"):
         whole.since(mark)  # compute() sorted the keys: the old mark no longer points at anything
+
+
+def _same_result(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(
+        (isinstance(v, float) and math.isnan(v) and math.isnan(b[k])) or v == b[k] for k, v in a.items())
+
+
+@pytest.mark.parametrize("levels", [None, 300])
+def test_summary_equals_compute_and_curves_whatever_runs_the_parts(levels):
+    """summary(run=...) gives compute() and curves() exactly, however its parts are run (split search included)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    rng = np.random.default_rng(5)
+    s, y = random_case(rng, 400_000, levels, 0.3, 0.02)  # > 2^16 distinct anomaly keys: the search is split
+    parts = []
+
+    def reversed_run(fns):  # the parts in another order (as threads might finish them)
+        parts.append(len(fns))
+        return [f() for f in fns[::-1]][::-1]
+
+    with ThreadPoolExecutor(2) as pool:
+        def pool_run(fns):
+            return [f.result() for f in [pool.submit(f) for f in fns]]
+
+        for run in (None, reversed_run, pool_run):
+            ref, m = AnomalyMetrics(), AnomalyMetrics()
+            for k in range(0, s.size, 100_000):  # several chunks: the sorts have something to join
+                ref.update(s[k:k + 100_000], y[k:k + 100_000])
+                m.update(s[k:k + 100_000], y[k:k + 100_000])
+            res, cur = m.summary(500, run)
+            assert _same_result(res, ref.compute())
+            want = ref.curves(500)
+            for name in ("roc", "pr"):
+                for k in want[name]:
+                    assert np.array_equal(cur[name][k], want[name][k]), (name, k)
+    assert parts and all(p == 2 for p in parts)  # the sorts, the search halves, compute / curves
+    assert roc_auc_score(y[y != 255], s[y != 255]) == pytest.approx(res["auroc"], abs=1e-12)
+    # a class missing: the curves are None, compute() says why
+    m = AnomalyMetrics()
+    m.update(s[:100], np.zeros(100, np.uint8))
+    res, cur = m.summary()
+    assert cur is None and res["reason"] and math.isnan(res["auroc"])

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import pickle
+import time
 from pathlib import Path
 
 import h5py
@@ -194,3 +195,47 @@ def test_score_frame_side_by_side_equals_inline() -> None:
         for m in inline:
             assert np.array_equal(par[m], inline[m]), m
             assert np.array_equal(inline[m], scorers[m](logits)[0].numpy()), m
+
+
+def test_workers_run_hands_parts_to_idle_threads_and_never_waits_on_its_own_queue() -> None:
+    """_Workers.run: results in order; inside a task of a busy pool the parts run inline (no deadlock)."""
+    import threading
+
+    from sml.pipelines.evaluate import _Workers
+
+    prev = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        w = _Workers(5)
+    finally:
+        torch.set_num_threads(prev)
+    assert w.size == 2
+    me = threading.get_ident
+    # idle pool: the second part may run on a worker, the first always on the caller
+    where = w.run([me, me])
+    assert where[0] == me()
+    # every worker busy with a task that itself splits: each task runs its parts itself
+    gate = threading.Barrier(2)
+
+    def task(i: int) -> list:
+        gate.wait(timeout=10)  # both workers are inside a task now: nobody is idle
+        return w.run([lambda: (i, 0, me()), lambda: (i, 1, me()), lambda: (i, 2, me())])
+
+    got = w.map(task, [0, 1])
+    for i, parts in enumerate(got):
+        assert [p[:2] for p in parts] == [(i, 0), (i, 1), (i, 2)]
+    # an exception reaches the caller, and no part of the call is still running afterwards
+    ran = []
+
+    def boom() -> None:
+        raise ValueError("boom")
+
+    def slow() -> None:
+        time.sleep(0.05)
+        ran.append("slow")
+
+    with pytest.raises(ValueError, match="boom"):
+        w.run([boom, slow, slow])
+    n = len(ran)
+    time.sleep(0.1)
+    assert len(ran) == n  # whatever had started had finished before run() raised

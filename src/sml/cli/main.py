@@ -10,13 +10,11 @@ from typing import Sequence
 
 from sml import __version__
 from sml.errors import SMLError
+from sml.utils.process import tune_process
 
-# Transparent huge pages for torch's large CPU tensors (>= 2 MB): the pipelines allocate
-# full-resolution logits every frame, and first-touching them 4 KB page by page took
-# longer than the bilinear upsampling that fills them (160 MB Cityscapes logits: 68 ms
-# of page faults vs 16 ms with huge pages). torch reads this once, at its first
-# allocation, so it is set before any command runs; an explicit setting wins.
-os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
+# huge pages for torch's big tensors and a malloc that reuses freed blocks (see there): before
+# any command allocates; an explicit environment wins
+tune_process()
 
 # Sub-commands, in the order `sml --help` lists them. Each module defines
 # `register(subparsers)`, which adds its parser and sets `func=run(args) -> int`.

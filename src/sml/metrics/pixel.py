@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -32,6 +32,8 @@ from sml.metrics._inputs import label_counts, scores_and_labels, to_numpy
 __all__ = ["AnomalyMetrics", "FrameLabels", "anomaly_metrics", "scores_to_keys", "keys_to_scores", "TPR_TARGET"]
 
 TPR_TARGET = 0.95
+#: ``run(fns) -> [f() for f in fns]``, possibly side by side (e.g. on idle worker threads)
+Run = Callable[[Sequence[Callable[[], Any]]], list[Any]]
 _EMPTY = np.empty(0, dtype=np.int32)
 # keys of -inf and +inf: a key strictly between them is a finite score (NaNs lie outside)
 _KEY_NEG_INF = -2139095041
@@ -156,7 +158,12 @@ def _search_sorted(a: np.ndarray, v: np.ndarray, side: str, block: int = 2048) -
     return out
 
 
-def _build_table(all_sorted: np.ndarray, pos_sorted: np.ndarray, n_pos: int, n_neg: int) -> _Table:
+def _serial(fns: Sequence[Callable[[], Any]]) -> list[Any]:
+    return [f() for f in fns]
+
+
+def _build_table(all_sorted: np.ndarray, pos_sorted: np.ndarray, n_pos: int, n_neg: int,
+                 run: Run = _serial) -> _Table:
     n_all = all_sorted.size
     if n_pos == 0:
         e = np.empty(0, dtype=np.int64)
@@ -169,8 +176,11 @@ def _build_table(all_sorted: np.ndarray, pos_sorted: np.ndarray, n_pos: int, n_n
     u = pos_sorted[starts]
     cnt = np.diff(starts, append=n_pos)
     del starts
-    # the positives are part of all_sorted, so these bracket each tie group exactly
-    lo = _search_sorted(all_sorted, u, "left")
+    # the positives are part of all_sorted, so these bracket each tie group exactly; the
+    # search is most of the table's time, so its two halves may run side by side
+    half = u.size // 2 if u.size > 1 << 16 else u.size
+    lo = np.concatenate(run([lambda: _search_sorted(all_sorted, u[:half], "left"),
+                             lambda: _search_sorted(all_sorted, u[half:], "left")]))
     # each tie group holds its cnt anomaly pixels; only where inliers tie too do we search again
     hi = lo + cnt
     after = all_sorted[np.minimum(hi, n_all - 1)]  # the smallest evaluated key above the group (if hi < n)
@@ -602,20 +612,21 @@ class AnomalyMetrics:
         part._sorted = part._n == 0
         return part
 
-    def _consolidate(self) -> None:
+    def _consolidate(self, run: Run = _serial) -> None:
         if not self._sorted:
             # sorting reorders keys and joins the anomaly chunks: marks taken before are void
             self._layout = getattr(self, "_layout", 0) + 1
-            self._buf[:self._n].sort()  # in place: NumPy's SIMD sort, no second copy
-            self._pos = [_consolidate(self._pos)] if self._pos else []
+            # in place: NumPy's SIMD sort, no second copy
+            pos = run([self._buf[:self._n].sort, lambda: _consolidate(self._pos) if self._pos else None])[1]
+            self._pos = [] if pos is None else [pos]
             self._sorted = True
 
-    def _get_table(self) -> _Table:
+    def _get_table(self, run: Run = _serial) -> _Table:
         if self._table is None:
-            self._consolidate()
+            self._consolidate(run)
             all_sorted = self._buf[:self._n]
             pos_sorted = self._pos[0] if self._pos else _EMPTY
-            self._table = _build_table(all_sorted, pos_sorted, self.n_pos, self.n_neg)
+            self._table = _build_table(all_sorted, pos_sorted, self.n_pos, self.n_neg, run)
         return self._table
 
     def compute(self) -> dict[str, Any]:
@@ -635,6 +646,26 @@ class AnomalyMetrics:
         if self.per_image:
             out["per_image"] = self._per_image_summary()
         return out
+
+    def summary(self, max_points: int = 2000, run: Run | None = None) -> tuple[dict[str, Any], Any]:
+        """``(compute(), curves(max_points))`` in one go; the curves are None where a class is missing.
+
+        ``run(fns)`` returns ``[f() for f in fns]`` and may run them side by side: the
+        pipelines pass one that hands work to idle worker threads, so that the last
+        metric of a run does not leave the other threads waiting. The results do
+        not depend on it.
+        """
+        run = run or _serial
+        self._get_table(run)
+
+        def curves() -> Any:
+            try:
+                return self.curves(max_points)
+            except InputError:  # no positives or no negatives: compute() says why
+                return None
+
+        res, cur = run([self.compute, curves])
+        return res, cur
 
     def _per_image_summary(self) -> dict[str, Any]:
         recs = self._images

@@ -135,6 +135,29 @@ class _Workers:
             return [fn(x) for x in items]
         return list(self._pool.map(fn, items))
 
+    def run(self, fns: Sequence[Callable[[], Any]]) -> list[Any]:
+        """``[f() for f in fns]``, handing all but the first to an idle worker if there is one.
+
+        Safe from inside a task on these workers: the caller runs the first itself, then
+        takes back every one that no worker has started (``Future.cancel``) and runs it
+        too, so it never waits on work queued behind its own. While the queue is long
+        everything runs inline; at the end of a batch the idle threads pick up halves.
+        """
+        if self._pool is None or len(fns) < 2:
+            return [f() for f in fns]
+        futures = [self._pool.submit(f) for f in fns[1:]]
+        try:
+            out = [fns[0]()]
+            for f, fut in zip(fns[1:], futures):
+                out.append(f() if fut.cancel() else fut.result())
+        except BaseException:
+            # nothing of ours keeps running after we return: the tasks share their caller's state
+            for fut in futures:
+                if not fut.cancel():
+                    fut.exception()
+            raise
+        return out
+
 
 # ------------------------------------------------------------------ the pass
 @dataclass
@@ -329,7 +352,14 @@ def evaluate(
             all_records.update(part)
         # side by side (NumPy's sorts release the GIL): measured 32 ms per frame against 71 one after
         # the other, or 60 with only the sorts side by side
-        results = dict(zip(methods, workers.map(lambda m: pooled[m].compute(), methods)))
+        # and each method's curves for curves.json, from the same table while it is warm; idle
+        # workers take halves of the last methods' work (workers.run)
+        if distributed.is_main():
+            done = workers.map(lambda m: pooled[m].summary(CURVE_POINTS, workers.run), methods)
+        else:
+            done = workers.map(lambda m: (pooled[m].compute(), None), methods)
+        results = {m: r for m, (r, _) in zip(methods, done)}
+        curves = {m: c for m, (_, c) in zip(methods, done) if c is not None}
 
     # ---- second pass over the kept maps (thresholds known only now)
     frame_list = [all_records[i] for i in indices]
@@ -342,7 +372,7 @@ def evaluate(
                             config)
     if distributed.is_main():
         with timer("results"):
-            _write_run(out, metrics, frame_list, pooled, stats, stats_path, workers)
+            _write_run(out, metrics, frame_list, curves, stats, stats_path)
     store.clear()
     if distributed.is_main():  # the temporary maps and the (now empty) state folder
         shutil.rmtree(out / PARTIAL, ignore_errors=True)
@@ -444,8 +474,8 @@ CSV_FIELDS = ["method", "auroc", "ap", "fpr95", "fpr95_threshold", "threshold_at
               "siou", "ppv", "mean_f1"]
 
 
-def _write_run(out: Path, metrics: dict[str, Any], frames: list[dict[str, Any]], pooled: dict[str, Any],
-               stats: Any, stats_path: Any, workers: _Workers | None = None) -> None:
+def _write_run(out: Path, metrics: dict[str, Any], frames: list[dict[str, Any]], curves: dict[str, Any],
+               stats: Any, stats_path: Any) -> None:
     atomic.write_json(out / "metrics.json", metrics)
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
@@ -458,20 +488,8 @@ def _write_run(out: Path, metrics: dict[str, Any], frames: list[dict[str, Any]],
             row.append("" if v is None else repr(float(v)))
         w.writerow(row)
     atomic.write_text(out / "metrics.csv", buf.getvalue())
-    def curve(m: str) -> Any:
-        try:
-            return pooled[m].curves(CURVE_POINTS)
-        except Exception:  # noqa: BLE001 - a set without positives has no curve; the table says why
-            return None
-
-    names = list(pooled)
-    curves = {}
-    for m, c in zip(names, workers.map(curve, names) if workers is not None else map(curve, names)):
-        if c is None:
-            continue
-        curves[m] = _plain(c)
-        curves[m].setdefault("auroc", metrics["methods"][m].get("auroc"))
-        curves[m].setdefault("ap", metrics["methods"][m].get("ap"))
+    curves = {m: {**_plain(c), "auroc": metrics["methods"][m].get("auroc"), "ap": metrics["methods"][m].get("ap")}
+              for m, c in curves.items()}
     # compact: tens of thousands of floats read by programs; json writes them with its C
     # encoder only without indentation (10x faster than the pretty-printed form)
     atomic.write_json(out / "curves.json", curves, indent=None)
