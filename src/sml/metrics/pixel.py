@@ -436,11 +436,12 @@ class AnomalyMetrics:
         n = fs.size - fl.n_ignored
         keys = self._reserve(n)
         kf = keys.view(np.float32)
+        # -0.0 -> +0.0 (equal scores must tie) on the way into the state, no temporary
         if fl.keep is not None:
-            np.compress(fl.keep, fs, out=kf)  # straight into the state, no temporary
+            np.compress(fl.keep, fs, out=kf)
+            np.add(kf, np.float32(0.0), out=kf)
         else:
-            kf[:] = fs
-        np.add(kf, np.float32(0.0), out=kf)  # -0.0 -> +0.0: equal scores must tie
+            np.add(fs, np.float32(0.0), out=kf)
         _flip(keys)
         if n and not (int(keys.min()) > _KEY_NEG_INF and int(keys.max()) < _KEY_POS_INF):
             bad = ~np.isfinite(fs if fl.keep is None else fs[fl.keep])
