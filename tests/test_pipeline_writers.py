@@ -221,7 +221,11 @@ def test_workers_run_hands_parts_to_idle_threads_and_never_waits_on_its_own_queu
         gate.wait(timeout=10)  # both workers are inside a task now: nobody is idle
         return w.run([lambda: (i, 0, me()), lambda: (i, 1, me()), lambda: (i, 2, me())])
 
-    got = w.map(task, [0, 1])
+    got: list = []
+    caller = threading.Thread(target=lambda: got.extend(w.map(task, [0, 1])), daemon=True)
+    caller.start()
+    caller.join(timeout=30)
+    assert not caller.is_alive(), "run() waited on parts queued behind the tasks that submitted them"
     for i, parts in enumerate(got):
         assert [p[:2] for p in parts] == [(i, 0), (i, 1), (i, 2)]
     # an exception reaches the caller, and no part of the call is still running afterwards

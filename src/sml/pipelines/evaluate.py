@@ -350,10 +350,9 @@ def evaluate(
         all_records: dict[int, dict[str, Any]] = {}
         for part in distributed.all_gather_object(records):
             all_records.update(part)
-        # side by side (NumPy's sorts release the GIL): measured 32 ms per frame against 71 one after
-        # the other, or 60 with only the sorts side by side
-        # and each method's curves for curves.json, from the same table while it is warm; idle
-        # workers take halves of the last methods' work (workers.run)
+        # Side by side (NumPy's sorts and searches release the GIL), each method's metrics and its
+        # curves for curves.json from one table; idle workers take halves of the last methods'
+        # sorts, searches and metrics/curves (workers.run), so the last one does not run alone.
         if distributed.is_main():
             done = workers.map(lambda m: pooled[m].summary(CURVE_POINTS, workers.run), methods)
         else:

@@ -31,8 +31,8 @@ def tune_process() -> None:
     - glibc's malloc gives each large block (above a moving threshold, at most 32 MB) its
       own mapping and unmaps it when freed, and trims the heap top, so every frame's
       logits and activations, and the NumPy temporaries of the pooled metrics, fault
-      in fresh zero-filled pages each time (the metrics of one method took 101 ms cold
-      against 20 ms warm). Here every block comes from the heap, and up to 1 GB of freed
+      in fresh zero-filled pages each time (the pooled metrics of one method ran up to
+      5x slower the first time in a process than the second). Here every block comes from the heap, and up to 1 GB of freed
       memory is kept there for the next one. Measured on a 2-core VM: ERFNet's forward
       pass at 1280x720 in `sml eval` 0.26-0.28 s -> 0.22 s per frame, Cityscapes
       upsampling in `sml stats` 65 -> 23 ms, for 14% more peak memory (1.13 -> 1.29 GB).
