@@ -134,8 +134,9 @@ def bench_stats(model, n: int, repeats: int) -> None:
             t0 = time.perf_counter()
             s = ds.load(ds.frames[i], labels=False)
             t1 = time.perf_counter()
-            with torch.inference_mode():
-                raw = model.logits(model.preprocess(s.image)).float()
+            cl = model.cpu_channels_last and model.device.type == "cpu"  # predict()'s default layout
+            with model._mode(False, cl):
+                raw = model._forward(model.preprocess(s.image), cl)
             t2 = time.perf_counter()
             with torch.no_grad():  # what model.predict does after the network
                 logits = F.interpolate(raw, size=s.image.shape[:2], mode="bilinear", align_corners=False)

@@ -208,3 +208,23 @@ def test_exported_program_wraps(tmp_path):
     img = rng_image(16, 16)
     torch.testing.assert_close(M.load(str(tmp_path / "net.pt2"), num_classes=5).predict(img),
                                M.wrap(net, num_classes=5).predict(img))
+
+
+def test_wrapped_modules_keep_their_layout_registry_networks_run_channels_last_on_cpu():
+    """wrap() leaves the caller's module alone; built-in networks default to channels-last on the CPU."""
+    net = pointwise()
+    model = M.wrap(net, num_classes=5)
+    assert not model.cpu_channels_last
+    model.predict(rng_image(20, 24))
+    assert all(p.is_contiguous() for p in net.parameters())  # the caller's module, untouched
+    torch.manual_seed(0)
+    conv3 = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 5, 1))
+    built = M.SegmentationModel(conv3, num_classes=5, cpu_channels_last=True)
+    img = rng_image(20, 24)
+    out = built.predict(img)
+    conv = built.network[0].weight
+    assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
+    assert out.is_contiguous()  # callers get the standard layout either way
+    assert torch.equal(out, built.predict(img, channels_last=True))
+    torch.testing.assert_close(out, built.predict(img, channels_last=False), rtol=1e-5, atol=1e-5)
+    assert built.network[0].weight.is_contiguous()  # an explicit False switches back

@@ -80,3 +80,23 @@ def test_nine_labelled_frames_reach_the_published_figures(shared, erfnet_weights
     assert len(pairs) == 9
     acc, miou = scores(confusion(M.load("erfnet", weights=erfnet_weights), pairs))
     assert acc >= 0.96 and miou >= 0.70, (acc, miou)
+
+
+def test_cpu_default_is_channels_last_close_to_the_standard_layout_and_thread_independent(shared, erfnet_weights):
+    """The loaded ERFNet runs channels-last on the CPU: same argmax almost everywhere, logits within 1e-5."""
+    model = M.load("erfnet", weights=erfnet_weights)
+    assert model.cpu_channels_last
+    image, _ = labelled_frames(shared)[0]
+    rgb = np.asarray(Image.open(image).convert("RGB"))[::2, ::2]  # 512 x 1024: the network's own size
+    fast = model.predict(rgb)
+    assert fast.is_contiguous() and torch.equal(fast, model.predict(rgb, channels_last=True))
+    prev = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        one = model.predict(rgb)
+    finally:
+        torch.set_num_threads(prev)
+    assert torch.equal(one, fast)  # bit for bit whatever the thread count (torchrun shards rely on it)
+    std = model.predict(rgb, channels_last=False)
+    torch.testing.assert_close(fast, std, rtol=1e-5, atol=1e-4)
+    assert (fast.argmax(1) == std.argmax(1)).float().mean().item() > 0.9999

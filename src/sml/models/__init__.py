@@ -109,6 +109,7 @@ def _from_checkpoint(arch: str, ckpt: dict, source: str, device: str | torch.dev
         names = config.class_names
     pre = entry if entry is not None else config
     settings = {"input_size": pre.input_size, "mean": pre.mean, "std": pre.std,
-                "class_channels": list(range(num_classes)), **contract}
+                "class_channels": list(range(num_classes)), "cpu_channels_last": config.cpu_channels_last,
+                **contract}
     return SegmentationModel(network, name=entry.name if entry else arch, class_names=names, device=device,
                              **settings)

