@@ -486,7 +486,7 @@ class AnomalyMetrics:
         if need > self._buf.size:
             cap = max(need, self._buf.size + self._buf.size // 8, 1 << 16)
             try:
-                self._buf.resize(cap)  # realloc: large blocks move by remapping, without copying pages
+                self._buf.resize(cap)  # realloc: in place when the block can grow (mapped blocks by remapping)
             except ValueError:  # someone holds a view (or we do not own the data): copy instead
                 buf = np.empty(cap, dtype=np.int32)
                 buf[:self._n] = self._buf[:self._n]

@@ -182,7 +182,6 @@ class ScoredFrame:
     maps: dict[str, np.ndarray]   # method -> float32 H x W anomaly map
     pred: torch.Tensor            # B x H x W argmax of the logits
     results: dict[str, Any]       # method -> what ``then(method, map)`` returned (None without ``then``)
-    score_seconds: float          # task seconds spent scoring, summed over the methods
     then_seconds: float           # task seconds spent in ``then``, summed over the methods
 
 
@@ -207,19 +206,18 @@ def score_frame(scorers: dict[str, Any], logits: torch.Tensor, workers: "_Worker
         ctx.precompute(softmax, workers.map if workers is not None else None, workers.size if workers else 1)
         pred = ctx.max_and_argmax()[1]
 
-    def run(m: str) -> tuple[np.ndarray, Any, float, float]:
-        t0 = time.perf_counter()
+    def run(m: str) -> tuple[np.ndarray, Any, float]:
         with torch.inference_mode():  # thread-local: entered in each worker
             amap = scorers[m].score_context(ctx)[0].float().cpu().numpy()
         t1 = time.perf_counter()
         res = then(m, amap) if then is not None else None
-        return amap, res, t1 - t0, time.perf_counter() - t1
+        return amap, res, time.perf_counter() - t1
 
     # the slowest task (sml's post-processing) first, so the others fill the second thread meanwhile
     order = sorted(scorers, key=lambda m: m != "sml")
     done = dict(zip(order, workers.map(run, order) if workers is not None else map(run, order)))
     return ScoredFrame({m: done[m][0] for m in scorers}, pred, {m: done[m][1] for m in scorers},
-                       sum(d[2] for d in done.values()), sum(d[3] for d in done.values()))
+                       sum(d[2] for d in done.values()))
 
 
 def evaluate(
