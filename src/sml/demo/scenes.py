@@ -23,7 +23,6 @@ antialiased edge).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -152,7 +151,6 @@ def street_scene(rng: np.random.Generator, width: int = 320, height: int = 160,
         s = rng.uniform(0.1, 1.0)
         y = hor + s * (h - hor)
         sgn = rng.choice([-1, 1])
-        edge = (rl if sgn < 0 else rr)[min(h - 1, int(y)), 0] if False else None
         x = vx + sgn * (0.02 * w + s * (half_l if sgn < 0 else half_r) + s * walk * rng.uniform(0.6, 1.3))
         r = (0.05 + 0.25 * s) * h
         trunk = _mask(h, w, lambda d: d.rectangle([x - r * 0.12, y - r * 1.6, x + r * 0.12, y], fill=255))
@@ -340,9 +338,3 @@ def write_anomaly_set(root: str | Path, n: int, seed: int = 1, width: int = 320,
         _save_png(root / "labels" / f"synth_anomaly_{i:04d}.png", anomaly)
     return root
 
-
-def iter_scenes(n: int, seed: int = 0, width: int = 320, height: int = 160) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """``n`` (image, label ids) pairs without writing anything (for quick looks and tests)."""
-    for i in range(n):
-        image, lab, _ = street_scene(np.random.default_rng([seed, 7, i]), width, height)
-        yield image, lab
