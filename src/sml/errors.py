@@ -16,3 +16,7 @@ class DataError(InputError):
 
 class CheckpointError(SMLError):
     """A checkpoint cannot be loaded safely or does not fit the architecture."""
+
+
+class OutputError(SMLError):
+    """An output file or folder cannot be written (read-only, no space, a file where a folder should be...)."""
