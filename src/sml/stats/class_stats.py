@@ -10,7 +10,6 @@ rounding, and memory does not grow with the data.
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import math
 from pathlib import Path
 from typing import Any, Sequence
@@ -329,19 +328,10 @@ class ClassStatistics:
 
     @classmethod
     def load(cls, path: str | Path) -> "ClassStatistics":
-        """Read a stats.json written by :meth:`save` / ``sml stats``."""
-        path = Path(path)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise InputError(f"cannot read statistics file {path}: {exc.strerror or exc}") from None
-        try:
-            d = json.loads(text)
-        except json.JSONDecodeError as exc:
-            hint = " (reference .npy statistics load with ClassStatistics.from_reference_npy)" \
-                if path.suffix == ".npy" else ""
-            raise InputError(f"{path} is not valid JSON: {exc}{hint}") from None
-        return cls.from_dict(d, source=str(path))
+        """Read a stats.json written by :meth:`save` / ``sml stats`` (damaged or inconsistent files are refused)."""
+        from sml.stats.validate import read_stats_json
+
+        return cls.from_dict(read_stats_json(path), source=str(path))
 
     @classmethod
     def from_reference_npy(cls, mean_path: str | Path, var_path: str | Path,
@@ -353,13 +343,10 @@ class ClassStatistics:
         """
         from sml.stats.reference_npy import read_reference_npy
 
+        from sml.stats.validate import check_reference_stats
+
         means, vars_ = read_reference_npy(mean_path), read_reference_npy(var_path)
-        if set(means) != set(vars_):
-            raise InputError(f"{mean_path} and {var_path} cover different classes: "
-                             f"{sorted(means)} vs {sorted(vars_)}")
-        c = max(means) + 1
-        if sorted(means) != list(range(c)):
-            raise InputError(f"{mean_path}: class indices must be 0..{c - 1}, got {sorted(means)}")
+        c = check_reference_stats(means, vars_, mean_path, var_path, class_names)
         out = cls(c, class_names, model=None, data={"reference": [str(mean_path), str(var_path)]})
         out._mean = np.array([means[i] for i in range(c)], dtype=np.float64)
         out._ref_var = np.array([vars_[i] for i in range(c)], dtype=np.float64)

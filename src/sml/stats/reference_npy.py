@@ -90,7 +90,10 @@ def read_reference_npy(path: str | Path) -> dict[int, float]:
                 obj = obj.reshape(()).item()
         else:
             fh.seek(0)
-            obj = np.load(fh, allow_pickle=False)
+            try:
+                obj = np.load(fh, allow_pickle=False)
+            except (ValueError, OSError, EOFError) as exc:  # e.g. a truncated payload
+                raise InputError(f"{path} is not a valid .npy file ({exc}); re-download or recompute it") from None
     return _to_dict(obj, path)
 
 
@@ -98,20 +101,21 @@ def _to_dict(obj: Any, path: Path) -> dict[int, float]:
     if isinstance(obj, np.ndarray) and obj.dtype.kind in "fiu" and obj.ndim == 1:
         return {i: float(v) for i, v in enumerate(obj.tolist())}
     if not isinstance(obj, dict):
-        raise InputError(f"{path} should hold a dict {{class_index: value}} (reference SML format), "
-                         f"found {type(obj).__name__}")
+        found = (f"a {obj.ndim}-D {obj.dtype} array" if isinstance(obj, np.ndarray) else type(obj).__name__)
+        raise InputError(f"{path} should hold a dict {{class_index: value}} (reference SML format) or a 1-D "
+                         f"array of one number per class, found {found}. Use the published "
+                         f"cityscapes_mean.npy / cityscapes_var.npy or an sml stats.json.")
     out: dict[int, float] = {}
     for key, value in obj.items():
-        try:
-            k = int(key)
-            if k != key:
-                raise ValueError
-            v = float(value)
-        except (TypeError, ValueError):
-            raise InputError(f"{path}: entry {key!r}: {value!r} is not class_index: number") from None
+        # bools and strings convert to numbers but are not what the reference code writes
+        if (isinstance(key, (bool, np.bool_)) or not isinstance(key, (int, np.integer))
+                or isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating))):
+            raise InputError(f"{path}: entry {key!r}: {value!r} is not class_index: number (reference SML "
+                             f"format: {{train_id: float}})")
+        k = int(key)
         if k < 0:
-            raise InputError(f"{path}: negative class index {k}")
-        out[k] = v
+            raise InputError(f"{path}: negative class index {k}; class indices are train ids 0..C-1")
+        out[k] = float(value)
     if not out:
         raise InputError(f"{path} holds an empty dict: no class statistics")
     return out
