@@ -1,6 +1,8 @@
 """read_image / read_labels: modes, formats, corrupt files (references built with NumPy, not the code under test)."""
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -83,6 +85,32 @@ def test_read_image_garbage(tmp_path, payload):
 def test_read_image_missing_file(tmp_path):
     with pytest.raises(DataError, match="not found"):
         read_image(tmp_path / "nope.png")
+
+
+def test_read_image_says_what_is_wrong(tmp_path):
+    (tmp_path / "empty.png").write_bytes(b"")
+    with pytest.raises(DataError, match=r"empty\.png is empty \(0 bytes\).*(re-download|remove)"):
+        read_image(tmp_path / "empty.png")
+    (tmp_path / "notes.png").write_text("a text file with an image name\n")
+    with pytest.raises(DataError, match=r"notes\.png is not an image.*convert it to PNG"):
+        read_image(tmp_path / "notes.png")
+    with pytest.raises(DataError, match=r"notes\.png is not an image"):
+        image_size(tmp_path / "notes.png")
+    (tmp_path / "dir.png").mkdir()
+    with pytest.raises(DataError, match=r"dir\.png is not a file"):
+        read_labels(tmp_path / "dir.png")
+    with pytest.raises(DataError, match="not found"):
+        image_size(tmp_path / "nope.png")
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root reads any file")
+def test_read_image_unreadable_file_is_not_called_corrupt(tmp_path):
+    p = tmp_path / "locked.png"
+    Image.fromarray(_rgb()).save(p)
+    p.chmod(0)
+    with pytest.raises(DataError, match=r"cannot read .*locked\.png.*permission") as info:
+        read_image(p)
+    assert "corrupt" not in str(info.value)
 
 
 def test_read_labels_palette_gives_indices_not_colours(tmp_path):

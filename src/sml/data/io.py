@@ -12,7 +12,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from sml.errors import DataError
 
@@ -23,22 +23,37 @@ _HIGH_DEPTH_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
 
 
 def _open(path: str | os.PathLike) -> Image.Image:
-    """Open and fully decode ``path``; any decoding failure becomes a DataError naming the file."""
+    """Open and fully decode ``path``; any failure becomes a DataError naming the file and the fix."""
     p = Path(path)
-    if not p.is_file():
+    if not p.exists():
         raise DataError(f"image file not found: {p}. Check the path (and that the data set is complete).")
+    if not p.is_file():
+        raise DataError(f"{p} is not a file (a folder?); give the path of an image file.")
     try:
-        with warnings.catch_warnings():
+        size = p.stat().st_size
+        fh = open(p, "rb")
+    except OSError as exc:
+        raise DataError(f"cannot read {p}: {exc.strerror or exc}. Check the file's permissions.") from None
+    if size == 0:
+        fh.close()
+        raise DataError(f"{p} is empty (0 bytes). Re-download or re-export the file, or remove it from the data set.")
+    try:
+        with fh, warnings.catch_warnings():
             # a DecompressionBombWarning is an honest large image, not corruption
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            img = Image.open(p)
+            img = Image.open(fh)
             img.load()  # decode now so truncation is detected here, not later
     except Image.DecompressionBombError as exc:
-        raise DataError(f"{p} is too large to decode safely ({exc}); resize it or check that it is an image.") from exc
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise DataError(f"{p} is too large to decode safely ({exc}); resize it or check that it is an image.") from None
+    except UnidentifiedImageError:
+        raise DataError(f"{p} is not an image Pillow can read (PNG, JPEG, WEBP, BMP, TIFF, ...). Remove it "
+                        f"from the inputs or convert it to PNG.") from None
+    except Exception as exc:  # noqa: BLE001 - a damaged file makes Pillow's decoders raise many types
         raise DataError(
-            f"cannot decode {p}: {exc}. The file is corrupt or truncated; re-download it or remove it from the data set."
-        ) from exc
+            f"cannot decode {p}: {exc}. The file is corrupt or truncated; re-download it or remove it from the "
+            f"data set.") from None
+    if img.width < 1 or img.height < 1:
+        raise DataError(f"{p} has no pixels ({img.width}x{img.height}); re-export it or remove it from the data set.")
     return img
 
 
@@ -121,8 +136,14 @@ def read_labels(path: str | os.PathLike) -> np.ndarray:
 
 def image_size(path: str | os.PathLike) -> tuple[int, int]:
     """``(width, height)`` from the file header, without decoding the pixels."""
+    p = Path(path)
     try:
-        with Image.open(path) as img:
+        with Image.open(p) as img:
             return img.size
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise DataError(f"cannot read {path}: {exc}. Re-download the file or remove it from the data set.") from exc
+    except FileNotFoundError:
+        raise DataError(f"image file not found: {p}. Check the path (and that the data set is complete).") from None
+    except UnidentifiedImageError:
+        raise DataError(f"{p} is not an image Pillow can read; remove it from the data set or convert it to "
+                        f"PNG.") from None
+    except Exception as exc:  # noqa: BLE001 - see _open
+        raise DataError(f"cannot read {p}: {exc}. Re-download the file or remove it from the data set.") from None
