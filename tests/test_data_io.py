@@ -89,7 +89,7 @@ def test_read_image_missing_file(tmp_path):
 
 def test_read_image_says_what_is_wrong(tmp_path):
     (tmp_path / "empty.png").write_bytes(b"")
-    with pytest.raises(DataError, match=r"empty\.png is empty \(0 bytes\).*(re-download|remove)"):
+    with pytest.raises(DataError, match=r"empty\.png is empty \(0 bytes\).*(Re-download|leave it out)"):
         read_image(tmp_path / "empty.png")
     (tmp_path / "notes.png").write_text("a text file with an image name\n")
     with pytest.raises(DataError, match=r"notes\.png is not an image.*convert it to PNG"):

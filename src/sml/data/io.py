@@ -36,7 +36,7 @@ def _open(path: str | os.PathLike) -> Image.Image:
         raise DataError(f"cannot read {p}: {exc.strerror or exc}. Check the file's permissions.") from None
     if size == 0:
         fh.close()
-        raise DataError(f"{p} is empty (0 bytes). Re-download or re-export the file, or remove it from the data set.")
+        raise DataError(f"{p} is empty (0 bytes). Re-download or re-export the file, or leave it out.")
     try:
         with fh, warnings.catch_warnings():
             # a DecompressionBombWarning is an honest large image, not corruption
@@ -46,8 +46,8 @@ def _open(path: str | os.PathLike) -> Image.Image:
     except Image.DecompressionBombError as exc:
         raise DataError(f"{p} is too large to decode safely ({exc}); resize it or check that it is an image.") from None
     except UnidentifiedImageError:
-        raise DataError(f"{p} is not an image Pillow can read (PNG, JPEG, WEBP, BMP, TIFF, ...). Remove it "
-                        f"from the inputs or convert it to PNG.") from None
+        raise DataError(f"{p} is not an image Pillow can read (PNG, JPEG, WEBP, BMP, TIFF, ...). Leave it out "
+                        f"or convert it to PNG.") from None
     except Exception as exc:  # noqa: BLE001 - a damaged file makes Pillow's decoders raise many types
         raise DataError(
             f"cannot decode {p}: {exc}. The file is corrupt or truncated; re-download it or remove it from the "
