@@ -503,3 +503,92 @@ def test_malicious_reference_npy_is_refused_without_running_it(tmp_path: Path,
     # positive control: an ordinary unpickler does run the payload, so the file really is malicious
     pickle.loads(pickle.dumps(Evil()))
     assert marker.exists()
+
+
+# ----------------------------------------------------------------------------- how outputs are written
+
+@pytest.mark.parametrize("umask", [0o022, 0o027, 0o002])
+def test_new_files_honour_the_umask_and_replaced_files_keep_their_mode(tmp_path: Path, umask: int) -> None:
+    old = os.umask(umask)
+    try:
+        atomic.write_text(tmp_path / "new.txt", "x")
+        atomic.save_npy(tmp_path / "sub" / "map.npy", np.zeros(3))
+        kept = tmp_path / "kept.txt"
+        kept.write_text("old")
+        kept.chmod(0o640)
+        atomic.write_text(kept, "new")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "new.txt").stat().st_mode & 0o777 == 0o666 & ~umask
+    assert (tmp_path / "sub" / "map.npy").stat().st_mode & 0o777 == 0o666 & ~umask
+    assert (tmp_path / "sub").stat().st_mode & 0o777 == 0o777 & ~umask
+    assert kept.stat().st_mode & 0o777 == 0o640 and kept.read_text() == "new"
+
+
+def test_failed_write_keeps_the_old_file_and_other_errors_pass_through(tmp_path: Path) -> None:
+    target = tmp_path / "metrics.json"
+    atomic.write_json(target, {"run": 1})
+    # an error of the caller's own code (here a network read) is not called a write failure
+    with pytest.raises(ConnectionResetError):
+        with atomic.atomic_write(target, "w") as fh:
+            fh.write('{"run": 2')
+            raise ConnectionResetError(errno.ECONNRESET, "Connection reset by peer")
+    # a write error inside the block is
+    with pytest.raises(OutputError, match=r"metrics\.json: no space left.*Nothing was written"):
+        with atomic.atomic_write(target, "w") as fh:
+            raise OSError(errno.ENOSPC, "No space left on device")
+    assert json.loads(target.read_text()) == {"run": 1}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.json"]
+
+
+def test_check_writable_leaves_nothing_behind(tmp_path: Path) -> None:
+    atomic.check_writable(tmp_path / "a" / "b" / "run")
+    atomic.check_writable(tmp_path / "out.json", file=True)
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "existing").mkdir()
+    atomic.check_writable(tmp_path / "existing")
+    assert [p.name for p in tmp_path.iterdir()] == ["existing"] and not list((tmp_path / "existing").iterdir())
+    with pytest.raises(OutputError, match=r"out\.json: a folder of that name exists"):
+        (tmp_path / "out.json").mkdir()
+        atomic.check_writable(tmp_path / "out.json", file=True)
+
+
+def _screen(text: str) -> list[str]:
+    """The lines a terminal shows for ``text`` (a carriage return goes back to the start of the line)."""
+    lines, line, col = [], [], 0
+    for ch in text:
+        if ch == "\n":
+            lines.append("".join(line).rstrip())
+            line, col = [], 0
+        elif ch == "\r":
+            col = 0
+        else:
+            line[col:col + 1] = [ch]
+            col += 1
+    return lines + (["".join(line).rstrip()] if line else [])
+
+
+def test_messages_start_on_their_own_line_while_a_bar_is_drawn() -> None:
+    import io
+
+    from sml.utils.progress import close_bars, progress, write_message
+
+    buf = io.StringIO()
+    with pytest.raises(RuntimeError):
+        for i in progress(range(10), total=10, desc="frames", disable=False, file=buf):
+            if i == 2:
+                write_message("warning: a note", file=buf)
+            if i == 5:
+                raise RuntimeError("stop")
+    close_bars()
+    write_message("sml: error: the end", file=buf)
+    screen = _screen(buf.getvalue())
+    assert "warning: a note" in screen and screen[-1] == "sml: error: the end", screen
+    assert any(line.startswith("frames:  50%") for line in screen), screen  # the bar stays where it stopped
+    # the control: a plain print while a bar is drawn lands on the bar's line
+    buf2 = io.StringIO()
+    bar = progress(range(3), total=3, desc="frames", disable=False, file=buf2)
+    next(bar)
+    buf2.write("sml: error: mangled\n")
+    assert not any(line.startswith("sml: error") for line in _screen(buf2.getvalue()))
+    close_bars()

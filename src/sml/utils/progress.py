@@ -21,12 +21,12 @@ T = TypeVar("T")
 
 
 def progress(iterable: Iterable[T], total: int | None = None, desc: str = "", unit: str = "frame",
-             disable: bool | None = None, initial: int = 0) -> Iterator[T]:
-    """Wrap ``iterable`` in a progress bar on rank 0 (to stderr); silent on other ranks."""
+             disable: bool | None = None, initial: int = 0, file: TextIO | None = None) -> Iterator[T]:
+    """Wrap ``iterable`` in a progress bar on rank 0 (to ``file``, default stderr); silent on other ranks."""
     if disable is None:
         disable = not distributed.is_main()
     return iter(tqdm(iterable, total=total, desc=desc, unit=unit, disable=disable, initial=initial,
-                     file=sys.stderr, dynamic_ncols=True, smoothing=0.1))
+                     file=file if file is not None else sys.stderr, dynamic_ncols=True, smoothing=0.1))
 
 
 def write_message(text: str, file: TextIO | None = None) -> None:
