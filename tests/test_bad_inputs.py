@@ -421,6 +421,20 @@ CASES += [
 ]
 
 
+# `sml demo`: refused before minutes of generating and training
+CASES += [
+    Case("demo-out-under-a-file", lambda env: ["demo", "--out", str(env.file() / "demo"), "--iterations", "20"],
+         r"afile is a file, not a folder"),
+    Case("demo-zero-iterations", lambda env: ["demo", "--out", str(env.tmp / "demo"), "--iterations", "0"],
+         r"--iterations"),
+    Case("demo-negative-seconds", lambda env: ["demo", "--out", str(env.tmp / "demo"), "--seconds", "-5"],
+         r"--seconds"),
+    Case("demo-iterations-and-seconds",
+         lambda env: ["demo", "--out", str(env.tmp / "demo"), "--iterations", "5", "--seconds", "3"],
+         r"--iterations or --seconds"),
+]
+
+
 # the same program as `python -m sml`: real exit status and stderr
 CASES += [
     Case("subprocess-nan-mean", _stats_cli(STATS_MUTATIONS[0][1]), r"bad_stats\.json: class 3 'wall'", via="subprocess"),

@@ -28,6 +28,7 @@ import torch
 from sml.demo.scenes import write_anomaly_set, write_cityscapes
 from sml.errors import InputError
 from sml.utils import atomic
+from sml.utils.progress import write_message
 
 METHODS = ["msp", "max_logit", "entropy", "energy", "sml"]
 WIDTH, HEIGHT = 256, 128
@@ -258,6 +259,7 @@ def run_demo(out: str | Path = "runs/demo", seconds: float | None = None, report
         raise InputError(f"--iterations must be a positive number, got {iterations}")
     if seconds is not None and not seconds > 0:
         raise InputError(f"--seconds must be positive, got {seconds}")
+    atomic.check_writable(out)  # before minutes of work, not at the first file written
     threads = torch.get_num_threads()
     torch.set_num_threads(THREADS)
     try:
@@ -278,7 +280,7 @@ def _run(out: Path, seconds: float | None, report: bool, device: str, iterations
     import sml.models
 
     t0 = time.time()
-    say = lambda msg: print(f"[demo {time.time() - t0:5.0f}s] {msg}", file=sys.stderr, flush=True)  # noqa: E731
+    say = lambda msg: write_message(f"[demo {time.time() - t0:5.0f}s] {msg}")  # noqa: E731
     say(f"generating synthetic street scenes in {out / 'data'} (Cityscapes layout + anomaly set)")
     cs_root, anomaly_root = generate_data(out, train_frames, val_frames, anomaly_frames, seed=seed)
 

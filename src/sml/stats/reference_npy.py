@@ -6,6 +6,11 @@ files holding a 0-d object array whose single element is a pickled
 ``allow_pickle=True``, which would run any code the pickle names. Here the
 ``.npy`` header is parsed by NumPy's header reader and the payload by an
 unpickler that resolves only the few NumPy globals this format uses.
+
+This is the project's one restricted unpickler, for this format only: every
+other state sml reads is JSON, ``.npz`` with ``allow_pickle=False``, or a
+checkpoint loaded with ``torch.load(weights_only=True)``. The values read are
+checked by :func:`sml.stats.validate.check_reference_stats`.
 """
 from __future__ import annotations
 
