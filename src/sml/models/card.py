@@ -354,10 +354,10 @@ def load_card(card: str | os.PathLike | ModelConfig, device: str | torch.device 
         network, cfg = complete_config(cfg)
     else:
         network = open_network(cfg)
-        fixed = getattr(network, "fixed_size", None)
+        fixed = native_size(network)
         if fixed is not None and cfg.input_size != fixed:
             raise InputError(f"{where}: field input.size is {list(cfg.input_size) if cfg.input_size else None} but "
-                             f"{cfg.file} is exported for a fixed {fixed[0]}x{fixed[1]} (HxW) input. Set input.size: "
+                             f"{Path(cfg.file).name} is exported for a fixed {fixed[0]}x{fixed[1]} (HxW) input. Set input.size: "
                              f"[{fixed[0]}, {fixed[1]}], or export with dynamic height and width.")
     channels, _ = dry_run(network, cfg.input_size or _DRY_SIZE, where)
     names = cfg.class_names
@@ -376,11 +376,12 @@ def load_card(card: str | os.PathLike | ModelConfig, device: str | torch.device 
                              upsample=cfg.upsample, kind=cfg.kind, **mean_std)
 
 
-def _native_size(network: nn.Module, fmt: str) -> tuple[int, int] | None:
-    if fmt == "onnx":
+def native_size(network: nn.Module) -> tuple[int, int] | None:
+    """(H, W) a network file is fixed to (ONNX with a fixed input, ``.pt2`` with static shapes), else None."""
+    if isinstance(network, OnnxNetwork):
         return network.fixed_size
-    if fmt == "export":  # static input shapes of an exported program are plain ints
-        try:
+    if isinstance(network, torch.fx.GraphModule) and not isinstance(network, torch.jit.ScriptModule):
+        try:  # static input shapes of an exported program are plain ints
             val = next(n for n in network.graph.nodes if n.op == "placeholder").meta["val"]
             h, w = val.shape[2], val.shape[3]
             return (h, w) if isinstance(h, int) and isinstance(w, int) else None
@@ -400,7 +401,7 @@ def card_template(file: str | os.PathLike, card_dir: str | os.PathLike | None = 
                          f"checkpoint of weights write a card with format: python, entry: package.module:build "
                          f"and weights: {path.name}")
     network = open_network(ModelConfig(name=path.stem, format=fmt, file=str(path)))
-    native = _native_size(network, fmt)
+    native = native_size(network)
     channels, out_size = dry_run(network, native or (512, 1024), str(path))
     rel = os.path.relpath(path.resolve(), Path(card_dir or path.parent).resolve())
     size_line = (f"[{native[0]}, {native[1]}]          # fixed by the file" if native else

@@ -385,6 +385,7 @@ def wrap(module_or_path: nn.Module | str | os.PathLike, input_size: tuple[int, i
     The network must map a normalized float ``B x 3 x h x w`` batch to ``B x K x h' x w'`` logits
     (a tuple/dict output uses its first/"out" entry). Without ``class_channels``/``class_names``/
     ``num_classes`` the output channel count is found by one dry run at ``input_size`` (or 64x64).
+    A file fixed to one input size (ONNX, static ``.pt2``) runs at that size unless ``input_size`` is given.
     """
     if isinstance(module_or_path, nn.Module):
         network, default_name = module_or_path, type(module_or_path).__name__
@@ -409,6 +410,10 @@ def wrap(module_or_path: nn.Module | str | os.PathLike, input_size: tuple[int, i
                 raise CheckpointError(
                     f"{path} is not a TorchScript file ({type(exc).__name__}). A checkpoint of weights needs "
                     f"its architecture: sml.models.load(ARCH, weights='{path}') (see `sml models`).") from None
+    if input_size is None and not isinstance(module_or_path, nn.Module):
+        from sml.models.card import native_size
+
+        input_size = native_size(network)  # a file exported for one size runs at that size
     if class_channels is None and class_names is None and num_classes is None:
         h, w = input_size or (64, 64)
         with torch.inference_mode():
