@@ -102,7 +102,7 @@ def run_check(args: argparse.Namespace) -> int:
     check_device(args.device)
     ds = open_dataset(args.data, split=args.split, labels_required=False, allow_subset=True)
     names = getattr(ds, "class_names", None)
-    if not names or not ds.has_labels():
+    if not names or not ds.has_labels:
         raise InputError(f"--data {args.data}: sml models check needs labelled frames with class labels "
                          f"(e.g. cityscapes:PATH with its gtFine folder); this data set has "
                          f"{'no labels' if names else 'anomaly labels, not classes'}")
