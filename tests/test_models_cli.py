@@ -27,3 +27,11 @@ def test_table_lists_everything_and_cache_status(tmp_path, monkeypatch, capsys, 
     assert rows[("deeplabv3plus_r101_os8.cityscapes", "pretrained")]["reference_statistics"] is True
     assert main(["models", "-v"]) == 0
     assert "621544dfdc7d" in capsys.readouterr().out
+
+
+def test_check_refuses_data_without_class_labels_and_bad_options(shared, capsys):
+    ra = shared / "data" / "road_anomaly" / "RoadAnomaly_jpg"
+    assert main(["models", "check", "--model", "erfnet", "--data", f"road-anomaly:{ra}"]) == 2
+    assert "anomaly labels, not classes" in " ".join(capsys.readouterr().err.split())
+    assert main(["models", "check", "--model", "erfnet", "--data", f"road-anomaly:{ra}", "--max-frames", "0"]) == 2
+    assert "--max-frames must be >= 1" in capsys.readouterr().err
