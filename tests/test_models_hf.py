@@ -3,7 +3,6 @@ SegFormer and Mask2Former saved to a temporary folder, never the network."""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -28,8 +27,12 @@ def offline(monkeypatch):
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory) -> dict[str, Path]:
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    d = tmp_path_factory.mktemp("hf")
+    with pytest.MonkeyPatch.context() as mp:  # module scope runs before the autouse fixture
+        mp.setenv("HF_HUB_OFFLINE", "1")
+        return _build(tmp_path_factory.mktemp("hf"))
+
+
+def _build(d: Path) -> dict[str, Path]:
     labels = {i: n for i, n in enumerate(M.CITYSCAPES_CLASSES)}
     torch.manual_seed(0)
     seg = tf.SegformerForSemanticSegmentation(tf.SegformerConfig(

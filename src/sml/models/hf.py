@@ -22,6 +22,10 @@ from sml.models.contract import CITYSCAPES_CLASSES
 from sml.models.registry import ModelConfig
 
 
+#: universal-segmentation model types whose output is class_queries_logits + masks_queries_logits
+_MASK_MODELS = ("mask2former", "maskformer", "eomt", "eomt_dinov3")
+
+
 class SemanticLogits(nn.Module):
     """A transformers semantic-segmentation model as ``pixel_values -> logits`` (B x K x h x w)."""
 
@@ -95,9 +99,10 @@ def complete_config(cfg: ModelConfig) -> tuple[nn.Module, ModelConfig]:
         raise InputError(f"{where}: field output.kind says {cfg.kind} but {cfg.source} is a {config.model_type} "
                          f"model, whose output is {kind}. Set output.kind: {kind} or leave it out.")
     if universal:
-        if config.model_type == "oneformer":
-            raise InputError(f"{where}: OneFormer needs text task inputs, which sml does not feed yet; use a "
-                             f"Mask2Former or MaskFormer checkpoint")
+        if config.model_type not in _MASK_MODELS:
+            raise InputError(f"{where}: {cfg.source} is a {config.model_type} model, whose output sml cannot read "
+                             f"yet (OneFormer needs text task inputs); supported mask-classification models: "
+                             f"{', '.join(_MASK_MODELS)}")
         model = tf.AutoModelForUniversalSegmentation.from_pretrained(cfg.source)
         network: nn.Module = MaskClassificationScores(model)
     else:
