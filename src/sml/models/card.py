@@ -29,9 +29,7 @@ TO_FILL = "FILL-IN"  # placeholder of card_template; read_card refuses it
 _TOP = ("name", "format", "file", "entry", "weights", "source", "sha256", "input", "output", "licence", "license")
 _INPUT = ("size", "channel_order", "scale", "mean", "std", "resize")
 _OUTPUT = ("kind", "classes", "channels", "upsample")
-_DRY_SIZE = (256, 512)
-_GIVEN = ("input_size", "channel_order", "scale", "mean", "std", "resize", "kind", "class_names",
-          "class_channels", "upsample")  # dry-run size of a network that runs at each image's own size
+_DRY_SIZE = (256, 512)  # dry-run size of a network that runs at each image's own size
 
 EXAMPLE = """\
   name: my-network
@@ -261,7 +259,8 @@ def read_card(path: str | os.PathLike) -> ModelConfig:
     upsample = c.text("upsample", False, tuple(_UPSAMPLE), out, "output.")
     if upsample is not None:
         fields["upsample"] = upsample
-    fields["given"] = tuple(k for k in _GIVEN if k in fields)
+    rename = {"size": "input_size", "classes": "class_names", "channels": "class_channels"}
+    fields["given"] = tuple(rename.get(k, k) for k in (*inp, *out))
     return ModelConfig(**fields)
 
 
