@@ -106,6 +106,10 @@ def test_card_overrides_and_refusals(models, tmp_path):
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(card))
     model = M.load(str(tmp_path / "c.yaml"))
     assert model.input_size == (32, 64) and model.mean == (0.5, 0.5, 0.5) and model.class_names[0] == "k0"
+    card["input"] = {"mean": [0.5, 0.5, 0.5]}  # each field overrides alone: std still from the processor
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(card))
+    model = M.load(str(tmp_path / "c.yaml"))
+    assert model.mean == (0.5, 0.5, 0.5) and model.std == pytest.approx(STD) and model.input_size == (64, 128)
     card["output"]["kind"] = "mask-classification"
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(card))
     with pytest.raises(InputError, match="output.kind says mask-classification but .* is a segformer model"):
