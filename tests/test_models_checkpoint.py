@@ -1,8 +1,6 @@
 """Safe checkpoint loading: weights_only, the trust flag, key/shape errors, the published save layout."""
 from __future__ import annotations
 
-import io
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -29,7 +29,7 @@ from sml.models.zoo import fetch, list_zoo, locate
 
 __all__ = [
     "load", "build", "wrap", "register_model", "register_pretrained", "list_models", "list_pretrained",
-    "list_zoo", "get_config", "SegmentationModel", "ModelConfig", "Architecture", "fetch", "locate",
+    "list_zoo", "get_config", "get_model", "SegmentationModel", "ModelConfig", "Architecture", "fetch", "locate",
     "read_card", "load_card", "card_template", "load_checkpoint", "load_into", "save_checkpoint",
     "CITYSCAPES_CLASSES", "IMAGENET_MEAN", "IMAGENET_STD", "CheckpointError",
 ]
