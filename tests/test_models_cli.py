@@ -16,13 +16,22 @@ def test_table_lists_everything_and_cache_status(tmp_path, monkeypatch, capsys, 
     for name in ("deeplabv3plus_r50_os8", "deeplabv3plus_r50_os16", "deeplabv3plus_r101_os8",
                  "deeplabv3plus_r101_os16", "erfnet"):
         assert any(ln.split()[:2] == [name, "architecture"] for ln in lines), name
-    zoo = {ln.split()[0]: ln for ln in lines if ln.split()[1:2] == ["zoo"]}
-    assert "512x1024" in zoo["erfnet"] and zoo["erfnet"].endswith("not cached")
-    assert zoo["deeplabv3plus_r101_os8"].endswith("manual download")
+    zoo = {ln.split()[0]: ln for ln in lines if ln.split()[1:2] == ["pretrained"]}
+    assert "512x1024" in zoo["erfnet.cityscapes"] and zoo["erfnet.cityscapes"].endswith("manual download")
+    assert zoo["deeplabv3plus_r101_os8.cityscapes"].endswith("manual download")
+    assert zoo["deeplabv3plus_r50_os16.cityscapes"].endswith("--weights PATH")
     monkeypatch.setenv("SML_MIRROR", str(erfnet_weights.parent))
     assert main(["models", "--json"]) == 0
     rows = {(r["name"], r["kind"]): r for r in json.loads(capsys.readouterr().out)}
-    assert rows[("erfnet", "zoo")]["weights"].startswith("cached")
-    assert rows[("deeplabv3plus_r101_os8", "zoo")]["reference_statistics"] is True
+    assert rows[("erfnet.cityscapes", "pretrained")]["weights"].startswith("cached")
+    assert rows[("deeplabv3plus_r101_os8.cityscapes", "pretrained")]["reference_statistics"] is True
     assert main(["models", "-v"]) == 0
     assert "621544dfdc7d" in capsys.readouterr().out
+
+
+def test_check_refuses_data_without_class_labels_and_bad_options(shared, capsys):
+    ra = shared / "data" / "road_anomaly" / "RoadAnomaly_jpg"
+    assert main(["models", "check", "--model", "erfnet", "--data", f"road-anomaly:{ra}"]) == 2
+    assert "anomaly labels, not classes" in " ".join(capsys.readouterr().err.split())
+    assert main(["models", "check", "--model", "erfnet", "--data", f"road-anomaly:{ra}", "--max-frames", "0"]) == 2
+    assert "--max-frames must be >= 1" in capsys.readouterr().err

@@ -1,4 +1,5 @@
-"""Model zoo: mirror, cache, file:// download with progress and sha256, the shipped reference statistics."""
+"""Model zoo: mirror, cache, file:// download with progress and sha256, `sml models download`, the
+shipped reference statistics, one configuration type per arch.tag."""
 from __future__ import annotations
 
 import dataclasses
@@ -9,8 +10,9 @@ from pathlib import Path
 import pytest
 
 import sml.models as M
-from sml.errors import CheckpointError
-from sml.models import zoo
+from sml.cli.main import main
+from sml.errors import CheckpointError, InputError
+from sml.models import registry, zoo
 
 ERFNET_SHA = "621544dfdc7d08162ef777144544c9aafe3d2b716e4ab85e8247739caa3579d2"
 
@@ -24,20 +26,29 @@ def env(tmp_path, monkeypatch):
 
 @pytest.fixture
 def temp_entry(monkeypatch):
-    def make(**changes) -> zoo.ZooEntry:
-        entry = dataclasses.replace(zoo.ZOO["erfnet"], name="erfnet_test", **changes)
-        monkeypatch.setitem(zoo.ZOO, entry.name, entry)
+    def make(**changes) -> M.ModelConfig:
+        entry = dataclasses.replace(M.get_config("erfnet.cityscapes"), name="erfnet.test", **changes)
+        monkeypatch.setitem(registry._CONFIGS, entry.name, entry)
         return entry
     return make
 
 
 def test_entries_and_checksum_of_the_shared_weights(erfnet_weights):
-    assert {"erfnet", "deeplabv3plus_r101_os8"} <= set(M.list_zoo())
-    e = zoo.ZOO["erfnet"]
-    assert e.sha256 == ERFNET_SHA and e.input_size == (512, 1024) and e.mean is None and e.urls
+    assert {"erfnet.cityscapes", "deeplabv3plus_r101_os8.cityscapes"} <= set(M.list_zoo())
+    e = M.get_config("erfnet")  # the bare architecture name resolves to its default tag
+    assert e.name == "erfnet.cityscapes" and e.tag == "cityscapes" and e.arch == "erfnet"
+    assert e.sha256 == ERFNET_SHA and e.input_size == (512, 1024) and e.mean is None
+    # Its checksum is that of the local restoration, which no URL serves: no URL, and the notes say so.
+    assert e.urls == () and "restoration" in e.notes and "--weights" in e.notes
     assert zoo.sha256_of(erfnet_weights) == hashlib.sha256(erfnet_weights.read_bytes()).hexdigest() == ERFNET_SHA
-    d = zoo.ZOO["deeplabv3plus_r101_os8"]
+    d = M.get_config("deeplabv3plus_r101_os8")
     assert d.filename == "r101_os8_base_cty.pth" and d.mean == M.IMAGENET_MEAN and len(d.class_names) == 19
+    # Built-ins, zoo and cards share one configuration type.
+    assert all(isinstance(M.get_config(n), M.ModelConfig) for n in M.list_pretrained())
+    assert M.CITYSCAPES_CLASSES[11] == "person" and len(M.CITYSCAPES_CLASSES) == 19
+    from sml.data.cityscapes import cityscapes_tables
+    from sml.stats import CITYSCAPES_CLASSES
+    assert M.CITYSCAPES_CLASSES == CITYSCAPES_CLASSES == cityscapes_tables()[2]
 
 
 def _safe_read_reference(path: Path) -> dict[int, float]:
@@ -49,13 +60,13 @@ def _safe_read_reference(path: Path) -> dict[int, float]:
 
 
 def test_shipped_reference_statistics_equal_the_published_files(shared):
-    stats = zoo.ZOO["deeplabv3plus_r101_os8"].reference_statistics()
+    stats = M.get_config("deeplabv3plus_r101_os8.cityscapes").reference_statistics()
     mean = _safe_read_reference(shared / "reference" / "cityscapes_mean.npy")
     var = _safe_read_reference(shared / "reference" / "cityscapes_var.npy")
     assert sorted(mean) == list(range(19))
     assert stats["mean"] == [mean[i] for i in range(19)]
     assert stats["var"] == [var[i] for i in range(19)]
-    assert zoo.ZOO["erfnet"].reference_statistics() is None
+    assert M.get_config("erfnet").reference_statistics() is None
     from sml.stats import ClassStatistics
 
     cs = ClassStatistics.from_dict(stats)
@@ -95,7 +106,7 @@ def test_mirror_with_wrong_checksum_is_refused(env, temp_entry, monkeypatch, erf
     temp_entry(sha256="f" * 64)
     monkeypatch.setenv("SML_MIRROR", str(erfnet_weights.parent))
     with pytest.raises(CheckpointError, match="checksum mismatch"):
-        M.load("erfnet_test")
+        M.load("erfnet.test")
 
 
 def test_unknown_checksum_warns_with_the_computed_hash(env, temp_entry, erfnet_weights):
@@ -107,10 +118,53 @@ def test_unknown_checksum_warns_with_the_computed_hash(env, temp_entry, erfnet_w
 def test_no_url_tells_how_to_get_the_file(env):
     with pytest.raises(CheckpointError, match="r101_os8_base_cty.pth") as info:
         M.load("deeplabv3plus_r101_os8")
-    assert "weights=PATH" in str(info.value) and "SML_MIRROR" in str(info.value)
+    assert "--weights PATH" in str(info.value) and "SML_MIRROR" in str(info.value)
+    with pytest.raises(CheckpointError, match="restoration"):  # ERFNet: no URL, given by path
+        M.load("erfnet")
 
 
 def test_unreachable_url_is_a_clear_error(env, temp_entry, tmp_path):
     entry = temp_entry(urls=((tmp_path / "missing.pth").as_uri(),))
     with pytest.raises(CheckpointError, match="cannot download"):
         M.fetch(entry.name, show_progress=False)
+
+
+def test_download_command_from_a_mirror_folder_then_usable_by_name(env, erfnet_weights, capsys):
+    mirror = env / "mirror"
+    mirror.mkdir()
+    (mirror / "erfnet_cityscapes.pth").symlink_to(erfnet_weights)
+    assert main(["models", "download", "erfnet", "--mirror", str(mirror)]) == 0
+    cached = env / "cache" / "erfnet_cityscapes.pth"
+    assert cached.is_file() and not cached.is_symlink() and zoo.sha256_of(cached) == ERFNET_SHA
+    assert str(cached) in capsys.readouterr().out
+    model = M.load("erfnet")  # by name alone, from the cache
+    assert model.num_classes == 19 and model.input_size == (512, 1024)
+    assert main(["models", "download", "deeplabv3plus_r101_os8", "--mirror", str(mirror)]) == 2
+    assert "has no r101_os8_base_cty.pth" in " ".join(capsys.readouterr().err.split())
+
+
+def test_download_command_from_a_file_url_with_progress_and_checksum(env, erfnet_weights, capsys, tmp_path):
+    mirror = tmp_path / "served"
+    mirror.mkdir()
+    (mirror / "erfnet_cityscapes.pth").symlink_to(erfnet_weights)
+    assert main(["models", "download", "erfnet.cityscapes", "--mirror", mirror.as_uri()]) == 0
+    err = capsys.readouterr().err
+    assert "erfnet_cityscapes.pth" in err and "100%" in err  # the progress bar
+    assert zoo.sha256_of(env / "cache" / "erfnet_cityscapes.pth") == ERFNET_SHA
+    # A file whose checksum is not the entry's is refused and leaves nothing in the cache.
+    (env / "cache" / "erfnet_cityscapes.pth").unlink()
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "erfnet_cityscapes.pth").write_bytes(b"not the weights")
+    assert main(["models", "download", "erfnet", "--mirror", bad.as_uri()]) == 2
+    assert "checksum mismatch" in " ".join(capsys.readouterr().err.split())
+    assert not any((env / "cache").glob("*"))
+    assert main(["models", "download", "no_such_net", "--mirror", bad.as_uri()]) == 2
+    assert "unknown model 'no_such_net'" in " ".join(capsys.readouterr().err.split())
+
+
+def test_register_pretrained_needs_arch_tag():
+    with pytest.raises(InputError, match="ARCH.TAG"):
+        M.register_pretrained(M.ModelConfig(name="erfnet", arch="erfnet"))
+    with pytest.raises(InputError, match="unknown model"):
+        M.register_pretrained(M.ModelConfig(name="nonet.x", arch="nonet"))

@@ -31,11 +31,15 @@ class TinyNet(nn.Module):
 
 
 def make_model(folder: Path, seed: int = 0) -> Path:
-    """Save :class:`TinyNet` as TorchScript (``sml --model PATH`` loads it) and return its path."""
+    """Save :class:`TinyNet` as TorchScript with a model card (``sml --model CARD`` loads it); return the card."""
     path = folder / f"tiny{seed}.pt"
+    card = folder / f"tiny{seed}.yaml"
     if not path.exists():
         torch.jit.script(TinyNet(seed).eval()).save(str(path))
-    return path
+    if not card.exists():
+        card.write_text(f"name: tiny{seed}\nformat: torchscript\nfile: {path.name}\ninput:\n  size: null\n"
+                        f"  channel_order: RGB\n  scale: 1\noutput:\n  classes: cityscapes\n")
+    return card
 
 
 def _image(rng: np.random.Generator, h: int, w: int) -> np.ndarray:

@@ -72,6 +72,6 @@ def register() -> None:
     from sml.models import ModelConfig, register_model
     from sml.models.contract import IMAGENET_MEAN, IMAGENET_STD
 
-    register_model("demo_net", demo_net, ModelConfig(
-        mean=IMAGENET_MEAN, std=IMAGENET_STD, classifier_key="classifier.weight",
-        description="sml demo's small network (trained by `sml demo` on synthetic streets)"))
+    register_model("demo_net", demo_net, ModelConfig(name="demo_net", mean=IMAGENET_MEAN, std=IMAGENET_STD),
+                   classifier_key="classifier.weight",
+                   description="sml demo's small network (trained by `sml demo` on synthetic streets)")

@@ -1,9 +1,9 @@
 """Safe checkpoint I/O: read with ``weights_only=True``, load with errors that name the keys.
 
-A checkpoint is read without running any code it carries: tensors, plain Python values and
-NumPy scalars/arrays (the published SML checkpoint stores ``mean_iu`` as a NumPy float) are
-allowed; anything else is refused unless the caller trusts the file (``trust=True``, CLI
-``--trust-checkpoint``). The layout written by :func:`save_checkpoint` is the published one::
+A checkpoint is read with ``torch.load(weights_only=True)``, PyTorch's own safe unpickler:
+tensors and plain Python values load; anything else (even a NumPy scalar, such as the
+``mean_iu`` of the published SML checkpoint) is refused, naming what it needs, unless the
+caller trusts the file (``trust=True``, CLI ``--trust-checkpoint``). The layout written by :func:`save_checkpoint` is the published one::
 
     {"state_dict": {"module.<name>": tensor, ...}, "epoch": int, "mean_iu": float, **extra}
 """
@@ -16,7 +16,6 @@ import re
 from pathlib import Path
 from typing import Any, Mapping
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -26,19 +25,6 @@ from sml.utils.atomic import write_bytes
 IGNORED_PREFIXES = ("multi_scale.",)  # reference post-processing entries, no learned weights
 TRUST_HINT = ("If you trust where the file comes from, load it anyway with trust=True "
               "(command line: --trust-checkpoint); unpickling can run arbitrary code.")
-
-
-def _numpy_safe_globals() -> list[Any]:
-    """NumPy objects a checkpoint may pickle; they rebuild values and never call user code."""
-    from numpy._core import multiarray
-
-    out: list[Any] = [(multiarray.scalar, "numpy.core.multiarray.scalar"), multiarray.scalar,
-                      (multiarray._reconstruct, "numpy.core.multiarray._reconstruct"), multiarray._reconstruct,
-                      np.ndarray, np.dtype]
-    # NumPy >= 1.25 pickles dtypes as their numpy.dtypes.* classes.
-    out += [getattr(np.dtypes, n) for n in dir(np.dtypes) if n.endswith("DType")
-            and n not in ("ObjectDType", "StringDType", "VoidDType")]
-    return out
 
 
 def load_checkpoint(path: str | os.PathLike, trust: bool = False) -> dict[str, Any]:
@@ -54,8 +40,7 @@ def load_checkpoint(path: str | os.PathLike, trust: bool = False) -> dict[str, A
         if trust:
             obj = torch.load(path, map_location="cpu", weights_only=False)
         else:
-            with torch.serialization.safe_globals(_numpy_safe_globals()):
-                obj = torch.load(path, map_location="cpu", weights_only=True)
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         found = re.search(r"GLOBAL (\S+)", str(exc))
         if found is None:

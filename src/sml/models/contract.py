@@ -22,14 +22,20 @@ from torch import nn
 
 from sml.errors import CheckpointError, InputError
 
-CITYSCAPES_CLASSES: tuple[str, ...] = (
-    "road", "sidewalk", "building", "wall", "fence", "pole", "traffic light", "traffic sign",
-    "vegetation", "terrain", "sky", "person", "rider", "car", "truck", "bus", "train",
-    "motorcycle", "bicycle")
+from sml.data.cityscapes import cityscapes_tables
+
+#: the 19 Cityscapes train-id class names, from the official cityscapesscripts table
+CITYSCAPES_CLASSES: tuple[str, ...] = cityscapes_tables()[2]
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 Images = Union[np.ndarray, torch.Tensor, Sequence[np.ndarray]]
+# interpolate() settings of each resize / upsample name (models.md, "Resizing, in and out")
+_RESIZE = {"bilinear-antialias": dict(mode="bilinear", antialias=True, align_corners=False),
+           "bilinear": dict(mode="bilinear", antialias=False, align_corners=False),
+           "nearest": dict(mode="nearest")}
+_UPSAMPLE = {"bilinear": dict(mode="bilinear", align_corners=False),
+             "bilinear-align-corners": dict(mode="bilinear", align_corners=True)}
 
 
 def _as_batches(images: Images) -> list[torch.Tensor]:
@@ -96,14 +102,31 @@ class SegmentationModel:
     class order), ``class_names``, ``num_classes``, ``device``, ``cpu_channels_last`` (run the
     network in channels-last layout on the CPU unless :meth:`predict` is told otherwise; set
     by :func:`sml.models.load` for the built-in networks, off for wrapped ones, whose module
-    is the caller's and is left in its own layout).
+    is the caller's and is left in its own layout). As a model card says (models.md):
+    ``channel_order`` ("RGB"/"BGR"), ``scale`` (1: pixels in [0, 1], 255: in [0, 255]; mean/std
+    are in that scale), ``resize`` ("bilinear-antialias", "bilinear", "nearest"), ``upsample``
+    ("bilinear", "bilinear-align-corners") and ``kind`` ("logits" or "mask-classification":
+    per-pixel class scores, not logits).
     """
 
     def __init__(self, network: nn.Module, *, name: str = "model", input_size: tuple[int, int] | None = None,
                  mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
                  class_channels: Sequence[int] | None = None, class_names: Sequence[str] | None = None,
                  num_classes: int | None = None, device: str | torch.device = "cpu",
-                 cpu_channels_last: bool = False) -> None:
+                 cpu_channels_last: bool = False, channel_order: str = "RGB", scale: float = 1,
+                 resize: str = "bilinear-antialias", upsample: str = "bilinear", kind: str = "logits") -> None:
+        if channel_order not in ("RGB", "BGR"):
+            raise InputError(f"channel_order must be 'RGB' or 'BGR', got {channel_order!r}")
+        if scale not in (1, 255):
+            raise InputError(f"scale must be 1 (pixels in [0, 1]) or 255 (pixels in [0, 255]), got {scale!r}")
+        if resize not in _RESIZE:
+            raise InputError(f"resize must be one of {', '.join(_RESIZE)}, got {resize!r}")
+        if upsample not in _UPSAMPLE:
+            raise InputError(f"upsample must be one of {', '.join(_UPSAMPLE)}, got {upsample!r}")
+        if kind not in ("logits", "mask-classification"):
+            raise InputError(f"kind must be 'logits' or 'mask-classification', got {kind!r}")
+        self.channel_order, self.scale, self.resize, self.upsample, self.kind = (
+            channel_order, int(scale), resize, upsample, kind)
         if input_size is not None:
             if len(input_size) != 2 or min(int(v) for v in input_size) < 1:
                 raise InputError(f"input_size must be (height, width), got {input_size!r}")
@@ -163,9 +186,14 @@ class SegmentationModel:
 
     def _to_float(self, batch: torch.Tensor, size: tuple[int, int] | None) -> torch.Tensor:
         """uint8 ``B x 3 x H x W`` -> float [0, 1] on the device, resized to ``size`` (models.md), normalized."""
-        x = batch.to(self.device, non_blocking=True).float().div_(255.0)
+        x = batch.to(self.device, non_blocking=True)
+        if self.channel_order == "BGR":
+            x = x.flip(1)
+        x = x.float().div_(255.0)
         if size is not None and tuple(x.shape[2:]) != tuple(size):
-            x = F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)
+            x = F.interpolate(x, size=size, **_RESIZE[self.resize])
+        if self.scale == 255:  # resizing is linear, so resizing in [0, 1] and scaling after is the same
+            x = x.mul_(255.0)
         return self._normalize(x)
 
     def preprocess(self, images: Images) -> torch.Tensor:
@@ -295,7 +323,7 @@ class SegmentationModel:
                         raw.append(self._forward(x, channels_last))
         # Resize outside inference mode so the caller gets ordinary tensors (in-place ops allowed).
         with torch.no_grad():
-            out = [F.interpolate(r, size=output_size, mode="bilinear", align_corners=False)
+            out = [F.interpolate(r, size=output_size, **_UPSAMPLE[self.upsample])
                    if tuple(r.shape[2:]) != output_size else r.clone() for r in raw]
             return (torch.cat(out) if len(out) > 1 else out[0]).float().contiguous()
 
@@ -317,12 +345,33 @@ class OnnxNetwork(nn.Module):
             self.session = ort.InferenceSession(self.path, providers=providers)
         except Exception as exc:  # onnxruntime raises its own exception types
             raise CheckpointError(f"cannot open ONNX model {path}: {exc}") from None
-        self.input_name = self.session.get_inputs()[0].name
+        first = self.session.get_inputs()[0]
+        self.input_name = first.name
+        shape = list(first.shape) if first.shape is not None else []
+        dims = [d if isinstance(d, int) and d > 0 else None for d in shape]
+        if len(dims) != 4 or dims[1] not in (None, 3):
+            raise CheckpointError(f"ONNX model {path}: its input {first.name!r} has shape {shape}; a "
+                                  f"segmentation network takes B x 3 x H x W")
+        #: (H, W) when the file fixes the input size, else None (dynamic)
+        self.fixed_size: tuple[int, int] | None = (dims[2], dims[3]) if dims[2] and dims[3] else None
+        self.fixed_batch: int | None = dims[0]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.fixed_size is not None and tuple(x.shape[2:]) != self.fixed_size:
+            raise InputError(f"ONNX model {self.path} takes a fixed {self.fixed_size[0]}x{self.fixed_size[1]} (HxW) "
+                             f"input, not {x.shape[2]}x{x.shape[3]}: set input.size: [{self.fixed_size[0]}, "
+                             f"{self.fixed_size[1]}] in its model card")
         arr = x.detach().float().contiguous().cpu().numpy()
-        out = self.session.run(None, {self.input_name: arr})[0]
-        return torch.from_numpy(np.asarray(out, dtype=np.float32)).to(x.device)
+        # A file exported with batch 1 runs a batch frame by frame.
+        step = self.fixed_batch or arr.shape[0]
+        outs = []
+        for i in range(0, arr.shape[0], step):
+            try:
+                outs.append(np.asarray(self.session.run(None, {self.input_name: arr[i:i + step]})[0], np.float32))
+            except Exception as exc:  # onnxruntime raises its own exception types
+                raise InputError(f"ONNX model {self.path} failed on an input of shape {tuple(arr[i:i + step].shape)}: "
+                                 f"{str(exc).splitlines()[0][:300]}. Check input.size in its model card") from None
+        return torch.from_numpy(np.concatenate(outs) if len(outs) > 1 else outs[0]).to(x.device)
 
 
 def wrap(module_or_path: nn.Module | str | os.PathLike, input_size: tuple[int, int] | None = None,
@@ -336,6 +385,7 @@ def wrap(module_or_path: nn.Module | str | os.PathLike, input_size: tuple[int, i
     The network must map a normalized float ``B x 3 x h x w`` batch to ``B x K x h' x w'`` logits
     (a tuple/dict output uses its first/"out" entry). Without ``class_channels``/``class_names``/
     ``num_classes`` the output channel count is found by one dry run at ``input_size`` (or 64x64).
+    A file fixed to one input size (ONNX, static ``.pt2``) runs at that size unless ``input_size`` is given.
     """
     if isinstance(module_or_path, nn.Module):
         network, default_name = module_or_path, type(module_or_path).__name__
@@ -360,6 +410,10 @@ def wrap(module_or_path: nn.Module | str | os.PathLike, input_size: tuple[int, i
                 raise CheckpointError(
                     f"{path} is not a TorchScript file ({type(exc).__name__}). A checkpoint of weights needs "
                     f"its architecture: sml.models.load(ARCH, weights='{path}') (see `sml models`).") from None
+    if input_size is None and not isinstance(module_or_path, nn.Module):
+        from sml.models.card import native_size
+
+        input_size = native_size(network)  # a file exported for one size runs at that size
     if class_channels is None and class_names is None and num_classes is None:
         h, w = input_size or (64, 64)
         with torch.inference_mode():

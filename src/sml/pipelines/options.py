@@ -24,7 +24,7 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model")
     g.add_argument("--model", required=True, metavar="NAME",
                    help="network name (see `sml models`), e.g. erfnet or deeplabv3plus_r101_os8; "
-                        "or a TorchScript/ONNX file")
+                        "or a model card CARD.yaml describing your own network (see `sml models card`)")
     g.add_argument("--weights", metavar="PATH", default=None,
                    help="checkpoint file (state dict) for the network")
     g.add_argument("--trust-checkpoint", action="store_true",

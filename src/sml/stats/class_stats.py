@@ -17,16 +17,13 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from sml.data.cityscapes import cityscapes_tables
 from sml.errors import InputError
 from sml.scores import functional as F
 
 __all__ = ["ClassStatistics", "CITYSCAPES_CLASSES"]
 
-CITYSCAPES_CLASSES = (
-    "road", "sidewalk", "building", "wall", "fence", "pole", "traffic light", "traffic sign",
-    "vegetation", "terrain", "sky", "person", "rider", "car", "truck", "bus", "train",
-    "motorcycle", "bicycle",
-)
+CITYSCAPES_CLASSES = cityscapes_tables()[2]  # the one class table, from cityscapesscripts
 
 FORMAT = "sml-class-statistics/1"
 

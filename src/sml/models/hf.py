@@ -1,0 +1,134 @@
+"""Hugging Face ``transformers`` segmentation models behind a model card (``format: transformers``).
+
+Two kinds of output (models.md): per-pixel class logits (SegFormer, UperNet, DPT, ...; the
+model's ``logits``), and mask classification (Mask2Former, MaskFormer; ``output.kind:
+mask-classification``), whose per-pixel class *scores* come from the semantic inference of
+``post_process_semantic_segmentation``: the softmax over classes of each query's class logits
+without the null class, times the sigmoid of the query's mask logits, summed over queries.
+They are computed at the masks' resolution and then resized like logits (transformers first
+resizes the mask logits to 384 x 384). Mean, std, size and class names come from the model's
+image processor and ``id2label`` unless the card states them. Needs the ``[hf]`` extra.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import torch
+from torch import nn
+
+from sml.errors import InputError
+from sml.models.contract import CITYSCAPES_CLASSES
+from sml.models.registry import ModelConfig
+
+
+#: universal-segmentation model types whose output is class_queries_logits + masks_queries_logits
+_MASK_MODELS = ("mask2former", "maskformer", "eomt", "eomt_dinov3")
+
+
+class SemanticLogits(nn.Module):
+    """A transformers semantic-segmentation model as ``pixel_values -> logits`` (B x K x h x w)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(pixel_values=x).logits
+
+
+class MaskClassificationScores(nn.Module):
+    """A mask-classification model as ``pixel_values -> per-pixel class scores`` (B x K x h x w)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.model(pixel_values=x)
+        classes = out.class_queries_logits.softmax(dim=-1)[..., :-1]  # drop the null class
+        return torch.einsum("bqc,bqhw->bchw", classes, out.masks_queries_logits.sigmoid())
+
+
+def _transformers() -> Any:
+    try:
+        import transformers
+    except ImportError:
+        raise InputError("format: transformers needs the transformers package: pip install "
+                         "'standardized-max-logits[hf]'") from None
+    return transformers
+
+
+def _processor_fields(proc: Any, where: str) -> dict[str, Any]:
+    """Card input fields from an image processor (only what it states)."""
+    out: dict[str, Any] = {"channel_order": "RGB"}  # transformers' processors take RGB images
+    if getattr(proc, "do_rescale", True):
+        factor = float(getattr(proc, "rescale_factor", 1 / 255))
+        if abs(factor - 1 / 255) > 1e-9:
+            raise InputError(f"{where}: the image processor rescales by {factor}, not 1/255; state input.scale, "
+                             f"mean and std in the card")
+        out["scale"] = 1
+    else:
+        out["scale"] = 255
+    if getattr(proc, "do_normalize", False):
+        out["mean"] = tuple(float(v) for v in proc.image_mean)
+        out["std"] = tuple(float(v) for v in proc.image_std)
+    size = getattr(proc, "size", None)
+    if not getattr(proc, "do_resize", True):
+        out["input_size"] = None
+    elif size is not None:
+        get = size.get if hasattr(size, "get") else (lambda k: getattr(size, k, None))
+        if get("height") and get("width"):
+            out["input_size"] = (int(get("height")), int(get("width")))
+    return out
+
+
+def complete_config(cfg: ModelConfig) -> tuple[nn.Module, ModelConfig]:
+    """Load the model of a ``format: transformers`` card and fill the fields the card leaves out."""
+    tf = _transformers()
+    where = f"model card {cfg.card}"
+    logging.getLogger("transformers").setLevel(logging.ERROR)  # torchvision-fallback notices
+    try:
+        config = tf.AutoConfig.from_pretrained(cfg.source)
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{where}: source {cfg.source!r} is neither a folder with a transformers model nor a "
+                         f"hub id available here ({str(exc).splitlines()[0][:200]})") from None
+    universal = type(config) in tf.MODEL_FOR_UNIVERSAL_SEGMENTATION_MAPPING
+    kind = "mask-classification" if universal else "logits"
+    if "kind" in cfg.given and cfg.kind != kind:
+        raise InputError(f"{where}: field output.kind says {cfg.kind} but {cfg.source} is a {config.model_type} "
+                         f"model, whose output is {kind}. Set output.kind: {kind} or leave it out.")
+    if universal:
+        if config.model_type not in _MASK_MODELS:
+            raise InputError(f"{where}: {cfg.source} is a {config.model_type} model, whose output sml cannot read "
+                             f"yet (OneFormer needs text task inputs); supported mask-classification models: "
+                             f"{', '.join(_MASK_MODELS)}")
+        model = tf.AutoModelForUniversalSegmentation.from_pretrained(cfg.source)
+        network: nn.Module = MaskClassificationScores(model)
+    else:
+        try:
+            model = tf.AutoModelForSemanticSegmentation.from_pretrained(cfg.source)
+        except ValueError as exc:
+            raise InputError(f"{where}: {cfg.source} ({config.model_type}) is not a semantic-segmentation model "
+                             f"({str(exc).splitlines()[0][:200]})") from None
+        network = SemanticLogits(model)
+    filled: dict[str, Any] = {"kind": kind}
+    try:
+        proc = tf.AutoImageProcessor.from_pretrained(cfg.source)
+    except (OSError, ValueError):
+        proc = None
+    if proc is not None:
+        filled.update(_processor_fields(proc, where))
+    id2label = getattr(config, "id2label", None) or {}
+    if id2label:
+        names = tuple(str(id2label[i]) for i in sorted(id2label, key=int))
+        same = [n.lower() for n in names] == list(CITYSCAPES_CLASSES)
+        filled["class_names"] = CITYSCAPES_CLASSES if same else names
+    filled = {k: v for k, v in filled.items() if k not in cfg.given}
+    missing = [f for f in ("input_size", "scale") if f not in cfg.given and f not in filled]
+    if missing:
+        what = {"input_size": "input.size (its image processor resizes by shortest edge or is missing: give the "
+                              "[H, W] to run at, or null)", "scale": "input.scale"}
+        raise InputError(f"{where}: {cfg.source} does not state {', '.join(what[m] for m in missing)}; add "
+                         f"{'them' if len(missing) > 1 else 'it'} to the card")
+    return network.eval(), cfg.replace(**filled)
