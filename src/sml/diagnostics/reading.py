@@ -206,6 +206,6 @@ def plot_diagnostics(diag: ClassDiagnostics | dict[str, Any], out_stem: str | Pa
                        Patch(facecolor="0.85", label="training mean ± std")],
               fontsize=8, loc="best", framealpha=0.9)
     frames = s.get("frames", "?")
-    fig.suptitle(title or f"Max logit per predicted class, {frames} frames (boxes: quartiles, whiskers: "
-                          "5th-95th percentile)", fontsize=10)
+    fig.suptitle(title or f"Max logit per predicted class ({frames} frame{'s' if frames != 1 else ''})\n"
+                          "boxes: quartiles and median; whiskers: 5th-95th percentile", fontsize=10)
     return _save(fig, Path(out_stem), formats)
