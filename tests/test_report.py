@@ -347,3 +347,79 @@ def test_cli_report(shared, tmp_path, capsys):
                  "--panel-format", "jpeg"]) == 0
     assert "index.html" in capsys.readouterr().out
     assert len(list((run / "report" / "img" / "panels").glob("*.jpg"))) == 1
+
+
+# ------------------------------------------------------------------ paper-ready table, errors on the command line
+
+def _with_components(run: Path) -> None:
+    m = json.loads((run / "metrics.json").read_text())
+    for k, name in enumerate(m["methods"]):
+        m["methods"][name]["components"] = {"siou": 0.1 + 0.1 * k, "ppv": 0.5, "mean_f1": math.nan,
+                                            "siou_pred": 0.3, "threshold": 1.25, "frames": 3,
+                                            "min_pred_size": 500, "reason": None}
+    write_json(run / "metrics.json", m)
+
+
+def test_metrics_table_in_percent_with_component_names(shared, tmp_path):
+    run = make_run(shared, tmp_path / "run", n_frames=1, unlabelled=0)
+    _with_components(run)
+    page = build_report(run, show_progress=False).read_text()
+    table = re.search(r'<table id="metrics".*?</table>', page, re.S).group(0)
+    heads = re.findall(r"<th[^>]*>([^<]*)</th>", table.split("<tbody>")[0])
+    assert heads[:4] == ["method", "AUROC %", "AP %", "FPR@95 % (interpolated)"]
+    assert heads[-3:] == ["sIoU %", "PPV %", "mean F1 %"]
+    assert all(not re.fullmatch(r"[a-z_0-9]+", h) or h == "method" for h in heads)  # no raw keys
+    assert "<td>10.00</td>" in table and "<td>50.00</td>" in table and 'class="na">n/a</td>' in table
+    # everything else is folded away
+    details = re.search(r'<details id="settings">.*?</details>', page, re.S).group(0)
+    assert "component threshold (score) 1.25" in details and "noise" in details
+    assert "min_pred_size" not in page and "min. predicted component size (px) 500" in details
+
+
+def test_cli_report_errors_name_the_file(shared, tmp_path, capsys):
+    from sml.cli.main import main
+
+    assert main(["report", str(tmp_path / "missing")]) == 2
+    err = capsys.readouterr().err.replace("\n", "")
+    assert err.startswith("sml: error: run directory") and str(tmp_path / "missing") in err and "{root}" not in err
+    (tmp_path / "empty").mkdir()
+    assert main(["report", str(tmp_path / "empty")]) == 2
+    assert "metrics.json is missing" in capsys.readouterr().err
+    run = make_run(shared, tmp_path / "run", n_frames=2, unlabelled=0)
+    from sml.pipelines.writers import safe_name
+
+    frames = json.loads((run / "frames.json").read_text())
+    bad = run / "maps" / "max_logit" / f"{safe_name(frames[1]['id'])}.npy"
+    bad.write_bytes(bad.read_bytes()[:2000])  # truncated
+    for extra in ([], ["--range", "image"]):
+        assert main(["report", str(run), *extra]) == 2
+        err = capsys.readouterr().err.replace("\n", "")  # the CLI wraps long lines (also at hyphens)
+        assert "sml: error:" in err and str(bad) in err and "truncated" in err, err
+    assert (run / "report" / "index.html").is_file()  # with --range image the page is written, frame marked
+    assert str(bad) in (run / "report" / "index.html").read_text()
+    (run / "curves.json").unlink()
+    bad.unlink()
+    assert main(["report", str(run)]) == 0
+    assert "sml: note: curves.json is missing" in capsys.readouterr().err
+
+
+def test_report_diagnostics_section(shared, tmp_path):
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_diagnostics import _person_case
+
+    run = make_run(shared, tmp_path / "run", n_frames=1, unlabelled=0)
+    page = build_report(run, show_progress=False).read_text()
+    assert "sec-diagnostics" not in page  # no diagnostics.json: no section
+    _person_case(True).save(run / "diagnostics.json")
+    page = build_report(run, show_progress=False).read_text()
+    assert 'id="sec-diagnostics"' in page and 'src="img/diagnostics.png"' in page
+    assert (run / "report" / "img" / "diagnostics.png").is_file() and (run / "report" / "img" / "diagnostics.svg").is_file()
+    reading = re.search(r'<p id="diag-reading">(.*?)</p>', page, re.S).group(1)
+    assert "predicted as person" in reading and "expect SML to trail max logit" in reading
+    rows = re.findall(r'<tr><td class="txt">([^<]+)</td><td>([^<]+)</td>', page)
+    assert rows[0] == ("person", "90.0")
+    (run / "diagnostics.json").write_text("{}")
+    with pytest.raises(InputError, match="not a diagnostics file"):
+        build_report(run, show_progress=False)
