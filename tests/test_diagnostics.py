@@ -166,28 +166,36 @@ def test_load_refuses_other_files(tmp_path):
         ClassDiagnostics(C).load_state_dict({"max_logit_hist": np.zeros(3)})
 
 
-def _person_case(anomaly_above_mean: bool) -> ClassDiagnostics:
-    """Road inliers confident (max logit ~10), persons low (~3); anomalies predicted person mostly."""
+def _person_case(anomaly_above_mean: bool, sml: bool = False) -> ClassDiagnostics:
+    """Road inliers confident (max logit ~10), persons low (~3). Anomalies: 90% predicted person above the
+    person mean (the Road Anomaly effect), or else 90% predicted road well below the road mean."""
     stats = ClassStatistics(C, NAMES)
     rng = np.random.default_rng(7)
     for c, mu in enumerate([10.0, 8.0, 3.0, 9.0, 7.0]):
         stats.update_from_predictions(np.full(500, c), rng.normal(mu, 1.0, 500))
-    d = ClassDiagnostics(stats=stats, sml=False)
+    d = ClassDiagnostics(stats=stats, sml=sml)
     n = 4000
-    pred = np.r_[np.zeros(n), np.full(800, 2), np.full(900, 2), np.full(100, 1)].astype(np.uint8)
+    pred = np.r_[np.zeros(n), np.full(800, 2), np.full(900, 2 if anomaly_above_mean else 0),
+                 np.full(100, 1)].astype(np.uint8)
     ml = np.r_[rng.normal(10, 1, n), rng.normal(3, 1, 800),
-               rng.normal(4.5 if anomaly_above_mean else 0.5, 0.5, 900), rng.normal(8, 1, 100)].astype(np.float32)
+               rng.normal(4.5 if anomaly_above_mean else 6.0, 0.5, 900), rng.normal(8, 1, 100)].astype(np.float32)
     y = np.r_[np.zeros(n + 800), np.ones(1000)].astype(np.uint8)
-    return d.update_from_predictions(pred, ml, y)
+    score = -(ml - stats.mean[pred]) / stats.std[pred] if sml else None  # the plain standardized max logit
+    return d.update_from_predictions(pred, ml, y, None if score is None else score.astype(np.float32))
 
 
 def test_explain_names_the_person_effect_and_its_opposite():
     text = explain(_person_case(True))
-    assert "90% are predicted as person" in text
-    assert "lies above the class's training mean (3.0" in text
-    assert "expect SML to trail max logit" in text
+    assert "Of the 1,000 anomaly pixels in 1 frame, 90% are predicted as person." in text
+    assert "Person: the anomalies' median max logit 4.5 lies above the class's training mean 3.0" in text
+    assert "look like ordinary person pixels to SML" in text
     other = explain(_person_case(False))
-    assert "lies below" in other and "expect SML to match or beat max logit" in other
+    assert "lies below" in other and "standardization makes them stand out" in other
+    assert "AUROC" in text and "SML score separates" not in text  # no SML histograms: no SML verdict
+    # with SML scores: the verdict from the binned AUROCs, and why
+    text = explain(_person_case(True, sml=True))
+    assert "SML trails max logit here, because anomalies taken for person are as confident" in text
+    assert "SML beats max logit here" in explain(_person_case(False, sml=True))
     table = diagnostics_table(_person_case(True))
     lines = table.splitlines()
     assert lines[1].split()[0] == "person" and lines[1].split()[1] == "90.0"
@@ -211,7 +219,7 @@ def test_cli_diagnose(tmp_path, capsys):
     _person_case(True).save(tmp_path / "diagnostics.json")
     assert main(["diagnose", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    assert "person" in out and "expect SML to trail max logit" in out
+    assert "person" in out and "look like ordinary person pixels" in out
     assert (tmp_path / "diagnostics.png").is_file() and (tmp_path / "diagnostics.svg").is_file()
     assert main(["diagnose", str(tmp_path / "nothing")]) == 2
     err = capsys.readouterr().err
@@ -242,3 +250,24 @@ dist.destroy_process_group()
         got = pickle.loads((tmp_path / f"out{r}.pkl").read_bytes())
         for k, v in single.items():
             assert np.array_equal(got[k], v), k
+
+
+def test_binned_auroc_and_share_above_mean_match_sklearn_and_numpy():
+    from sklearn.metrics import roc_auc_score
+
+    from sml.diagnostics.core import binned_auroc, count_at_or_above
+
+    frames = _frames(3)
+    d = _filled(frames)
+    y = np.concatenate([f[2][f[2] != 255] for f in frames])
+    ml = np.concatenate([f[1][f[2] != 255] for f in frames]).astype(np.float64)
+    sm = np.concatenate([f[3][f[2] != 255] for f in frames]).astype(np.float64)
+    au = d.compute()["pooled"]["binned_auroc"]
+    # a pair of pixels in one bin counts half: the binned AUROC moves by at most the share of such pairs
+    assert abs(au["max_logit"] - roc_auc_score(y, -ml)) < 0.01
+    assert abs(au["sml"] - roc_auc_score(y, sm)) < 0.01
+    assert au["max_logit"] == binned_auroc(d.max_logit_hist[0].sum(0), d.max_logit_hist[1].sum(0), False)
+    v = np.random.default_rng(2).normal(3, 2, 20000)
+    h = np.bincount(MAX_LOGIT_BINS.index(v), minlength=MAX_LOGIT_BINS.size)
+    for t in (-1.234, 3.0, 3.05, 7.77):
+        assert abs(count_at_or_above(h, MAX_LOGIT_BINS, t) - np.count_nonzero(v >= t)) < 0.02 * 20000 * 0.1 + 60

@@ -20,7 +20,8 @@ import numpy as np
 
 from sml.errors import InputError
 
-__all__ = ["Bins", "ClassDiagnostics", "MAX_LOGIT_BINS", "SML_BINS", "FORMAT"]
+__all__ = ["Bins", "ClassDiagnostics", "MAX_LOGIT_BINS", "SML_BINS", "FORMAT", "box_numbers", "binned_auroc",
+           "count_at_or_above"]
 
 FORMAT = "sml-class-diagnostics/1"
 QUANTILES = {"p05": 0.05, "q1": 0.25, "median": 0.5, "q3": 0.75, "p95": 0.95}
@@ -131,6 +132,34 @@ def box_numbers(hist: np.ndarray, bins: Bins) -> dict[str, float]:
     centres = np.r_[bins.lo, bins.edges[:-1] + bins.width / 2, bins.hi]
     out["mean"] = float((hist * centres).sum() / out["pixels"]) if out["pixels"] else math.nan
     return out
+
+
+def count_at_or_above(hist: np.ndarray, bins: Bins, value: float) -> float:
+    """Pixels of a histogram at or above ``value`` (the bin holding ``value`` split linearly); NaN for NaN."""
+    if not math.isfinite(value):
+        return math.nan
+    k = int(bins.index(np.array([value]))[0])
+    above = float(hist[k + 1:].sum())
+    if 1 <= k <= bins.count:  # interior bin: the part of it above the value
+        above += float(hist[k]) * (bins.edges[k] - value) / bins.width
+    else:
+        above += float(hist[k])
+    return above
+
+
+def binned_auroc(inlier: np.ndarray, anomaly: np.ndarray, higher_is_anomalous: bool) -> float:
+    """AUROC of two histograms over the same bins, pixels in one bin counted as ties (half).
+
+    Within one bin width of the exact pooled AUROC; NaN when a class is empty.
+    """
+    n_in, n_an = float(inlier.sum()), float(anomaly.sum())
+    if not (n_in and n_an):
+        return math.nan
+    a, b = inlier.astype(np.float64), anomaly.astype(np.float64)
+    if not higher_is_anomalous:
+        a, b = a[::-1], b[::-1]
+    below = np.cumsum(a) - a  # inlier pixels in lower bins
+    return float((b * (below + 0.5 * a)).sum() / (n_in * n_an))
 
 
 def _json_num(v: Any) -> Any:
@@ -368,15 +397,30 @@ class ClassDiagnostics:
                 "max_logit": {"inlier": box_numbers(self.max_logit_hist[0, c], MAX_LOGIT_BINS),
                               "anomaly": box_numbers(self.max_logit_hist[1, c], MAX_LOGIT_BINS)},
             }
+            mu = float(self.train_mean[c])
+            entry["at_or_above_train_mean"] = {
+                key: (count_at_or_above(self.max_logit_hist[kind, c], MAX_LOGIT_BINS, mu) / n if n else math.nan)
+                for kind, key, n in ((0, "inlier", int(inl[c])), (1, "anomaly", int(ano[c])))}
             if self.sml:
                 entry["sml"] = {"inlier": box_numbers(self.sml_hist[0, c], SML_BINS),
                                 "anomaly": box_numbers(self.sml_hist[1, c], SML_BINS)}
             classes.append(entry)
         pooled = {"max_logit": {"inlier": box_numbers(self.max_logit_hist[0].sum(axis=0), MAX_LOGIT_BINS),
                                 "anomaly": box_numbers(self.max_logit_hist[1].sum(axis=0), MAX_LOGIT_BINS)}}
+        pooled["binned_auroc"] = {"max_logit": binned_auroc(self.max_logit_hist[0].sum(axis=0),
+                                                            self.max_logit_hist[1].sum(axis=0), False)}
         if self.sml:
             pooled["sml"] = {"inlier": box_numbers(self.sml_hist[0].sum(axis=0), SML_BINS),
                              "anomaly": box_numbers(self.sml_hist[1].sum(axis=0), SML_BINS)}
+            pooled["binned_auroc"]["sml"] = binned_auroc(self.sml_hist[0].sum(axis=0), self.sml_hist[1].sum(axis=0),
+                                                         True)
+        # pixels at or above their predicted class's training mean (classes with a known mean only)
+        known = np.isfinite(self.train_mean)
+        for kind, key in ((0, "inlier"), (1, "anomaly")):
+            n = int(self.max_logit_hist[kind][known].sum())
+            above = sum(count_at_or_above(self.max_logit_hist[kind, c], MAX_LOGIT_BINS, float(self.train_mean[c]))
+                        for c in np.flatnonzero(known))
+            pooled.setdefault("at_or_above_train_mean", {})[key] = above / n if n else math.nan
         return {"frames": self.frames,
                 "pixels": {"inlier": total_in, "anomaly": int(ano.sum()), "ignored": self.ignored},
                 "classes": classes, "pooled": pooled}

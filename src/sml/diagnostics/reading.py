@@ -36,9 +36,14 @@ def _summary(diag: ClassDiagnostics | dict[str, Any]) -> dict[str, Any]:
     return diag.compute() if isinstance(diag, ClassDiagnostics) else diag
 
 
-def explain(diag: ClassDiagnostics | dict[str, Any], cover: float = 0.8, max_classes: int = 3) -> str:
-    """One paragraph saying which classes swallow the anomalies, where their anomaly max logits sit against
-    the class's training mean, and what that means for SML against max logit."""
+def _pc(x: float) -> str:
+    return f"{100 * x:.0f}%"
+
+
+def explain(diag: ClassDiagnostics | dict[str, Any], cover: float = 0.8, max_classes: int = 4) -> str:
+    """One paragraph read from the numbers: which classes swallow the anomalies, whether their anomaly max
+    logits sit above or below the class's training mean (and this data's in-distribution pixels of the
+    class), and what that means for SML against max logit."""
     s = _summary(diag)
     n_anom, n_in = s["pixels"]["anomaly"], s["pixels"]["inlier"]
     if n_anom == 0:
@@ -52,14 +57,10 @@ def explain(diag: ClassDiagnostics | dict[str, Any], cover: float = 0.8, max_cla
             break
         main.append(c)
         covered += c["anomaly_share"]
-    shares = ", ".join(f"{c['name']} ({100 * c['anomaly_share']:.0f}%)" for c in main)
-    out = [f"Of the {n_anom:,} anomaly pixels in {s['frames']} frames, {100 * covered:.0f}% are predicted as "
-           f"{shares}." if len(main) > 1 else
-           f"Of the {n_anom:,} anomaly pixels in {s['frames']} frames, {100 * covered:.0f}% are predicted as "
-           f"{main[0]['name']}."]
-    pooled_in = _f(s["pooled"]["max_logit"]["inlier"]["median"]) if n_in else math.nan
-    inside_share = 0.0
-    below_share = 0.0
+    shares = ", ".join(f"{c['name']} ({_pc(c['anomaly_share'])})" for c in main)
+    frames = s["frames"]
+    out = [f"Of the {n_anom:,} anomaly pixels in {frames} frame{'s' if frames != 1 else ''}, "
+           f"{_pc(covered)} are predicted as {shares if len(main) > 1 else main[0]['name']}."]
     for c in main:
         a = c["max_logit"]["anomaly"]
         med, mu, sd = _f(a["median"]), _f(c["train_mean"]), _f(c["train_std"])
@@ -69,41 +70,55 @@ def explain(diag: ClassDiagnostics | dict[str, Any], cover: float = 0.8, max_cla
                        "pooled statistics there.")
             continue
         z = (med - mu) / sd
-        where = "above" if med >= mu else "below"
-        sentence = (f"For {name}, the anomaly pixels' median max logit ({med:.1f}) lies {where} the class's "
-                    f"training mean ({mu:.1f} ± {sd:.1f}, z = {z:+.1f})")
+        sentence = (f"{name.capitalize()}: the anomalies' median max logit {med:.1f} lies "
+                    f"{'above' if med >= mu else 'below'} the class's training mean {mu:.1f} ± {sd:.1f} "
+                    f"(z = {z:+.1f})")
         if z >= -NEAR:
-            inside_share += c["anomaly_share"]
-            sentence += (f": standardizing by the {name} statistics makes them look like ordinary {name} "
-                         "pixels, so SML cannot single them out")
+            sentence += (f", so standardized by the {name} statistics they look like ordinary {name} pixels "
+                         "to SML")
         else:
-            below_share += c["anomaly_share"]
-            sentence += (": standardization makes them stand out against the class, which is what SML "
-                         "relies on")
-        inl = _f(c["max_logit"]["inlier"]["median"])
-        if c["inlier_pixels"] and math.isfinite(inl):
-            sentence += f" (correct {name} pixels here: median {inl:.1f})"
+            sentence += ", so standardization makes them stand out"
+        inl = c["max_logit"]["inlier"]
+        if inl["pixels"]:
+            zi = (_f(inl["median"]) - mu) / sd
+            sentence += f" (in-distribution {name} pixels here: median {_f(inl['median']):.1f}, z = {zi:+.1f})"
         out.append(sentence + ".")
-    if math.isfinite(pooled_in):
-        med_all = _f(s["pooled"]["max_logit"]["anomaly"]["median"])
-        low = [c["name"] for c in main if math.isfinite(_f(c["train_mean"])) and _f(c["train_mean"]) < pooled_in]
-        if med_all < pooled_in:
-            text = (f"Max logit compares every pixel with all others: the anomalies' median max logit "
-                    f"({med_all:.1f}) is below that of the in-distribution pixels ({pooled_in:.1f})")
-            if low:
-                text += (f", partly because {', '.join(low)} {'is a class' if len(low) == 1 else 'are classes'} "
-                         "the network is never very confident about, which max logit counts as anomalous but "
-                         "SML's per-class standardization removes")
-            out.append(text + ".")
-        else:
-            out.append(f"Even max logit has little to work with: the anomalies' median max logit ({med_all:.1f}) "
-                       f"is not below that of the in-distribution pixels ({pooled_in:.1f}).")
-    if inside_share >= 0.5:
-        out.append(f"With {100 * inside_share:.0f}% of the anomaly pixels inside their predicted class's "
-                   "training distribution, expect SML to trail max logit with this network on this data.")
-    elif below_share >= 0.5:
-        out.append(f"With {100 * below_share:.0f}% of the anomaly pixels below their predicted class's training "
-                   "mean, standardization should help: expect SML to match or beat max logit.")
+    at = s["pooled"].get("at_or_above_train_mean", {})
+    an_above, in_below = _f(at.get("anomaly")), 1.0 - _f(at.get("inlier"))
+    if math.isfinite(an_above) and math.isfinite(in_below):
+        out.append(f"Over all classes, {_pc(an_above)} of the anomaly pixels have a max logit at or above "
+                   f"their predicted class's training mean (SML sees them as confident), while "
+                   f"{_pc(in_below)} of the in-distribution pixels lie below theirs (SML sees them as "
+                   "unusual" + (", a shift between the data of the statistics and this data" if in_below > 0.6
+                                else "") + ").")
+    au = s["pooled"].get("binned_auroc", {})
+    a_ml, a_sml = _f(au.get("max_logit")), _f(au.get("sml"))
+    if math.isfinite(a_ml) and math.isfinite(a_sml):
+        verdict = ("SML trails max logit" if a_sml < a_ml - 0.01 else
+                   "SML beats max logit" if a_sml > a_ml + 0.01 else "SML and max logit are on par")
+        text = (f"Pooled over all classes the SML score separates anomalies from in-distribution pixels with "
+                f"AUROC ≈ {100 * a_sml:.0f}% and the max logit with ≈ {100 * a_ml:.0f}% (from the histograms): "
+                f"{verdict} here")
+        if a_sml < a_ml - 0.01:
+            why = []
+            if math.isfinite(an_above) and an_above >= 0.25:
+                big = [c["name"] for c in main if _f(c["at_or_above_train_mean"]["anomaly"]) >= 0.5]
+                why.append("anomalies taken for " + (", ".join(big) if big else "low-confidence classes") +
+                           " are as confident as that class usually is")
+            if math.isfinite(in_below) and in_below >= 0.6:
+                why.append("in-distribution pixels fall below their class means and get high SML scores")
+            if why:
+                text += ", because " + " and ".join(why)
+            confident = sorted((c for c in s["classes"] if c["inlier_pixels"] and math.isfinite(_f(c["train_mean"]))),
+                               key=lambda c: -_f(c["train_mean"]))[:3]
+            if confident:
+                text += ("; max logit instead ranks every pixel against the classes the network is most "
+                         f"confident about ({', '.join(c['name'] for c in confident)}), so low-confidence "
+                         "predictions stand out whatever their class")
+        out.append(text + ".")
+    elif math.isfinite(a_ml):
+        out.append(f"Pooled over all classes the max logit separates anomalies from in-distribution pixels "
+                   f"with AUROC ≈ {100 * a_ml:.0f}% (from the histograms).")
     return " ".join(out)
 
 
@@ -132,6 +147,10 @@ def diagnostics_table(diag: ClassDiagnostics | dict[str, Any], top: int | None =
     lines = ["  ".join(v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(r, widths)))
              for r in rows]
     return "\n".join(lines)
+
+
+def _short(n: int) -> str:
+    return f"{n / 1e6:.1f}M" if n >= 1e6 else f"{n / 1e3:.0f}k" if n >= 1e4 else f"{n:,}"
 
 
 INLIER_COLOUR = "#3b75af"
@@ -169,7 +188,7 @@ def plot_diagnostics(diag: ClassDiagnostics | dict[str, Any], out_stem: str | Pa
     shares = [100 * _f(c["anomaly_share"]) if math.isfinite(_f(c["anomaly_share"])) else 0.0 for c in classes]
     ax_share.bar(xs, shares, color=ANOMALY_COLOUR, width=0.6)
     for x, v in zip(xs, shares):
-        ax_share.text(x, v, f"{v:.0f}%", ha="center", va="bottom", fontsize=8)
+        ax_share.text(x, v, f"{v:.0f}%" if v >= 1 or v == 0 else "<1%", ha="center", va="bottom", fontsize=8)
     ax_share.set_ylabel("share of\nanomaly px %")
     ax_share.set_ylim(0, max(shares + [1.0]) * 1.25)
     ax_share.spines[["top", "right"]].set_visible(False)
@@ -194,17 +213,22 @@ def plot_diagnostics(diag: ClassDiagnostics | dict[str, Any], out_stem: str | Pa
         ax.set_ylim(lo_all - pad, hi_all + pad)
     ax.set_xlim(-0.6, len(classes) - 0.4)
     ax.set_xticks(xs)
-    ax.set_xticklabels([f"{c['name']}\n{c['anomaly_pixels']:,} / {c['inlier_pixels']:,}" for c in classes],
-                       fontsize=8)
-    ax.set_xlabel("predicted class (anomaly px / inlier px)")
+    ax.set_xticklabels([f"{c['name']}\n{_short(c['anomaly_pixels'])} / {_short(c['inlier_pixels'])}"
+                        for c in classes], fontsize=8)
+    ax.set_xlabel("predicted class (anomaly px / in-distribution px)")
+    pooled_in = _f(s["pooled"]["max_logit"]["inlier"]["median"])
+    handles = [Patch(facecolor=INLIER_COLOUR, label="in-distribution pixels"),
+               Patch(facecolor=ANOMALY_COLOUR, label="anomaly pixels"),
+               Line2D([], [], color="black", lw=1.6, label="training mean of the class"),
+               Patch(facecolor="0.85", label="training mean ± std")]
+    if math.isfinite(pooled_in):
+        ax.axhline(pooled_in, color=INLIER_COLOUR, ls="--", lw=1, zorder=1)
+        handles.append(Line2D([], [], color=INLIER_COLOUR, ls="--", lw=1,
+                              label="median of all in-distribution pixels"))
     ax.set_ylabel("max logit")
     ax.grid(axis="y", color="0.92")
     ax.spines[["top", "right"]].set_visible(False)
-    ax.legend(handles=[Patch(facecolor=INLIER_COLOUR, label="in-distribution pixels"),
-                       Patch(facecolor=ANOMALY_COLOUR, label="anomaly pixels"),
-                       Line2D([], [], color="black", lw=1.6, label="training mean"),
-                       Patch(facecolor="0.85", label="training mean ± std")],
-              fontsize=8, loc="best", framealpha=0.9)
+    fig.legend(handles=handles, fontsize=8, loc="outside lower center", ncol=len(handles), frameon=False)
     frames = s.get("frames", "?")
     fig.suptitle(title or f"Max logit per predicted class ({frames} frame{'s' if frames != 1 else ''})\n"
                           "boxes: quartiles and median; whiskers: 5th-95th percentile", fontsize=10)
