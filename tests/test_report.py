@@ -423,3 +423,31 @@ def test_report_diagnostics_section(shared, tmp_path):
     (run / "diagnostics.json").write_text("{}")
     with pytest.raises(InputError, match="not a diagnostics file"):
         build_report(run, show_progress=False)
+
+
+def test_heatmap_and_overlay_colour_bar():
+    from sml.report.images import colormap_lut, colour_bar_strip, robust_range
+
+    rng = np.random.default_rng(3)
+    a = rng.normal(size=(90, 400)).astype(np.float32)
+    img = rng.integers(0, 256, (90, 400, 3), dtype=np.uint8)
+    plain = heatmap(a)
+    assert plain.shape == (90, 400, 3)  # the default is unchanged: no bar
+    bar = heatmap(a, colour_bar=True, label="sml")
+    assert bar.shape[0] > 90 and bar.shape[1] == 400
+    np.testing.assert_array_equal(bar[:90], plain)  # the map itself as without the bar, same range
+    strip = bar[90:]
+    lo, hi = robust_range(a)
+    np.testing.assert_array_equal(strip, colour_bar_strip(400, lo, hi, label="sml"))
+    lut = colormap_lut("inferno")
+    row = strip[strip.shape[0] // 2]
+    # the bar runs through the colormap from its darkest to its brightest colour
+    assert (row == lut[0]).all(axis=1).any() and (row == lut[255]).all(axis=1).any()
+    assert (strip[:, :40] < 128).any()  # the label is written at the left
+    ov = overlay(img, a, vmin=-1.0, vmax=2.0, colour_bar=True, label="max_logit")
+    np.testing.assert_array_equal(ov[:90], overlay(img, a, vmin=-1.0, vmax=2.0))
+    np.testing.assert_array_equal(ov[90:], colour_bar_strip(400, -1.0, 2.0, label="max_logit"))
+    assert not np.array_equal(colour_bar_strip(400, -1.0, 2.0, label="sml"),
+                              colour_bar_strip(400, -1.0, 3.0, label="sml"))  # the range is printed
+    with pytest.raises(InputError, match="64 pixels"):
+        heatmap(a[:, :30], colour_bar=True)
