@@ -91,7 +91,9 @@ SML_BINS = Bins(-15.0, 15.0, 600)         # width 0.05
 def _np(x: Any, what: str) -> np.ndarray:
     from sml.metrics._inputs import to_numpy
 
-    return to_numpy(x, what)
+    a = to_numpy(x, what)
+    # one frame as 1 x H x W (model and scorer outputs) or H x W (labels) alike
+    return a[0] if a.ndim == 3 and a.shape[0] == 1 else a
 
 
 def _quantile(hist: np.ndarray, bins: Bins, q: float) -> float:

@@ -36,6 +36,10 @@ def _summary(diag: ClassDiagnostics | dict[str, Any]) -> dict[str, Any]:
     return diag.compute() if isinstance(diag, ClassDiagnostics) else diag
 
 
+def _z(x: float) -> str:
+    return f"{x:+.1f}" if round(x, 1) != 0 else "0.0"  # never "-0.0"
+
+
 def _pc(x: float) -> str:
     return f"{100 * x:.0f}%"
 
@@ -72,7 +76,7 @@ def explain(diag: ClassDiagnostics | dict[str, Any], cover: float = 0.8, max_cla
         z = (med - mu) / sd
         sentence = (f"{name.capitalize()}: the anomalies' median max logit {med:.1f} lies "
                     f"{'above' if med >= mu else 'below'} the class's training mean {mu:.1f} ± {sd:.1f} "
-                    f"(z = {z:+.1f})")
+                    f"(z = {_z(z)})")
         if z >= -NEAR:
             sentence += (f", so standardized by the {name} statistics they look like ordinary {name} pixels "
                          "to SML")
@@ -81,7 +85,7 @@ def explain(diag: ClassDiagnostics | dict[str, Any], cover: float = 0.8, max_cla
         inl = c["max_logit"]["inlier"]
         if inl["pixels"]:
             zi = (_f(inl["median"]) - mu) / sd
-            sentence += f" (in-distribution {name} pixels here: median {_f(inl['median']):.1f}, z = {zi:+.1f})"
+            sentence += f" (in-distribution {name} pixels here: median {_f(inl['median']):.1f}, z = {_z(zi)})"
         out.append(sentence + ".")
     at = s["pooled"].get("at_or_above_train_mean", {})
     an_above, in_below = _f(at.get("anomaly")), 1.0 - _f(at.get("inlier"))

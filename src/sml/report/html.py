@@ -222,6 +222,8 @@ def _diagnostics_section(diag: Any, img_dir: Path) -> str:
 
     summary = diag.compute()
     png, svg = plot_diagnostics(summary, img_dir / "diagnostics", top=10)
+    with Image.open(png) as im:  # drawn at 150 dpi: shown at 100 dpi, so text matches the page's size
+        w, h = round(im.width / 1.5), round(im.height / 1.5)
     rows = []
     for c in ranked_classes(summary, 10):
         a, i = c["max_logit"]["anomaly"], c["max_logit"]["inlier"]
@@ -234,8 +236,8 @@ def _diagnostics_section(diag: Any, img_dir: Path) -> str:
                     f'<td>{_g(a["median"]) if a["pixels"] else "&ndash;"}</td>'
                     f'<td>{f"{z:+.2f}" if math.isfinite(z) else "&ndash;"}</td></tr>')
     return (f'<p id="diag-reading">{E(explain(summary))}</p>'
-            f'<img id="diagnostics-img" src="img/{png.name}" alt="max logit per predicted class, inlier vs '
-            'anomaly pixels, with the training mean and standard deviation">'
+            f'<img id="diagnostics-img" src="img/{png.name}" width="{w}" height="{h}" alt="max logit per '
+            'predicted class, inlier vs anomaly pixels, with the training mean and standard deviation">'
             f'<p class="muted">Vector version: <a href="img/{svg.name}">{svg.name}</a>. Per predicted class '
             "(largest share of anomaly pixels first): the max logit of in-distribution (blue) and anomaly "
             "(orange) pixels of this run, against the class's training mean &plusmn; std (SML subtracts that "
@@ -423,8 +425,8 @@ def _gallery_section(rows: list[dict[str, Any]], methods: list[str], total: int)
     return (f'<p class="muted">{shown}. Click a column heading to sort (click again to reverse); frames '
             "without a value sort last. Click a panel for full size; &larr; / &rarr; step through frames in "
             "the current order, Esc closes.</p>"
-            f'<table id="gallery" class="data"><thead><tr>{"".join(heads)}</tr></thead>'
-            f'<tbody>{"".join(body)}</tbody></table>')
+            f'<div class="scroll"><table id="gallery" class="data"><thead><tr>{"".join(heads)}</tr></thead>'
+            f'<tbody>{"".join(body)}</tbody></table></div>')
 
 
 CSS = """
@@ -449,7 +451,7 @@ justify-content:center;z-index:10;cursor:zoom-out;flex-direction:column}
 #lightbox .cap{color:#eee;margin-top:6px}
 nav a{margin-right:14px}
 code{overflow-wrap:anywhere}.scroll{max-width:100%;overflow-x:auto}
-#diagnostics-img{width:1000px;max-width:100%;height:auto}#diag-reading{max-width:60em}
+#diagnostics-img{max-width:100%;height:auto}#diag-reading{max-width:60em}
 details#settings li{overflow-wrap:anywhere}
 """
 
