@@ -412,12 +412,12 @@ def test_report_diagnostics_section(shared, tmp_path):
     run = make_run(shared, tmp_path / "run", n_frames=1, unlabelled=0)
     page = build_report(run, show_progress=False).read_text()
     assert "sec-diagnostics" not in page  # no diagnostics.json: no section
-    _person_case(True).save(run / "diagnostics.json")
+    _person_case(True, sml=True).save(run / "diagnostics.json")
     page = build_report(run, show_progress=False).read_text()
     assert 'id="sec-diagnostics"' in page and 'src="img/diagnostics.png"' in page
     assert (run / "report" / "img" / "diagnostics.png").is_file() and (run / "report" / "img" / "diagnostics.svg").is_file()
     reading = re.search(r'<p id="diag-reading">(.*?)</p>', page, re.S).group(1)
-    assert "predicted as person" in reading and "expect SML to trail max logit" in reading
+    assert "predicted as person" in reading and "SML trails max logit here" in reading
     rows = re.findall(r'<tr><td class="txt">([^<]+)</td><td>([^<]+)</td>', page)
     assert rows[0] == ("person", "90.0")
     (run / "diagnostics.json").write_text("{}")
