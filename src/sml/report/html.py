@@ -216,6 +216,11 @@ def _stats_section(stats: Mapping[str, Any]) -> str:
             "<th>mean</th><th>std</th><th>var</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table>")
 
 
+def _f1(v: Any, digits: int = 1) -> str:
+    x = _num(v)
+    return f"{x:.{digits}f}" if math.isfinite(x) else "n/a"
+
+
 def _diagnostics_section(diag: Any, img_dir: Path) -> str:
     """The per-class diagnostics: the figure, the plain-language reading and the top classes' numbers."""
     from sml.diagnostics import explain, plot_diagnostics, ranked_classes
@@ -231,9 +236,9 @@ def _diagnostics_section(diag: Any, img_dir: Path) -> str:
         z = (_num(a["median"]) - mu) / sd if a["pixels"] and math.isfinite(mu) and sd > 0 else math.nan
         rows.append(f'<tr><td class="txt">{E(c["name"])}</td><td>{_pct(c["anomaly_share"], 1)}</td>'
                     f'<td>{c["anomaly_pixels"]:,}</td><td>{c["inlier_pixels"]:,}</td>'
-                    f"<td>{_g(mu)} &plusmn; {_g(sd)}</td>"
-                    f'<td>{_g(i["median"]) if i["pixels"] else "&ndash;"}</td>'
-                    f'<td>{_g(a["median"]) if a["pixels"] else "&ndash;"}</td>'
+                    f"<td>{_f1(mu, 2)} &plusmn; {_f1(sd, 2)}</td>"
+                    f'<td>{_f1(i["median"]) if i["pixels"] else "&ndash;"}</td>'
+                    f'<td>{_f1(a["median"]) if a["pixels"] else "&ndash;"}</td>'
                     f'<td>{f"{z:+.2f}" if math.isfinite(z) else "&ndash;"}</td></tr>')
     return (f'<p id="diag-reading">{E(explain(summary))}</p>'
             f'<img id="diagnostics-img" src="img/{png.name}" width="{w}" height="{h}" alt="max logit per '
@@ -247,7 +252,7 @@ def _diagnostics_section(diag: Any, img_dir: Path) -> str:
             '<div class="scroll"><table id="diagnostics" class="data"><thead><tr><th>predicted class</th>'
             "<th>share of anomaly px %</th><th>anomaly px</th><th>in-distribution px</th>"
             "<th>training mean &plusmn; std</th><th>in-distribution median</th><th>anomaly median</th>"
-            "<th>z of anomaly median</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table></div>")
+            "<th title=\"(anomaly median - training mean) / training std\">z of anomaly median</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table></div>")
 
 
 # ------------------------------------------------------------------ frames
