@@ -176,8 +176,9 @@ def test_report_with_diagnostics_at_1280_px(shared, tmp_path):
         WebDriverWait(driver, 30).until(lambda d: all(c and w > 0 for _, c, w in d.execute_script(IMAGES_OK)))
         srcs = [s for s, _, _ in driver.execute_script(IMAGES_OK)]
         assert "img/diagnostics.png" in srcs and "img/curves.png" in srcs
-        width = driver.execute_script("return document.getElementById('diagnostics-img').getBoundingClientRect().width;")
-        assert 600 < width <= 1280
+        width, natural = driver.execute_script(
+            "var i = document.getElementById('diagnostics-img'); return [i.getBoundingClientRect().width, i.naturalWidth];")
+        assert abs(width - natural / 1.5) <= 1 and width <= 1280  # 150 dpi drawing shown at 100 dpi
         scroll_w, client_w, sticking_out = driver.execute_script(NO_OVERFLOW)
         assert scroll_w <= client_w and not sticking_out, (scroll_w, client_w, sticking_out)
         settings.find_element(By.TAG_NAME, "summary").click()  # opened, long settings still wrap
