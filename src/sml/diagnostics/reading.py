@@ -49,7 +49,7 @@ def explain(diag: ClassDiagnostics | dict[str, Any], cover: float = 0.8, max_cla
     logits sit above or below the class's training mean (and this data's in-distribution pixels of the
     class), and what that means for SML against max logit."""
     s = _summary(diag)
-    n_anom, n_in = s["pixels"]["anomaly"], s["pixels"]["inlier"]
+    n_anom = s["pixels"]["anomaly"]
     if n_anom == 0:
         return (f"The {s['frames']} evaluated frames hold no anomaly pixels, so nothing can be said about how "
                 "the network sees anomalies.")
