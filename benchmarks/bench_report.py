@@ -1,4 +1,5 @@
-"""Per-frame panel cost: Pillow composition (sml.report.frame_panel + PNG) vs the same figure in matplotlib.
+"""Per-frame panel cost: Pillow composition (sml.report.frame_panel + PNG) vs the same figure in matplotlib;
+per-frame cost of the per-class diagnostics (sml.diagnostics) with the scaled-floor binning vs a binary search.
 
 Both variants run side by side in one process on a real Road Anomaly frame
 (1280x720, three synthetic maps); the table reports medians of several
@@ -115,5 +116,41 @@ def main() -> None:
         print(f"| {name:<48} | {t:8.3f} | {r:8.2f} |")
 
 
+def bench_diagnostics(repeats: int) -> None:
+    """ClassDiagnostics.update_from_predictions on one 1280x720 frame: Bins.index (scaled floor + one edge
+    comparison, as NumPy's uniform histogram) vs np.searchsorted over the edges (same slots)."""
+    from sml.diagnostics import MAX_LOGIT_BINS, ClassDiagnostics
+    from sml.diagnostics.core import Bins
+
+    image, labels, maps = load_frame()
+    rng = np.random.default_rng(1)
+    pred = rng.integers(0, 19, labels.shape).astype(np.uint8)
+    ml = (8 + 3 * rng.standard_normal(labels.shape)).astype(np.float32)
+    score = maps["sml"]
+    fast = Bins.index
+
+    def search(self, values):
+        return np.searchsorted(self.edges, np.asarray(values, dtype=np.float64), side="right")
+
+    assert np.array_equal(fast(MAX_LOGIT_BINS, ml), search(MAX_LOGIT_BINS, ml))
+    times: dict[str, list[float]] = {"scaled floor (sml)": [], "searchsorted": []}
+    for _ in range(repeats + 1):
+        for name, fn in (("scaled floor (sml)", fast), ("searchsorted", search)):
+            Bins.index = fn
+            try:
+                d = ClassDiagnostics(19)
+                times[name].append(timed(d.update_from_predictions, (pred, ml, labels, score)))
+            finally:
+                Bins.index = fast
+    base = statistics.median(times["scaled floor (sml)"][1:])
+    print(f"\nper-class diagnostics update, one 1280x720 frame; median of {repeats} repeats")
+    print(f"| {'binning':<48} | {'seconds':>8} | {'x sml':>8} |")
+    print(f"| {'-' * 48} | {'-' * 8} | {'-' * 8} |")
+    for k, ts in times.items():
+        t = statistics.median(ts[1:])
+        print(f"| {k:<48} | {t:8.3f} | {t / base:8.2f} |")
+
+
 if __name__ == "__main__":
     main()
+    bench_diagnostics(5)

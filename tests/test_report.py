@@ -347,3 +347,107 @@ def test_cli_report(shared, tmp_path, capsys):
                  "--panel-format", "jpeg"]) == 0
     assert "index.html" in capsys.readouterr().out
     assert len(list((run / "report" / "img" / "panels").glob("*.jpg"))) == 1
+
+
+# ------------------------------------------------------------------ paper-ready table, errors on the command line
+
+def _with_components(run: Path) -> None:
+    m = json.loads((run / "metrics.json").read_text())
+    for k, name in enumerate(m["methods"]):
+        m["methods"][name]["components"] = {"siou": 0.1 + 0.1 * k, "ppv": 0.5, "mean_f1": math.nan,
+                                            "siou_pred": 0.3, "threshold": 1.25, "frames": 3,
+                                            "min_pred_size": 500, "reason": None}
+    write_json(run / "metrics.json", m)
+
+
+def test_metrics_table_in_percent_with_component_names(shared, tmp_path):
+    run = make_run(shared, tmp_path / "run", n_frames=1, unlabelled=0)
+    _with_components(run)
+    page = build_report(run, show_progress=False).read_text()
+    table = re.search(r'<table id="metrics".*?</table>', page, re.S).group(0)
+    heads = re.findall(r"<th[^>]*>([^<]*)</th>", table.split("<tbody>")[0])
+    assert heads[:4] == ["method", "AUROC %", "AP %", "FPR@95 % (interpolated)"]
+    assert heads[-3:] == ["sIoU %", "PPV %", "mean F1 %"]
+    assert all(not re.fullmatch(r"[a-z_0-9]+", h) or h == "method" for h in heads)  # no raw keys
+    assert "<td>10.00</td>" in table and "<td>50.00</td>" in table and 'class="na">n/a</td>' in table
+    # everything else is folded away
+    details = re.search(r'<details id="settings">.*?</details>', page, re.S).group(0)
+    assert "component threshold (score) 1.25" in details and "noise" in details
+    assert "min_pred_size" not in page and "min. predicted component size (px) 500" in details
+
+
+def test_cli_report_errors_name_the_file(shared, tmp_path, capsys):
+    from sml.cli.main import main
+
+    assert main(["report", str(tmp_path / "missing")]) == 2
+    err = capsys.readouterr().err.replace("\n", "")
+    assert err.startswith("sml: error: run directory") and str(tmp_path / "missing") in err and "{root}" not in err
+    (tmp_path / "empty").mkdir()
+    assert main(["report", str(tmp_path / "empty")]) == 2
+    assert "metrics.json is missing" in capsys.readouterr().err
+    run = make_run(shared, tmp_path / "run", n_frames=2, unlabelled=0)
+    from sml.pipelines.writers import safe_name
+
+    frames = json.loads((run / "frames.json").read_text())
+    bad = run / "maps" / "max_logit" / f"{safe_name(frames[1]['id'])}.npy"
+    bad.write_bytes(bad.read_bytes()[:2000])  # truncated
+    for extra in ([], ["--range", "image"]):
+        assert main(["report", str(run), *extra]) == 2
+        err = capsys.readouterr().err.replace("\n", "")  # the CLI wraps long lines (also at hyphens)
+        assert "sml: error:" in err and str(bad) in err and "truncated" in err, err
+    assert (run / "report" / "index.html").is_file()  # with --range image the page is written, frame marked
+    assert str(bad) in (run / "report" / "index.html").read_text()
+    (run / "curves.json").unlink()
+    bad.unlink()
+    assert main(["report", str(run)]) == 0
+    assert "sml: note: curves.json is missing" in capsys.readouterr().err
+
+
+def test_report_diagnostics_section(shared, tmp_path):
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_diagnostics import _person_case
+
+    run = make_run(shared, tmp_path / "run", n_frames=1, unlabelled=0)
+    page = build_report(run, show_progress=False).read_text()
+    assert "sec-diagnostics" not in page  # no diagnostics.json: no section
+    _person_case(True, sml=True).save(run / "diagnostics.json")
+    page = build_report(run, show_progress=False).read_text()
+    assert 'id="sec-diagnostics"' in page and 'src="img/diagnostics.png"' in page
+    assert (run / "report" / "img" / "diagnostics.png").is_file() and (run / "report" / "img" / "diagnostics.svg").is_file()
+    reading = re.search(r'<p id="diag-reading">(.*?)</p>', page, re.S).group(1)
+    assert "predicted as person" in reading and "SML trails max logit here" in reading
+    rows = re.findall(r'<tr><td class="txt">([^<]+)</td><td>([^<]+)</td>', page)
+    assert rows[0] == ("person", "90.0")
+    (run / "diagnostics.json").write_text("{}")
+    with pytest.raises(InputError, match="not a diagnostics file"):
+        build_report(run, show_progress=False)
+
+
+def test_heatmap_and_overlay_colour_bar():
+    from sml.report.images import colormap_lut, colour_bar_strip, robust_range
+
+    rng = np.random.default_rng(3)
+    a = rng.normal(size=(90, 400)).astype(np.float32)
+    img = rng.integers(0, 256, (90, 400, 3), dtype=np.uint8)
+    plain = heatmap(a)
+    assert plain.shape == (90, 400, 3)  # the default is unchanged: no bar
+    bar = heatmap(a, colour_bar=True, label="sml")
+    assert bar.shape[0] > 90 and bar.shape[1] == 400
+    np.testing.assert_array_equal(bar[:90], plain)  # the map itself as without the bar, same range
+    strip = bar[90:]
+    lo, hi = robust_range(a)
+    np.testing.assert_array_equal(strip, colour_bar_strip(400, lo, hi, label="sml"))
+    lut = colormap_lut("inferno")
+    row = strip[strip.shape[0] // 2]
+    # the bar runs through the colormap from its darkest to its brightest colour
+    assert (row == lut[0]).all(axis=1).any() and (row == lut[255]).all(axis=1).any()
+    assert (strip[:, :40] < 128).any()  # the label is written at the left
+    ov = overlay(img, a, vmin=-1.0, vmax=2.0, colour_bar=True, label="max_logit")
+    np.testing.assert_array_equal(ov[:90], overlay(img, a, vmin=-1.0, vmax=2.0))
+    np.testing.assert_array_equal(ov[90:], colour_bar_strip(400, -1.0, 2.0, label="max_logit"))
+    assert not np.array_equal(colour_bar_strip(400, -1.0, 2.0, label="sml"),
+                              colour_bar_strip(400, -1.0, 3.0, label="sml"))  # the range is printed
+    with pytest.raises(InputError, match="64 pixels"):
+        heatmap(a[:, :30], colour_bar=True)

@@ -124,3 +124,74 @@ def test_report_renders_in_chromium(shared, tmp_path):
         Path(out).mkdir(parents=True, exist_ok=True)
         for name in ("report_top.png", "report_gallery.png", "report_lightbox.png"):
             shutil.copy(tmp_path / name, Path(out) / name)
+
+
+NO_OVERFLOW = """
+var w = document.documentElement.clientWidth, out = [];
+document.querySelectorAll('body *').forEach(function(e){
+  var r = e.getBoundingClientRect();
+  if (r.width && r.right > w + 1 && !e.closest('.scroll')) out.push(e.tagName + '#' + e.id + ' ' + Math.round(r.right));
+});
+return [document.documentElement.scrollWidth, w, out.slice(0, 10)];
+"""
+
+
+@pytest.mark.slow
+def test_report_with_diagnostics_at_1280_px(shared, tmp_path):
+    """The diagnostics section, component columns and five methods: every image loads, nothing sticks out
+    of a 1280 px wide window, the settings stay folded until opened."""
+    import json
+
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from sml.report import build_report
+    from sml.utils.atomic import write_json
+    from test_diagnostics import _person_case
+    from test_report import _with_components
+
+    run = make_run(shared, tmp_path / "run", n_frames=2, unlabelled=0)
+    m = json.loads((run / "metrics.json").read_text())
+    for extra in ("entropy", "energy"):  # five methods, as `sml eval` evaluates by default
+        m["methods"][extra] = dict(m["methods"]["msp"], settings={"temperature": 1.0, "long": "x" * 300})
+    write_json(run / "metrics.json", m)
+    _with_components(run)
+    _person_case(True, sml=True).save(run / "diagnostics.json")
+    index = build_report(run, show_progress=False)
+    driver = _driver(tmp_path)
+    try:
+        driver.set_window_size(1280, 1000)
+        driver.set_page_load_timeout(60)
+        driver.get(index.resolve().as_uri())
+        assert driver.execute_script("return window.innerWidth;") == 1280
+        heads = [h.text for h in driver.find_elements(By.CSS_SELECTOR, "#metrics thead th")]
+        assert heads[1] == "AUROC %" and heads[-3:] == ["sIoU %", "PPV %", "mean F1 %"]
+        assert len(driver.find_elements(By.CSS_SELECTOR, "#metrics tbody tr")) == 5
+        settings = driver.find_element(By.ID, "settings")
+        assert settings.get_attribute("open") is None  # folded away
+        reading = driver.find_element(By.ID, "diag-reading")
+        assert reading.is_displayed() and "predicted as person" in reading.text
+        driver.execute_script("window.scrollTo(0, document.body.scrollHeight);")
+        driver.execute_script(IMAGES_OK)
+        WebDriverWait(driver, 30).until(lambda d: all(c and w > 0 for _, c, w in d.execute_script(IMAGES_OK)))
+        srcs = [s for s, _, _ in driver.execute_script(IMAGES_OK)]
+        assert "img/diagnostics.png" in srcs and "img/curves.png" in srcs
+        width, natural = driver.execute_script(
+            "var i = document.getElementById('diagnostics-img'); return [i.getBoundingClientRect().width, i.naturalWidth];")
+        assert abs(width - natural / 1.5) <= 1 and width <= 1280  # 150 dpi drawing shown at 100 dpi
+        scroll_w, client_w, sticking_out = driver.execute_script(NO_OVERFLOW)
+        assert scroll_w <= client_w and not sticking_out, (scroll_w, client_w, sticking_out)
+        settings.find_element(By.TAG_NAME, "summary").click()  # opened, long settings still wrap
+        scroll_w, client_w, sticking_out = driver.execute_script(NO_OVERFLOW)
+        assert scroll_w <= client_w and not sticking_out, sticking_out
+        driver.execute_script("document.getElementById('sec-diagnostics').scrollIntoView();")
+        driver.save_screenshot(str(tmp_path / "report_diagnostics.png"))
+        severe = [e for e in driver.get_log("browser") if e.get("level") == "SEVERE"]
+        assert not severe, severe
+    finally:
+        driver.quit()
+    assert (tmp_path / "report_diagnostics.png").stat().st_size > 10_000
+    out = os.environ.get("SML_SCREENSHOT_DIR")
+    if out:
+        Path(out).mkdir(parents=True, exist_ok=True)
+        shutil.copy(tmp_path / "report_diagnostics.png", Path(out) / "report_diagnostics.png")

@@ -10,9 +10,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Write a self-contained static HTML report (RUN_DIR/report/index.html, opens offline "
                     "from the file system) of a run directory written by `sml eval --out RUN_DIR`: the "
                     "metrics table with its conventions, ROC / PR curves (PNG + SVG), the per-class "
+                    "diagnostics (when RUN_DIR/diagnostics.json exists), the per-class "
                     "statistics and a sortable gallery of per-frame panels (image, ground truth, each "
                     "method's heatmap and its detections at the 95%-TPR threshold). Panels need the "
-                    "anomaly maps saved by `sml eval --save-maps` (or --report).")
+                    "anomaly maps saved by `sml eval --save-maps` (or --report). A file that cannot be read "
+                    "(truncated map or image, missing labels) is reported here and exits with status 2.")
     p.add_argument("run_dir", metavar="RUN_DIR", help="run directory written by `sml eval --out`")
     p.add_argument("--max-frames", type=int, default=None, metavar="N",
                    help="draw panels for the first N frames of frames.json only (default: all)")
@@ -29,9 +31,15 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import sys
+
     from sml.report import build_report
 
+    def note(text: str) -> None:
+        print(f"sml: note: {text}", file=sys.stderr)
+
+    # unreadable files raise InputError (printed as `sml: error:`, exit 2) after the page is written
     index = build_report(args.run_dir, max_frames=args.max_frames, ranges=args.ranges, cmap=args.cmap,
-                         tile_width=args.tile_width, panel_format=args.panel_format)
+                         tile_width=args.tile_width, panel_format=args.panel_format, on_note=note)
     print(f"report written to {index} (open it in a browser: file://{index.resolve()})")
     return 0

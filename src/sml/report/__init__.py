@@ -6,8 +6,8 @@ directory (docs/design.md, "Run directory") and writes ``report/index.html``.
 """
 from sml.report.curves import colour_legend, plot_curves
 from sml.report.html import build_report, dataset_ranges
-from sml.report.images import colormap_lut, frame_panel, heatmap, overlay, robust_range
+from sml.report.images import colormap_lut, colour_bar_strip, frame_panel, heatmap, overlay, robust_range
 from sml.report.rundir import Run, frame_numbers, load_run
 
 __all__ = ["heatmap", "overlay", "frame_panel", "plot_curves", "colour_legend", "build_report",
-           "frame_numbers", "load_run", "Run", "dataset_ranges", "robust_range", "colormap_lut"]
+           "frame_numbers", "load_run", "Run", "dataset_ranges", "robust_range", "colormap_lut", "colour_bar_strip"]

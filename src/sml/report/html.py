@@ -12,7 +12,7 @@ import json
 import math
 import time
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
 from PIL import Image
@@ -29,6 +29,8 @@ THUMB_MAX_WIDTH = 520
 RANGE_SAMPLES = 20000   # map values sampled per frame for the data-set colour range
 
 E = html.escape
+NO_MAPS = "no saved anomaly maps (run `sml eval` with --save-maps or --report)"  # a note, not an error
+MAX_LISTED = 12  # problems listed in the error message of build_report
 
 
 def _num(v: Any) -> float:
@@ -73,20 +75,28 @@ _METRIC_COLUMNS = [
     ("ap", "AP %", "pct", "max"),
     ("fpr95", "FPR@95 % (interpolated)", "pct", "min"),
     ("fpr95_threshold", "FPR@95 % (threshold)", "pct", "min"),
-    ("threshold_at_95tpr", "score threshold at 95% TPR", "num", None),
-    ("best_f1_threshold", "best-F1 threshold", "num", None),
+    ("threshold_at_95tpr", "threshold at 95% TPR (score)", "num", None),
+    ("best_f1_threshold", "best-F1 threshold (score)", "num", None),
 ]
 
 
-def _component_keys(run: Run) -> list[str]:
-    keys: list[str] = []
-    for m in run.metrics["methods"].values():
-        comp = m.get("components") if isinstance(m, dict) else None
-        if isinstance(comp, dict):
-            for k, v in comp.items():
-                if isinstance(v, (int, float)) and k not in keys:
-                    keys.append(k)
-    return keys
+# SegmentMeIfYouCan component metrics (sml.metrics.ComponentMetrics keys) shown as table columns, in percent;
+# every other numeric component entry (thresholds, sizes, counts) goes to the folded settings.
+_COMPONENT_COLUMNS = [("siou", "sIoU %"), ("ppv", "PPV %"), ("mean_f1", "mean F1 %")]
+_COMPONENT_NAMES = {"siou_pred": "sIoU of predicted components", "threshold": "component threshold (score)",
+                    "frames": "frames", "min_pred_size": "min. predicted component size (px)",
+                    "min_gt_size": "min. ground-truth component size (px)"}
+
+
+def _components(run: Run, m: str) -> dict[str, Any]:
+    d = run.metrics["methods"].get(m)
+    comp = d.get("components") if isinstance(d, dict) else None
+    return comp if isinstance(comp, dict) else {}
+
+
+def _component_keys(run: Run) -> list[tuple[str, str]]:
+    present = {k for m in run.metrics["methods"] for k in _components(run, m)}
+    return [(k, h) for k, h in _COMPONENT_COLUMNS if k in present]
 
 
 def _metrics_section(run: Run, notes: list[str]) -> str:
@@ -95,7 +105,7 @@ def _metrics_section(run: Run, notes: list[str]) -> str:
     cols = [c for c in _METRIC_COLUMNS
             if any(c[0] in run.metrics["methods"][m] for m in methods) or c[0] in ("auroc", "ap", "fpr95")]
     head = "".join(f"<th>{E(h)}</th>" for _, h, _, _ in cols)
-    head += "".join(f"<th>{E(k)}</th>" for k in comp_keys)
+    head += "".join(f'<th class="comp">{E(h)}</th>' for _, h in comp_keys)
     best: dict[str, float] = {}
     for key, _, kind, better in cols:
         vals = [_num(run.metrics["methods"][m].get(key)) for m in methods]
@@ -116,20 +126,28 @@ def _metrics_section(run: Run, notes: list[str]) -> str:
             text = _pct(v) if kind == "pct" else _g(v)
             cls = ' class="best"' if key in best and v == best[key] else ""
             cells.append(f"<td{cls}>{text}</td>")
-        comp = d.get("components") if isinstance(d.get("components"), dict) else {}
-        for k in comp_keys:
+        comp = _components(run, m)
+        for k, _ in comp_keys:
             v = _num(comp.get(k))
-            cells.append(f"<td>{_g(v) if math.isfinite(v) else 'n/a'}</td>")
+            cells.append(f"<td>{_pct(v)}</td>" if math.isfinite(v) else '<td class="na">n/a</td>')
         rows.append("<tr>" + "".join(cells) + "</tr>")
     settings = []
     for m in methods:
         s = run.metrics["methods"][m].get("settings")
+        extra = {_COMPONENT_NAMES.get(k, k): v for k, v in _components(run, m).items()
+                 if k not in dict(_COMPONENT_COLUMNS) and isinstance(v, (int, float, str)) and v is not None}
+        parts = []
         if s:
-            settings.append(f"<li><b>{E(m)}</b>: <code>{E(json.dumps(s, sort_keys=True))}</code></li>")
-    settings_html = f"<details><summary>method settings</summary><ul>{''.join(settings)}</ul></details>" \
-        if settings else ""
-    return (f'<table id="metrics" class="data"><thead><tr><th>method</th>{head}</tr></thead>'
-            f"<tbody>{''.join(rows)}</tbody></table>{settings_html}")
+            parts.append(f"<code>{E(json.dumps(s, sort_keys=True))}</code>")
+        if extra:
+            parts.append("components: " + ", ".join(f"{E(k)} {E(_g(v) if not isinstance(v, str) else v)}"
+                                                     for k, v in extra.items()))
+        if parts:
+            settings.append(f"<li><b>{E(m)}</b>: {'; '.join(parts)}</li>")
+    settings_html = (f'<details id="settings"><summary>method settings</summary><ul>{"".join(settings)}</ul>'
+                     "</details>") if settings else ""
+    return (f'<div class="scroll"><table id="metrics" class="data"><thead><tr><th>method</th>{head}</tr></thead>'
+            f"<tbody>{''.join(rows)}</tbody></table></div>{settings_html}")
 
 
 def _note(notes: list[str], text: str) -> int:
@@ -198,16 +216,67 @@ def _stats_section(stats: Mapping[str, Any]) -> str:
             "<th>mean</th><th>std</th><th>var</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table>")
 
 
+def _f1(v: Any, digits: int = 1) -> str:
+    x = _num(v)
+    return f"{x:.{digits}f}" if math.isfinite(x) else "n/a"
+
+
+def _diagnostics_section(diag: Any, img_dir: Path) -> str:
+    """The per-class diagnostics: the figure, the plain-language reading and the top classes' numbers."""
+    from sml.diagnostics import explain, plot_diagnostics, ranked_classes
+
+    summary = diag.compute()
+    png, svg = plot_diagnostics(summary, img_dir / "diagnostics", top=10)
+    with Image.open(png) as im:  # drawn at 150 dpi: shown at 100 dpi, so text matches the page's size
+        w, h = round(im.width / 1.5), round(im.height / 1.5)
+    rows = []
+    for c in ranked_classes(summary, 10):
+        a, i = c["max_logit"]["anomaly"], c["max_logit"]["inlier"]
+        mu, sd = _num(c["train_mean"]), _num(c["train_std"])
+        z = (_num(a["median"]) - mu) / sd if a["pixels"] and math.isfinite(mu) and sd > 0 else math.nan
+        rows.append(f'<tr><td class="txt">{E(c["name"])}</td><td>{_pct(c["anomaly_share"], 1)}</td>'
+                    f'<td>{c["anomaly_pixels"]:,}</td><td>{c["inlier_pixels"]:,}</td>'
+                    f"<td>{_f1(mu, 2)} &plusmn; {_f1(sd, 2)}</td>"
+                    f'<td>{_f1(i["median"]) if i["pixels"] else "&ndash;"}</td>'
+                    f'<td>{_f1(a["median"]) if a["pixels"] else "&ndash;"}</td>'
+                    f'<td>{f"{z:+.2f}" if math.isfinite(z) else "&ndash;"}</td></tr>')
+    return (f'<p id="diag-reading">{E(explain(summary))}</p>'
+            f'<img id="diagnostics-img" src="img/{png.name}" width="{w}" height="{h}" alt="max logit per '
+            'predicted class, inlier vs anomaly pixels, with the training mean and standard deviation">'
+            f'<p class="muted">Vector version: <a href="img/{svg.name}">{svg.name}</a>. Per predicted class '
+            "(largest share of anomaly pixels first): the max logit of in-distribution (blue) and anomaly "
+            "(orange) pixels of this run, against the class's training mean &plusmn; std (SML subtracts that "
+            "mean and divides by that std). Anomalies SML can find sit below their class's band; max logit "
+            "needs them below the in-distribution pixels of every class. Numbers from "
+            "<code>diagnostics.json</code> (exact pixel counts; quantiles to one histogram bin, 0.1).</p>"
+            '<div class="scroll"><table id="diagnostics" class="data"><thead><tr><th>predicted class</th>'
+            "<th>share of anomaly px %</th><th>anomaly px</th><th>in-distribution px</th>"
+            "<th>training mean &plusmn; std</th><th>in-distribution median</th><th>anomaly median</th>"
+            "<th title=\"(anomaly median - training mean) / training std\">z of anomaly median</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table></div>")
+
+
 # ------------------------------------------------------------------ frames
 
 def _read_rgb(path: Path) -> np.ndarray:
-    with Image.open(path) as im:
-        return np.asarray(im.convert("RGB"))
+    try:
+        with Image.open(path) as im:
+            return np.asarray(im.convert("RGB"))
+    except (OSError, ValueError) as exc:
+        raise InputError(f"image {path} cannot be read ({exc}); is it truncated?") from None
+
+
+def _unreadable_map(path: Path, exc: Exception) -> InputError:
+    return InputError(f"anomaly map {path} cannot be read ({type(exc).__name__}: {exc}); it is truncated or "
+                      "not a NumPy .npy file: delete it and write the maps again with `sml eval ... "
+                      "--save-maps npy16` (or --report)")
 
 
 def _load_map(path: Path) -> np.ndarray:
-    a = np.load(path, allow_pickle=False)
-    return np.asarray(a, dtype=np.float32).squeeze()
+    try:
+        a = np.load(path, allow_pickle=False)
+        return np.asarray(a, dtype=np.float32).squeeze()
+    except (OSError, ValueError, EOFError) as exc:
+        raise _unreadable_map(path, exc) from None
 
 
 def dataset_ranges(run: Run, methods: Iterable[str], frames: list[dict[str, Any]],
@@ -223,9 +292,12 @@ def dataset_ranges(run: Run, methods: Iterable[str], frames: list[dict[str, Any]
         for f in frames:
             p = run.map_path(m, f["id"])
             if p.is_file():
-                a = np.load(p, mmap_mode="r", allow_pickle=False).reshape(-1)
-                step = max(1, a.size // RANGE_SAMPLES)
-                parts.append(np.asarray(a[::step], dtype=np.float32))
+                try:
+                    a = np.load(p, mmap_mode="r", allow_pickle=False).reshape(-1)
+                    step = max(1, a.size // RANGE_SAMPLES)
+                    parts.append(np.asarray(a[::step], dtype=np.float32))
+                except (OSError, ValueError, EOFError) as exc:
+                    raise _unreadable_map(p, exc) from None
         if parts:
             out[m] = robust_range(np.concatenate(parts), low, high)
     return out
@@ -282,13 +354,14 @@ def _render_frames(run: Run, frames: list[dict[str, Any]], methods: list[str], r
                 hw = shape or (360, 640)
                 image = np.full((*hw, 3), 200, np.uint8)
             if labels is not None and maps and labels.shape != next(iter(maps.values())).shape:
-                row["problems"].append(f"labels {labels.shape} and maps {next(iter(maps.values())).shape} "
-                                       "differ in size: labels not shown")
+                row["problems"].append(f"labels {lpath} ({labels.shape[1]}x{labels.shape[0]}) and the maps "
+                                       f"({next(iter(maps.values())).shape[1]}x{next(iter(maps.values())).shape[0]})"
+                                       " differ in size: labels not shown")
                 labels = None
             if not maps and labels is not None and labels.shape != image.shape[:2]:
                 labels = None
             if not maps:
-                row["problems"].append("no saved anomaly maps (run `sml eval` with --save-maps or --report)")
+                row["problems"].append(NO_MAPS)
             given = f.get("methods", {}) or {}
             numbers: dict[str, dict[str, float]] = {}
             for m in methods:
@@ -357,8 +430,8 @@ def _gallery_section(rows: list[dict[str, Any]], methods: list[str], total: int)
     return (f'<p class="muted">{shown}. Click a column heading to sort (click again to reverse); frames '
             "without a value sort last. Click a panel for full size; &larr; / &rarr; step through frames in "
             "the current order, Esc closes.</p>"
-            f'<table id="gallery" class="data"><thead><tr>{"".join(heads)}</tr></thead>'
-            f'<tbody>{"".join(body)}</tbody></table>')
+            f'<div class="scroll"><table id="gallery" class="data"><thead><tr>{"".join(heads)}</tr></thead>'
+            f'<tbody>{"".join(body)}</tbody></table></div>')
 
 
 CSS = """
@@ -382,6 +455,9 @@ justify-content:center;z-index:10;cursor:zoom-out;flex-direction:column}
 #lightbox.open{display:flex}#lightbox img{max-width:96vw;max-height:90vh;background:#fff}
 #lightbox .cap{color:#eee;margin-top:6px}
 nav a{margin-right:14px}
+code{overflow-wrap:anywhere}.scroll{max-width:100%;overflow-x:auto}
+#diagnostics-img{max-width:100%;height:auto}#diag-reading{max-width:60em}
+details#settings li{overflow-wrap:anywhere}
 """
 
 JS = """
@@ -424,7 +500,7 @@ JS = """
 
 def build_report(run_dir: str | Path, max_frames: int | None = None, *, ranges: str = "dataset",
                  cmap: str = "inferno", tile_width: int = 400, panel_format: str = "png",
-                 show_progress: bool = True) -> Path:
+                 show_progress: bool = True, on_note: Callable[[str], None] | None = None) -> Path:
     """Write ``RUN_DIR/report/index.html`` (+ ``report/img/``) for a run directory; returns its path.
 
     ``max_frames`` limits the gallery to the first frames of frames.json.
@@ -433,6 +509,12 @@ def build_report(run_dir: str | Path, max_frames: int | None = None, *, ranges: 
     across frames); ``"image"`` uses each map's own 1st-99th percentile.
     ``panel_format``: ``"png"`` (lossless, for papers) or ``"jpeg"`` (~3x smaller,
     encoded ~100x faster: for quick looks at large sets).
+
+    A file that cannot be read (a truncated map or image, missing labels) is an
+    :class:`InputError` naming it, raised after the page is written (the page
+    marks the frames); ``on_note`` receives the notes about optional parts that
+    are absent (no curves.json, ...). ``RUN_DIR/diagnostics.json`` (written by
+    ``sml eval``) adds the per-class diagnostics section.
     """
     t0 = time.perf_counter()
     if ranges not in ("dataset", "image"):
@@ -441,7 +523,16 @@ def build_report(run_dir: str | Path, max_frames: int | None = None, *, ranges: 
         raise InputError(f"panel_format must be 'png' or 'jpeg', got {panel_format!r}")
     if max_frames is not None and max_frames < 0:
         raise InputError(f"max_frames must be >= 0, got {max_frames}")
-    run = load_run(run_dir)
+    root = Path(run_dir)
+    if not root.is_dir():
+        raise InputError(f"run directory {root} does not exist; create one with `sml eval ... --out {root}` "
+                         "(or `sml demo --out DIR`)")
+    run = load_run(root)
+    diag = None
+    if (run.root / "diagnostics.json").is_file():  # read before the long work: a bad file stops us early
+        from sml.diagnostics import ClassDiagnostics
+
+        diag = ClassDiagnostics.load(run.root / "diagnostics.json")
     out = run.root / "report"
     img_dir = out / "img"
     methods = run.methods
@@ -490,12 +581,16 @@ def build_report(run_dir: str | Path, max_frames: int | None = None, *, ranges: 
     parts.append(f'<p class="muted">Run directory <code>{E(str(run.root.resolve()))}</code>; '
                  f"{len(methods)} method(s); generated {time.strftime('%Y-%m-%d %H:%M')}.</p>")
     parts.append('<nav><a href="#sec-metrics">metrics</a><a href="#sec-curves">curves</a>'
-                 '<a href="#sec-stats">class statistics</a><a href="#sec-gallery">gallery</a></nav>')
+                 + ('<a href="#sec-diagnostics">per-class diagnostics</a>' if diag is not None else "")
+                 + '<a href="#sec-stats">class statistics</a><a href="#sec-gallery">gallery</a></nav>')
     parts.append('<h2 id="sec-metrics">Metrics</h2>')
     parts.append(_metrics_section(run, notes))
     notes_at = len(parts)
     parts.append(_conventions(run, range_text))
     parts.append('<h2 id="sec-curves">Curves</h2><div id="curves">' + curves_html + "</div>")
+    if diag is not None:
+        parts.append('<h2 id="sec-diagnostics">Per-class diagnostics: where the anomalies go</h2>'
+                     '<div id="diag">' + _diagnostics_section(diag, img_dir) + "</div>")
     parts.append('<h2 id="sec-stats">Per-class statistics</h2>')
     parts.append(_stats_section(run.stats) if run.stats else
                  '<p class="muted">No stats.json in this run (no method needed class statistics).</p>')
@@ -520,4 +615,15 @@ def build_report(run_dir: str | Path, max_frames: int | None = None, *, ranges: 
             + f"<script>{JS}</script></body></html>\n")
     index = out / "index.html"
     write_text(index, page)
+    if on_note is not None:
+        for w in run.warnings:
+            on_note(w)
+    errors = [f"frame {r['id']}: {p}" for r in rows for p in r["problems"] if p != NO_MAPS]
+    if errors:
+        listed = errors[:MAX_LISTED] + ([f"... and {len(errors) - MAX_LISTED} more"]
+                                        if len(errors) > MAX_LISTED else [])
+        raise InputError(f"{len(errors)} problem(s) reading the files of {run.root} (the report {index} was "
+                         "written with those frames marked):\n" + "\n".join(f"  {e}" for e in listed) +
+                         "\nFix or re-create those files (`sml eval --out RUN_DIR --report` writes them all) and "
+                         "run `sml report` again.")
     return index

@@ -103,14 +103,57 @@ def robust_range(values: np.ndarray, low: float = 1.0, high: float = 99.0) -> Ra
     return (lo, hi)
 
 
+def colour_bar_strip(width: int, vmin: float, vmax: float, *, cmap: str = "inferno",
+                     label: str | None = None) -> np.ndarray:
+    """A white strip ``width`` pixels wide (uint8 RGB): the colour bar from ``vmin`` to ``vmax`` with both
+    values printed at its ends, and ``label`` (e.g. the method name) with "anomaly score" on the left."""
+    if width < 64:
+        raise InputError(f"a colour bar needs an image at least 64 pixels wide, got {width}")
+    fs = max(11, min(28, width // 70))
+    font = _font(fs)
+    h = fs * 2 + 8
+    canvas = Image.new("RGB", (width, h), BACKGROUND)
+    draw = ImageDraw.Draw(canvas)
+    pad = max(4, fs // 2)
+    title = f"{label}: anomaly score" if label else "anomaly score"
+    budget = max(16, width // 3 - 2 * pad)
+    if label and _text_width(draw, title, font) > budget:
+        title = label  # narrow images: the method name matters more than the word "score"
+    title = _fit(draw, title, font, budget)
+    x = pad
+    draw.text((x, (h - fs) // 2 - 1), title, fill=TEXT, font=font)
+    x += int(_text_width(draw, title, font)) + 2 * pad
+    lo_s, hi_s = _fmt(vmin), _fmt(vmax)
+    hw = int(_text_width(draw, hi_s, font))
+    draw.text((x, (h - fs) // 2 - 1), lo_s, fill=TEXT, font=font)
+    x += int(_text_width(draw, lo_s, font)) + pad
+    bw = width - x - hw - 2 * pad
+    if bw >= 8:
+        strip = np.repeat(colormap_lut(cmap)[np.linspace(0, 255, bw).astype(np.int64)][None], h // 2, axis=0)
+        canvas.paste(Image.fromarray(strip), (x, h // 4))
+        x += bw + pad
+    draw.text((x, (h - fs) // 2 - 1), hi_s, fill=TEXT, font=font)
+    return np.asarray(canvas)
+
+
+def _with_bar(rgb: np.ndarray, vmin: float, vmax: float, cmap: str, label: str | None) -> np.ndarray:
+    return np.concatenate([rgb, colour_bar_strip(rgb.shape[1], vmin, vmax, cmap=cmap, label=label)], axis=0)
+
+
 def heatmap(anomaly: np.ndarray, vmin: float | None = None, vmax: float | None = None,
-            cmap: str = "inferno") -> np.ndarray:
+            cmap: str = "inferno", *, colour_bar: bool = False, label: str | None = None) -> np.ndarray:
     """Colour an H x W anomaly map: uint8 RGB H x W x 3, ``vmin`` darkest, ``vmax`` brightest.
 
     A missing ``vmin`` / ``vmax`` is the map's own 1st / 99th percentile (a
     per-image range); pass a data-set range to compare frames. Values outside
-    the range are clipped; NaN / inf pixels are drawn grey.
+    the range are clipped; NaN / inf pixels are drawn grey. ``colour_bar``
+    appends a strip below (:func:`colour_bar_strip`: the range and ``label``,
+    e.g. the method name), so the result is taller than the map.
     """
+    if colour_bar:
+        a = _as_map(anomaly)
+        vmin, vmax = _resolve(a, vmin, vmax)
+        return _with_bar(heatmap(a, vmin, vmax, cmap), vmin, vmax, cmap, label)
     a = _as_map(anomaly)
     if vmin is None or vmax is None:
         lo, hi = robust_range(a)
@@ -133,16 +176,28 @@ def heatmap(anomaly: np.ndarray, vmin: float | None = None, vmax: float | None =
     return rgb
 
 
+def _resolve(a: np.ndarray, vmin: float | None, vmax: float | None) -> tuple[float, float]:
+    if vmin is None or vmax is None:
+        lo, hi = robust_range(a)
+        vmin = lo if vmin is None else vmin
+        vmax = hi if vmax is None else vmax
+    return float(vmin), float(vmax)
+
+
 def overlay(image: np.ndarray, anomaly: np.ndarray, alpha: float = 0.6,
             vmin: float | None = None, vmax: float | None = None, cmap: str = "inferno",
-            weighted: bool = True) -> np.ndarray:
+            weighted: bool = True, *, colour_bar: bool = False, label: str | None = None) -> np.ndarray:
     """Blend the heatmap of ``anomaly`` over the photo ``image`` (same H x W): uint8 RGB.
 
     With ``weighted`` the opacity at a pixel is ``alpha`` times its position in
     the colour range, so in-distribution regions keep the photo readable and
     only high scores are tinted; otherwise the whole heatmap is blended with
-    opacity ``alpha``.
+    opacity ``alpha``. ``colour_bar`` / ``label``: as for :func:`heatmap`.
     """
+    if colour_bar:
+        a = _as_map(anomaly)
+        vmin, vmax = _resolve(a, vmin, vmax)
+        return _with_bar(overlay(image, a, alpha, vmin, vmax, cmap, weighted), vmin, vmax, cmap, label)
     im = _as_image(image)
     a = _as_map(anomaly)
     if im.shape[:2] != a.shape:

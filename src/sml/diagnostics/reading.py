@@ -1,0 +1,239 @@
+"""Plain-language reading of the diagnostics, the per-class table and the figure."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Sequence
+
+from sml.diagnostics.core import ClassDiagnostics
+
+__all__ = ["ranked_classes", "explain", "diagnostics_table", "plot_diagnostics"]
+
+# A class's anomaly pixels count as "inside" its training distribution when their median max logit
+# is above mean - NEAR * std: standardizing then gives them scores no lower than a typical inlier's.
+NEAR = 0.5
+
+
+def _f(x: Any) -> float:
+    try:
+        return float(x)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def ranked_classes(summary: dict[str, Any], top: int | None = None) -> list[dict[str, Any]]:
+    """The classes of ``compute()`` / diagnostics.json that hold anomaly pixels, largest anomaly share first,
+    then classes with inlier pixels only (largest first); at most ``top``."""
+    cls = summary["classes"]
+    with_anom = sorted((c for c in cls if c["anomaly_pixels"] > 0), key=lambda c: (-c["anomaly_pixels"], c["id"]))
+    rest = sorted((c for c in cls if c["anomaly_pixels"] == 0 and c["inlier_pixels"] > 0),
+                  key=lambda c: (-c["inlier_pixels"], c["id"]))
+    out = with_anom + rest
+    return out[:top] if top is not None else out
+
+
+def _summary(diag: ClassDiagnostics | dict[str, Any]) -> dict[str, Any]:
+    return diag.compute() if isinstance(diag, ClassDiagnostics) else diag
+
+
+def _z(x: float) -> str:
+    return f"{x:+.1f}" if round(x, 1) != 0 else "0.0"  # never "-0.0"
+
+
+def _pc(x: float) -> str:
+    return f"{100 * x:.0f}%"
+
+
+def explain(diag: ClassDiagnostics | dict[str, Any], cover: float = 0.8, max_classes: int = 4) -> str:
+    """One paragraph read from the numbers: which classes swallow the anomalies, whether their anomaly max
+    logits sit above or below the class's training mean (and this data's in-distribution pixels of the
+    class), and what that means for SML against max logit."""
+    s = _summary(diag)
+    n_anom = s["pixels"]["anomaly"]
+    if n_anom == 0:
+        return (f"The {s['frames']} evaluated frames hold no anomaly pixels, so nothing can be said about how "
+                "the network sees anomalies.")
+    ranked = [c for c in ranked_classes(s) if c["anomaly_pixels"] > 0]
+    main: list[dict[str, Any]] = []
+    covered = 0.0
+    for c in ranked:
+        if len(main) >= max_classes or covered >= cover:
+            break
+        main.append(c)
+        covered += c["anomaly_share"]
+    shares = ", ".join(f"{c['name']} ({_pc(c['anomaly_share'])})" for c in main)
+    frames = s["frames"]
+    out = [f"Of the {n_anom:,} anomaly pixels in {frames} frame{'s' if frames != 1 else ''}, "
+           f"{_pc(covered)} are predicted as {shares if len(main) > 1 else main[0]['name']}."]
+    for c in main:
+        a = c["max_logit"]["anomaly"]
+        med, mu, sd = _f(a["median"]), _f(c["train_mean"]), _f(c["train_std"])
+        name = c["name"]
+        if not (math.isfinite(mu) and math.isfinite(sd) and sd > 0):
+            out.append(f"For {name} the training statistics are missing or unusable, so SML falls back to the "
+                       "pooled statistics there.")
+            continue
+        z = (med - mu) / sd
+        sentence = (f"{name.capitalize()}: the anomalies' median max logit {med:.1f} lies "
+                    f"{'above' if med >= mu else 'below'} the class's training mean {mu:.1f} ± {sd:.1f} "
+                    f"(z = {_z(z)})")
+        if z >= -NEAR:
+            sentence += (f", so standardized by the {name} statistics they look like ordinary {name} pixels "
+                         "to SML")
+        else:
+            sentence += ", so standardization makes them stand out"
+        inl = c["max_logit"]["inlier"]
+        if inl["pixels"]:
+            zi = (_f(inl["median"]) - mu) / sd
+            sentence += f" (in-distribution {name} pixels here: median {_f(inl['median']):.1f}, z = {_z(zi)})"
+        out.append(sentence + ".")
+    at = s["pooled"].get("at_or_above_train_mean", {})
+    an_above, in_below = _f(at.get("anomaly")), 1.0 - _f(at.get("inlier"))
+    if math.isfinite(an_above) and math.isfinite(in_below):
+        out.append(f"Over all classes, {_pc(an_above)} of the anomaly pixels have a max logit at or above "
+                   f"their predicted class's training mean (SML sees them as confident), while "
+                   f"{_pc(in_below)} of the in-distribution pixels lie below theirs (SML sees them as "
+                   "unusual" + (", a shift between the data of the statistics and this data" if in_below > 0.6
+                                else "") + ").")
+    au = s["pooled"].get("binned_auroc", {})
+    a_ml, a_sml = _f(au.get("max_logit")), _f(au.get("sml"))
+    if math.isfinite(a_ml) and math.isfinite(a_sml):
+        verdict = ("SML trails max logit" if a_sml < a_ml - 0.01 else
+                   "SML beats max logit" if a_sml > a_ml + 0.01 else "SML and max logit are on par")
+        text = (f"Pooled over all classes the SML score separates anomalies from in-distribution pixels with "
+                f"AUROC ≈ {100 * a_sml:.0f}% and the max logit with ≈ {100 * a_ml:.0f}% (from the histograms): "
+                f"{verdict} here")
+        if a_sml < a_ml - 0.01:
+            why = []
+            if math.isfinite(an_above) and an_above >= 0.25:
+                big = [c["name"] for c in main if _f(c["at_or_above_train_mean"]["anomaly"]) >= 0.5]
+                why.append("anomalies taken for " + (", ".join(big) if big else "low-confidence classes") +
+                           " are as confident as that class usually is")
+            if math.isfinite(in_below) and in_below >= 0.6:
+                why.append("in-distribution pixels fall below their class means and get high SML scores")
+            if why:
+                text += ", because " + " and ".join(why)
+            confident = sorted((c for c in s["classes"] if c["inlier_pixels"] and math.isfinite(_f(c["train_mean"]))),
+                               key=lambda c: -_f(c["train_mean"]))[:3]
+            if confident:
+                text += ("; max logit instead ranks every pixel against the classes the network is most "
+                         f"confident about ({', '.join(c['name'] for c in confident)}), so low-confidence "
+                         "predictions stand out whatever their class")
+        out.append(text + ".")
+    elif math.isfinite(a_ml):
+        out.append(f"Pooled over all classes the max logit separates anomalies from in-distribution pixels "
+                   f"with AUROC ≈ {100 * a_ml:.0f}% (from the histograms).")
+    return " ".join(out)
+
+
+def diagnostics_table(diag: ClassDiagnostics | dict[str, Any], top: int | None = None) -> str:
+    """A plain-text table: per class (by anomaly share) pixels, anomaly share, training mean ± std and the
+    median (quartiles) max logit of inlier and anomaly pixels."""
+    s = _summary(diag)
+    rows = [("class", "anomaly %", "anomaly px", "inlier px", "train mean±std", "inlier median [q1,q3]",
+             "anomaly median [q1,q3]", "z(anomaly)")]
+
+    def box(b: dict[str, Any]) -> str:
+        if not b["pixels"]:
+            return "-"
+        return f"{_f(b['median']):.1f} [{_f(b['q1']):.1f},{_f(b['q3']):.1f}]"
+
+    for c in ranked_classes(s, top):
+        mu, sd = _f(c["train_mean"]), _f(c["train_std"])
+        med = _f(c["max_logit"]["anomaly"]["median"])
+        z = (med - mu) / sd if math.isfinite(mu) and math.isfinite(sd) and sd > 0 and math.isfinite(med) else math.nan
+        rows.append((c["name"], f"{100 * _f(c['anomaly_share']):.1f}" if math.isfinite(_f(c["anomaly_share"])) else "n/a",
+                     f"{c['anomaly_pixels']:,}", f"{c['inlier_pixels']:,}",
+                     f"{mu:.2f}±{sd:.2f}" if math.isfinite(mu) else "n/a",
+                     box(c["max_logit"]["inlier"]), box(c["max_logit"]["anomaly"]),
+                     f"{z:+.2f}" if math.isfinite(z) else "-"))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(r, widths)))
+             for r in rows]
+    return "\n".join(lines)
+
+
+def _short(n: int) -> str:
+    return f"{n / 1e6:.1f}M" if n >= 1e6 else f"{n / 1e3:.0f}k" if n >= 1e4 else f"{n:,}"
+
+
+INLIER_COLOUR = "#3b75af"
+ANOMALY_COLOUR = "#e1812c"
+
+
+def _bxp_stats(b: dict[str, Any], label: str) -> dict[str, Any] | None:
+    if not b["pixels"]:
+        return None
+    vals = [_f(b[k]) for k in ("p05", "q1", "median", "q3", "p95")]
+    # under/overflow quantiles are infinite: draw them at the range end
+    from sml.diagnostics.core import MAX_LOGIT_BINS as B
+
+    vals = [min(max(v, B.lo), B.hi) for v in vals]
+    return {"whislo": vals[0], "q1": vals[1], "med": vals[2], "q3": vals[3], "whishi": vals[4],
+            "fliers": [], "label": label}
+
+
+def plot_diagnostics(diag: ClassDiagnostics | dict[str, Any], out_stem: str | Path, top: int = 10,
+                     title: str = "", formats: Sequence[str] = ("png", "svg")) -> list[Path]:
+    """Per class (largest anomaly share first, at most ``top``): box plots of the max logit of inlier and
+    anomaly pixels, the training mean ± std, and the class's share of anomaly pixels. Returns the files."""
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Patch, Rectangle
+    from matplotlib.lines import Line2D
+
+    from sml.report.curves import _save
+
+    s = _summary(diag)
+    classes = ranked_classes(s, top)
+    n = max(1, len(classes))
+    fig = Figure(figsize=(max(6.0, 1.0 * n + 2.0), 5.6), layout="constrained")
+    ax_share, ax = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [1, 3.2]})
+    xs = list(range(len(classes)))
+    shares = [100 * _f(c["anomaly_share"]) if math.isfinite(_f(c["anomaly_share"])) else 0.0 for c in classes]
+    ax_share.bar(xs, shares, color=ANOMALY_COLOUR, width=0.6)
+    for x, v in zip(xs, shares):
+        ax_share.text(x, v, f"{v:.0f}%" if v >= 1 or v == 0 else "<1%", ha="center", va="bottom", fontsize=8)
+    ax_share.set_ylabel("share of\nanomaly px %")
+    ax_share.set_ylim(0, max(shares + [1.0]) * 1.25)
+    ax_share.spines[["top", "right"]].set_visible(False)
+    lo_all, hi_all = math.inf, -math.inf
+    for x, c in zip(xs, classes):
+        mu, sd = _f(c["train_mean"]), _f(c["train_std"])
+        if math.isfinite(mu) and math.isfinite(sd):
+            ax.add_patch(Rectangle((x - 0.45, mu - sd), 0.9, 2 * sd, color="0.85", zorder=0, lw=0))
+            ax.plot([x - 0.45, x + 0.45], [mu, mu], color="black", lw=1.6, zorder=3)
+            lo_all, hi_all = min(lo_all, mu - sd), max(hi_all, mu + sd)
+        for dx, key, colour in ((-0.2, "inlier", INLIER_COLOUR), (0.2, "anomaly", ANOMALY_COLOUR)):
+            st = _bxp_stats(c["max_logit"][key], key)
+            if st is None:
+                continue
+            lo_all, hi_all = min(lo_all, st["whislo"]), max(hi_all, st["whishi"])
+            ax.bxp([st], positions=[x + dx], widths=0.32, showfliers=False, patch_artist=True,
+                   boxprops={"facecolor": colour, "edgecolor": "0.2", "alpha": 0.9},
+                   medianprops={"color": "white", "lw": 1.8}, whiskerprops={"color": "0.3"},
+                   capprops={"color": "0.3"}, manage_ticks=False)
+    if math.isfinite(lo_all):
+        pad = 0.05 * (hi_all - lo_all + 1e-9)
+        ax.set_ylim(lo_all - pad, hi_all + pad)
+    ax.set_xlim(-0.6, len(classes) - 0.4)
+    ax.set_xticks(xs)
+    ax.set_xticklabels([f"{c['name']}\n{_short(c['anomaly_pixels'])} / {_short(c['inlier_pixels'])}"
+                        for c in classes], fontsize=8)
+    ax.set_xlabel("predicted class (anomaly px / in-distribution px)")
+    pooled_in = _f(s["pooled"]["max_logit"]["inlier"]["median"])
+    handles = [Patch(facecolor=INLIER_COLOUR, label="in-distribution pixels"),
+               Patch(facecolor=ANOMALY_COLOUR, label="anomaly pixels"),
+               Line2D([], [], color="black", lw=1.6, label="training mean of the class"),
+               Patch(facecolor="0.85", label="training mean ± std")]
+    if math.isfinite(pooled_in):
+        ax.axhline(pooled_in, color=INLIER_COLOUR, ls="--", lw=1, zorder=1)
+        handles.append(Line2D([], [], color=INLIER_COLOUR, ls="--", lw=1,
+                              label="median of all in-distribution pixels"))
+    ax.set_ylabel("max logit")
+    ax.grid(axis="y", color="0.92")
+    ax.spines[["top", "right"]].set_visible(False)
+    fig.legend(handles=handles, fontsize=8, loc="outside lower center", ncol=len(handles), frameon=False)
+    frames = s.get("frames", "?")
+    fig.suptitle(title or f"Max logit per predicted class ({frames} frame{'s' if frames != 1 else ''})\n"
+                          "boxes: quartiles and median; whiskers: 5th-95th percentile", fontsize=10)
+    return _save(fig, Path(out_stem), formats)
