@@ -67,14 +67,16 @@ def frame_bins(scores: np.ndarray, is_anomaly: np.ndarray, num_bins: int = NUM_B
     if scores.size == 0:
         return {"thresholds": np.empty(0), "tp_rel": np.empty(0, np.int64), "fp_rel": np.empty(0, np.int64),
                 "num_pos": 0, "num_neg": 0}
-    pos = np.sort(scores[is_anomaly])
-    neg = np.sort(scores[~is_anomaly])
+    # sorted as float32 (exact for float16 values): NumPy 2.4's np.sort of large float16 arrays
+    # returned out-of-order runs on this project's CI machines (AVX-512), float32 sorts correctly
+    pos = np.sort(scores[is_anomaly].astype(np.float32))
+    neg = np.sort(scores[~is_anomaly].astype(np.float32))
     vmin = min(pos[0] if pos.size else np.inf, neg[0] if neg.size else np.inf)
     vmax = max(pos[-1] if pos.size else -np.inf, neg[-1] if neg.size else -np.inf)
     # The tool runs under NumPy 1.x: vmax - vmin of two float16 scalars is rounded to float16,
     # and everything after it (scalar times a Python float) is float64. Written out here so the
     # edges do not depend on the NumPy version sml runs with (NumPy 2 would keep float16).
-    vrange = float(np.float16(vmax) - np.float16(vmin))
+    vrange = float(np.float16(vmax) - np.float16(vmin))  # a float16 subtraction
     eps = max(vrange * 1e-2, 1e-2)
     parts = [np.array([float(vmin) - eps, float(vmax) + eps])]
     half = num_bins // 2
@@ -89,13 +91,13 @@ def frame_bins(scores: np.ndarray, is_anomaly: np.ndarray, num_bins: int = NUM_B
             "fp_rel": fp_rel[::-1].copy(), "num_pos": int(pos.size), "num_neg": int(neg.size)}
 
 
-def _quantiles(sorted16: np.ndarray, k: int) -> np.ndarray:
-    """``np.quantile(x, np.linspace(0, 1, k))`` as NumPy 1.23 evaluates it on float16 ``x`` (sorted here).
+def _quantiles(sorted32: np.ndarray, k: int) -> np.ndarray:
+    """``np.quantile(x, np.linspace(0, 1, k))`` as NumPy 1.23 evaluates it on float16 ``x`` (given sorted, as float32).
 
     Linear method: index ``(n - 1) q``; ``b - a`` is a float16 difference, the
     interpolation float64, from ``b`` downwards where the fraction is >= 0.5.
     """
-    n = sorted16.size
+    n = sorted32.size
     q = np.linspace(0, 1, k)
     virtual = (n - 1) * q
     prev = np.floor(virtual)
@@ -104,8 +106,8 @@ def _quantiles(sorted16: np.ndarray, k: int) -> np.ndarray:
     nxt = prev + 1
     nxt[above] = -1
     gamma = virtual - prev
-    a = sorted16[prev.astype(np.intp)]
-    b = sorted16[nxt.astype(np.intp)]
+    a = sorted32[prev.astype(np.intp)].astype(np.float16)
+    b = sorted32[nxt.astype(np.intp)].astype(np.float16)
     diff = b - a  # float16 arithmetic, as in NumPy's _lerp
     out = a.astype(np.float64) + diff * gamma
     hi = gamma >= 0.5
@@ -113,9 +115,9 @@ def _quantiles(sorted16: np.ndarray, k: int) -> np.ndarray:
     return out
 
 
-def _bin_counts(sorted16: np.ndarray, edges: np.ndarray) -> np.ndarray:
-    """``np.histogram(x, bins=edges)[0]``: bins ``[e_i, e_i+1)``, the last one closed."""
-    x = sorted16.astype(np.float64)
+def _bin_counts(sorted32: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """``np.histogram(x, bins=edges)[0]`` of sorted ``x``: bins ``[e_i, e_i+1)``, the last one closed."""
+    x = sorted32.astype(np.float64)
     cum = np.concatenate([np.searchsorted(x, edges[:-1], "left"), np.searchsorted(x, edges[-1:], "right")])
     return np.diff(cum).astype(np.int64)
 
