@@ -144,3 +144,23 @@ def test_fishyscapes_headline_is_threshold_fpr() -> None:
     r = headline("fishyscapes", raw)
     assert r["fpr95"] == raw["fpr95_threshold"] and r["fpr95_interpolated"] == raw["fpr95"]
     assert r["fpr95_convention"] == "threshold"
+
+
+def test_pipeline_calls() -> None:
+    rng = np.random.default_rng(1)
+    m = SmiycPixelMetric()
+    frames = [(rng.normal(size=(8, 9)) + (y := (rng.random((8, 9)) < 0.3)), y.astype(np.uint8)) for _ in range(3)]
+    m.update_frame(*frames[0])
+    mk = m.mark()
+    m.reserve(10)
+    m.update_frame(*frames[1])
+    m.update_frame(*frames[2])
+    whole = SmiycPixelMetric()
+    for s, y in frames:
+        whole.update(s, y)
+    first = SmiycPixelMetric()
+    first.update(*frames[0])
+    first.merge(m.since(mk))
+    assert first.compute()["ap"] == whole.compute()["ap"]
+    r, curves = m.sync().summary(50)
+    assert r["auroc"] == whole.compute()["auroc"] and curves["roc"]["fpr"][0] == 0 and curves["roc"]["tpr"][-1] == 1
