@@ -87,6 +87,7 @@ def test_fishyscapes_full_release(tmp_path, kind, n):
     ds = open_dataset(f"{kind}:{tmp_path}")
     assert (len(ds), ds.kind, ds.task, ds.split, ds.has_labels, ds.num_labelled) == (n, kind, "anomaly", "val", True, n)
     assert set(ds.ids) == set(truth)
+    assert ds.smiyc_name == {"fishyscapes-laf": "FishyLAFAnomaly-val", "fishyscapes-static": None}[kind]
     assert all(isinstance(f, Frame) and f.label_path is not None for f in ds.frames)
     s = ds[3]
     assert isinstance(s, Sample) and s.image.shape == (H, W, 3) and s.image.dtype == np.uint8
