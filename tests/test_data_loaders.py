@@ -87,6 +87,7 @@ def test_fishyscapes_full_release(tmp_path, kind, n):
     ds = open_dataset(f"{kind}:{tmp_path}")
     assert (len(ds), ds.kind, ds.task, ds.split, ds.has_labels, ds.num_labelled) == (n, kind, "anomaly", "val", True, n)
     assert set(ds.ids) == set(truth)
+    assert ds.smiyc_name == {"fishyscapes-laf": "FishyLAFAnomaly-val", "fishyscapes-static": None}[kind]
     assert all(isinstance(f, Frame) and f.label_path is not None for f in ds.frames)
     s = ds[3]
     assert isinstance(s, Sample) and s.image.shape == (H, W, 3) and s.image.dtype == np.uint8
@@ -255,8 +256,11 @@ def test_lost_and_found_mapping_and_unlabelled_frames(tmp_path):
         raw[0, :3] = [0, 1, 2]
         raws[fid] = raw
         save(tmp_path / "gtCoarse" / "test" / city / f"{fid}_gtCoarse_labelIds.png", raw)
-    ds = open_dataset(f"lost-and-found:{tmp_path}")
+    with pytest.raises(DataError, match="has 1203 frames"):
+        open_dataset(f"lost-and-found:{tmp_path}")
+    ds = open_dataset(f"lost-and-found:{tmp_path}", allow_subset=True)
     assert (len(ds), ds.num_labelled, ds.split) == (5, 4, "test")
+    assert ds.smiyc_name == "LostAndFound-test"
     for s in ds:
         if s.id not in raws:
             assert s.labels is None
@@ -265,7 +269,7 @@ def test_lost_and_found_mapping_and_unlabelled_frames(tmp_path):
         expected = np.where(raw == 0, 255, np.where(raw == 1, 0, 1))
         np.testing.assert_array_equal(s.labels, expected)
     with pytest.raises(DataError, match="1 of 5 images without a label file"):
-        open_dataset(f"lost-and-found:{tmp_path}", labels_required=True)
+        open_dataset(f"lost-and-found:{tmp_path}", labels_required=True, allow_subset=True)
 
 
 # ----------------------------------------------------------------------------- road anomaly
@@ -431,7 +435,7 @@ def test_label_table_per_kind():
     ra = label_table("road-anomaly")
     assert (ra[0], ra[1], ra[2], ra[3]) == (0, 255, 1, 255)
     laf = label_table("lost-and-found")
-    assert laf[0] == 255 and laf[1] == 0 and (laf[2:] == 1).all()
+    assert laf[0] == 255 and laf[1] == 0 and (laf[2:201] == 1).all() and (laf[201:] == 255).all()  # as the SMIYC tool
     cs = label_table("cityscapes")
     for i in range(34):
         t = id2label[i].trainId
@@ -464,3 +468,106 @@ def test_dataset_access_protocol(tmp_path):
     with pytest.raises(InputError, match="no frame with id"):
         ds.index("nope")
     assert [s.id for s in ds] == ds.ids and repr(ds).startswith("<FishyscapesStatic fishyscapes-static at ")
+
+
+# ----------------------------------------------------------------------------- public releases as published
+def _tiny(path: Path, value: int = 0) -> None:
+    Image.fromarray(np.full((4, 6), value, np.uint8)).save(_mk(path))
+
+
+def test_road_anomaly21_full_release(tmp_path):
+    from sml.protocols.releases import ANOMALY_TEST, ANOMALY_VALIDATION
+
+    for fid in ANOMALY_TEST + ANOMALY_VALIDATION:
+        Image.fromarray(np.zeros((4, 6, 3), np.uint8)).save(_mk(tmp_path / "images" / f"{fid}.jpg"))
+    for fid in ANOMALY_VALIDATION:
+        _tiny(tmp_path / "labels_masks" / f"{fid}_labels_semantic.png", 1)
+    ds = open_dataset(f"smiyc-anomaly:{tmp_path}")
+    assert (len(ds), ds.num_labelled, ds.split, ds.smiyc_name) == (110, 10, "all", "AnomalyTrack-all")
+    val = open_dataset(f"smiyc-anomaly:{tmp_path}", split="validation")
+    assert val.ids == list(ANOMALY_VALIDATION) and val.num_labelled == 10 and val.smiyc_name == "AnomalyTrack-all"
+    assert len(open_dataset(f"smiyc-anomaly:{tmp_path}", split="test")) == 100
+    (tmp_path / "images" / "cow0003.jpg").unlink()
+    with pytest.raises(DataError, match="has 100 frames in the release"):
+        open_dataset(f"smiyc-anomaly:{tmp_path}", split="test")
+    assert len(open_dataset(f"smiyc-anomaly:{tmp_path}", split="test", allow_subset=True)) == 99
+    with pytest.raises(InputError, match="unknown split"):
+        open_dataset(f"smiyc-anomaly:{tmp_path}", split="val")
+
+
+def test_road_anomaly21_renamed_subset_only_as_all(tmp_path):
+    for i in range(3):
+        _tiny(tmp_path / "images" / f"{i}.png")
+    assert len(open_dataset(f"smiyc-anomaly:{tmp_path}")) == 3
+    with pytest.raises(DataError, match="not the release's file names"):
+        open_dataset(f"smiyc-anomaly:{tmp_path}", split="validation")
+
+
+def test_road_obstacle21_scene_splits(tmp_path):
+    test_scenes = ["curvy-street", "one-way-street", "gravel", "greyasphalt", "motorway", "paving", "darkasphalt",
+                   "darkasphalt2"]
+    ids = [f"{test_scenes[i % len(test_scenes)]}_{i:04d}" for i in range(327)]
+    ids += [f"driveway_{i:03d}" for i in range(30)] + [f"snowstorm{1 + i % 2}_{i:03d}" for i in range(55)]
+    ids += [f"validation_{k}" for k in range(1, 41)]
+    for fid in ids:
+        _tiny(tmp_path / "images" / f"{fid}.webp")
+    for k in range(1, 41):
+        _tiny(tmp_path / "labels_masks" / f"validation_{k}_labels_semantic.png", 1)
+    counts = {split: len(open_dataset(f"smiyc-obstacle:{tmp_path}", split=split))
+              for split in ("all", "test", "validation", "night", "snowstorm", "noNight", "scene-validation")}
+    assert counts == {"all": 452, "test": 327, "validation": 30, "night": 30, "snowstorm": 55, "noNight": 422,
+                      "scene-validation": 40}
+    val = open_dataset(f"smiyc-obstacle:{tmp_path}", split="validation")
+    assert "validation_19" not in val.ids and "validation_25" not in val.ids and "validation_20" in val.ids
+    assert val.smiyc_name == "ObstacleTrack-all" and val.num_labelled == 30
+
+
+def _laf_release(root: Path) -> list[str]:
+    ids = ["01_Hanns_Klemm_Str_45_000006_000010", "01_Hanns_Klemm_Str_45_000007_000010"]
+    ids += [f"04_Maurener_Weg_8_000000_{k:06d}" for k in range(1060)]
+    ids += ["10_Schlossberg_9_000004_000010"] + [f"15_Rechbergstr_Deckenpfronn_000000_{k:06d}" for k in range(140)]
+    for fid in ids:
+        city = fid[: fid.index("_0000")]
+        _tiny(root / "leftImg8bit" / "test" / city / f"{fid}_leftImg8bit.png")
+        _tiny(root / "gtCoarse" / "test" / city / f"{fid}_gtCoarse_labelIds.png", 1)
+    return sorted(ids)
+
+
+def test_lost_and_found_official_splits(tmp_path):
+    from sml.protocols.releases import LAF_INVALID_TEST_INDICES
+
+    ids = _laf_release(tmp_path)
+    full = open_dataset(f"lost-and-found:{tmp_path}")
+    assert len(full) == 1203 and full.smiyc_name == "LostAndFound-test"
+    valid = open_dataset(f"lost-and-found:{tmp_path}", split="testValid")
+    assert len(valid) == 1186 and valid.smiyc_name == "LostAndFound-test"
+    assert not {ids[i] for i in LAF_INVALID_TEST_INDICES} & set(valid.ids)
+    noknown = open_dataset(f"lost-and-found:{tmp_path}", split="testNoKnown")
+    assert len(noknown) == 1043 and not any(i.startswith(("15_", "10_", "01_")) for i in noknown.ids)
+    # positions only mean something in the complete split
+    victim = tmp_path / "leftImg8bit" / "test" / "04_Maurener_Weg_8" / f"{ids[5]}_leftImg8bit.png"
+    victim.unlink()
+    with pytest.raises(DataError, match="positions in the complete 1203-frame"):
+        open_dataset(f"lost-and-found:{tmp_path}", split="testValid", allow_subset=True)
+
+
+def test_lost_and_found_label_ids_as_the_tool(tmp_path):
+    raw = np.array([[0, 1, 2, 200, 201, 255]], np.uint8)
+    save(tmp_path / "gtCoarse" / "test" / "c" / "c_000000_000000_gtCoarse_labelIds.png", raw)
+    save(tmp_path / "leftImg8bit" / "test" / "c" / "c_000000_000000_leftImg8bit.png", np.zeros((1, 6, 3), np.uint8))
+    ds = open_dataset(f"lost-and-found:{tmp_path}", allow_subset=True)
+    assert ds[0].labels.tolist() == [[255, 0, 1, 1, 255, 255]]
+
+
+def test_png_gamma_chunk_ignored(tmp_path):
+    from PIL import PngImagePlugin
+
+    from sml.data.io import read_image
+
+    arr = np.arange(4 * 6 * 3, dtype=np.uint8).reshape(4, 6, 3) * 3
+    info = PngImagePlugin.PngInfo()
+    info.add(b"gAMA", (100000).to_bytes(4, "big"))  # gamma 1.0: viewers that apply it wash the image out
+    p = tmp_path / "g.png"
+    Image.fromarray(arr).save(p, pnginfo=info)
+    assert b"gAMA" in p.read_bytes()
+    np.testing.assert_array_equal(read_image(p), arr)  # stored values, as the tool and the reference read them

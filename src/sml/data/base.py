@@ -215,6 +215,15 @@ class Dataset:
 
     # ------------------------------------------------------------------ access
     @property
+    def smiyc_name(self) -> str | None:
+        """The folder the SegmentMeIfYouCan tool stores and reads this split's maps under
+        (``anomaly_p/<method>/<smiyc_name>/<id>.hdf5``), e.g. ``AnomalyTrack-all``; None if it has none."""
+        from sml.protocols.releases import SMIYC_FOLDER
+
+        name = SMIYC_FOLDER.get(self.kind)
+        return None if name is None else name(self.split)
+
+    @property
     def has_labels(self) -> bool:
         """True when at least one frame has a label file."""
         return any(f.label_path is not None for f in self.frames)

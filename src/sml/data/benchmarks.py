@@ -19,6 +19,7 @@ from sml.data.base import (
     suggest_root,
 )
 from sml.data.io import IMAGE_EXTENSIONS
+from sml.protocols.releases import OBSTACLE_SPLITS, select_split
 
 
 class RoadAnomaly(Dataset):
@@ -134,24 +135,57 @@ class _SMIYC(Dataset):
             raise DataError(f"{self.kind}: no labels_masks/ folder under {self.root}. {self._label_hint()}")
         stems = {p.stem for p in images}
         orphans = sorted((labels[k] for k in labels.keys() - stems), key=lambda p: natural_key(p.name))
+        frames = [Frame(safe_id(p.stem), p, labels.get(p.stem)) for p in images]
+        if self.split not in (None, "all"):
+            frames = self._select(frames)
+            keep = {f.id for f in frames}
+            orphans = [p for p in orphans if p.name[: -len(self.label_suffix)] in keep]
         self._orphan_labels(orphans)
-        return [Frame(safe_id(p.stem), p, labels.get(p.stem)) for p in images]
+        return frames
+
+    def _select(self, frames: list[Frame]) -> list[Frame]:
+        """The frames of ``self.split`` by the official tool's rules, with its frame count checked."""
+        ids, expected = select_split(self.kind, self.split, [f.id for f in frames])
+        chosen = [f for f in frames if f.id in set(ids)]
+        if not chosen:
+            sample = ", ".join(f.id for f in frames[:4])
+            raise DataError(
+                f"{self.kind}: no frame of the official split {self.split!r} under {self.root}: its frame ids "
+                f"({sample}, ...) are not the release's file names. A renamed or hand-made subset can only be "
+                "evaluated as --split all; restore the published file names to use the official splits."
+            )
+        if expected is not None and len(chosen) != expected:
+            if self.allow_subset:
+                self.notes.append(f"subset: {len(chosen)} of the {expected} frames of split {self.split}")
+            else:
+                raise DataError(
+                    f"{self.kind}: split {self.split!r} has {expected} frames in the release (the official tool "
+                    f"checks this), found {len(chosen)} under {self.root}. Complete the download, or pass "
+                    "--allow-subset to evaluate these frames anyway (results not comparable with the benchmark)."
+                )
+        return chosen
 
 
 class SMIYCAnomaly(_SMIYC):
     """SegmentMeIfYouCan RoadAnomaly21 (``dataset_AnomalyTrack``): 0 / 1 anomaly / 255 void."""
 
     kind = "smiyc-anomaly"
-    description = "SegmentMeIfYouCan RoadAnomaly21 (images/, labels_masks/), labels 0/1/255, unlabelled test frames allowed"
+    description = ("SegmentMeIfYouCan RoadAnomaly21 (images/, labels_masks/), labels 0/1/255, unlabelled test frames "
+                   "allowed; splits all (default: every frame present), validation (10), test (100)")
     track_folder = "dataset_AnomalyTrack"
+    splits = ("all", "validation", "test")
+    default_split = "all"
 
 
 class SMIYCObstacle(_SMIYC):
     """SegmentMeIfYouCan RoadObstacle21 (``dataset_ObstacleTrack``): 0 road / 1 obstacle / 255 off-road."""
 
     kind = "smiyc-obstacle"
-    description = "SegmentMeIfYouCan RoadObstacle21 (images/, labels_masks/), labels 0/1/255, unlabelled test frames allowed"
+    description = ("SegmentMeIfYouCan RoadObstacle21 (images/, labels_masks/), labels 0/1/255, unlabelled test frames "
+                   "allowed; splits all (default), test (327), validation (30), noNight, night, snowstorm, scene-*")
     track_folder = "dataset_ObstacleTrack"
+    splits = tuple(OBSTACLE_SPLITS)
+    default_split = "all"
 
 
 __all__ = ["RoadAnomaly", "SMIYCAnomaly", "SMIYCObstacle"]

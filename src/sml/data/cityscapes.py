@@ -79,18 +79,22 @@ class CityscapesLayout(Dataset):
             "labels_required=False if this task needs no labels."
         )
 
+    def _folder_split(self) -> str:
+        """The split's folder name (``--split`` names a folder except where a split is a subset of one)."""
+        return self.split
+
     def _find_split_dir(self, bases: list[Path], what: str, required: bool) -> Path | None:
         """``<base>/<split>`` for the first base holding the split; a clear error when none does."""
         for base in bases:
-            if (base / self.split).is_dir():
-                return base / self.split
+            if (base / self._folder_split()).is_dir():
+                return base / self._folder_split()
         if not required:
             return None
         existing = [b for b in bases if b.is_dir()]
         if existing:
             found = sorted(d.name for b in existing for d in b.iterdir() if d.is_dir())
             raise DataError(
-                f"{self.kind}: no split {self.split!r} in {existing[0]} (found: {', '.join(found) or 'nothing'}). "
+                f"{self.kind}: no split {self._folder_split()!r} in {existing[0]} (found: {', '.join(found) or 'nothing'}). "
                 f"Choose an existing split with --split, or complete the download."
             )
         hint = suggest_root(self.root, self._looks_like_root)
@@ -190,15 +194,57 @@ class FishyscapesStatic(FishyscapesLAF):
 
 
 class LostAndFound(CityscapesLayout):
-    """Lost and Found with gtCoarse labels: 1 road -> 0, >=2 obstacle -> 1, 0 -> 255; unlabelled frames allowed."""
+    """Lost and Found with gtCoarse labels, mapped as the SegmentMeIfYouCan tool maps them.
+
+    Label ids: 0 (outside the annotated region) -> 255, 1 road -> 0, 2..200
+    obstacles -> 1, anything else -> 255; so the evaluated region of interest is
+    the annotated road area. Splits are the tool's: ``test`` (1203 frames),
+    ``testValid`` (1186: without the 17 frames whose labels are all 0),
+    ``testNoKnown`` (1043: also without frames of children and bicycles),
+    ``train`` (1036), ``trainValid`` (1030). Images are read as stored: the
+    release's PNGs carry a gamma chunk, which neither the tool nor sml applies.
+    """
 
     kind = "lost-and-found"
-    description = "Lost and Found, Cityscapes layout with gtCoarse (1 road->0, >=2->1, 0->255)"
-    splits = ("train", "test")
+    description = ("Lost and Found, Cityscapes layout with gtCoarse (1 road->0, 2..200->1, 0->255); splits test (1203), "
+                   "testValid (1186), testNoKnown (1043), train (1036), trainValid (1030)")
+    splits = ("test", "testValid", "testNoKnown", "train", "trainValid")
     default_split = "test"
     labels_required_default = False  # 17 of the 1203 test frames have no labels: scored, never in a metric
     gt_folder = "gtCoarse"
     gt_suffixes = ("_gtCoarse_labelIds.png",)
 
     def _label_table(self) -> tuple[np.ndarray, np.ndarray]:
-        return build_lut({0: IGNORE_INDEX, 1: 0}, default=1)  # every id >= 2 is an obstacle
+        # the tool: ignore = 0, usual = 1 (road), anomaly = ids 2..200; every other value is void
+        return build_lut({0: IGNORE_INDEX, 1: 0, **{v: 1 for v in range(2, 201)}}, default=IGNORE_INDEX)
+
+    def _folder_split(self) -> str:
+        from sml.protocols.releases import LAF_SPLITS
+
+        return LAF_SPLITS[self.split][0]
+
+    def _scan(self) -> list[Frame]:
+        from sml.protocols.releases import LAF_SPLITS, select_split
+
+        frames = super()._scan()
+        folder, invalid, prefixes, expected = LAF_SPLITS[self.split]
+        full = LAF_SPLITS[folder][3]
+        if invalid or prefixes:
+            if len(frames) != full:
+                # the tool names the invalid frames by their position in the complete split
+                raise DataError(
+                    f"{self.kind}: split {self.split!r} is defined by the official tool as positions in the complete "
+                    f"{full}-frame {folder!r} split, but {len(frames)} frames were found under {self.root}. Point "
+                    f"--data at the complete release, or use --split {folder} (with --allow-subset for a subset)."
+                )
+            ids = set(select_split(self.kind, self.split, [f.id for f in frames])[0])
+            frames = [f for f in frames if f.id in ids]
+        if len(frames) != expected:
+            if not self.allow_subset:
+                raise DataError(
+                    f"{self.kind}: split {self.split!r} has {expected} frames in the release (the official tool "
+                    f"checks this), found {len(frames)} under {self.root}. Complete the download, or pass "
+                    "--allow-subset to evaluate these frames anyway (results not comparable with the benchmark)."
+                )
+            self.notes.append(f"subset: {len(frames)} of the {expected} frames of split {self.split}")
+        return frames
