@@ -506,7 +506,8 @@ def describe_frames(frames: Frames, iterations: int, batch_size: int) -> str:
         line += f" ({frames.skipped} without labels skipped)"
     crops = iterations * batch_size
     if crops < len(frames):
-        line += f"; {iterations} iterations x batch {batch_size} = {crops} crops reach only part of them"
+        line += (f"; {iterations} iteration{'s' if iterations != 1 else ''} x batch {batch_size} = {crops} "
+                 f"crops reach only part of them")
     return line
 
 
