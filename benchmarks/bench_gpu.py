@@ -12,7 +12,8 @@ each row also as a ratio to the bf16 forward pass:
 - ``sml (with max/argmax)``: the SML score from the logits;
 - ``five scores``: MSP, max logit, entropy, energy and SML together, sharing
   one ``LogitContext`` (what ``sml eval`` does per frame);
-- ``metric updates``: ``AnomalyMetrics.update`` of the five maps;
+- ``metric updates``: ``AnomalyMetrics.update`` of the five maps (the exact metrics' sort happens
+  once per run in ``compute()`` and is not in this per-frame row);
 - ``five scores + metrics``.
 
 The scores run on network-like logits (19 x H x W, smooth regions upsampled as
@@ -117,6 +118,7 @@ def make_labels(b: int, h: int, w: int, device: torch.device) -> torch.Tensor:
 def network_table(device: torch.device, h: int, w: int, batches: list[int], repeats: int) -> list[dict]:
     import sml.models
     from bench_postprocess import make_logits, make_stats
+    from sml.scores import max_and_argmax
     from sml.utils.precision import InferenceSettings
 
     torch.manual_seed(0)
@@ -139,7 +141,7 @@ def network_table(device: torch.device, h: int, w: int, batches: list[int], repe
                 row[f"forward {p}"] = time_ms(lambda: s.forward(net, x), device, repeats) / b
             logits = torch.cat([make_logits(h, w, False, seed=i) for i in range(b)]).to(device)
             labels = make_labels(b, h, w, device)
-            values, pred = logits.max(1)
+            values, pred = max_and_argmax(logits)   # as the pipelines get them (uint8 classes)
             row["sml post-processing"] = time_ms(lambda: sml_scorer.score_from(values, pred), device, repeats) / b
             row["sml (with max/argmax)"] = time_ms(lambda: sml_scorer(logits), device, repeats) / b
             row["five scores"] = time_ms(lambda: score_all(scorers, logits), device, repeats) / b
