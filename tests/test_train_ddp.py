@@ -16,7 +16,7 @@ import torch
 from sml.errors import InputError
 from sml.train import load_config
 from sml.train.frames import cityscapes_frames
-from sml.train.loop import build_network, check_trunk, describe_frames, unused_parameters
+from sml.train.loop import build_network, check_trunk, describe_frames, takes_trunk, unused_parameters
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -59,6 +59,10 @@ def test_missing_trunk_warns_errors_or_is_ignored() -> None:
         check_trunk(load_config("erfnet_cityscapes"))                                      # recipe: ignore
         check_trunk(load_config(None, ["model.pretrained_backbone=/w/r101.pth"]))         # trunk given
         check_trunk(load_config(None, ["model.init_weights=/w/sml.pth", "model.trunk_required=error"]))
+        # networks without a trunk option (ERFNet, the demo's, custom factories): nothing to ask for
+        check_trunk(load_config(None, ["model.arch=erfnet", "model.trunk_required=error"]))
+        check_trunk(load_config(None, ["model.arch=sml.demo.net:tiny_net", "model.trunk_required=error"]))
+    assert takes_trunk("deeplabv3plus_r50_os16") and not takes_trunk("erfnet") and not takes_trunk("x.y:z")
     with pytest.raises(InputError, match="trunk_required must be"):
         load_config(None, ["model.trunk_required=maybe"])
 

@@ -125,10 +125,24 @@ def unused_parameters(net: nn.Module, cfg: TrainConfig, device: torch.device) ->
     return [n for (n, _), g in zip(params, grads) if g is None]
 
 
+def takes_trunk(arch: str) -> bool:
+    """Whether ``arch`` is a registered architecture whose builder takes ``pretrained_backbone`` (DeepLabV3+)."""
+    if ":" in arch:
+        return False
+    import inspect
+
+    from sml.models.registry import get_model
+    try:
+        builder, _ = get_model(arch)
+    except InputError:
+        return False
+    return "pretrained_backbone" in inspect.signature(builder).parameters
+
+
 def check_trunk(cfg: TrainConfig) -> None:
     """Warn about (or refuse, per ``model.trunk_required``) a fresh run without the ImageNet trunk."""
     m = cfg.model
-    if m.pretrained_backbone or m.init_weights or m.trunk_required == "ignore":
+    if m.pretrained_backbone or m.init_weights or m.trunk_required == "ignore" or not takes_trunk(m.arch):
         return
     msg = (f"model.pretrained_backbone is not set: {m.arch} will train its trunk from random weights, "
            f"and this recipe's published numbers need the ImageNet-pretrained trunk. Give "
