@@ -32,7 +32,7 @@ def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def tiny_config(root: Path, out: Path, **over: object) -> TrainConfig:
-    items = [f"model.arch={TINY}", "model.normalize=imagenet", f"data.root={root}", f"train.out_dir={out}",
+    items = [f"model.arch={TINY}", "model.trunk_required=ignore", "model.normalize=imagenet", f"data.root={root}", f"train.out_dir={out}",
              "data.batch_size=4", "data.num_workers=0", "data.crop_size=[48,48]", "data.class_uniform.tile=64",
              "data.class_uniform.cache=null", "optim.iterations=8", "optim.lr=0.05", "train.val_every=0",
              "train.log_every=1", "train.checkpoint_every=100", "train.device=cpu", "train.deterministic=true"]
@@ -215,7 +215,7 @@ def _cli(args: list[str], **kw: object) -> subprocess.Popen:
 
 
 def _cli_args(root: Path, out: Path, iterations: int) -> list[str]:
-    return ["--config", "deeplabv3plus_r101_os8_cityscapes", f"model.arch={TINY}", f"data.root={root}",
+    return ["--config", "deeplabv3plus_r101_os8_cityscapes", f"model.arch={TINY}", "model.trunk_required=ignore", f"data.root={root}",
             f"train.out_dir={out}", "data.batch_size=2", "data.num_workers=0", "data.crop_size=[48,48]",
             "data.class_uniform.tile=64", "data.class_uniform.cache=null", f"optim.iterations={iterations}",
             "train.val_every=0", "train.checkpoint_every=1", "train.device=cpu", "train.deterministic=true",
@@ -263,7 +263,7 @@ def test_torchrun_two_processes_match_one(tiny_data: Path, tmp_path: Path) -> No
     observed drift (6e-8) and far below the change training makes (checked too).
     """
     args = _cli_args(tiny_data, tmp_path / "ddp", 4)[2:]
-    args = [a.replace("data.batch_size=2", "data.batch_size=4") for a in args]
+    args = [a.replace("data.batch_size=2", "data.batch_size=4") for a in args] + ["train.log_every=1"]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
            "-m", "sml", "train", "--config", "deeplabv3plus_r101_os8_cityscapes", *args]
@@ -287,6 +287,12 @@ def test_torchrun_two_processes_match_one(tiny_data: Path, tmp_path: Path) -> No
     print(f"max |ddp - single| = {drift:.2e}, max training change = {moved:.2e}")
     assert moved > 1e-2   # the runs trained: the tolerance is not vacuous
     assert a["training_state"]["world_size"] == 2
+    # the logged loss is the true mean over both processes' pixels: the one-process run's loss
+    read = lambda p: [r["loss"] for r in map(__import__("json").loads, p.read_text().splitlines()) if "loss" in r]
+    la, lb = read(tmp_path / "ddp" / "metrics.jsonl"), read(tmp_path / "one" / "metrics.jsonl")
+    assert len(la) == len(lb) == 4
+    np.testing.assert_allclose(la, lb, rtol=1e-4)
+    assert la[0] == pytest.approx(lb[0], rel=1e-5)   # identical weights at step 1: summation order only
 
 
 # ------------------------------------------------------------------ real data: fine-tuning ERFNet

@@ -26,6 +26,9 @@ class ModelConfig:
     arch: str = "deeplabv3plus_r101_os8"   # a name of sml.models, or "package.module:factory"
     num_classes: int = 19
     pretrained_backbone: str | None = None  # ImageNet trunk weights (a path, never downloaded)
+    # What a fresh run without pretrained_backbone (and without init_weights) does: "ignore" = fine
+    # (trains from scratch), "warn" = a warning at start, "error" = refused before any work.
+    trunk_required: str = "ignore"
     init_weights: str | None = None         # full network weights to fine-tune from
     sync_bn: bool = True                    # SyncBatchNorm under torchrun
     freeze_bn: bool = False                 # keep batch norms in eval mode (fine-tuning with small batches)
@@ -157,6 +160,8 @@ class TrainConfig:
             raise InputError(f"data.batch_size must be >= 1, got {d.batch_size}")
         if o.iterations < 1 or o.lr <= 0:
             raise InputError(f"optim.iterations must be >= 1 and optim.lr > 0, got {o.iterations}, {o.lr}")
+        if self.model.trunk_required not in ("ignore", "warn", "error"):
+            raise InputError(f"model.trunk_required must be ignore, warn or error, got {self.model.trunk_required!r}")
         if self.model.normalize not in ("auto", "imagenet", "none"):
             raise InputError(f"model.normalize must be auto, imagenet or none, got {self.model.normalize!r}")
 

@@ -92,6 +92,68 @@ def _build_registered(arch: str, num_classes: int, pretrained: str | None) -> nn
                      f"or a factory as package.module:function")
 
 
+def unused_parameters(net: nn.Module, cfg: TrainConfig, device: torch.device) -> list[str]:
+    """Names of trainable parameters the training loss does not depend on (e.g. ERFNet's encoder-only head).
+
+    Found by one forward and backward pass on a small zero batch in training mode,
+    with the loss the loop uses (an auxiliary head with ``optim.aux_weight=0`` is
+    unused too). Batch-norm buffers and every RNG are left as they were, so the
+    probe changes nothing a run (or its resume) computes. DDP requires every
+    trainable parameter to receive a gradient; freezing these is exact (SGD skips
+    parameters without a gradient) and cheaper than ``find_unused_parameters``.
+    """
+    h, w = (min(int(v), 64) for v in cfg.data.crop_size)
+    params = [(n, p) for n, p in net.named_parameters() if p.requires_grad]
+    if not params:
+        return []
+    buffers = {n: b.detach().clone() for n, b in net.named_buffers()}
+    was_training = net.training
+    _set_train_mode(net, cfg.model.freeze_bn)
+    try:
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            x = torch.zeros(2, 3, h, w, device=device)
+            labels = torch.zeros(2, h, w, dtype=torch.long, device=device)
+            main, aux = split_output(net(x))
+            loss = segmentation_loss(main, aux, labels, cfg.optim.aux_weight, cfg.data.ignore_index)
+            grads = torch.autograd.grad(loss, [p for _, p in params], allow_unused=True)
+    finally:
+        with torch.no_grad():
+            for n, b in net.named_buffers():
+                b.copy_(buffers[n])
+        if not was_training:
+            net.eval()
+    return [n for (n, _), g in zip(params, grads) if g is None]
+
+
+def takes_trunk(arch: str) -> bool:
+    """Whether ``arch`` is a registered architecture whose builder takes ``pretrained_backbone`` (DeepLabV3+)."""
+    if ":" in arch:
+        return False
+    import inspect
+
+    from sml.models.registry import get_model
+    try:
+        builder, _ = get_model(arch)
+    except InputError:
+        return False
+    return "pretrained_backbone" in inspect.signature(builder).parameters
+
+
+def check_trunk(cfg: TrainConfig) -> None:
+    """Warn about (or refuse, per ``model.trunk_required``) a fresh run without the ImageNet trunk."""
+    m = cfg.model
+    if m.pretrained_backbone or m.init_weights or m.trunk_required == "ignore" or not takes_trunk(m.arch):
+        return
+    msg = (f"model.pretrained_backbone is not set: {m.arch} will train its trunk from random weights, "
+           f"and this recipe's published numbers need the ImageNet-pretrained trunk. Give "
+           f"model.pretrained_backbone=/path/to/resnet_imagenet.pth (a local file; nothing is downloaded), "
+           f"or model.init_weights=... to fine-tune, or model.trunk_required=ignore to train from scratch on purpose")
+    if m.trunk_required == "error":
+        raise InputError(msg + " (model.trunk_required=error refuses to start)")
+    if du.is_main():
+        warnings.warn(msg + " (model.trunk_required=error makes this an error)", stacklevel=3)
+
+
 def normalize_mode(cfg: TrainConfig) -> str:
     """``imagenet`` or ``none``: DeepLabV3+ and custom factories use ImageNet mean/std, ERFNet [0, 1]."""
     if cfg.model.normalize != "auto":
@@ -298,12 +360,27 @@ def train(cfg: TrainConfig, resume: str | os.PathLike | bool | None = None,
     elif device.type == "cuda":
         torch.backends.cudnn.benchmark = True
 
+    resumed = _load_resume(resume, out_dir) if resume else None
+    if resumed is None and network is None:
+        check_trunk(cfg)
+    # the data before the network: a wrong data.root fails before the (slow) build
+    frames = cityscapes_frames(d.root, d.train_split)
+    if rank == 0:
+        print(describe_frames(frames, o.iterations, d.batch_size), file=sys.stderr)
+
     # Same seed on every rank: identical initial weights (DDP also broadcasts them).
     _seed_everything(t.seed)
     net = network if network is not None else build_network(cfg)
+    net.to(device)
+    unused = set(unused_parameters(net, cfg, device))
     if distributed and cfg.model.sync_bn:
         net = convert_sync_batchnorm(net, device)
-    net.to(device)
+        net.to(device)
+    for name, p in net.named_parameters():
+        if name in unused:
+            p.requires_grad_(False)
+    if unused and rank == 0:
+        print(f"not trained (the training loss does not use them): {', '.join(sorted(unused))}", file=sys.stderr)
     _set_train_mode(net, cfg.model.freeze_bn)
 
     params_decay = [p for p in net.parameters() if p.requires_grad]
@@ -315,7 +392,6 @@ def train(cfg: TrainConfig, resume: str | os.PathLike | bool | None = None,
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
 
     start, best_miou, last_val = 0, None, None
-    resumed = _load_resume(resume, out_dir) if resume else None
     if resumed is not None:
         path, ckpt = resumed
         from sml.models.checkpoint import load_into
@@ -345,7 +421,6 @@ def train(cfg: TrainConfig, resume: str | os.PathLike | bool | None = None,
             net, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False)
 
     # data
-    frames = cityscapes_frames(d.root, d.train_split)
     cu = d.class_uniform
     centroids = class_centroids(frames, cu.tile, _label_classes(cfg), cu.cache, out_dir) if cu.share > 0 else None
     stream = CropStream(len(frames), centroids, cu.share, t.seed)
@@ -408,7 +483,8 @@ def train(cfg: TrainConfig, resume: str | os.PathLike | bool | None = None,
         scaler.update()
         scheduler.step()
         it += 1
-        lv = float(_global_sum(loss.detach()) / world) if distributed else float(loss.detach())
+        # each process's loss is its share of the global mean (divided by the global valid count): their sum
+        lv = float(_global_sum(loss.detach())) if distributed else float(loss.detach())
         if not math.isfinite(lv) and not amp:
             raise InputError(f"loss became {lv} at iteration {it}; lower optim.lr or check the labels")
         loss_ema = lv if loss_ema is None else 0.9 * loss_ema + 0.1 * lv
@@ -433,6 +509,20 @@ def train(cfg: TrainConfig, resume: str | os.PathLike | bool | None = None,
     du.barrier()
     return {"iteration": it, "loss": loss_ema, "val_miou": last_val, "out_dir": str(out_dir),
             "checkpoint": str(out_dir / "last.pth")}
+
+
+def describe_frames(frames: Frames, iterations: int, batch_size: int) -> str:
+    """One line: frames found in the split, frames with labels, frames training draws crops from."""
+    found = len(frames) + frames.skipped
+    line = (f"train data: {found} frames found in {frames.root} ({frames.split}), {len(frames)} with labels, "
+            f"{len(frames)} used for training")
+    if frames.skipped:
+        line += f" ({frames.skipped} without labels skipped)"
+    crops = iterations * batch_size
+    if crops < len(frames):
+        line += (f"; {iterations} iteration{'s' if iterations != 1 else ''} x batch {batch_size} = {crops} "
+                 f"crops reach only part of them")
+    return line
 
 
 def _set_train_mode(net: nn.Module, freeze_bn: bool) -> None:
