@@ -254,7 +254,7 @@ def test_sync_merges_in_rank_order(monkeypatch):
     x = _data(8)
     parts = [ClassStatistics(6).update(torch.from_numpy(p)) for p in np.split(x, [3, 7])]
     monkeypatch.setattr(dist, "is_distributed", lambda: True)
-    monkeypatch.setattr(dist, "all_gather_object", lambda obj: [p.to_dict() for p in parts])
+    monkeypatch.setattr(dist, "all_gather_object", lambda obj: [p.state_dict() for p in parts])
     synced = parts[1].copy().sync()
     want = ClassStatistics(6)
     for p in parts:

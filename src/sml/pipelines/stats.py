@@ -42,6 +42,16 @@ def _merge(a: Any, b: Any) -> Any:
     return a if out is None else out
 
 
+def _stats_from_state(state: Any, folder: Path) -> Any:
+    from sml.stats import ClassStatistics
+
+    try:
+        return ClassStatistics.from_state_dict(state)
+    except (InputError, KeyError, TypeError, ValueError) as exc:
+        raise InputError(f"a resume chunk in {folder} holds no valid statistics ({exc}); delete {folder} and "
+                         f"run again without --resume") from None
+
+
 def _new_stats(model: Any) -> Any:
     from sml.stats import ClassStatistics
 
@@ -77,7 +87,7 @@ def compute_statistics(
         store = ResumeStore(state_dir, {"kind": "stats", "frames": [dataset.frames[i].id for i in indices],
                                         "valid_only": bool(valid_only), **(meta or {})})
         for payload in store.start(resume):
-            partials.update(payload["partials"])
+            partials.update({int(i): _stats_from_state(st, store.folder) for i, st in payload["partials"].items()})
     todo = [i for i in indices if i not in partials]
     mine = distributed.shard(todo)
     # rank 0 carries the frames loaded from the state; every rank adds what it computes
@@ -105,7 +115,7 @@ def compute_statistics(
         if on_frame is not None:
             on_frame(i)
         if store is not None and (policy.due(n) or n == len(mine)):
-            store.save({"partials": fresh})
+            store.save({"partials": {str(i): p.state_dict() for i, p in fresh.items()}})
             policy.saved()
             fresh = {}
 
