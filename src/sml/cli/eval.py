@@ -51,6 +51,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--method", default=",".join(METHODS),
                    help=f"comma-separated methods among {', '.join(METHODS)}")
     g.add_argument("--out", required=True, metavar="DIR", help="run directory to write")
+    g.add_argument("--overwrite", action="store_true",
+                   help="replace a finished run in --out (its maps and report are removed first)")
     g.add_argument("--components", action="store_true",
                    help="also compute the SegmentMeIfYouCan component metrics (sIoU, PPV, mean F1)")
     g.add_argument("--track", choices=("anomaly", "obstacle"), default=None,
@@ -97,7 +99,8 @@ def load_stats(path: str | None, var_path: str | None = None):  # noqa: ANN201 -
 def run(args: argparse.Namespace) -> int:
     from sml.errors import InputError
     from sml.pipelines import common
-    from sml.pipelines.evaluate import EvalConfig, evaluate, print_table
+    from sml.pipelines.evaluate import EvalConfig, evaluate
+    from sml.report.rundir import print_table
     from sml.pipelines.options import check_resume_args, parse_methods, sml_settings
     from sml.pipelines.writers import parse_formats
     from sml.utils import distributed
@@ -119,7 +122,7 @@ def run(args: argparse.Namespace) -> int:
     config = EvalConfig(methods=methods, sml_settings=settings, components=args.components, save_maps=formats,
                         report=args.report, limit=args.limit, resume=args.resume, save_every=args.save_every,
                         save_interval=args.save_interval,
-                        track=args.track, frame_ap=True if args.frame_ap else None)
+                        track=args.track, frame_ap=True if args.frame_ap else None, overwrite=args.overwrite)
     meta = {"model": args.model, "weights": str(args.weights), "data": args.data, "split": args.split,
             "stats": str(args.stats), "limit": args.limit}
     if args.label_mapping is not None:
@@ -128,12 +131,8 @@ def run(args: argparse.Namespace) -> int:
     if distributed.is_main():
         print_table(result.metrics, result.out)
         if args.report:
-            try:
-                from sml.report import build_report
-            except ImportError:
-                print("note: the HTML report is not available in this installation", flush=True)
-            else:
-                index = build_report(result.out)
-                print(f"report: {index}")
+            from sml.report import build_report
+
+            print(f"report: {build_report(result.out)}")
     distributed.barrier()
     return 0
