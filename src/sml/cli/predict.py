@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from sml.pipelines.options import METHODS, HelpFormatter, add_model_args, add_sml_args
+from sml.cli.args import METHODS, HelpFormatter, add_model_args, add_sml_args
 
 EPILOG = """\
 examples:
@@ -47,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
     from sml.cli.eval import load_stats
     from sml.errors import InputError
     from sml.pipelines import common
-    from sml.pipelines.options import parse_methods, sml_settings
+    from sml.cli.args import parse_methods, sml_settings
     from sml.pipelines.predict import predict_files
     from sml.utils import distributed
 

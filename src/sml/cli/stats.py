@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from sml.pipelines.options import HelpFormatter, add_model_args, add_resume_args, check_resume_args
+from sml.cli.args import HelpFormatter, add_model_args, add_resume_args, check_resume_args
 
 EPILOG = """\
 examples:

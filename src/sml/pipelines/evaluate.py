@@ -24,7 +24,7 @@ import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -33,6 +33,7 @@ from sml.errors import InputError
 from sml.pipelines import common, writers
 from sml.pipelines.resume import ResumeStore, SavePolicy
 from sml.report import rundir
+from sml.scores.scorers import build_scorers
 from sml.utils import atomic, distributed
 from sml.utils.progress import progress
 
@@ -81,21 +82,6 @@ class ScoredFrame:
 
     maps: dict[str, np.ndarray]   # method -> float32 H x W anomaly map
     pred: torch.Tensor            # B x H x W argmax of the logits
-
-
-def build_scorers(methods: Sequence[str], stats: Any, sml_settings: dict[str, Any]) -> dict[str, Any]:
-    """One scorer per method (``sml`` gets the statistics and its settings)."""
-    from sml.scores import build_scorer
-
-    out = {}
-    for m in methods:
-        if m == "sml":
-            if stats is None:
-                raise InputError("method sml needs class statistics: pass --stats stats.json (from `sml stats`)")
-            out[m] = build_scorer(m, stats=stats, **sml_settings)
-        else:
-            out[m] = build_scorer(m)
-    return out
 
 
 def scorer_settings(scorer: Any) -> dict[str, Any]:
@@ -212,20 +198,29 @@ def evaluate(
                 threshold_metrics.add_threshold_metrics(
                     dataset, p.indices, frame_list, pooled, results, p.out, p.kind,
                     p.tmp32 if p.components else None, p.track if p.components else None, show_progress)
-        metrics = rundir.metrics_json(dataset, p.kind, frame_list, {m: scorer_settings(s) for m, s in
-                                                                    p.scorers.items()}, results,
-                                      p.meta.get("model") or common.model_name(model), stats_path, p.meta,
-                                      p.track if p.components else None)
-        if distributed.is_main():
-            with timer("results"):
-                files = [str(writers.map_path(p.out, fmt, m, p.kind, f["id"]).relative_to(p.out))
-                         for f in frame_list for m in p.methods for fmt in p.formats]
-                rundir.write_run(p.out, metrics, frame_list, curves, stats, stats_path, lock.run_id, files)
+        metrics = _write_results(model, dataset, p, frame_list, results, curves, stats, stats_path, lock.run_id,
+                                 timer)
         store.clear()
         if distributed.is_main():  # the temporary maps and the (now empty) state folder
             shutil.rmtree(p.out / PARTIAL, ignore_errors=True)
         distributed.barrier()
     return EvalRun(metrics, frame_list, timer.seconds, p.out)
+
+
+def _write_results(model: Any, dataset: Any, p: _Plan, frame_list: list[dict[str, Any]],
+                   results: dict[str, dict[str, Any]], curves: dict[str, Any], stats: Any, stats_path: Any,
+                   run_id: str, timer: common.Timer) -> dict[str, Any]:
+    """metrics.json's content; rank 0 writes the run's files (metrics.json last) with the list of its maps."""
+    settings = {m: scorer_settings(s) for m, s in p.scorers.items()}
+    metrics = rundir.metrics_json(dataset, p.kind, frame_list, settings, results,
+                                  p.meta.get("model") or common.model_name(model), stats_path, p.meta,
+                                  p.track if p.components else None)
+    if distributed.is_main():
+        with timer("results"):
+            files = [str(writers.map_path(p.out, fmt, m, p.kind, f["id"]).relative_to(p.out))
+                     for f in frame_list for m in p.methods for fmt in p.formats]
+            rundir.write_run(p.out, metrics, frame_list, curves, stats, stats_path, run_id, files)
+    return metrics
 
 
 def restore(store: ResumeStore, p: _Plan, resume: bool) -> _State:
@@ -260,32 +255,41 @@ def score_frames(model: Any, dataset: Any, p: _Plan, state: _State, store: Resum
     reserved = False
     bar = progress(mine, total=len(todo), desc=f"eval {p.kind}", disable=None if show_progress else True)
     for n, i in enumerate(bar, 1):
-        pooled = state.periods[-1]
-        rec, labels = _score_one(model, dataset, p, dataset.frames[i], pooled, timer)
-        if labels is not None and not reserved:
-            # room for the rest of this process's frames at this size, taken once: pages are
-            # committed only as keys are written, and the buffer never has to grow and move
-            for m in p.methods:
-                pooled[m].reserve(labels.size * (len(mine) - n + 1))
-            reserved = True
+        rec = _score_one(model, dataset, p, dataset.frames[i], state.periods[-1], timer,
+                         0 if reserved else len(mine) - n + 1)
+        reserved = reserved or "pixels" in rec
         state.records[i] = fresh[i] = rec
         last = n == len(mine)
         # One process saves only mid-run: after its last frame the results follow at once. With
         # several processes this one may wait for the others, so its last frames are saved too.
         if (policy.due(n) or last) and (not last or distributed.world_size() > 1):
             with timer("writing"):
-                store.save({"records": [[k, r] for k, r in fresh.items()],
-                            "metrics": {m: pooled[m].state_dict() for m in p.methods}})
+                _save_period(store, p, state, fresh, new_period=not last)
             policy.saved()
             fresh = {}
-            if not last:  # a chunk holds what its period added: the next frames start a new one
-                state.periods.append({m: type(pooled[m])(ignore_index=255) for m in p.methods})
-                reserved = False
+            reserved = False
 
 
-def _score_one(model: Any, dataset: Any, p: _Plan, frame: Any, pooled: dict[str, Any],
-               timer: common.Timer) -> tuple[dict[str, Any], np.ndarray | None]:
-    """One frame: forward pass, every method's map, metric updates, map files; returns its record and labels."""
+def _save_period(store: ResumeStore, p: _Plan, state: _State, fresh: dict[int, dict[str, Any]],
+                 new_period: bool) -> None:
+    """A resume chunk with what the current period added; the next frames then start a new period."""
+    from sml.metrics import AnomalyMetrics
+
+    pooled = state.periods[-1]
+    store.save({"records": [[k, r] for k, r in fresh.items()],
+                "metrics": {m: pooled[m].state_dict() for m in p.methods}})
+    if new_period:
+        state.periods.append({m: AnomalyMetrics(ignore_index=255) for m in p.methods})
+
+
+def _score_one(model: Any, dataset: Any, p: _Plan, frame: Any, pooled: dict[str, Any], timer: common.Timer,
+               reserve_frames: int = 0) -> dict[str, Any]:
+    """One frame: forward pass, every method's map, metric updates, map files; returns its record.
+
+    ``reserve_frames``: make room in the metric states for that many frames of this size
+    first (address space only: pages are committed as keys are written, and the buffer
+    never has to grow and move).
+    """
     from sml.metrics import FrameLabels
 
     with timer("decode"):
@@ -304,6 +308,7 @@ def _score_one(model: Any, dataset: Any, p: _Plan, frame: Any, pooled: dict[str,
             fl = FrameLabels(labels, 255)  # validated and counted once for every method
             rec["pixels"] = {"anomaly": fl.n_pos, "inlier": fl.n_neg}
             for m in p.methods:
+                pooled[m].reserve(labels.size * reserve_frames)
                 ap = pooled[m].update(scored.maps[m], fl, frame_ap=p.frame_ap)
                 rec["methods"][m] = {} if ap is None else {"ap": float(ap)}
         else:
@@ -315,7 +320,7 @@ def _score_one(model: Any, dataset: Any, p: _Plan, frame: Any, pooled: dict[str,
                 writers.write_map(p.out, fmt, m, p.kind, frame.id, scored.maps[m], pred_np)
             if p.components:
                 atomic.save_npy(p.tmp32 / m / f"{writers.safe_name(frame.id)}.npy", scored.maps[m])
-    return rec, labels
+    return rec
 
 
 def finalize(p: _Plan, state: _State, timer: common.Timer) -> tuple[dict[str, Any], dict[int, dict[str, Any]],

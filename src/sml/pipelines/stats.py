@@ -81,6 +81,7 @@ def compute_statistics(
     one process or on every rank of a ``torchrun`` job (collective call).
     """
     indices = common.frame_indices(len(dataset), limit)
+    policy = SavePolicy(save_every, save_interval)
     store = None
     partials: dict[int, Any] = {}
     if state_dir is not None:
@@ -88,19 +89,24 @@ def compute_statistics(
                                         "valid_only": bool(valid_only), **(meta or {})})
         for payload in store.start(resume):
             partials.update({int(i): _stats_from_state(st, store.folder) for i, st in payload["partials"].items()})
-    todo = [i for i in indices if i not in partials]
-    mine = distributed.shard(todo)
     # rank 0 carries the frames loaded from the state; every rank adds what it computes
     own: dict[int, Any] = dict(partials) if distributed.is_main() else {}
-    fresh: dict[int, Any] = {}
-
     timer = common.Timer()
-    policy = SavePolicy(save_every, save_interval)
+    todo = [i for i in indices if i not in partials]
+    _frame_statistics(model, dataset, todo, valid_only, own, store, policy, timer, show_progress, on_frame)
+    return StatsRun(_merge_in_frame_order(model, own, indices, state_dir), len(indices), timer.seconds)
+
+
+def _frame_statistics(model: Any, dataset: Any, todo: list[int], valid_only: bool, own: dict[int, Any],
+                      store: ResumeStore | None, policy: SavePolicy, timer: common.Timer, show_progress: bool,
+                      on_frame: Callable[[int], None] | None) -> None:
+    """This process's share of ``todo``: one partial per frame into ``own``, saved to ``store`` now and then."""
+    mine = distributed.shard(todo)
+    fresh: dict[int, Any] = {}
     bar = progress(mine, total=len(todo), desc="stats", disable=None if show_progress else True)
     for n, i in enumerate(bar, 1):
-        frame = dataset.frames[i]
         with timer("decode"):
-            sample = dataset.load(frame, labels=valid_only)
+            sample = dataset.load(dataset.frames[i], labels=valid_only)
         size = sample.labels.shape if sample.labels is not None else sample.image.shape[:2]
         with timer("forward"):
             logits = common.forward(model, sample.image, size)
@@ -115,10 +121,13 @@ def compute_statistics(
         if on_frame is not None:
             on_frame(i)
         if store is not None and (policy.due(n) or n == len(mine)):
-            store.save({"partials": {str(i): p.state_dict() for i, p in fresh.items()}})
+            store.save({"partials": {str(k): p.state_dict() for k, p in fresh.items()}})
             policy.saved()
             fresh = {}
 
+
+def _merge_in_frame_order(model: Any, own: dict[int, Any], indices: list[int], state_dir: Any) -> Any:
+    """Every process's partials, merged in frame order (bit-identical for any process count or resume)."""
     gathered: dict[int, Any] = {}
     for d in distributed.all_gather_object(own):
         gathered.update(d)
@@ -129,7 +138,7 @@ def compute_statistics(
     total = _new_stats(model)
     for i in indices:
         total = _merge(total, gathered[i])
-    return StatsRun(total, len(indices), timer.seconds)
+    return total
 
 
 def stats_table(stats: Any, rare: int = RARE_PIXELS) -> tuple[str, list[str]]:

@@ -62,24 +62,31 @@ def add_threshold_metrics(dataset: Any, indices: list[int], frame_list: list[dic
     methods = list(results)
     thr95 = {m: _finite(results[m].get("threshold_at_95tpr")) for m in methods}
     best = {m: _finite(pooled[m].best_f1_threshold()) for m in methods} if track else {}
-    pos = list(range(len(indices)))
+
+    def map_path(m: str, frame: Any) -> Path:
+        if tmp32 is not None:
+            return tmp32 / m / f"{writers.safe_name(frame.id)}.npy"
+        return writers.map_path(out, "npy16", m, kind, frame.id)
+
     per_frame: dict[int, dict[str, Any]] = {}
-    for p in progress(distributed.shard(pos), total=len(pos), desc="thresholds",
+    for p in progress(distributed.shard(range(len(indices))), total=len(indices), desc="thresholds",
                       disable=None if show_progress else True):
         frame = dataset.frames[indices[p]]
-        if frame.label_path is None:
-            continue
-        labels = dataset.load_labels(frame)
-        per_frame[p] = {}
-        for m in methods:
-            path = (tmp32 / m / f"{writers.safe_name(frame.id)}.npy" if tmp32 is not None
-                    else writers.map_path(out, "npy16", m, kind, frame.id))
-            per_frame[p][m] = frame_threshold_metrics(load_map(path), labels, thr95[m], best.get(m), track)
+        if frame.label_path is not None:
+            labels = dataset.load_labels(frame)
+            per_frame[p] = {m: frame_threshold_metrics(load_map(map_path(m, frame)), labels, thr95[m],
+                                                       best.get(m), track) for m in methods}
+    _combine(per_frame, frame_list, results, best)
+
+
+def _combine(per_frame: dict[int, dict[str, Any]], frame_list: list[dict[str, Any]],
+             results: dict[str, dict[str, Any]], best: dict[str, float | None]) -> None:
+    """Every process's frames, in frame order: fp_area into the records, component states merged into results."""
     merged: dict[int, dict[str, Any]] = {}
     for part in distributed.all_gather_object(per_frame):
         merged.update(part)
     comp_total: dict[str, Any] = {}
-    for p in pos:
+    for p in range(len(frame_list)):
         for m, entry in merged.get(p, {}).items():
             comp = entry.pop("components", None)
             if comp is not None:

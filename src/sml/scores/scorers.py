@@ -11,7 +11,7 @@ channel max/argmax; the softmax terms behind msp, entropy and energy), and
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Sequence
 
 import torch
 
@@ -28,7 +28,7 @@ from sml.scores.postprocess import (
 if TYPE_CHECKING:
     from sml.stats import ClassStatistics
 
-__all__ = ["LogitContext", "Scorer", "MSP", "MaxLogit", "Entropy", "Energy", "SML", "SCORERS", "build_scorer"]
+__all__ = ["METHODS", "canonical_method", "build_scorers", "LogitContext", "Scorer", "MSP", "MaxLogit", "Entropy", "Energy", "SML", "SCORERS", "build_scorer"]
 
 
 class LogitContext:
@@ -265,16 +265,42 @@ SCORERS: dict[str, type[Scorer]] = {cls.name: cls for cls in (MSP, MaxLogit, Ent
 _ALIASES = {"maxlogit": "max_logit", "ml": "max_logit", "max_softmax": "msp", "standardized_max_logits": "sml"}
 
 
+#: every method, in the order ``sml eval`` reports them by default (the CLI's choices)
+METHODS: tuple[str, ...] = ("sml", "max_logit", "msp", "entropy", "energy")
+assert set(METHODS) == set(SCORERS)
+
+
+def canonical_method(name: str) -> str:
+    """The registered name of method ``name`` (case, ``-`` and the aliases forgiven); unknown names raise."""
+    key = str(name).strip().lower().replace("-", "_")
+    key = _ALIASES.get(key, key)
+    if key not in SCORERS:
+        raise InputError(f"unknown scoring method {name!r}; choose from {', '.join(METHODS)} "
+                         f"(comma-separated on the command line, e.g. --method sml,max_logit)")
+    return key
+
+
+def build_scorers(methods: "Sequence[str]", stats: "ClassStatistics | None",
+                  sml_settings: dict[str, Any] | None = None) -> dict[str, Scorer]:
+    """One scorer per method, keyed by its registered name; ``sml`` gets ``stats`` and ``sml_settings``."""
+    out: dict[str, Scorer] = {}
+    for m in methods:
+        key = canonical_method(m)
+        if SCORERS[key].needs_stats and stats is None:
+            raise InputError(f"method {key} needs class statistics: pass --stats stats.json (made by `sml stats`), "
+                             f"or leave {key} out of --method")
+        settings = (sml_settings or {}) if key == "sml" else {}
+        out[key] = build_scorer(key, stats=stats, **settings)
+    return out
+
+
 def build_scorer(name: str, stats: "ClassStatistics | None" = None, **settings: Any) -> Scorer:
     """Build the scorer registered as ``name`` (see ``SCORERS``) with its settings.
 
     ``stats`` is required by methods with ``needs_stats`` and ignored by the
     others; unknown settings raise :class:`InputError` listing the valid ones.
     """
-    key = str(name).strip().lower().replace("-", "_")
-    key = _ALIASES.get(key, key)
-    if key not in SCORERS:
-        raise InputError(f"unknown scoring method {name!r}; choose from {', '.join(SCORERS)}")
+    key = canonical_method(name)
     cls = SCORERS[key]
     import inspect
 

@@ -1,12 +1,14 @@
-"""Command-line options shared by ``sml stats``, ``sml eval`` and ``sml predict``."""
+"""Command-line options shared by ``sml stats``, ``sml eval`` and ``sml predict`` (argparse helpers of the CLI)."""
 from __future__ import annotations
 
 import argparse
 from typing import Any
 
 from sml.errors import InputError
+from sml.scores.scorers import METHODS, canonical_method
 
-METHODS = ("sml", "max_logit", "msp", "entropy", "energy")
+__all__ = ["METHODS", "HelpFormatter", "add_model_args", "add_resume_args", "check_resume_args", "add_sml_args",
+           "sml_settings", "parse_methods"]
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
@@ -84,19 +86,13 @@ def sml_settings(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def parse_methods(text: str) -> list[str]:
-    """``"sml,max_logit"`` -> ``["sml", "max_logit"]``, validated, order kept, repeats dropped."""
+    """``"sml,max_logit"`` -> ``["sml", "max_logit"]``, validated by the method registry, order kept, repeats dropped."""
     out: list[str] = []
     for m in str(text).split(","):
-        m = m.strip().lower().replace("-", "_")
-        if not m:
-            continue
-        if m == "maxlogit":
-            m = "max_logit"
-        if m not in METHODS:
-            raise InputError(f"unknown method {m!r} in --method; choose from {', '.join(METHODS)} "
-                             f"(comma-separated, e.g. --method sml,max_logit)")
-        if m not in out:
-            out.append(m)
+        if m.strip():
+            key = canonical_method(m)
+            if key not in out:
+                out.append(key)
     if not out:
         raise InputError(f"--method is empty; give one or more of {', '.join(METHODS)}")
     return out
