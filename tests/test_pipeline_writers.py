@@ -194,3 +194,17 @@ def test_score_frame_equals_each_scorer() -> None:
     assert torch.equal(got.pred.long(), logits.argmax(1))
     for m, sc in scorers.items():
         assert np.array_equal(got.maps[m], sc(logits)[0].numpy()), m
+
+
+def test_damaged_kept_map_names_the_file(tmp_path: Path) -> None:
+    from sml.pipelines.threshold_metrics import load_map
+
+    good = tmp_path / "good.npy"
+    np.save(good, np.ones((2, 3), np.float16))
+    assert load_map(good).dtype == np.float32
+    bad = tmp_path / "bad.npy"
+    bad.write_bytes(good.read_bytes()[:40])
+    with pytest.raises(InputError, match="bad.npy is missing or damaged.*--overwrite"):
+        load_map(bad)
+    with pytest.raises(InputError, match="gone.npy is missing"):
+        load_map(tmp_path / "gone.npy")
