@@ -249,26 +249,6 @@ def test_copies_are_independent():
     assert a.nbytes >= 4 * int((y[:2500] != 255).sum())
 
 
-def test_per_image_option():
-    rng = np.random.default_rng(13)
-    s = rng.normal(size=(3, 20, 30)).astype(np.float32)
-    y = (rng.random((3, 20, 30)) < 0.1).astype(np.uint8)
-    y[2] = 0  # an image without anomaly is skipped in the mean
-    m = AnomalyMetrics(per_image=True)
-    m.update(s[:2], y[:2], ids=["a", "b"])
-    m.update(s[2], y[2], ids="c")
-    res = m.compute()
-    assert_matches(res, reference(s, y))  # pooled numbers unchanged
-    per = res["per_image"]
-    assert per["images"] == 3 and per["images_defined"] == 2
-    assert [v["id"] for v in per["values"]] == ["a", "b", "c"]
-    refs = [reference(s[i], y[i]) for i in range(2)]
-    for k in ("auroc", "ap", "fpr95"):
-        assert abs(per[k] - np.mean([r[k] for r in refs])) <= TOL
-    assert "per_image" not in anomaly_metrics(s, y)
-
-
-# ---------------------------------------------------------------- curves
 def test_curves_exact_and_reduced():
     rng = np.random.default_rng(17)
     s, y = random_case(rng, 30_000, 3000, 0.05, 0.0)

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -351,17 +351,15 @@ class AnomalyMetrics(Stateful):
     evaluated as float32) of shape ``H x W`` or ``B x H x W`` and labels of the
     same shape: 1 anomaly, 0 inlier, ``ignore_index`` excluded, anything else an
     error. ``compute()`` returns every pixel of every update pooled (the
-    benchmark number). ``per_image=True`` additionally records each image's own
-    metrics, reported under ``"per_image"`` (a different number: a mean over images).
+    benchmark number).
     ``state_dict()`` / ``load_state_dict()`` / ``merge`` / ``sync`` follow
     :class:`sml.utils.state.Stateful`.
     """
 
-    def __init__(self, ignore_index: int = 255, per_image: bool = False) -> None:
+    def __init__(self, ignore_index: int = 255) -> None:
         if isinstance(ignore_index, bool) or not isinstance(ignore_index, (int, np.integer)) or ignore_index in (0, 1):
             raise InputError(f"ignore_index must be an integer other than 0 and 1, got {ignore_index!r}")
         self.ignore_index = int(ignore_index)
-        self.per_image = bool(per_image)
         self.reset()
 
     def reset(self) -> None:
@@ -376,7 +374,6 @@ class AnomalyMetrics(Stateful):
         self.n_neg = 0
         self.n_ignored = 0
         self.images = 0
-        self._images: list[dict[str, Any]] = []
         self._synced = False
         self._sorted = True   # _buf[:_n] is sorted and _pos holds at most one sorted array
         self._table: _Table | None = None
@@ -385,13 +382,13 @@ class AnomalyMetrics(Stateful):
     def state_dict(self) -> dict[str, Any]:
         """Settings, counters and the key multisets (``keys``: every evaluated pixel, ``pos_keys``: anomaly pixels)."""
         pos = self._pos[0] if len(self._pos) == 1 else (np.concatenate(self._pos) if self._pos else _EMPTY)
-        return {"ignore_index": self.ignore_index, "per_image": self.per_image, "keys": self._buf[:self._n],
-                "pos_keys": pos, "n_pos": int(self.n_pos), "n_neg": int(self.n_neg),
-                "n_ignored": int(self.n_ignored), "images": int(self.images), "records": list(self._images)}
+        return {"ignore_index": self.ignore_index, "keys": self._buf[:self._n], "pos_keys": pos,
+                "n_pos": int(self.n_pos), "n_neg": int(self.n_neg), "n_ignored": int(self.n_ignored),
+                "images": int(self.images)}
 
     def load_state_dict(self, state: dict[str, Any]) -> "AnomalyMetrics":
         """Replace the state with ``state`` (from :meth:`state_dict`; arrays are copied when not ours to sort)."""
-        AnomalyMetrics.__init__(self, state["ignore_index"], state["per_image"])
+        AnomalyMetrics.__init__(self, state["ignore_index"])
         keys, pos = np.asarray(state["keys"]), np.asarray(state["pos_keys"])
         if keys.dtype != np.int32 or pos.dtype != np.int32 or keys.ndim != 1 or pos.ndim != 1:
             raise InputError("metric state: 'keys' and 'pos_keys' must be 1-D int32 arrays")
@@ -403,42 +400,29 @@ class AnomalyMetrics(Stateful):
         self._n = keys.size
         self._pos = [pos] if pos.size else []
         self.n_pos, self.n_neg, self.n_ignored, self.images = counts
-        self._images = [dict(r) for r in state.get("records") or []]
         self._sorted = self._n == 0
         return self
 
     # ------------------------------------------------------------------ adding data
-    def update(self, anomaly: Any, labels: Any, ids: str | Sequence[str] | None = None, *,
-               frame_ap: bool = False) -> float | None:
+    def update(self, anomaly: Any, labels: Any, *, frame_ap: bool = False) -> float | None:
         """Add an anomaly map ``H x W`` (or batch ``B x H x W``) and its labels (same shape).
 
         ``labels`` may be a :class:`FrameLabels` (one image's labels prepared once
         for several maps). NaN or infinite scores at evaluated (non-ignored)
-        pixels are an error. ``ids`` names the images for the per-image records.
-        With ``frame_ap=True`` (one image, no ``per_image``) it returns that
+        pixels are an error. With ``frame_ap=True`` (one image) it returns that
         image's own AP, exactly scikit-learn's ``average_precision_score`` over
         its evaluated pixels (NaN without anomaly or inlier pixels); it costs an
         in-place sort of the image's keys. Otherwise returns None.
         """
         if isinstance(labels, FrameLabels):
-            if self.per_image:
-                raise InputError("prepared FrameLabels are for metrics without per_image; pass the label array")
             return self._add_frame(anomaly, labels, frame_ap)
         s, y = scores_and_labels(anomaly, labels)
-        batch = s.ndim == 3
-        if frame_ap and (batch or self.per_image):
-            raise InputError("frame_ap=True takes one image (H x W) and a metric without per_image")
-        if self.per_image:
-            n = s.shape[0] if batch else 1
-            names = [ids] if isinstance(ids, str) else (list(ids) if ids is not None else [None] * n)
-            if len(names) != n:
-                raise InputError(f"got {len(names)} ids for {n} images")
-            for b in range(n):
-                self._add(s[b] if batch else s, y[b] if batch else y, record=names[b] or str(self.images))
-            return None
-        if not batch:
+        if s.ndim != 3:
             return self._add_frame(s, FrameLabels(y, self.ignore_index), frame_ap)
-        self._add(s, y, record=None, images=s.shape[0])
+        if frame_ap:
+            raise InputError("frame_ap=True takes one image (H x W), not a batch")
+        for b in range(s.shape[0]):
+            self._add_frame(s[b], FrameLabels(y[b], self.ignore_index), False)
         return None
 
     def _add_frame(self, anomaly: Any, fl: FrameLabels, ap: bool) -> float | None:
@@ -512,36 +496,6 @@ class AnomalyMetrics(Stateful):
                 self._buf = buf
         return self._buf[self._n:need]
 
-    def _add(self, s: np.ndarray, y: np.ndarray, record: str | None, images: int = 1) -> None:
-        n_pos, n_neg, n_ign = label_counts(y, self.ignore_index)
-        fs, fy = s.reshape(-1), y.reshape(-1)
-        if n_ign:
-            keep = fy != self.ignore_index
-            fs, fy = fs[keep], fy[keep]
-        if fs.size and not np.isfinite(fs).all():
-            bad = ~np.isfinite(fs)
-            raise InputError(f"anomaly map has {int(bad.sum())} NaN or infinite score(s) at evaluated pixels "
-                             f"(e.g. {fs[bad][0]!r}); fix the scorer or mark those pixels with the ignore value "
-                             f"{self.ignore_index}")
-        keys = self._reserve(fs.size)
-        np.add(fs, np.float32(0.0), out=keys.view(np.float32))  # -0.0 -> +0.0: equal scores must tie
-        _flip(keys)
-        pos = keys[fy == 1] if n_pos else _EMPTY
-        if record is not None:
-            pos = np.sort(pos)
-            rec = {"id": record, **_metrics(_build_table(np.sort(keys), pos, n_pos, n_neg))}
-            self._images.append(rec)
-        del keys
-        if pos.size:
-            self._pos.append(pos)
-        self._n += fs.size
-        self.n_pos += n_pos
-        self.n_neg += n_neg
-        self.n_ignored += n_ign
-        self.images += images
-        self._sorted = False
-        self._table = None
-
     def merge(self, other: "AnomalyMetrics") -> "AnomalyMetrics":
         """Add ``other``'s pixels (and per-image records, after ours) to this metric; returns ``self``."""
         if not isinstance(other, AnomalyMetrics):
@@ -560,7 +514,6 @@ class AnomalyMetrics(Stateful):
         self.n_neg += other.n_neg
         self.n_ignored += other.n_ignored
         self.images += other.images
-        self._images.extend(other._images)
         self._sorted = False
         self._table = None
         return self
@@ -594,13 +547,11 @@ class AnomalyMetrics(Stateful):
         ``fpr95_convention`` (what ``fpr95`` means), ``best_f1`` and
         ``best_f1_threshold`` (pooled pixel F1 maximiser), ``pixels``
         (``{"anomaly", "inlier"}``), ``ignored``, ``images``, ``reason`` (None,
-        or why values are NaN); with ``per_image=True`` also ``per_image``.
+        or why values are NaN).
         """
         out = _metrics(self._get_table())
         out["ignored"] = int(self.n_ignored)
         out["images"] = int(self.images)
-        if self.per_image:
-            out["per_image"] = self._per_image_summary()
         return out
 
     def summary(self, max_points: int = 2000) -> tuple[dict[str, Any], Any]:
@@ -610,18 +561,6 @@ class AnomalyMetrics(Stateful):
         except InputError:  # no positives or no negatives: compute() says why
             cur = None
         return self.compute(), cur
-
-    def _per_image_summary(self) -> dict[str, Any]:
-        recs = self._images
-        summary: dict[str, Any] = {"images": len(recs)}
-        defined = [r for r in recs if r["reason"] is None]
-        summary["images_defined"] = len(defined)
-        for k in ("auroc", "ap", "fpr95", "fpr95_threshold"):
-            summary[k] = float(np.mean([r[k] for r in defined])) if defined else math.nan
-        summary["reason"] = None if defined else "no image has both anomaly and inlier pixels"
-        summary["values"] = [{k: r[k] for k in ("id", "auroc", "ap", "fpr95", "fpr95_threshold", "pixels", "reason")}
-                             for r in recs]
-        return summary
 
     def best_f1_threshold(self) -> float:
         """Score threshold ``t`` maximising pooled pixel F1 of ``score >= t`` (NaN without anomaly pixels)."""
@@ -671,7 +610,7 @@ class AnomalyMetrics(Stateful):
                 "pr": {"precision": precision[pi], "recall": tpf[pi] / P, "threshold": pthr}}
 
     def __repr__(self) -> str:
-        return (f"AnomalyMetrics(ignore_index={self.ignore_index}, per_image={self.per_image}, images={self.images}, "
+        return (f"AnomalyMetrics(ignore_index={self.ignore_index}, images={self.images}, "
                 f"anomaly={self.n_pos}, inlier={self.n_neg})")
 
 
