@@ -7,7 +7,7 @@ from typing import Any
 from sml.errors import InputError
 from sml.scores.scorers import METHODS, canonical_method
 
-__all__ = ["METHODS", "HelpFormatter", "add_model_args", "add_resume_args", "check_resume_args", "add_sml_args",
+__all__ = ["METHODS", "HelpFormatter", "add_model_args", "add_resume_args", "add_sml_args",
            "sml_settings", "parse_methods"]
 
 
@@ -42,16 +42,6 @@ def add_resume_args(g: argparse._ArgumentGroup, where: str) -> None:
     g.add_argument("--save-interval", type=float, default=300.0, metavar="SECONDS",
                    help="save partial progress once SECONDS of work have passed since the last save "
                         "(default 300: an interruption loses at most about 5 minutes)")
-
-
-def check_resume_args(args: argparse.Namespace) -> None:
-    """Reject a ``--save-every`` below 1 or a negative ``--save-interval``, naming the flag."""
-    from sml.errors import InputError
-
-    if args.save_every is not None and args.save_every < 1:
-        raise InputError(f"--save-every must be at least 1 (got {args.save_every})")
-    if not args.save_interval >= 0:
-        raise InputError(f"--save-interval must be a number of seconds >= 0 (got {args.save_interval})")
 
 
 def add_sml_args(p: argparse.ArgumentParser) -> None:

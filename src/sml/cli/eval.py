@@ -103,14 +103,13 @@ def load_stats(path: str | None, var_path: str | None = None):  # noqa: ANN201 -
 
 
 def run(args: argparse.Namespace) -> int:
-    from sml.cli.args import check_resume_args, parse_methods, sml_settings
+    from sml.cli.args import parse_methods, sml_settings
     from sml.pipelines import common
     from sml.pipelines.evaluate import EvalConfig, evaluate
     from sml.report.rundir import print_table
     from sml.utils import distributed
 
     # every option first: nothing is loaded before they are all known to be usable
-    check_resume_args(args)
     methods = parse_methods(args.method)
     config = EvalConfig(methods=methods, sml_settings=sml_settings(args), components=args.components,
                         save_maps=args.save_maps, report=args.report, limit=args.limit, resume=args.resume,

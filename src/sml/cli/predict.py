@@ -53,9 +53,6 @@ def run(args: argparse.Namespace) -> int:
 
     methods = parse_methods(args.method)
     settings = sml_settings(args)
-    if "sml" in methods and args.stats is None:
-        raise InputError("method sml needs class statistics: pass --stats stats.json (made by `sml stats`), "
-                         "or choose a baseline with --method max_logit")
     if (args.vmin is None) != (args.vmax is None):
         raise InputError("give both --vmin and --vmax (one fixed colour range), or neither (per image)")
     if args.vmin is not None and args.vmax <= args.vmin:

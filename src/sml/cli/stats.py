@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from sml.cli.args import HelpFormatter, add_model_args, add_resume_args, check_resume_args
+from sml.cli.args import HelpFormatter, add_model_args, add_resume_args
 
 EPILOG = """\
 examples:
@@ -56,7 +56,6 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.suffix.lower() != ".json":
         raise InputError(f"-o {out}: the statistics are written as JSON; give a path ending in .json")
-    check_resume_args(args)
     common.check_device(args.device)
     distributed.init_from_env(args.device)
     dataset = common.open_data(args.data, split=args.split, allow_subset=args.allow_subset,

@@ -103,9 +103,9 @@ class SavePolicy:
 
     def __init__(self, every: int | None = None, interval: float = 300.0) -> None:
         if every is not None and every < 1:
-            raise InputError(f"save every N frames needs N >= 1, got {every}")
+            raise InputError(f"--save-every must be at least 1 (got {every})")
         if not interval >= 0:
-            raise InputError(f"save interval must be >= 0 seconds, got {interval}")
+            raise InputError(f"--save-interval must be a number of seconds >= 0 (got {interval})")
         self.every, self.interval = every, float(interval)
         self._last = time.monotonic()
 
