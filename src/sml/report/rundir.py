@@ -289,10 +289,11 @@ class RunLock:
             (self.out / LOCK).unlink(missing_ok=True)
             self._held = False
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, exc_type: Any, *exc: Any) -> None:
         from sml.utils import distributed
 
-        distributed.barrier()
+        if exc_type is None:  # after a failure the other ranks may never arrive: release at once
+            distributed.barrier()
         self._release()
 
 
