@@ -5,7 +5,7 @@ import argparse
 from typing import Any
 
 from sml.errors import InputError
-from sml.scores.scorers import METHODS, canonical_method
+from sml.scores.registry import METHODS, canonical_method
 
 __all__ = ["METHODS", "HelpFormatter", "add_model_args", "add_resume_args", "add_sml_args",
            "sml_settings", "parse_methods"]

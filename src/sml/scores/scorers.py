@@ -17,6 +17,7 @@ import torch
 
 from sml.errors import InputError
 from sml.scores import functional as F
+from sml.scores.registry import METHODS, canonical_method
 from sml.scores.postprocess import (
     Border,
     boundary_suppression,
@@ -262,22 +263,9 @@ def _check_max_map(max_logit: torch.Tensor) -> torch.Tensor:
 
 SCORERS: dict[str, type[Scorer]] = {cls.name: cls for cls in (MSP, MaxLogit, Entropy, Energy, SML)}
 
-_ALIASES = {"maxlogit": "max_logit", "ml": "max_logit", "max_softmax": "msp", "standardized_max_logits": "sml"}
 
 
-#: every method, in the order ``sml eval`` reports them by default (the CLI's choices)
-METHODS: tuple[str, ...] = ("sml", "max_logit", "msp", "entropy", "energy")
-assert set(METHODS) == set(SCORERS)
-
-
-def canonical_method(name: str) -> str:
-    """The registered name of method ``name`` (case, ``-`` and the aliases forgiven); unknown names raise."""
-    key = str(name).strip().lower().replace("-", "_")
-    key = _ALIASES.get(key, key)
-    if key not in SCORERS:
-        raise InputError(f"unknown scoring method {name!r}; choose from {', '.join(METHODS)} "
-                         f"(comma-separated on the command line, e.g. --method sml,max_logit)")
-    return key
+assert set(METHODS) == set(SCORERS), "sml.scores.registry.METHODS must name every scorer"
 
 
 def build_scorers(methods: "Sequence[str]", stats: "ClassStatistics | None",
