@@ -62,8 +62,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as exc:
         return _fail(_os_error(exc))
     except KeyboardInterrupt:
-        return _fail("interrupted. sml stats and sml eval keep the frames they finished in their partial state: "
-                     "the same command with --resume continues from there", 130)
+        return _fail("interrupted. sml stats and sml eval keep what they had saved in their partial state (a "
+                     "save every --save-interval seconds or --save-every frames): the same command with --resume "
+                     "continues from there", 130)
 
 
 def _os_error(exc: OSError) -> str:
