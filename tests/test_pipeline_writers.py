@@ -167,7 +167,7 @@ def test_state_keeps_a_metric_exactly_and_sends_only_its_used_keys(tmp_path: Pat
     m = AnomalyMetrics()
     for _ in range(3):
         m.update(rng.normal(size=(40, 50)).astype(np.float32), (rng.random((40, 50)) < 0.2).astype(np.uint8))
-    m.reserve(100_000)  # spare capacity that must not travel
+    m._reserve(100_000)  # spare capacity that must not travel
     s = resume.ResumeStore(tmp_path / "st", {"run": 1})
     s.start(resume=False)
     s.save({"metrics": {"a": m.state_dict()}})

@@ -471,18 +471,6 @@ class AnomalyMetrics(Stateful):
         pos.sort()  # a copy of our own (boolean indexing), shared with nobody yet
         return _ap(_build_table(keys, pos, fl.n_pos, fl.n_neg))
 
-    def reserve(self, pixels: int) -> None:
-        """Make room for ``pixels`` more evaluated pixels now, so that adding them never grows the state.
-
-        Only address space is taken: memory is committed as keys are written. Without
-        it the buffer grows by steps as images arrive (NumPy zero-fills each step).
-        """
-        need = self._n + max(0, int(pixels))
-        if need > self._buf.size:
-            buf = np.empty(need, dtype=np.int32)
-            buf[:self._n] = self._buf[:self._n]
-            self._buf = buf
-
     def _reserve(self, k: int) -> np.ndarray:
         """A writable slice of ``k`` free key slots at the end of the buffer (grown if needed)."""
         need = self._n + k

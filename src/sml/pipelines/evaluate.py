@@ -253,12 +253,9 @@ def score_frames(model: Any, dataset: Any, p: _Plan, state: _State, store: Resum
     todo = [i for i in p.indices if i not in state.done]
     mine = distributed.shard(todo)
     fresh: dict[int, dict[str, Any]] = {}
-    reserved = False
     bar = progress(mine, total=len(todo), desc=f"eval {p.kind}", disable=None if show_progress else True)
     for n, i in enumerate(bar, 1):
-        rec = _score_one(model, dataset, p, dataset.frames[i], state.periods[-1], timer,
-                         0 if reserved else len(mine) - n + 1)
-        reserved = reserved or "pixels" in rec
+        rec = _score_one(model, dataset, p, dataset.frames[i], state.periods[-1], timer)
         state.records[i] = fresh[i] = rec
         last = n == len(mine)
         # One process saves only mid-run: after its last frame the results follow at once. With
@@ -268,7 +265,6 @@ def score_frames(model: Any, dataset: Any, p: _Plan, state: _State, store: Resum
                 _save_period(store, p, state, fresh, new_period=not last)
             policy.saved()
             fresh = {}
-            reserved = False
 
 
 def _save_period(store: ResumeStore, p: _Plan, state: _State, fresh: dict[int, dict[str, Any]],
@@ -283,14 +279,9 @@ def _save_period(store: ResumeStore, p: _Plan, state: _State, fresh: dict[int, d
         state.periods.append({m: AnomalyMetrics(ignore_index=255) for m in p.methods})
 
 
-def _score_one(model: Any, dataset: Any, p: _Plan, frame: Any, pooled: dict[str, Any], timer: common.Timer,
-               reserve_frames: int = 0) -> dict[str, Any]:
-    """One frame: forward pass, every method's map, metric updates, map files; returns its record.
-
-    ``reserve_frames``: make room in the metric states for that many frames of this size
-    first (address space only: pages are committed as keys are written, and the buffer
-    never has to grow and move).
-    """
+def _score_one(model: Any, dataset: Any, p: _Plan, frame: Any, pooled: dict[str, Any],
+               timer: common.Timer) -> dict[str, Any]:
+    """One frame: forward pass, every method's map, metric updates, map files; returns its record."""
     from sml.metrics import FrameLabels
 
     with timer("decode"):
@@ -309,7 +300,6 @@ def _score_one(model: Any, dataset: Any, p: _Plan, frame: Any, pooled: dict[str,
             fl = FrameLabels(labels, 255)  # validated and counted once for every method
             rec["pixels"] = {"anomaly": fl.n_pos, "inlier": fl.n_neg}
             for m in p.methods:
-                pooled[m].reserve(labels.size * reserve_frames)
                 ap = pooled[m].update(scored.maps[m], fl, frame_ap=p.frame_ap)
                 rec["methods"][m] = {} if ap is None else {"ap": float(ap)}
         else:
