@@ -5,8 +5,9 @@ shared by max_logit and sml, exact streaming metrics merged frame by frame)
 with the obvious pipeline (every method scored from the logits on its own,
 every map kept in memory, scikit-learn at the end). Timings on a shared
 machine are noisy, so both run side by side, several times, and the table
-reports medians and ratios. Target: everything beyond the forward pass costs
-at most 20% of it. Two readings are printed: the pipeline's own stage timers
+reports medians and ratios. (The earlier target, everything beyond the forward
+pass at most 20% of it, is retired: issue 12. What matters now is the per-frame
+wall time of ``ours``, compared before and after a change.) Two readings are printed: the pipeline's own stage timers
 (stages beyond decode and forward, over forward), and end to end: the wall time
 per frame of the whole ``evaluate`` call minus that of a loop doing only decode
 and forward on the same frames (``fwd only``), over the forward time; the second
@@ -228,12 +229,12 @@ def main(argv: list[str] | None = None) -> int:
         print(row)
     for k in [c for c in ("ours", "naive") if c in med]:
         beyond = sum(v for s, v in med[k].items() if s not in ("forward", "decode", "wall"))
-        print(f"{k}: stages beyond decode and forward / forward = {beyond / med[k]['forward']:.2f}  (target <= 0.20)")
+        print(f"{k}: stages beyond decode and forward / forward = {beyond / med[k]['forward']:.2f}")
     # end to end: everything the pipeline adds to decode + forward, however it is scheduled
     fwd = med["fwd"]
     extra = med["ours"]["wall"] - fwd["wall"]
     print(f"ours end to end: (wall - forward-only wall) / forward = {extra:.4f} / {fwd['forward']:.4f} "
-          f"= {extra / fwd['forward']:.2f}  (target <= 0.20)")
+          f"= {extra / fwd['forward']:.2f}")
     if args.stats_frames:
         bench_stats(model, args.stats_frames, args.repeats)
     return 0

@@ -103,7 +103,7 @@ def test_deterministic_and_resumable(run: Path, setup: dict[str, Path], monkeypa
         interrupt_forward_after(m, 3)
         # by time, with a zero interval: a chunk after every frame
         assert _eval(setup, again, "--components", "--save-maps", "npy", "--save-interval", "0", "--frame-ap") == 130
-    assert len(list((again / ".partial" / "state").glob("*.state"))) == 3
+    assert len(list((again / ".partial" / "state").glob("*.npz"))) == 3
     assert not (again / "metrics.json").exists()
     assert _eval(setup, again, "--components", "--save-maps", "npy", "--resume", "--frame-ap") == 0
     a = json.loads((run / "metrics.json").read_text())
@@ -156,3 +156,108 @@ def test_eval_help_teaches(capsys: pytest.CaptureFixture) -> None:
     text = capsys.readouterr().out
     for word in ("examples:", "hdf5", "fishyscapes", "png16", "sml_min", "--resume", "torchrun", "--components"):
         assert word in text
+
+
+# ---------------------------------------------------------------- refused before any work (issue 12, item 5)
+def _no_forward(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Any forward pass fails the test: these cases must be refused before the model runs."""
+    from sml.pipelines import common
+
+    def forbidden(*a, **k):
+        raise AssertionError("the model ran before the options were checked")
+
+    monkeypatch.setattr(common, "forward", forbidden)
+
+
+def _refused(capsys: pytest.CaptureFixture, code: int, *fragments: str) -> str:
+    err = " ".join(capsys.readouterr().err.split())
+    assert code == 2, err
+    assert "sml: error:" in err and "Traceback" not in err, err
+    err = err[err.index("sml: error:"):]  # progress bars of an earlier run may come first
+    for f in fragments:
+        assert f in err, (f, err)
+    return err
+
+
+@pytest.mark.parametrize("extra, fragments", [
+    (["--method", "msp", "--track", "obstacle"], ["--track", "--components"]),
+    (["--method", "msp", "--save-every", "0"], ["--save-every"]),
+    (["--method", "msp", "--limit", "0"], ["--limit"]),
+    (["--method", "msp", "--save-maps", "tiff"], ["tiff"]),
+    (["--method", "sml"], ["--stats"]),
+    (["--method", "msp,bogus"], ["bogus"]),
+])
+def test_bad_options_refused_before_the_forward_pass(setup: dict[str, Path], monkeypatch: pytest.MonkeyPatch,
+                                                     capsys: pytest.CaptureFixture, extra: list[str],
+                                                     fragments: list[str]) -> None:
+    _no_forward(monkeypatch)
+    out = setup["base"] / "refused"
+    code = main(["eval", "--model", str(setup["model"]), "--data", f"smiyc-anomaly:{setup['smiyc']}",
+                 "--out", str(out), *extra])
+    _refused(capsys, code, *fragments)
+    assert not (out / "metrics.json").exists()
+
+
+def test_stats_var_with_json_statistics_refused(setup: dict[str, Path], monkeypatch: pytest.MonkeyPatch,
+                                                capsys: pytest.CaptureFixture) -> None:
+    _no_forward(monkeypatch)
+    code = _eval(setup, setup["base"] / "sv", "--stats-var", str(setup["stats"]))
+    _refused(capsys, code, "--stats-var", "leave --stats-var out")
+
+
+def test_cityscapes_refused_up_front(setup: dict[str, Path], monkeypatch: pytest.MonkeyPatch,
+                                     capsys: pytest.CaptureFixture) -> None:
+    _no_forward(monkeypatch)
+    code = main(["eval", "--model", str(setup["model"]), "--data", f"cityscapes:{setup['cs']}",
+                 "--out", str(setup["base"] / "cs_eval"), "--method", "msp", "--allow-subset"])
+    _refused(capsys, code, "cityscapes", "not an anomaly benchmark", "sml stats", "road-anomaly:")
+    assert not (setup["base"] / "cs_eval").exists()
+
+
+def test_one_run_per_folder_lock_finished_and_overwrite(setup: dict[str, Path], monkeypatch: pytest.MonkeyPatch,
+                                                        capsys: pytest.CaptureFixture) -> None:
+    out = setup["base"] / "once"
+    assert _eval(setup, out, "--limit", "2", "--save-maps", "npy16") == 0
+    manifest = json.loads((out / "run.json").read_text())
+    assert sorted(manifest["files"]) == sorted(f"maps/{m}/frame{i:02d}.npy" for m in METHODS for i in range(2))
+    from sml.report.rundir import run_files
+
+    assert run_files(out) == set(manifest["files"])
+    before = (out / "metrics.json").read_bytes()
+    with monkeypatch.context() as m:
+        _no_forward(m)
+        # a finished run is kept unless --overwrite
+        _refused(capsys, _eval(setup, out, "--limit", "2"), str(out), "--overwrite")
+        assert (out / "metrics.json").read_bytes() == before
+        # a run in progress (its lock file) refuses a second one
+        (out / ".sml-run.lock").write_text("1 x\n")
+        _refused(capsys, _eval(setup, out, "--limit", "2", "--overwrite"), "another run", ".sml-run.lock")
+        assert (out / "maps").is_dir()
+        (out / ".sml-run.lock").unlink()
+    # --overwrite clears the old run's maps first: no map of run 1 survives beside run 2's
+    assert _eval(setup, out, "--limit", "1", "--overwrite", "--method", "msp") == 0
+    assert not (out / "maps").exists() and not (out / ".sml-run.lock").exists()
+    assert json.loads((out / "run.json").read_text())["run_id"] != manifest["run_id"]
+
+
+def test_interrupted_run_leaves_no_metrics_and_no_lock(setup: dict[str, Path], monkeypatch: pytest.MonkeyPatch,
+                                                       capsys: pytest.CaptureFixture) -> None:
+    out = setup["base"] / "cut"
+    with monkeypatch.context() as m:
+        interrupt_forward_after(m, 1)
+        assert _eval(setup, out, "--save-every", "1") == 130
+    assert "--resume" in capsys.readouterr().err
+    assert not (out / "metrics.json").exists() and not (out / ".sml-run.lock").exists()
+    # a damaged chunk is refused, naming the file and the recovery
+    (chunk,) = (out / ".partial" / "state").glob("*.npz")
+    chunk.write_bytes(chunk.read_bytes()[:100])
+    _refused(capsys, _eval(setup, out, "--resume"), chunk.name, "delete that file")
+
+
+def test_unwritable_output_is_one_message(setup: dict[str, Path], monkeypatch: pytest.MonkeyPatch,
+                                          capsys: pytest.CaptureFixture) -> None:
+    _no_forward(monkeypatch)
+    blocker = setup["base"] / "a_file"
+    blocker.write_text("x")
+    _refused(capsys, _eval(setup, blocker, "--method", "msp"), str(blocker), "is a file")
+    _refused(capsys, _eval(setup, blocker / "sub", "--method", "msp"), str(blocker))

@@ -36,7 +36,7 @@ from test_metrics_distributed import _frames
 from sml.metrics import AnomalyMetrics, ComponentMetrics
 r = int(sys.argv[1])
 dist.init_process_group("gloo", rank=r, world_size=2, init_method="file://{tmp_path}/rdv")
-m, c = AnomalyMetrics(per_image=True), ComponentMetrics("obstacle", threshold=0.8)
+m, c = AnomalyMetrics(), ComponentMetrics("obstacle", threshold=0.8)
 for s, y in _frames()[r::2]:
     m.update(s, y)
     c.update(s, y)
@@ -47,15 +47,14 @@ dist.destroy_process_group()
     procs = [subprocess.Popen([sys.executable, str(script), str(r)]) for r in range(2)]
     assert all(p.wait(timeout=180) == 0 for p in procs)
     outs = [pickle.loads((tmp_path / f"out{r}.pkl").read_bytes()) for r in range(2)]
-    single, comp = AnomalyMetrics(per_image=True), ComponentMetrics("obstacle", threshold=0.8)
+    single, comp = AnomalyMetrics(), ComponentMetrics("obstacle", threshold=0.8)
     for s, y in _frames():
         single.update(s, y)
         comp.update(s, y)
     ref = single.compute()
     for res, curves, cres in outs:
-        pooled = {k: v for k, v in res.items() if k != "per_image"}
-        assert pooled == {k: v for k, v in ref.items() if k != "per_image"}  # identical floats, not close
-        assert res["per_image"]["images"] == 6
+        assert res == ref  # identical floats, not close
+        assert res["images"] == 6
         for part in ("roc", "pr"):
             for k, v in single.curves(50)[part].items():
                 assert np.array_equal(curves[part][k], v)

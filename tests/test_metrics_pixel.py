@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score, roc_curve
 
 from sml.errors import InputError
+from sml.metrics import FrameLabels
 from sml.metrics import AnomalyMetrics, anomaly_metrics, keys_to_scores, scores_to_keys
 
 TOL = 1e-9
@@ -248,26 +249,6 @@ def test_copies_are_independent():
     assert a.nbytes >= 4 * int((y[:2500] != 255).sum())
 
 
-def test_per_image_option():
-    rng = np.random.default_rng(13)
-    s = rng.normal(size=(3, 20, 30)).astype(np.float32)
-    y = (rng.random((3, 20, 30)) < 0.1).astype(np.uint8)
-    y[2] = 0  # an image without anomaly is skipped in the mean
-    m = AnomalyMetrics(per_image=True)
-    m.update(s[:2], y[:2], ids=["a", "b"])
-    m.update(s[2], y[2], ids="c")
-    res = m.compute()
-    assert_matches(res, reference(s, y))  # pooled numbers unchanged
-    per = res["per_image"]
-    assert per["images"] == 3 and per["images_defined"] == 2
-    assert [v["id"] for v in per["values"]] == ["a", "b", "c"]
-    refs = [reference(s[i], y[i]) for i in range(2)]
-    for k in ("auroc", "ap", "fpr95"):
-        assert abs(per[k] - np.mean([r[k] for r in refs])) <= TOL
-    assert "per_image" not in anomaly_metrics(s, y)
-
-
-# ---------------------------------------------------------------- curves
 def test_curves_exact_and_reduced():
     rng = np.random.default_rng(17)
     s, y = random_case(rng, 30_000, 3000, 0.05, 0.0)
@@ -320,8 +301,8 @@ def test_two_frames_2048x1024_match_sklearn():
     assert_matches(m.compute(), reference(np.stack(ss), np.stack(yy)))
 
 
-def test_update_frame_equals_update_and_sklearn_ap():
-    """update_frame adds exactly what update adds and returns the frame's own AP, bit for bit."""
+def test_update_frame_ap_equals_update_and_sklearn_ap():
+    """update(frame_ap=True), with raw or prepared labels, adds exactly what update adds and returns the frame's AP."""
     from sklearn.metrics import average_precision_score
 
     from sml.metrics import FrameLabels
@@ -334,7 +315,7 @@ def test_update_frame_equals_update_and_sklearn_ap():
         s[0, 0] = -0.0
         y = (rng.random(s.shape) < 0.2).astype(np.uint8)
         y[rng.random(s.shape) < 0.1] = 255
-        ap = b.update_frame(s, FrameLabels(y) if i % 2 else y)
+        ap = b.update(s, FrameLabels(y) if i % 2 else y, frame_ap=True)
         a.update(s, y)
         one = AnomalyMetrics()
         one.update(s, y)
@@ -344,57 +325,63 @@ def test_update_frame_equals_update_and_sklearn_ap():
     ra, rb = a.compute(), b.compute()
     assert ra == rb
     # undefined per-frame AP: NaN, but the pixels still count
-    assert math.isnan(b.update_frame(np.ones((2, 2), np.float32), np.zeros((2, 2), np.uint8)))
+    assert math.isnan(b.update(np.ones((2, 2), np.float32), np.zeros((2, 2), np.uint8), frame_ap=True))
     assert b.n_neg == a.n_neg + 4
 
 
-def test_update_frame_rejects_bad_input_and_leaves_state():
+def test_update_rejects_bad_input_and_leaves_state():
     from sml.metrics import FrameLabels
 
     m = AnomalyMetrics()
-    m.update_frame(np.zeros((3, 3), np.float32), np.eye(3, dtype=np.uint8))
+    m.update(np.zeros((3, 3), np.float32), np.eye(3, dtype=np.uint8))
     before = m.compute()
     bad = np.zeros((3, 3), np.float32)
     bad[1, 2] = np.nan
     with pytest.raises(InputError, match="NaN or infinite"):
-        m.update_frame(bad, np.zeros((3, 3), np.uint8))
+        m.update(bad, np.zeros((3, 3), np.uint8))
     bad[1, 2] = -np.inf
     with pytest.raises(InputError, match="NaN or infinite"):
-        m.update_frame(bad, np.zeros((3, 3), np.uint8))
+        m.update(bad, np.zeros((3, 3), np.uint8))
     bad[1, 2] = np.inf  # ignored pixels may hold anything
     lab = np.zeros((3, 3), np.uint8)
     lab[1, 2] = 255
     with pytest.raises(InputError, match="does not match"):
-        m.update_frame(np.zeros((3, 4), np.float32), lab)
+        m.update(np.zeros((3, 4), np.float32), lab)
     with pytest.raises(InputError, match="value"):
-        m.update_frame(np.zeros((3, 3), np.float32), np.full((3, 3), 7, np.uint8))
+        m.update(np.zeros((3, 3), np.float32), np.full((3, 3), 7, np.uint8))
     with pytest.raises(InputError, match="ignore_index"):
-        m.update_frame(np.zeros((3, 3), np.float32), FrameLabels(lab, ignore_index=99))
+        m.update(np.zeros((3, 3), np.float32), FrameLabels(lab, ignore_index=99))
     assert m.compute() == before
-    m.update_frame(bad, lab)
+    m.update(bad, lab)
     assert m.n_ignored == 1
 
 
-def test_since_mark_parts_rebuild_the_whole():
-    """The parts added between marks (what resume chunks hold) merge back to exactly the full state."""
+def test_state_dict_parts_rebuild_the_whole(tmp_path):
+    """Parts saved as state_dict() in resume chunks (npz + JSON, no pickle) merge back to exactly the full state."""
+    from sml.pipelines.resume import read_chunk, write_chunk
+
     rng = np.random.default_rng(11)
-    whole = AnomalyMetrics()
-    parts, mark = [], whole.mark()
+    whole, part = AnomalyMetrics(), AnomalyMetrics()
+    files = []
     for i in range(7):
         s = rng.normal(size=(9, 13)).astype(np.float32)
         y = (rng.random(s.shape) < 0.3).astype(np.uint8)
         y[0, :3] = 255
-        whole.update_frame(s, y) if i % 2 else whole.update(s, y)
+        whole.update(s, y)
+        part.update(s, FrameLabels(y)) if i % 2 else part.update(s, y)
         if i in (1, 4, 6):
-            parts.append(pickle.loads(pickle.dumps(whole.since(mark))))
-            mark = whole.mark()
+            files.append(tmp_path / f"c{i}.npz")
+            write_chunk(files[-1], {"m": part.state_dict()})
+            part = AnomalyMetrics()
     rebuilt = AnomalyMetrics()
-    for p in parts:
-        rebuilt.merge(p)
+    for f in files:
+        rebuilt.merge(AnomalyMetrics.from_state_dict(read_chunk(f)["m"]))
     assert rebuilt.compute() == whole.compute()
-    assert whole.since(whole.mark()).compute()["reason"].startswith("no evaluated pixels")
-    with pytest.raises(InputError, match="take a new mark"):
-        whole.since(mark)  # compute() sorted the keys: the old mark no longer points at anything
+    assert pickle.loads(pickle.dumps(whole)).compute() == whole.compute()
+    bad = whole.state_dict()
+    bad["n_pos"] += 1
+    with pytest.raises(InputError, match="counts do not match"):
+        AnomalyMetrics.from_state_dict(bad)
 
 
 def _same_result(a: dict, b: dict) -> bool:
@@ -403,34 +390,20 @@ def _same_result(a: dict, b: dict) -> bool:
 
 
 @pytest.mark.parametrize("levels", [None, 300])
-def test_summary_equals_compute_and_curves_whatever_runs_the_parts(levels):
-    """summary(run=...) gives compute() and curves() exactly, however its parts are run (split search included)."""
-    from concurrent.futures import ThreadPoolExecutor
-
+def test_summary_equals_compute_and_curves(levels):
+    """summary() gives compute() and curves() exactly (> 2^16 distinct anomaly keys, several chunks to join)."""
     rng = np.random.default_rng(5)
-    s, y = random_case(rng, 400_000, levels, 0.3, 0.02)  # > 2^16 distinct anomaly keys: the search is split
-    parts = []
-
-    def reversed_run(fns):  # the parts in another order (as threads might finish them)
-        parts.append(len(fns))
-        return [f() for f in fns[::-1]][::-1]
-
-    with ThreadPoolExecutor(2) as pool:
-        def pool_run(fns):
-            return [f.result() for f in [pool.submit(f) for f in fns]]
-
-        for run in (None, reversed_run, pool_run):
-            ref, m = AnomalyMetrics(), AnomalyMetrics()
-            for k in range(0, s.size, 100_000):  # several chunks: the sorts have something to join
-                ref.update(s[k:k + 100_000], y[k:k + 100_000])
-                m.update(s[k:k + 100_000], y[k:k + 100_000])
-            res, cur = m.summary(500, run)
-            assert _same_result(res, ref.compute())
-            want = ref.curves(500)
-            for name in ("roc", "pr"):
-                for k in want[name]:
-                    assert np.array_equal(cur[name][k], want[name][k]), (name, k)
-    assert parts and all(p == 2 for p in parts)  # the sorts, the search halves, compute / curves
+    s, y = random_case(rng, 400_000, levels, 0.3, 0.02)
+    ref, m = AnomalyMetrics(), AnomalyMetrics()
+    for k in range(0, s.size, 100_000):
+        ref.update(s[k:k + 100_000], y[k:k + 100_000])
+        m.update(s[k:k + 100_000], y[k:k + 100_000])
+    res, cur = m.summary(500)
+    assert _same_result(res, ref.compute())
+    want = ref.curves(500)
+    for name in ("roc", "pr"):
+        for k in want[name]:
+            assert np.array_equal(cur[name][k], want[name][k]), (name, k)
     assert roc_auc_score(y[y != 255], s[y != 255]) == pytest.approx(res["auroc"], abs=1e-12)
     # a class missing: the curves are None, compute() says why
     m = AnomalyMetrics()

@@ -1,7 +1,6 @@
 """Output writers (datasets.md formats) and the resume store (atomic, code-free state files)."""
 from __future__ import annotations
 
-import pickle
 import time
 from pathlib import Path
 
@@ -80,29 +79,46 @@ def test_no_partial_file_after_failure(tmp_path: Path, monkeypatch: pytest.Monke
 
 
 # ---------------------------------------------------------------- resume state
-def test_state_round_trip_keeps_bits() -> None:
-    from sml.pipelines.common import Timer
-
-    t = Timer({"a": 0.1 + 0.2})
-    obj = {"x": np.arange(5, dtype=np.float64) / 3, 3: [torch.tensor([1.0 / 3], dtype=torch.float64), (1, "a")],
-           "t": t, "none": None, "nan": float("nan")}
-    back = resume.loads(resume.dumps(obj))
-    assert np.array_equal(back["x"], obj["x"])
-    assert back[3][0].dtype == torch.float64 and back[3][0].item() == 1.0 / 3
-    assert back[3][1] == (1, "a")
-    assert isinstance(back["t"], Timer) and back["t"].seconds["a"] == 0.1 + 0.2
-    assert np.isnan(back["nan"])
+def test_chunk_round_trip_keeps_bits(tmp_path: Path) -> None:
+    obj = {"x": np.arange(5, dtype=np.float64) / 3, "k": [np.array([1, -2], np.int32), [1, "a"]],
+           "none": None, "nan": float("nan"), "nested": {"y": np.zeros((2, 3), np.uint8)}}
+    resume.write_chunk(tmp_path / "c.npz", obj)
+    back = resume.read_chunk(tmp_path / "c.npz")
+    assert np.array_equal(back["x"], obj["x"]) and back["x"].dtype == np.float64
+    assert back["k"][0].dtype == np.int32 and back["k"][1] == [1, "a"]
+    assert back["nested"]["y"].shape == (2, 3) and back["none"] is None and np.isnan(back["nan"])
 
 
-def test_state_loader_runs_no_code() -> None:
+def test_chunk_holds_no_objects_and_loads_without_pickle(tmp_path: Path) -> None:
+    """Objects cannot be written; a chunk holding a pickled object array is refused as damaged, naming it."""
     class Evil:
         def __reduce__(self):
             return (print, ("pwned",))
 
-    with pytest.raises(pickle.UnpicklingError):
-        resume.loads(pickle.dumps({"a": Evil()}))
     with pytest.raises(TypeError):
-        resume.dumps({"a": Evil()})
+        resume.write_chunk(tmp_path / "a.npz", {"a": Evil()})
+    with pytest.raises(TypeError):
+        resume.write_chunk(tmp_path / "a.npz", {"a": np.array([Evil()], dtype=object)})
+    np.savez(tmp_path / "evil.npz", __json__=np.frombuffer(b'{"a": {"__array__": "o"}}', np.uint8),
+             o=np.array([Evil()], dtype=object))
+    with pytest.raises(InputError, match="evil.npz is damaged.*delete that file"):
+        resume.read_chunk(tmp_path / "evil.npz")
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "no_json"])
+def test_damaged_chunk_is_refused_naming_the_file_and_the_recovery(tmp_path: Path, damage: str) -> None:
+    s = resume.ResumeStore(tmp_path / "st", {"run": 1})
+    s.start(resume=False)
+    s.save({"n": 1, "a": np.arange(1000)})
+    (chunk,) = (tmp_path / "st").glob("*.npz")
+    if damage == "truncate":
+        chunk.write_bytes(chunk.read_bytes()[:200])
+    elif damage == "garbage":
+        chunk.write_bytes(b"not a zip file at all")
+    else:
+        np.savez(chunk, a=np.arange(3))
+    with pytest.raises(InputError, match=f"{chunk.name} is damaged.*--resume"):
+        resume.ResumeStore(tmp_path / "st", {"run": 1}).start(resume=True)
 
 
 def test_store_chunks(tmp_path: Path) -> None:
@@ -113,13 +129,13 @@ def test_store_chunks(tmp_path: Path) -> None:
     s2 = resume.ResumeStore(tmp_path / "st", {"run": 1})
     assert s2.start(resume=True) == [{"n": 1}, {"n": 2}]
     s2.save({"n": 3})
-    assert len(list((tmp_path / "st").glob("*.state"))) == 3
+    assert len(list((tmp_path / "st").glob("*.npz"))) == 3
     assert [p["n"] for p in resume.ResumeStore(tmp_path / "st", {"run": 1}).start(resume=True)] == [1, 2, 3]
     with pytest.raises(InputError, match="different run"):
         resume.ResumeStore(tmp_path / "st", {"run": 2}).start(resume=True)
     s3 = resume.ResumeStore(tmp_path / "st", {"run": 2})
     assert s3.start(resume=False) == []  # a fresh start clears the old state
-    assert not list((tmp_path / "st").glob("*.state"))
+    assert not list((tmp_path / "st").glob("*.npz"))
     s3.clear()
     assert not (tmp_path / "st").exists()
 
@@ -144,31 +160,28 @@ def test_save_policy_by_frames_or_time(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_state_keeps_a_metric_exactly_and_sends_only_its_used_keys(tmp_path: Path) -> None:
-    """A metric in a resume chunk: its own pickle state (used keys only), restored bit-identically."""
+    """A metric's state_dict() in a resume chunk: used keys only, restored bit-identically and growable."""
     from sml.metrics import AnomalyMetrics
 
     rng = np.random.default_rng(1)
     m = AnomalyMetrics()
     for _ in range(3):
-        m.update_frame(rng.normal(size=(40, 50)).astype(np.float32), (rng.random((40, 50)) < 0.2).astype(np.uint8))
+        m.update(rng.normal(size=(40, 50)).astype(np.float32), (rng.random((40, 50)) < 0.2).astype(np.uint8))
     m._reserve(100_000)  # spare capacity that must not travel
     s = resume.ResumeStore(tmp_path / "st", {"run": 1})
     s.start(resume=False)
-    s.save({"metrics": {"a": m}})
-    (chunk,) = (tmp_path / "st").glob("*.state")
+    s.save({"metrics": {"a": m.state_dict()}})
+    (chunk,) = (tmp_path / "st").glob("*.npz")
     assert chunk.stat().st_size < 3 * 40 * 50 * 4 + 20_000
     (back,) = resume.ResumeStore(tmp_path / "st", {"run": 1}).start(resume=True)
-    r = back["metrics"]["a"]
+    r = AnomalyMetrics.from_state_dict(back["metrics"]["a"])
     assert r.compute() == m.compute()
-    r.update_frame(np.zeros((2, 2), np.float32), np.eye(2, dtype=np.uint8))  # restored buffer is ours to grow
-    # a protocol-5 chunk with a foreign global is still refused
-    with pytest.raises(pickle.UnpicklingError):
-        resume.loads(pickle.dumps({"a": print}, protocol=5))
+    r.update(np.zeros((2, 2), np.float32), np.eye(2, dtype=np.uint8))  # restored buffer is ours to grow
 
 
-def test_score_frame_side_by_side_equals_inline() -> None:
-    """Scoring the methods on worker threads gives the very maps of the one-thread path."""
-    from sml.pipelines.evaluate import _Workers, build_scorers, score_frame
+def test_score_frame_equals_each_scorer() -> None:
+    """The shared LogitContext gives every method the very map of its own scorer, and the argmax."""
+    from sml.pipelines.evaluate import build_scorers, score_frame
     from sml.stats import ClassStatistics
 
     g = torch.Generator().manual_seed(0)
@@ -176,70 +189,22 @@ def test_score_frame_side_by_side_equals_inline() -> None:
     stats = ClassStatistics(6)
     stats.update(torch.randn(2, 6, 20, 20, generator=g) * 3)
     scorers = build_scorers(["sml", "max_logit", "msp", "entropy", "energy"], stats, {})
-    one = score_frame(scorers, logits)
-    inline, pred = one.maps, one.pred
-    assert one.results == dict.fromkeys(scorers)
-    with torch.inference_mode():
-        want_pred = logits.argmax(1)
-    assert torch.equal(pred.long(), want_pred)
-    prev = torch.get_num_threads()
-    for n in (1, 2):
-        torch.set_num_threads(n)  # the worker count follows torch's thread count
-        try:
-            got = score_frame(scorers, logits, _Workers(5), then=lambda m, a: (m, float(a.sum())))
-        finally:
-            torch.set_num_threads(prev)
-        par = got.maps
-        assert list(par) == list(inline)
-        assert got.results == {m: (m, float(inline[m].sum())) for m in inline}  # then() saw each method's map
-        for m in inline:
-            assert np.array_equal(par[m], inline[m]), m
-            assert np.array_equal(inline[m], scorers[m](logits)[0].numpy()), m
+    got = score_frame(scorers, logits)
+    assert list(got.maps) == list(scorers)
+    assert torch.equal(got.pred.long(), logits.argmax(1))
+    for m, sc in scorers.items():
+        assert np.array_equal(got.maps[m], sc(logits)[0].numpy()), m
 
 
-def test_workers_run_hands_parts_to_idle_threads_and_never_waits_on_its_own_queue() -> None:
-    """_Workers.run: results in order; inside a task of a busy pool the parts run inline (no deadlock)."""
-    import threading
+def test_damaged_kept_map_names_the_file(tmp_path: Path) -> None:
+    from sml.pipelines.threshold_metrics import load_map
 
-    from sml.pipelines.evaluate import _Workers
-
-    prev = torch.get_num_threads()
-    torch.set_num_threads(2)
-    try:
-        w = _Workers(5)
-    finally:
-        torch.set_num_threads(prev)
-    assert w.size == 2
-    me = threading.get_ident
-    # idle pool: the second part may run on a worker, the first always on the caller
-    where = w.run([me, me])
-    assert where[0] == me()
-    # every worker busy with a task that itself splits: each task runs its parts itself
-    gate = threading.Barrier(2)
-
-    def task(i: int) -> list:
-        gate.wait(timeout=10)  # both workers are inside a task now: nobody is idle
-        return w.run([lambda: (i, 0, me()), lambda: (i, 1, me()), lambda: (i, 2, me())])
-
-    got: list = []
-    caller = threading.Thread(target=lambda: got.extend(w.map(task, [0, 1])), daemon=True)
-    caller.start()
-    caller.join(timeout=30)
-    assert not caller.is_alive(), "run() waited on parts queued behind the tasks that submitted them"
-    for i, parts in enumerate(got):
-        assert [p[:2] for p in parts] == [(i, 0), (i, 1), (i, 2)]
-    # an exception reaches the caller, and no part of the call is still running afterwards
-    ran = []
-
-    def boom() -> None:
-        raise ValueError("boom")
-
-    def slow() -> None:
-        time.sleep(0.05)
-        ran.append("slow")
-
-    with pytest.raises(ValueError, match="boom"):
-        w.run([boom, slow, slow])
-    n = len(ran)
-    time.sleep(0.1)
-    assert len(ran) == n  # whatever had started had finished before run() raised
+    good = tmp_path / "good.npy"
+    np.save(good, np.ones((2, 3), np.float16))
+    assert load_map(good).dtype == np.float32
+    bad = tmp_path / "bad.npy"
+    bad.write_bytes(good.read_bytes()[:40])
+    with pytest.raises(InputError, match="bad.npy is missing or damaged.*--overwrite"):
+        load_map(bad)
+    with pytest.raises(InputError, match="gone.npy is missing"):
+        load_map(tmp_path / "gone.npy")

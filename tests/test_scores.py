@@ -262,19 +262,6 @@ def test_sml_batch_with_small_bands_equals_per_image(monkeypatch):
     np.testing.assert_array_equal(per_image.numpy(), full.numpy())
 
 
-def test_thread_setting_is_restored_and_results_do_not_depend_on_it(monkeypatch):
-    import sml.scores.functional as fn
-
-    stats = _stats()
-    x = _logits(1, 5, 40, 30)
-    before = torch.get_num_threads()
-    a = SML(stats)(x)
-    assert torch.get_num_threads() == before
-    monkeypatch.setattr(fn, "HOT_LOOP_THREADS", 1)
-    assert torch.equal(SML(stats)(x), a)
-    assert torch.get_num_threads() == before
-
-
 def test_logit_context_shares_work_and_equals_each_scorer():
     """One LogitContext serves every method; each result equals the scorer's own call, bit for bit."""
     from sml.scores import LogitContext
@@ -292,47 +279,6 @@ def test_logit_context_shares_work_and_equals_each_scorer():
     p = softmax(x.double().numpy(), axis=1)
     np.testing.assert_allclose(build_scorer("entropy").score_context(LogitContext(x)).numpy(),
                                -(p * np.log(p)).sum(1), rtol=1e-5, atol=1e-6)
-
-
-@pytest.mark.parametrize("parts", [2, 3, 13, 40])
-def test_logit_context_precompute_in_row_bands_is_bit_identical(parts):
-    """Splitting the shared pass into row bands (run on threads) changes no bit of any quantity or score."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    from sml.scores import LogitContext
-
-    x = _logits(1, 5, 61, 2053, seed=4)  # odd sizes, several softmax bands
-    x[:, 3] = x[:, 1]  # ties: the lowest index must win in every band
-    whole = LogitContext(x)
-    seen: list[int] = []
-    with ThreadPoolExecutor(2) as pool:
-        def map_fn(fn, items):
-            items = list(items)
-            seen.append(len(items))
-            return pool.map(fn, items)
-
-        split = LogitContext(x)
-        split.precompute(softmax=True, map_fn=map_fn, parts=parts)
-    assert len(seen) == 1 and 1 < seen[0] <= parts  # really split
-    for a, b in zip(whole.max_and_argmax() + whole.softmax_terms(), split.max_and_argmax() + split.softmax_terms()):
-        assert a.dtype == b.dtype and torch.equal(a, b)
-    stats = _stats()
-    for m in ("sml", "max_logit", "msp", "entropy", "energy"):
-        sc = build_scorer(m, stats=stats)
-        assert torch.equal(sc.score_context(split), sc(x)), m
-    only_max = LogitContext(x)
-    only_max.precompute(softmax=False, parts=parts)
-    assert only_max._terms is None and torch.equal(only_max.max_and_argmax()[1], whole.max_and_argmax()[1])
-
-
-@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
-def test_logit_context_precompute_rejects_non_finite_logits(bad):
-    from sml.scores import LogitContext
-
-    x = _logits(1, 4, 9, 6)
-    x[0, 2, 7, 4] = bad
-    with pytest.raises(InputError, match="NaN or infinite"):
-        LogitContext(x).precompute(parts=2)
 
 
 @pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])

@@ -254,7 +254,7 @@ def test_sync_merges_in_rank_order(monkeypatch):
     x = _data(8)
     parts = [ClassStatistics(6).update(torch.from_numpy(p)) for p in np.split(x, [3, 7])]
     monkeypatch.setattr(dist, "is_distributed", lambda: True)
-    monkeypatch.setattr(dist, "all_gather_object", lambda obj: [p.to_dict() for p in parts])
+    monkeypatch.setattr(dist, "all_gather_object", lambda obj: [p.state_dict() for p in parts])
     synced = parts[1].copy().sync()
     want = ClassStatistics(6)
     for p in parts:
@@ -284,3 +284,21 @@ dist.destroy_process_group()
     assert outs[0]["m2"] == outs[1]["m2"] and outs[0]["mean"] == outs[1]["mean"]
     n, mean, var = _two_pass(_data(9), 6)
     np.testing.assert_allclose(ClassStatistics.from_dict(outs[0]).var, var, rtol=1e-10, equal_nan=True)
+
+
+def test_state_dict_round_trip_through_a_resume_chunk(tmp_path):
+    """ClassStatistics follows the shared state pattern: plain arrays in a .npz chunk, back bit for bit."""
+    from sml.pipelines.resume import read_chunk, write_chunk
+    from sml.utils.state import Stateful
+
+    st = ClassStatistics(6).update(torch.from_numpy(_data(3)))
+    assert isinstance(st, Stateful)
+    write_chunk(tmp_path / "c.npz", {"s": st.state_dict()})
+    back = ClassStatistics.from_state_dict(read_chunk(tmp_path / "c.npz")["s"])
+    for k in ("count", "mean", "m2", "var"):
+        np.testing.assert_array_equal(getattr(back, k), getattr(st, k))
+    assert back.class_names == st.class_names
+    bad = st.state_dict()
+    bad["m2"] = bad["m2"][:3]
+    with pytest.raises(InputError, match="6 entries"):
+        ClassStatistics.from_state_dict(bad)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from sml.pipelines.options import METHODS, HelpFormatter, add_model_args, add_resume_args, add_sml_args
+from sml.cli.args import METHODS, HelpFormatter, add_model_args, add_resume_args, add_sml_args
 
 EPILOG = """\
 examples:
@@ -51,6 +51,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--method", default=",".join(METHODS),
                    help=f"comma-separated methods among {', '.join(METHODS)}")
     g.add_argument("--out", required=True, metavar="DIR", help="run directory to write")
+    g.add_argument("--overwrite", action="store_true",
+                   help="replace a finished run in --out (its maps and report are removed first)")
     g.add_argument("--components", action="store_true",
                    help="also compute the SegmentMeIfYouCan component metrics (sIoU, PPV, mean F1)")
     g.add_argument("--track", choices=("anomaly", "obstacle"), default=None,
@@ -82,6 +84,9 @@ def load_stats(path: str | None, var_path: str | None = None):  # noqa: ANN201 -
     from sml.stats import ClassStatistics
 
     if path is None:
+        if var_path is not None:
+            raise InputError("--stats-var is the variance half of the reference code's .npy statistics: give "
+                             "their mean file with --stats cityscapes_mean.npy too")
         return None
     p = Path(path)
     if not p.is_file():
@@ -91,35 +96,32 @@ def load_stats(path: str | None, var_path: str | None = None):  # noqa: ANN201 -
             raise InputError(f"--stats {p} is a reference .npy mean file; also give its variance file "
                              f"with --stats-var cityscapes_var.npy")
         return ClassStatistics.from_reference_npy(p, var_path)
+    if var_path is not None:
+        raise InputError(f"--stats-var {var_path} goes only with the reference code's mean .npy; {p} is sml's "
+                         f"JSON statistics, which hold the variance already: leave --stats-var out")
     return ClassStatistics.load(p)
 
 
 def run(args: argparse.Namespace) -> int:
-    from sml.errors import InputError
+    from sml.cli.args import parse_methods, sml_settings
     from sml.pipelines import common
-    from sml.pipelines.evaluate import EvalConfig, evaluate, print_table
-    from sml.pipelines.options import check_resume_args, parse_methods, sml_settings
-    from sml.pipelines.writers import parse_formats
+    from sml.pipelines.evaluate import EvalConfig, evaluate
+    from sml.report.rundir import print_table
     from sml.utils import distributed
 
+    # every option first: nothing is loaded before they are all known to be usable
     methods = parse_methods(args.method)
-    formats = parse_formats(args.save_maps)
-    settings = sml_settings(args)
-    check_resume_args(args)
-    if "sml" in methods and args.stats is None:
-        raise InputError("method sml needs class statistics: pass --stats stats.json (made by `sml stats`), "
-                         "or leave sml out of --method")
+    config = EvalConfig(methods=methods, sml_settings=sml_settings(args), components=args.components,
+                        save_maps=args.save_maps, report=args.report, limit=args.limit, resume=args.resume,
+                        save_every=args.save_every, save_interval=args.save_interval, track=args.track,
+                        frame_ap=True if args.frame_ap else None, overwrite=args.overwrite)
     common.check_device(args.device)
-    stats = load_stats(args.stats, args.stats_var) if "sml" in methods else None
+    stats = load_stats(args.stats, args.stats_var)
     distributed.init_from_env(args.device)
     dataset = common.open_data(args.data, split=args.split,
                                allow_subset=args.allow_subset or args.limit is not None,
                                mapping=args.label_mapping)
     model = common.load_model(args.model, args.weights, device=args.device, trust=args.trust_checkpoint)
-    config = EvalConfig(methods=methods, sml_settings=settings, components=args.components, save_maps=formats,
-                        report=args.report, limit=args.limit, resume=args.resume, save_every=args.save_every,
-                        save_interval=args.save_interval,
-                        track=args.track, frame_ap=True if args.frame_ap else None)
     meta = {"model": args.model, "weights": str(args.weights), "data": args.data, "split": args.split,
             "stats": str(args.stats), "limit": args.limit}
     if args.label_mapping is not None:
@@ -128,12 +130,8 @@ def run(args: argparse.Namespace) -> int:
     if distributed.is_main():
         print_table(result.metrics, result.out)
         if args.report:
-            try:
-                from sml.report import build_report
-            except ImportError:
-                print("note: the HTML report is not available in this installation", flush=True)
-            else:
-                index = build_report(result.out)
-                print(f"report: {index}")
+            from sml.report import build_report
+
+            print(f"report: {build_report(result.out)}")
     distributed.barrier()
     return 0

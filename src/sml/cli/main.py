@@ -11,10 +11,6 @@ from sml import __version__
 from sml.errors import SMLError
 from sml.utils.process import tune_process
 
-# huge pages for torch's big tensors and a malloc that reuses freed blocks (see there): before
-# any command allocates; an explicit environment wins
-tune_process()
-
 # Sub-commands, in the order `sml --help` lists them. Each module defines
 # `register(subparsers)`, which adds its parser and sets `func=run(args) -> int`.
 COMMANDS = ["stats", "eval", "predict", "train", "demo", "report", "diagnose", "export", "models"]
@@ -50,6 +46,10 @@ def _fail(message: str, code: int = 2) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # huge pages for torch's big tensors and a malloc that reuses freed blocks (see there): before
+    # any command allocates; an explicit environment wins. Here, not at import: importing the
+    # CLI (tests, other programs) must not change the process.
+    tune_process()
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
@@ -59,10 +59,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except SMLError as exc:
         return _fail(str(exc))
-    except FileNotFoundError as exc:
-        return _fail(f"{exc}. Check the path and try again.")
+    except OSError as exc:
+        return _fail(_os_error(exc))
     except KeyboardInterrupt:
-        return _fail("interrupted; partial results were not written (use --resume where offered)", 130)
+        return _fail("interrupted. sml stats and sml eval keep what they had saved in their partial state (a "
+                     "save every --save-interval seconds or --save-every frames): the same command with --resume "
+                     "continues from there", 130)
+
+
+def _os_error(exc: OSError) -> str:
+    """One paragraph for a failed file operation: the path, what went wrong, what to do."""
+    path = exc.filename if exc.filename is not None else "a file"
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    fixes = {"FileNotFoundError": "check the path and try again",
+             "PermissionError": "fix its permissions or choose a location you can write to",
+             "IsADirectoryError": "give a file, not a folder", "NotADirectoryError": "a file stands where a folder "
+             "should be: remove it or choose another location"}
+    fix = fixes.get(type(exc).__name__, "check the location (free space, permissions) and try again")
+    return f"{path}: {reason}; {fix}"
 
 
 if __name__ == "__main__":

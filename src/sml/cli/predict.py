@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from sml.pipelines.options import METHODS, HelpFormatter, add_model_args, add_sml_args
+from sml.cli.args import METHODS, HelpFormatter, add_model_args, add_sml_args
 
 EPILOG = """\
 examples:
@@ -47,15 +47,12 @@ def run(args: argparse.Namespace) -> int:
     from sml.cli.eval import load_stats
     from sml.errors import InputError
     from sml.pipelines import common
-    from sml.pipelines.options import parse_methods, sml_settings
+    from sml.cli.args import parse_methods, sml_settings
     from sml.pipelines.predict import predict_files
     from sml.utils import distributed
 
     methods = parse_methods(args.method)
     settings = sml_settings(args)
-    if "sml" in methods and args.stats is None:
-        raise InputError("method sml needs class statistics: pass --stats stats.json (made by `sml stats`), "
-                         "or choose a baseline with --method max_logit")
     if (args.vmin is None) != (args.vmax is None):
         raise InputError("give both --vmin and --vmax (one fixed colour range), or neither (per image)")
     if args.vmin is not None and args.vmax <= args.vmin:

@@ -17,6 +17,7 @@ from scipy import ndimage
 
 from sml.errors import InputError
 from sml.metrics._inputs import label_counts, scores_and_labels
+from sml.utils.state import Stateful
 
 __all__ = ["ComponentMetrics", "component_metrics", "frame_components", "SIOU_THRESHOLDS", "TRACKS"]
 
@@ -83,7 +84,7 @@ def frame_components(anomaly: Any, labels: Any, threshold: float, min_pred_size:
             "precision_pred": precision.astype(np.float64), "gt_size": sg[ks], "pred_size": sp[js]}
 
 
-class ComponentMetrics:
+class ComponentMetrics(Stateful):
     """SegmentMeIfYouCan component metrics accumulated frame by frame (spec section 6).
 
     ``track`` picks the minimum sizes (``"anomaly"``: predictions >= 500 px,
@@ -146,20 +147,27 @@ class ComponentMetrics:
         self.frames += other.frames
         return self
 
-    def sync(self) -> "ComponentMetrics":
-        """Gather every ``torch.distributed`` rank's frames (rank order) on every rank; once, after the last update."""
-        from sml.utils import distributed
+    def state_dict(self) -> dict[str, Any]:
+        """Settings, frame count, thresholds used and the per-component arrays (in frame order)."""
+        def cat(parts: list[np.ndarray]) -> np.ndarray:
+            return np.concatenate(parts).astype(np.float64) if parts else np.empty(0)
 
-        if not distributed.is_distributed():
-            return self
-        if self._synced:
-            raise InputError("sync() was already called on this metric; call it once, after the last update")
-        states = distributed.all_gather_object(self)
-        merged = ComponentMetrics(self.track, self.threshold, self.min_pred_size, self.min_gt_size, self.ignore_index)
-        for st in states:
-            merged.merge(st)
-        self.__dict__.update(merged.__dict__)
-        self._synced = True
+        return {"track": self.track, "threshold": self.threshold, "min_pred_size": self.min_pred_size,
+                "min_gt_size": self.min_gt_size, "ignore_index": self.ignore_index, "frames": int(self.frames),
+                "thresholds": sorted(self._thresholds), "siou_gt": cat(self._siou_gt),
+                "siou_pred": cat(self._siou_pred), "precision_pred": cat(self._prec)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> "ComponentMetrics":
+        """Replace the state with ``state`` (from :meth:`state_dict`)."""
+        ComponentMetrics.__init__(self, state["track"], state["threshold"], state["min_pred_size"],
+                                  state["min_gt_size"], state["ignore_index"])
+        arrays = [np.asarray(state[k], dtype=np.float64) for k in ("siou_gt", "siou_pred", "precision_pred")]
+        if any(a.ndim != 1 for a in arrays) or arrays[1].size != arrays[2].size:
+            raise InputError("component metric state: siou_gt, siou_pred and precision_pred must be 1-D "
+                             "(the last two of equal length)")
+        self._siou_gt, self._siou_pred, self._prec = ([a] if a.size else [] for a in arrays)
+        self.frames = int(state["frames"])
+        self._thresholds = {float(t) for t in state["thresholds"]}
         return self
 
     def compute(self) -> dict[str, Any]:

@@ -22,18 +22,17 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
 from sml.errors import InputError
 from sml.metrics._inputs import label_counts, scores_and_labels, to_numpy
+from sml.utils.state import Stateful
 
 __all__ = ["AnomalyMetrics", "FrameLabels", "anomaly_metrics", "scores_to_keys", "keys_to_scores", "TPR_TARGET"]
 
 TPR_TARGET = 0.95
-#: ``run(fns) -> [f() for f in fns]``, possibly side by side (e.g. on idle worker threads)
-Run = Callable[[Sequence[Callable[[], Any]]], list[Any]]
 _EMPTY = np.empty(0, dtype=np.int32)
 # keys of -inf and +inf: a key strictly between them is a finite score (NaNs lie outside)
 _KEY_NEG_INF = -2139095041
@@ -43,7 +42,7 @@ _KEY_POS_INF = 0x7F800000
 class FrameLabels:
     """One image's labels, validated and counted once, for scoring several anomaly maps against them.
 
-    ``AnomalyMetrics.update_frame(anomaly, frame_labels)`` then skips the label
+    ``AnomalyMetrics.update(anomaly, frame_labels)`` then skips the label
     work (value check, counts, masks) that every method would otherwise repeat.
     """
 
@@ -160,12 +159,7 @@ def _search_sorted(a: np.ndarray, v: np.ndarray, side: str, block: int = 2048,
     return out
 
 
-def _serial(fns: Sequence[Callable[[], Any]]) -> list[Any]:
-    return [f() for f in fns]
-
-
-def _build_table(all_sorted: np.ndarray, pos_sorted: np.ndarray, n_pos: int, n_neg: int,
-                 run: Run = _serial) -> _Table:
+def _build_table(all_sorted: np.ndarray, pos_sorted: np.ndarray, n_pos: int, n_neg: int) -> _Table:
     n_all = all_sorted.size
     if n_pos == 0:
         e = np.empty(0, dtype=np.int64)
@@ -178,12 +172,8 @@ def _build_table(all_sorted: np.ndarray, pos_sorted: np.ndarray, n_pos: int, n_n
     u = pos_sorted[starts]
     cnt = np.diff(starts, append=n_pos)
     del starts
-    # the positives are part of all_sorted, so these bracket each tie group exactly; the
-    # search is most of the table's time, so its two halves may run side by side
-    half = u.size // 2 if u.size > 1 << 16 else u.size
-    lo = np.empty(u.size, np.int64)
-    run([lambda: _search_sorted(all_sorted, u[:half], "left", out=lo[:half]),
-         lambda: _search_sorted(all_sorted, u[half:], "left", out=lo[half:])])
+    # the positives are part of all_sorted, so these bracket each tie group exactly
+    lo = _search_sorted(all_sorted, u, "left")
     # each tie group holds its cnt anomaly pixels; only where inliers tie too do we search again
     hi = lo + cnt
     after = all_sorted[np.minimum(hi, n_all - 1)]  # the smallest evaluated key above the group (if hi < n)
@@ -354,22 +344,22 @@ def _roc_points(t: _Table, steps: np.ndarray) -> tuple[np.ndarray, np.ndarray, n
     return fpr, tpr, thr
 
 
-class AnomalyMetrics:
+class AnomalyMetrics(Stateful):
     """Pooled pixel AUROC, AP and FPR@95 of anomaly maps, exact and one image at a time.
 
     ``update(anomaly, labels)`` takes float maps (NumPy or torch, any float dtype,
     evaluated as float32) of shape ``H x W`` or ``B x H x W`` and labels of the
     same shape: 1 anomaly, 0 inlier, ``ignore_index`` excluded, anything else an
     error. ``compute()`` returns every pixel of every update pooled (the
-    benchmark number). ``per_image=True`` additionally records each image's own
-    metrics, reported under ``"per_image"`` (a different number: a mean over images).
+    benchmark number).
+    ``state_dict()`` / ``load_state_dict()`` / ``merge`` / ``sync`` follow
+    :class:`sml.utils.state.Stateful`.
     """
 
-    def __init__(self, ignore_index: int = 255, per_image: bool = False) -> None:
+    def __init__(self, ignore_index: int = 255) -> None:
         if isinstance(ignore_index, bool) or not isinstance(ignore_index, (int, np.integer)) or ignore_index in (0, 1):
             raise InputError(f"ignore_index must be an integer other than 0 and 1, got {ignore_index!r}")
         self.ignore_index = int(ignore_index)
-        self.per_image = bool(per_image)
         self.reset()
 
     def reset(self) -> None:
@@ -384,46 +374,59 @@ class AnomalyMetrics:
         self.n_neg = 0
         self.n_ignored = 0
         self.images = 0
-        self._images: list[dict[str, Any]] = []
         self._synced = False
         self._sorted = True   # _buf[:_n] is sorted and _pos holds at most one sorted array
-        self._layout = getattr(self, "_layout", 0) + 1  # voids earlier marks (see mark())
         self._table: _Table | None = None
 
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict[str, Any]:
+        """Settings, counters and the key multisets (``keys``: every evaluated pixel, ``pos_keys``: anomaly pixels)."""
+        pos = self._pos[0] if len(self._pos) == 1 else (np.concatenate(self._pos) if self._pos else _EMPTY)
+        return {"ignore_index": self.ignore_index, "keys": self._buf[:self._n], "pos_keys": pos,
+                "n_pos": int(self.n_pos), "n_neg": int(self.n_neg), "n_ignored": int(self.n_ignored),
+                "images": int(self.images)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> "AnomalyMetrics":
+        """Replace the state with ``state`` (from :meth:`state_dict`; arrays are copied when not ours to sort)."""
+        AnomalyMetrics.__init__(self, state["ignore_index"])
+        keys, pos = np.asarray(state["keys"]), np.asarray(state["pos_keys"])
+        if keys.dtype != np.int32 or pos.dtype != np.int32 or keys.ndim != 1 or pos.ndim != 1:
+            raise InputError("metric state: 'keys' and 'pos_keys' must be 1-D int32 arrays")
+        counts = [int(state[k]) for k in ("n_pos", "n_neg", "n_ignored", "images")]
+        if min(counts) < 0 or counts[0] != pos.size or counts[0] + counts[1] != keys.size:
+            raise InputError("metric state: pixel counts do not match its key arrays")
+        # we grow and sort the buffer in place: it must be our own, writable memory
+        self._buf = keys if keys.flags.owndata and keys.flags.writeable else keys.copy()
+        self._n = keys.size
+        self._pos = [pos] if pos.size else []
+        self.n_pos, self.n_neg, self.n_ignored, self.images = counts
+        self._sorted = self._n == 0
+        return self
+
     # ------------------------------------------------------------------ adding data
-    def update(self, anomaly: Any, labels: Any, ids: str | Sequence[str] | None = None) -> None:
+    def update(self, anomaly: Any, labels: Any, *, frame_ap: bool = False) -> float | None:
         """Add an anomaly map ``H x W`` (or batch ``B x H x W``) and its labels (same shape).
 
-        NaN or infinite scores at evaluated (non-ignored) pixels are an error.
-        ``ids`` names the images for the per-image records (optional).
+        ``labels`` may be a :class:`FrameLabels` (one image's labels prepared once
+        for several maps). NaN or infinite scores at evaluated (non-ignored)
+        pixels are an error. With ``frame_ap=True`` (one image) it returns that
+        image's own AP, exactly scikit-learn's ``average_precision_score`` over
+        its evaluated pixels (NaN without anomaly or inlier pixels); it costs an
+        in-place sort of the image's keys. Otherwise returns None.
         """
+        if isinstance(labels, FrameLabels):
+            return self._add_frame(anomaly, labels, frame_ap)
         s, y = scores_and_labels(anomaly, labels)
-        batch = s.ndim == 3
-        if self.per_image:
-            n = s.shape[0] if batch else 1
-            names = [ids] if isinstance(ids, str) else (list(ids) if ids is not None else [None] * n)
-            if len(names) != n:
-                raise InputError(f"got {len(names)} ids for {n} images")
-            for b in range(n):
-                self._add(s[b] if batch else s, y[b] if batch else y, record=names[b] or str(self.images))
-        else:
-            self._add(s, y, record=None, images=s.shape[0] if batch else 1)
+        if s.ndim != 3:
+            return self._add_frame(s, FrameLabels(y, self.ignore_index), frame_ap)
+        if frame_ap:
+            raise InputError("frame_ap=True takes one image (H x W), not a batch")
+        for b in range(s.shape[0]):
+            self._add_frame(s[b], FrameLabels(y[b], self.ignore_index), False)
+        return None
 
-    def update_frame(self, anomaly: Any, labels: Any, ap: bool = True) -> float | None:
-        """Add one image, like :meth:`update`, and return that image's own AP (None with ``ap=False``).
-
-        ``labels`` is an ``H x W`` array or a :class:`FrameLabels` (prepared once
-        for several maps). The AP is exactly what a fresh metric's
-        ``compute()["ap"]`` gives for this image alone (scikit-learn's
-        ``average_precision_score`` over its evaluated pixels), NaN when it has
-        no anomaly or no inlier pixel. It costs one in-place sort of the image's
-        keys (reordering keys inside the state changes nothing: the state is a
-        multiset), about three times the cost of adding them: pass ``ap=False``
-        when nobody reads it. Not with ``per_image=True`` (use :meth:`update`).
-        """
-        if self.per_image:
-            raise InputError("update_frame() is for metrics without per_image; use update(..., ids=...)")
-        fl = labels if isinstance(labels, FrameLabels) else FrameLabels(labels, self.ignore_index)
+    def _add_frame(self, anomaly: Any, fl: FrameLabels, ap: bool) -> float | None:
+        """One image's keys written straight into the state (and its own AP from one sort of them)."""
         if fl.ignore_index != self.ignore_index:
             raise InputError(f"labels were prepared with ignore_index {fl.ignore_index}, this metric uses "
                              f"{self.ignore_index}")
@@ -432,7 +435,7 @@ class AnomalyMetrics:
             raise InputError(f"anomaly map shape {tuple(s.shape)} does not match labels shape {fl.shape}; "
                              "pass the map at label resolution (H x W)")
         if s.ndim not in (1, 2) and not (s.ndim == 3 and s.shape[0] == 1):
-            raise InputError(f"update_frame() takes one image (H x W), got shape {tuple(s.shape)}")
+            raise InputError(f"update() with FrameLabels takes one image (H x W), got shape {tuple(s.shape)}")
         if s.dtype.kind not in "fiub":
             raise InputError(f"anomaly scores must be real numbers, got dtype {s.dtype}")
         fs = np.asarray(s, dtype=np.float32).reshape(-1)
@@ -468,18 +471,6 @@ class AnomalyMetrics:
         pos.sort()  # a copy of our own (boolean indexing), shared with nobody yet
         return _ap(_build_table(keys, pos, fl.n_pos, fl.n_neg))
 
-    def reserve(self, pixels: int) -> None:
-        """Make room for ``pixels`` more evaluated pixels now, so that adding them never grows the state.
-
-        Only address space is taken: memory is committed as keys are written. Without
-        it the buffer grows by steps as images arrive (NumPy zero-fills each step).
-        """
-        need = self._n + max(0, int(pixels))
-        if need > self._buf.size:
-            buf = np.empty(need, dtype=np.int32)
-            buf[:self._n] = self._buf[:self._n]
-            self._buf = buf
-
     def _reserve(self, k: int) -> np.ndarray:
         """A writable slice of ``k`` free key slots at the end of the buffer (grown if needed)."""
         need = self._n + k
@@ -492,36 +483,6 @@ class AnomalyMetrics:
                 buf[:self._n] = self._buf[:self._n]
                 self._buf = buf
         return self._buf[self._n:need]
-
-    def _add(self, s: np.ndarray, y: np.ndarray, record: str | None, images: int = 1) -> None:
-        n_pos, n_neg, n_ign = label_counts(y, self.ignore_index)
-        fs, fy = s.reshape(-1), y.reshape(-1)
-        if n_ign:
-            keep = fy != self.ignore_index
-            fs, fy = fs[keep], fy[keep]
-        if fs.size and not np.isfinite(fs).all():
-            bad = ~np.isfinite(fs)
-            raise InputError(f"anomaly map has {int(bad.sum())} NaN or infinite score(s) at evaluated pixels "
-                             f"(e.g. {fs[bad][0]!r}); fix the scorer or mark those pixels with the ignore value "
-                             f"{self.ignore_index}")
-        keys = self._reserve(fs.size)
-        np.add(fs, np.float32(0.0), out=keys.view(np.float32))  # -0.0 -> +0.0: equal scores must tie
-        _flip(keys)
-        pos = keys[fy == 1] if n_pos else _EMPTY
-        if record is not None:
-            pos = np.sort(pos)
-            rec = {"id": record, **_metrics(_build_table(np.sort(keys), pos, n_pos, n_neg))}
-            self._images.append(rec)
-        del keys
-        if pos.size:
-            self._pos.append(pos)
-        self._n += fs.size
-        self.n_pos += n_pos
-        self.n_neg += n_neg
-        self.n_ignored += n_ign
-        self.images += images
-        self._sorted = False
-        self._table = None
 
     def merge(self, other: "AnomalyMetrics") -> "AnomalyMetrics":
         """Add ``other``'s pixels (and per-image records, after ours) to this metric; returns ``self``."""
@@ -541,48 +502,9 @@ class AnomalyMetrics:
         self.n_neg += other.n_neg
         self.n_ignored += other.n_ignored
         self.images += other.images
-        self._images.extend(other._images)
         self._sorted = False
         self._table = None
         return self
-
-    def sync(self) -> "AnomalyMetrics":
-        """Combine the states of all ``torch.distributed`` ranks (gathered in rank order) on every rank.
-
-        Without a process group this does nothing. Call it once, after the last
-        update; the result is identical to evaluating every image on one process.
-        """
-        from sml.utils import distributed
-
-        if not distributed.is_distributed():
-            return self
-        if self._synced:
-            raise InputError("sync() was already called on this metric; call it once, after the last update")
-        self._consolidate()
-        states = distributed.all_gather_object(self)
-        merged = AnomalyMetrics(self.ignore_index, self.per_image)
-        for st in states:
-            merged.merge(st)
-        self.__dict__.update(merged.__dict__)
-        self._synced = True
-        return self
-
-    def __getstate__(self) -> dict[str, Any]:
-        d = dict(self.__dict__)
-        d["_buf"] = self._buf[:self._n]  # only the used part travels
-        d["_table"] = None  # derived data; rebuilt on demand
-        return d
-
-    def __setstate__(self, d: dict[str, Any]) -> None:
-        self.__dict__.update(d)
-        if not self._buf.flags.owndata or not self._buf.flags.writeable:
-            self._buf = self._buf.copy()  # we grow and sort it in place
-
-    def __copy__(self) -> "AnomalyMetrics":
-        # a shallow copy would share the buffer that both sides grow and sort in place
-        import copy
-
-        return copy.deepcopy(self)
 
     @property
     def nbytes(self) -> int:
@@ -590,47 +512,18 @@ class AnomalyMetrics:
         return self._buf.nbytes + sum(c.nbytes for c in self._pos)
 
     # ------------------------------------------------------------------ results
-    def mark(self) -> tuple[int, ...]:
-        """A position in this metric's history, for :meth:`since` (e.g. the last resume save)."""
-        return (self._n, len(self._pos), self.n_pos, self.n_neg, self.n_ignored, self.images, len(self._images),
-                getattr(self, "_layout", 0))
-
-    def since(self, mark: tuple[int, ...]) -> "AnomalyMetrics":
-        """A metric holding exactly what was added after ``mark`` (from :meth:`mark`), without copying.
-
-        It shares this metric's memory (a view of the keys added since), so it is meant
-        to be pickled or merged at once, before this metric is updated again. Merging
-        the parts ``since`` successive marks gives the whole state.
-        """
-        n, n_chunks, n_pos, n_neg, n_ign, images, n_images, layout = mark
-        if layout != getattr(self, "_layout", 0) or n > self._n or n_chunks > len(self._pos):
-            raise InputError("this mark is from before the metric was consolidated (compute(), sync()) or "
-                             "reset; take a new mark")
-        part = AnomalyMetrics(self.ignore_index, self.per_image)
-        part._buf = self._buf[n:self._n]
-        part._n = self._n - n
-        part._pos = list(self._pos[n_chunks:])
-        part.n_pos, part.n_neg = self.n_pos - n_pos, self.n_neg - n_neg
-        part.n_ignored, part.images = self.n_ignored - n_ign, self.images - images
-        part._images = list(self._images[n_images:])
-        part._sorted = part._n == 0
-        return part
-
-    def _consolidate(self, run: Run = _serial) -> None:
+    def _consolidate(self) -> None:
         if not self._sorted:
-            # sorting reorders keys and joins the anomaly chunks: marks taken before are void
-            self._layout = getattr(self, "_layout", 0) + 1
-            # in place: NumPy's SIMD sort, no second copy
-            pos = run([self._buf[:self._n].sort, lambda: _consolidate(self._pos) if self._pos else None])[1]
-            self._pos = [] if pos is None else [pos]
+            self._buf[:self._n].sort()  # in place: NumPy's SIMD sort, no second copy
+            self._pos = [_consolidate(self._pos)] if self._pos else []
             self._sorted = True
 
-    def _get_table(self, run: Run = _serial) -> _Table:
+    def _get_table(self) -> _Table:
         if self._table is None:
-            self._consolidate(run)
+            self._consolidate()
             all_sorted = self._buf[:self._n]
             pos_sorted = self._pos[0] if self._pos else _EMPTY
-            self._table = _build_table(all_sorted, pos_sorted, self.n_pos, self.n_neg, run)
+            self._table = _build_table(all_sorted, pos_sorted, self.n_pos, self.n_neg)
         return self._table
 
     def compute(self) -> dict[str, Any]:
@@ -642,46 +535,20 @@ class AnomalyMetrics:
         ``fpr95_convention`` (what ``fpr95`` means), ``best_f1`` and
         ``best_f1_threshold`` (pooled pixel F1 maximiser), ``pixels``
         (``{"anomaly", "inlier"}``), ``ignored``, ``images``, ``reason`` (None,
-        or why values are NaN); with ``per_image=True`` also ``per_image``.
+        or why values are NaN).
         """
         out = _metrics(self._get_table())
         out["ignored"] = int(self.n_ignored)
         out["images"] = int(self.images)
-        if self.per_image:
-            out["per_image"] = self._per_image_summary()
         return out
 
-    def summary(self, max_points: int = 2000, run: Run | None = None) -> tuple[dict[str, Any], Any]:
-        """``(compute(), curves(max_points))`` in one go; the curves are None where a class is missing.
-
-        ``run(fns)`` returns ``[f() for f in fns]`` and may run them side by side: the
-        pipelines pass one that hands work to idle worker threads, so that the last
-        metric of a run does not leave the other threads waiting. The results do
-        not depend on it.
-        """
-        run = run or _serial
-        self._get_table(run)
-
-        def curves() -> Any:
-            try:
-                return self.curves(max_points)
-            except InputError:  # no positives or no negatives: compute() says why
-                return None
-
-        res, cur = run([self.compute, curves])
-        return res, cur
-
-    def _per_image_summary(self) -> dict[str, Any]:
-        recs = self._images
-        summary: dict[str, Any] = {"images": len(recs)}
-        defined = [r for r in recs if r["reason"] is None]
-        summary["images_defined"] = len(defined)
-        for k in ("auroc", "ap", "fpr95", "fpr95_threshold"):
-            summary[k] = float(np.mean([r[k] for r in defined])) if defined else math.nan
-        summary["reason"] = None if defined else "no image has both anomaly and inlier pixels"
-        summary["values"] = [{k: r[k] for k in ("id", "auroc", "ap", "fpr95", "fpr95_threshold", "pixels", "reason")}
-                             for r in recs]
-        return summary
+    def summary(self, max_points: int = 2000) -> tuple[dict[str, Any], Any]:
+        """``(compute(), curves(max_points))`` from one table; the curves are None where a class is missing."""
+        try:
+            cur = self.curves(max_points)
+        except InputError:  # no positives or no negatives: compute() says why
+            cur = None
+        return self.compute(), cur
 
     def best_f1_threshold(self) -> float:
         """Score threshold ``t`` maximising pooled pixel F1 of ``score >= t`` (NaN without anomaly pixels)."""
@@ -731,7 +598,7 @@ class AnomalyMetrics:
                 "pr": {"precision": precision[pi], "recall": tpf[pi] / P, "threshold": pthr}}
 
     def __repr__(self) -> str:
-        return (f"AnomalyMetrics(ignore_index={self.ignore_index}, per_image={self.per_image}, images={self.images}, "
+        return (f"AnomalyMetrics(ignore_index={self.ignore_index}, images={self.images}, "
                 f"anomaly={self.n_pos}, inlier={self.n_neg})")
 
 

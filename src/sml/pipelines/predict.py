@@ -14,14 +14,14 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
 
 from sml.errors import InputError
 from sml.pipelines import common
-from sml.pipelines.evaluate import build_scorers
+from sml.scores.scorers import build_scorers
 from sml.utils import atomic, distributed
 from sml.utils.progress import progress
 
@@ -142,59 +142,79 @@ def predict_files(
 
     if every < 1:
         raise InputError(f"--every must be at least 1 (got {every})")
-    out = Path(out)
+    if not 0.0 <= alpha <= 1.0:
+        raise InputError(f"--alpha must be between 0 (image only) and 1 (heatmap only), got {alpha}")
     items = collect_inputs(inputs)
-    scorers = build_scorers(list(methods), stats, sml_settings or {})
-    run = PredictRun()
-
-    def process(image: np.ndarray, stem: Path) -> dict[str, np.ndarray]:
-        logits = common.forward(model, image, image.shape[:2])
-        overlays = {}
-        with torch.inference_mode():
-            for m, scorer in scorers.items():
-                amap = scorer(logits)[0].float().cpu().numpy()
-                target = out / m / stem
-                if save_npy:
-                    atomic.save_npy(target.with_name(target.name + ".npy"), amap)
-                    run.files.append(target.with_name(target.name + ".npy"))
-                hm, ov = _colour(image, amap, vmin, vmax, alpha)
-                _save_png(target.with_name(target.name + "_heatmap.png"), hm)
-                _save_png(target.with_name(target.name + "_overlay.png"), ov)
-                run.files += [target.with_name(target.name + "_heatmap.png"),
-                              target.with_name(target.name + "_overlay.png")]
-                overlays[m] = ov
-        return overlays
-
+    job = _Job(model, build_scorers(list(methods), stats, sml_settings or {}), Path(out), vmin, vmax, alpha,
+               save_npy)
     images = [it for it in items if not it.video]
     videos = [it for it in items if it.video]
     if videos:
         _cv2()  # fail before any work when OpenCV is missing
     for it in progress(distributed.shard(images), total=len(images), desc="predict", unit="image",
                        disable=None if show_progress else True):
-        process(read_image(it.path), Path(it.name))
-        run.images += 1
+        job.process(read_image(it.path), Path(it.name))
+        job.run.images += 1
     for it in distributed.shard(videos):
-        writers: dict[str, Any] = {}
-        tmp: dict[str, Path] = {}
-        cv2 = _cv2()
-        try:
-            for idx, frame, fps in progress(_video_frames(it.path, every), desc=it.path.name, unit="frame",
-                                            disable=None if show_progress else True):
-                overlays = process(frame, Path(it.name) / f"{idx:06d}")
-                run.video_frames += 1
-                for m, ov in overlays.items():
-                    if m not in writers:
-                        final = out / m / f"{it.name}_overlay.mp4"
-                        final.parent.mkdir(parents=True, exist_ok=True)
-                        tmp[m] = final.with_name(f".{final.stem}.tmp.mp4")
-                        writers[m] = cv2.VideoWriter(str(tmp[m]), cv2.VideoWriter_fourcc(*"mp4v"),
-                                                     fps / every, (ov.shape[1], ov.shape[0]))
-                    writers[m].write(np.ascontiguousarray(ov[:, :, ::-1]))
-        finally:
-            for w in writers.values():
-                w.release()
-        for m, t in tmp.items():  # the video appears complete or not at all
-            final = out / m / f"{it.name}_overlay.mp4"
-            os.replace(t, final)
-            run.files.append(final)
-    return run
+        _predict_video(job, it, every, show_progress)
+    return job.run
+
+
+@dataclass
+class _Job:
+    """What every image of a :func:`predict_files` call shares, and what it wrote so far."""
+
+    model: Any
+    scorers: dict[str, Any]
+    out: Path
+    vmin: float | None
+    vmax: float | None
+    alpha: float
+    save_npy: bool
+    run: PredictRun = field(default_factory=PredictRun)
+
+    def process(self, image: np.ndarray, stem: Path) -> dict[str, np.ndarray]:
+        """Maps, heatmaps and overlays of one image for every method; returns the overlays."""
+        logits = common.forward(self.model, image, image.shape[:2])
+        overlays = {}
+        with torch.inference_mode():
+            for m, scorer in self.scorers.items():
+                amap = scorer(logits)[0].float().cpu().numpy()
+                target = self.out / m / stem
+                if self.save_npy:
+                    atomic.save_npy(target.with_name(target.name + ".npy"), amap)
+                    self.run.files.append(target.with_name(target.name + ".npy"))
+                hm, ov = _colour(image, amap, self.vmin, self.vmax, self.alpha)
+                _save_png(target.with_name(target.name + "_heatmap.png"), hm)
+                _save_png(target.with_name(target.name + "_overlay.png"), ov)
+                self.run.files += [target.with_name(target.name + "_heatmap.png"),
+                                   target.with_name(target.name + "_overlay.png")]
+                overlays[m] = ov
+        return overlays
+
+
+def _predict_video(job: _Job, it: PredictItem, every: int, show_progress: bool) -> None:
+    """Every ``every``-th frame of a video through ``job``, plus one overlay video per method."""
+    writers: dict[str, Any] = {}
+    tmp: dict[str, Path] = {}
+    cv2 = _cv2()
+    try:
+        for idx, frame, fps in progress(_video_frames(it.path, every), desc=it.path.name, unit="frame",
+                                        disable=None if show_progress else True):
+            overlays = job.process(frame, Path(it.name) / f"{idx:06d}")
+            job.run.video_frames += 1
+            for m, ov in overlays.items():
+                if m not in writers:
+                    final = job.out / m / f"{it.name}_overlay.mp4"
+                    final.parent.mkdir(parents=True, exist_ok=True)
+                    tmp[m] = final.with_name(f".{final.stem}.tmp.mp4")
+                    writers[m] = cv2.VideoWriter(str(tmp[m]), cv2.VideoWriter_fourcc(*"mp4v"),
+                                                 fps / every, (ov.shape[1], ov.shape[0]))
+                writers[m].write(np.ascontiguousarray(ov[:, :, ::-1]))
+    finally:
+        for w in writers.values():
+            w.release()
+    for m, t in tmp.items():  # the video appears complete or not at all
+        final = job.out / m / f"{it.name}_overlay.mp4"
+        os.replace(t, final)
+        job.run.files.append(final)

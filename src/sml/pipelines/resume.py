@@ -1,119 +1,93 @@
-"""Resumable runs: partial state written atomically, read back without executing pickle code.
+"""Resumable runs: partial state as ``.npz`` files (``allow_pickle=False``) with a JSON part.
 
-A long run (``sml stats``, ``sml eval``) saves the per-frame state of the
-frames it finished every few frames, as a new chunk file in a folder beside its
-output (each frame in exactly one chunk, each chunk written atomically). A run
-started with ``--resume`` reads every chunk, skips the frames they hold and
-computes the rest, with any number of processes; a crash at any moment loses
-at most the frames since the last save and never counts a frame twice.
+A long run (``sml stats``, ``sml eval``) saves the state of the frames it
+finished every few frames, as a new chunk file in a folder beside its output
+(each frame in exactly one chunk, each chunk written atomically). A run started
+with ``--resume`` reads every chunk, skips the frames they hold and computes the
+rest, with any number of processes; a crash at any moment loses at most the
+frames since the last save and never counts a frame twice.
 
-Payloads are plain Python (dict, list, str, numbers), NumPy arrays, torch
-tensors and objects of ``sml`` classes; they are flattened to plain data and
-NumPy arrays before pickling, and the loader only accepts NumPy's array
-reconstruction globals, so a tampered state file cannot run code.
+A chunk is a payload of dicts, lists, strings, numbers and NumPy arrays (the
+``state_dict()`` of the metric and statistics objects, see
+:mod:`sml.utils.state`): every array becomes an entry of the ``.npz`` file and
+the rest, with each array replaced by ``{"__array__": name}``, is JSON stored
+in the entry ``__json__``. Nothing is unpickled, so a tampered file cannot run
+code; a damaged one is refused naming the file and the recovery.
 """
 from __future__ import annotations
 
-import importlib
-import io
 import json
 import os
-import pickle
 import re
 import shutil
 import time
+import zipfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from sml.errors import InputError
 from sml.utils import atomic, distributed
 
-_FILE = re.compile(r"^g(\d+)\.r(\d+)\.c(\d+)\.state$")
-_NUMPY_OK = {
-    ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "_reconstruct"),
-    ("numpy._core.multiarray", "_reconstruct"), ("numpy.core.multiarray", "scalar"),
-    ("numpy._core.multiarray", "scalar"),
-    # protocol 5 passes arrays as raw buffers: frombuffer(buf, dtype).reshape(shape, order)
-    ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
-}
-_PROTOCOL = 5  # arrays are streamed to the file from their own memory, never copied into one bytes object
+_FILE = re.compile(r"^g(\d+)\.r(\d+)\.c(\d+)\.npz$")
+_JSON = "__json__"
 
 
-# ---------------------------------------------------------------- flatten / restore
-def to_plain(obj: Any) -> Any:
-    """Flatten ``obj`` into dicts, lists, scalars and NumPy arrays (tensors and sml objects tagged)."""
-    if obj is None or isinstance(obj, (bool, int, float, str)):
-        return obj
+# ---------------------------------------------------------------- payload <-> npz + JSON
+def _split(obj: Any, arrays: dict[str, np.ndarray]) -> Any:
+    """``obj`` with every array moved into ``arrays`` (replaced by a reference to its entry)."""
+    if isinstance(obj, np.ndarray):
+        if obj.dtype.kind not in "biuf":
+            raise TypeError(f"cannot store a {obj.dtype} array in a resume chunk (numbers only)")
+        name = f"a{len(arrays)}"
+        arrays[name] = obj
+        return {"__array__": name}
+    if isinstance(obj, dict):
+        if not all(isinstance(k, str) for k in obj):
+            raise TypeError("resume payload keys must be strings")
+        return {k: _split(v, arrays) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_split(v, arrays) for v in obj]
     if isinstance(obj, np.generic):
         return obj.item()
-    if isinstance(obj, np.ndarray):
+    if obj is None or isinstance(obj, (bool, int, float, str)):
         return obj
-    if isinstance(obj, torch.Tensor):
-        t = obj.detach().cpu()
-        return {"__tensor__": t.numpy().copy(), "dtype": str(t.dtype).replace("torch.", "")}
+    raise TypeError(f"cannot store {type(obj).__name__} in a resume chunk")
+
+
+def _join(obj: Any, arrays: Any) -> Any:
     if isinstance(obj, dict):
-        return {"__dict__": [[to_plain(k), to_plain(v)] for k, v in obj.items()]}
-    if isinstance(obj, (list, tuple)):
-        return {"__list__": [to_plain(v) for v in obj], "tuple": isinstance(obj, tuple)}
-    cls = type(obj)
-    if cls.__module__.startswith("sml.") and hasattr(obj, "__dict__"):
-        # the object's own pickle state when it defines one (e.g. a metric sends only the used
-        # part of its key buffer), else its attributes
-        custom = getattr(type(obj), "__getstate__", None) not in (None, getattr(object, "__getstate__", None))
-        state = obj.__getstate__() if custom else vars(obj)
-        return {"__object__": f"{cls.__module__}:{cls.__qualname__}", "state": to_plain(state)}
-    raise TypeError(f"cannot store {cls.__module__}.{cls.__qualname__} in a resume state")
+        if set(obj) == {"__array__"}:
+            return arrays[obj["__array__"]]
+        return {k: _join(v, arrays) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_join(v, arrays) for v in obj]
+    return obj
 
 
-def from_plain(obj: Any) -> Any:
-    """Inverse of :func:`to_plain` (only classes from the ``sml`` package are rebuilt)."""
-    if not isinstance(obj, dict):
-        return obj
-    if "__tensor__" in obj:
-        return torch.from_numpy(np.array(obj["__tensor__"])).to(getattr(torch, obj["dtype"]))
-    if "__dict__" in obj:
-        return {from_plain(k): from_plain(v) for k, v in obj["__dict__"]}
-    if "__list__" in obj:
-        items = [from_plain(v) for v in obj["__list__"]]
-        return tuple(items) if obj.get("tuple") else items
-    if "__object__" in obj:
-        module, _, qualname = str(obj["__object__"]).partition(":")
-        if not module.startswith("sml."):
-            raise InputError(f"resume state names a class outside sml ({module}); delete the state folder")
-        cls: Any = importlib.import_module(module)
-        for part in qualname.split("."):
-            cls = getattr(cls, part)
-        inst = cls.__new__(cls)
-        state = from_plain(obj["state"])
-        if hasattr(inst, "__setstate__") and type(inst).__setstate__ is not getattr(object, "__setstate__", None):
-            inst.__setstate__(state)
-        else:
-            inst.__dict__.update(state)
-        return inst
-    raise InputError("resume state has an unknown entry; delete the state folder and start again")
+def write_chunk(path: str | os.PathLike, payload: dict[str, Any]) -> None:
+    """Write ``payload`` (dicts, lists, scalars, numeric arrays) atomically as one ``.npz`` file."""
+    arrays: dict[str, np.ndarray] = {}
+    text = json.dumps(_split(payload, arrays), allow_nan=True)
+    arrays[_JSON] = np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
+    with atomic.atomic_write(Path(path)) as fh:
+        np.savez(fh, **arrays)
 
 
-class _NumpyOnlyUnpickler(pickle.Unpickler):
-    def find_class(self, module: str, name: str) -> Any:
-        if (module, name) in _NUMPY_OK or (module == "numpy.dtypes" and name.endswith("DType")):
-            return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"{module}.{name} is not allowed in a resume state")
-
-
-def dumps(obj: Any) -> bytes:
-    return pickle.dumps(to_plain(obj), protocol=_PROTOCOL)
-
-
-def dump(obj: Any, fh: Any) -> None:
-    """:func:`dumps` straight into an open binary file (large arrays are not copied first)."""
-    pickle.dump(to_plain(obj), fh, protocol=_PROTOCOL)
-
-
-def loads(data: bytes) -> Any:
-    return from_plain(_NumpyOnlyUnpickler(io.BytesIO(data)).load())
+def read_chunk(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a chunk written by :func:`write_chunk`; a damaged file is refused naming it and the fix."""
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+        payload = json.loads(arrays.pop(_JSON).tobytes().decode("utf-8"))
+        return _join(payload, arrays)
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, UnicodeDecodeError) as exc:
+        raise InputError(
+            f"the resume chunk {path} is damaged or not a chunk of sml ({type(exc).__name__}: {exc}); delete "
+            f"that file to compute its frames again with --resume, or delete {path.parent.parent} and run "
+            f"again without --resume") from None
 
 
 # ---------------------------------------------------------------- when to save
@@ -129,9 +103,9 @@ class SavePolicy:
 
     def __init__(self, every: int | None = None, interval: float = 300.0) -> None:
         if every is not None and every < 1:
-            raise InputError(f"save every N frames needs N >= 1, got {every}")
+            raise InputError(f"--save-every must be at least 1 (got {every})")
         if not interval >= 0:
-            raise InputError(f"save interval must be >= 0 seconds, got {interval}")
+            raise InputError(f"--save-interval must be a number of seconds >= 0 (got {interval})")
         self.every, self.interval = every, float(interval)
         self._last = time.monotonic()
 
@@ -152,7 +126,7 @@ class ResumeStore:
 
     State is append-only: every save writes a new chunk holding only the frames
     finished since the previous save (so saving costs O(new frames), not
-    O(everything so far)). Chunks are named ``g<start>.r<rank>.c<k>.state``;
+    O(everything so far)). Chunks are named ``g<start>.r<rank>.c<k>.npz``;
     a resumed run reads every chunk, whichever process count wrote them.
     """
 
@@ -176,14 +150,18 @@ class ResumeStore:
         payloads: list[Any] = []
         gens = self._files()
         if resume and (self.folder / "meta.json").is_file():
-            saved = json.loads((self.folder / "meta.json").read_text(encoding="utf-8"))
+            try:
+                saved = json.loads((self.folder / "meta.json").read_text(encoding="utf-8"))
+            except (OSError, ValueError) as exc:
+                raise InputError(f"{self.folder / 'meta.json'} cannot be read ({exc}); delete {self.folder} and "
+                                 f"run again without --resume") from None
             if saved != self.meta:
                 diff = sorted(k for k in set(saved) | set(self.meta) if saved.get(k) != self.meta.get(k))
                 raise InputError(
                     f"the partial state in {self.folder} belongs to a different run (differs in: "
                     f"{', '.join(diff)}); run again without --resume to start over, or with the same "
                     f"settings to continue")
-            payloads = [loads(p.read_bytes()) for g in sorted(gens) for p in sorted(gens[g])]
+            payloads = [read_chunk(p) for g in sorted(gens) for p in sorted(gens[g])]
         self.generation = (max(gens) + 1) if gens and resume else 0
         distributed.barrier()
         if distributed.is_main():
@@ -195,9 +173,7 @@ class ResumeStore:
 
     def save(self, payload: Any) -> None:
         """Write a new chunk of this rank atomically (only what is new since the last save)."""
-        name = f"g{self.generation}.r{distributed.rank()}.c{self._chunk}.state"
-        with atomic.atomic_write(self.folder / name) as fh:
-            dump(payload, fh)
+        write_chunk(self.folder / f"g{self.generation}.r{distributed.rank()}.c{self._chunk}.npz", payload)
         self._chunk += 1
 
     def clear(self) -> None:

@@ -9,12 +9,10 @@ them in the same global order, so the result is bit-identical to one process
 from __future__ import annotations
 
 import os
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
 import torch
 
 from sml.errors import InputError
@@ -22,10 +20,6 @@ from sml.pipelines import common
 from sml.pipelines.resume import ResumeStore, SavePolicy
 from sml.utils import distributed
 from sml.utils.progress import progress
-
-#: classes with fewer pixels than this get a "rare" warning in the table
-RARE_PIXELS = 1000
-
 
 @dataclass
 class StatsRun:
@@ -40,6 +34,16 @@ def _merge(a: Any, b: Any) -> Any:
     """``a`` merged with ``b`` (tolerates an in-place ``merge`` that returns None)."""
     out = a.merge(b)
     return a if out is None else out
+
+
+def _stats_from_state(state: Any, folder: Path) -> Any:
+    from sml.stats import ClassStatistics
+
+    try:
+        return ClassStatistics.from_state_dict(state)
+    except (InputError, KeyError, TypeError, ValueError) as exc:
+        raise InputError(f"a resume chunk in {folder} holds no valid statistics ({exc}); delete {folder} and "
+                         f"run again without --resume") from None
 
 
 def _new_stats(model: Any) -> Any:
@@ -71,26 +75,32 @@ def compute_statistics(
     one process or on every rank of a ``torchrun`` job (collective call).
     """
     indices = common.frame_indices(len(dataset), limit)
+    policy = SavePolicy(save_every, save_interval)
     store = None
     partials: dict[int, Any] = {}
     if state_dir is not None:
         store = ResumeStore(state_dir, {"kind": "stats", "frames": [dataset.frames[i].id for i in indices],
                                         "valid_only": bool(valid_only), **(meta or {})})
         for payload in store.start(resume):
-            partials.update(payload["partials"])
-    todo = [i for i in indices if i not in partials]
-    mine = distributed.shard(todo)
+            partials.update({int(i): _stats_from_state(st, store.folder) for i, st in payload["partials"].items()})
     # rank 0 carries the frames loaded from the state; every rank adds what it computes
     own: dict[int, Any] = dict(partials) if distributed.is_main() else {}
-    fresh: dict[int, Any] = {}
-
     timer = common.Timer()
-    policy = SavePolicy(save_every, save_interval)
+    todo = [i for i in indices if i not in partials]
+    _frame_statistics(model, dataset, todo, valid_only, own, store, policy, timer, show_progress, on_frame)
+    return StatsRun(_merge_in_frame_order(model, own, indices, state_dir), len(indices), timer.seconds)
+
+
+def _frame_statistics(model: Any, dataset: Any, todo: list[int], valid_only: bool, own: dict[int, Any],
+                      store: ResumeStore | None, policy: SavePolicy, timer: common.Timer, show_progress: bool,
+                      on_frame: Callable[[int], None] | None) -> None:
+    """This process's share of ``todo``: one partial per frame into ``own``, saved to ``store`` now and then."""
+    mine = distributed.shard(todo)
+    fresh: dict[int, Any] = {}
     bar = progress(mine, total=len(todo), desc="stats", disable=None if show_progress else True)
     for n, i in enumerate(bar, 1):
-        frame = dataset.frames[i]
         with timer("decode"):
-            sample = dataset.load(frame, labels=valid_only)
+            sample = dataset.load(dataset.frames[i], labels=valid_only)
         size = sample.labels.shape if sample.labels is not None else sample.image.shape[:2]
         with timer("forward"):
             logits = common.forward(model, sample.image, size)
@@ -105,10 +115,13 @@ def compute_statistics(
         if on_frame is not None:
             on_frame(i)
         if store is not None and (policy.due(n) or n == len(mine)):
-            store.save({"partials": fresh})
+            store.save({"partials": {str(k): p.state_dict() for k, p in fresh.items()}})
             policy.saved()
             fresh = {}
 
+
+def _merge_in_frame_order(model: Any, own: dict[int, Any], indices: list[int], state_dir: Any) -> Any:
+    """Every process's partials, merged in frame order (bit-identical for any process count or resume)."""
     gathered: dict[int, Any] = {}
     for d in distributed.all_gather_object(own):
         gathered.update(d)
@@ -119,35 +132,7 @@ def compute_statistics(
     total = _new_stats(model)
     for i in indices:
         total = _merge(total, gathered[i])
-    return StatsRun(total, len(indices), timer.seconds)
-
-
-def stats_table(stats: Any, rare: int = RARE_PIXELS) -> tuple[str, list[str]]:
-    """Per-class table (pixels, share, mean, std) and the warnings for empty, rare or unusable classes."""
-    count = np.asarray(torch.as_tensor(stats.count).cpu(), dtype=np.float64)
-    mean = np.asarray(torch.as_tensor(stats.mean).cpu(), dtype=np.float64)
-    std = np.asarray(torch.as_tensor(stats.std).cpu(), dtype=np.float64)
-    names = list(getattr(stats, "class_names", None) or [str(c) for c in range(len(count))])
-    usable = np.asarray(torch.as_tensor(getattr(stats, "usable", count >= 2)).cpu(), dtype=bool)
-    total = max(count.sum(), 1.0)
-    rows, warnings = [], []
-    for c, name in enumerate(names):
-        note = ""
-        if count[c] == 0:
-            note = "EMPTY"
-            warnings.append(f"class {c} ({name}) was never predicted: SML falls back to the pooled "
-                            f"mean/std for it")
-        elif not usable[c]:
-            note = "UNUSABLE"
-            warnings.append(f"class {c} ({name}) has {int(count[c])} pixels and no usable std: SML falls "
-                            f"back to the pooled mean/std for it")
-        elif count[c] < rare:
-            note = "rare"
-            warnings.append(f"class {c} ({name}) has only {int(count[c])} pixels: its mean/std are noisy")
-        fmt = (lambda v: f"{v:.4f}" if np.isfinite(v) else "-")
-        rows.append([c, name, f"{int(count[c]):,}", f"{100 * count[c] / total:.2f}", fmt(mean[c]), fmt(std[c]), note])
-    table = common.format_table(["id", "class", "pixels", "%", "mean", "std", ""], rows, align="llrrrrl")
-    return table, warnings
+    return total
 
 
 def save_statistics(stats: Any, path: str | os.PathLike, *, model: str | None = None,
@@ -161,10 +146,7 @@ def save_statistics(stats: Any, path: str | os.PathLike, *, model: str | None = 
 
 
 def print_report(stats: Any, frames: int, path: str | os.PathLike, file: Any = None) -> None:
-    """Print the table and warnings of a finished ``sml stats`` run."""
-    file = file or sys.stdout
-    table, warnings = stats_table(stats)
-    print(table, file=file)
-    for w in warnings:
-        print(f"warning: {w}", file=file)
-    print(f"statistics of {frames} frames written to {Path(path)}", file=file)
+    """Kept for ``sml.demo``; the table belongs to the CLI: :func:`sml.cli.stats.print_report`."""
+    from sml.cli.stats import print_report as _print
+
+    _print(stats, frames, path, file)

@@ -138,8 +138,3 @@ def write_map(out: str | os.PathLike, fmt: str, method: str, dataset: str, frame
         write_png16(path, anomaly)
     return path
 
-
-def frame_complete(out: str | os.PathLike, formats: Iterable[str], methods: Iterable[str], dataset: str,
-                   frame_id: str) -> bool:
-    """True when every requested file of ``frame_id`` exists (atomic writes: existing means complete)."""
-    return all(map_path(out, f, m, dataset, frame_id).is_file() for f in formats for m in methods)

@@ -202,3 +202,254 @@ def slug(text: str, max_len: int = 80) -> str:
     """A file-name-safe form of a frame id or method name."""
     s = _SLUG.sub("_", str(text)).strip("._") or "x"
     return s[:max_len]
+
+
+# ---------------------------------------------------------------- writing a run (sml eval)
+#: what ``sml eval`` writes at the top of a run directory; ``metrics.json`` comes last
+RUN_FILES = ("run.json", "metrics.csv", "curves.json", "frames.json", "stats.json", "metrics.json")
+#: folders of per-frame outputs (maps in every ``--save-maps`` format) and of the report
+RUN_FOLDERS = ("maps", "anomaly_p", "fishyscapes", "npy", "png16", "report")
+LOCK = ".sml-run.lock"
+MANIFEST = "run.json"
+CSV_FIELDS = ["method", "auroc", "ap", "fpr95", "fpr95_threshold", "threshold_at_95tpr", "best_f1_threshold",
+              "siou", "ppv", "mean_f1"]
+
+
+def _out_error(path: Path, exc: OSError, what: str) -> InputError:
+    reason = exc.strerror or type(exc).__name__
+    return InputError(f"cannot {what} {path} ({reason}); choose an --out folder you can write to, or make "
+                      f"room / fix its permissions")
+
+
+class RunLock:
+    """One run per output folder: a lock file while the run is active, a finished run kept unless ``overwrite``.
+
+    Entering checks the folder is writable (before any model runs), refuses a second
+    concurrent run and a finished run (``metrics.json`` present) unless ``overwrite``,
+    which first removes the old run's files, maps and report; a fresh (not resumed)
+    run removes an interrupted run's leftovers too. The run id goes into ``run.json``.
+    Only rank 0 touches the folder (collective call).
+    """
+
+    def __init__(self, out: str | Path, *, resume: bool = False, overwrite: bool = False) -> None:
+        import uuid
+
+        self.out, self.resume, self.overwrite = Path(out), resume, overwrite
+        self.run_id = uuid.uuid4().hex
+        self._held = False
+
+    def __enter__(self) -> "RunLock":
+        from sml.utils import distributed
+
+        err = None
+        if distributed.is_main():
+            try:
+                self._acquire()
+            except InputError as exc:
+                err = str(exc)
+        err = distributed.broadcast_object(err)
+        if err is not None:
+            raise InputError(err)
+        self.run_id = distributed.broadcast_object(self.run_id)
+        return self
+
+    def _acquire(self) -> None:
+        import os
+
+        out = self.out
+        if out.exists() and not out.is_dir():
+            raise InputError(f"--out {out} is a file, not a folder; choose another --out")
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise _out_error(out, exc, "create the output folder") from None
+        lock = out / LOCK
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
+        except FileExistsError:
+            raise InputError(f"another run is writing to {out} ({lock} exists); wait for it to finish, or, if "
+                             f"no run is active (it was killed), delete {lock}") from None
+        except OSError as exc:
+            raise _out_error(lock, exc, "write to the output folder: creating") from None
+        with os.fdopen(fd, "w") as fh:
+            fh.write(f"{os.getpid()} {self.run_id}\n")
+        self._held = True
+        try:
+            if (out / "metrics.json").exists() and not self.overwrite:
+                raise InputError(f"{out} already holds a finished run (metrics.json); pass --overwrite to replace "
+                                 f"it (its maps and report are removed first), or choose another --out")
+            if self.overwrite or not self.resume:
+                clear_run(out, keep_partial=self.resume)
+        except BaseException:
+            self._release()
+            raise
+
+    def _release(self) -> None:
+        if self._held:
+            (self.out / LOCK).unlink(missing_ok=True)
+            self._held = False
+
+    def __exit__(self, exc_type: Any, *exc: Any) -> None:
+        from sml.utils import distributed
+
+        if exc_type is None:  # after a failure the other ranks may never arrive: release at once
+            distributed.barrier()
+        self._release()
+
+
+def clear_run(out: Path, keep_partial: bool = False) -> None:
+    """Remove a run's files, maps and report from ``out`` (and its partial state unless ``keep_partial``)."""
+    import shutil
+
+    try:
+        for name in RUN_FILES:
+            (out / name).unlink(missing_ok=True)
+        for name in RUN_FOLDERS + (() if keep_partial else (".partial",)):
+            if (out / name).is_dir():
+                shutil.rmtree(out / name)
+    except OSError as exc:
+        raise _out_error(Path(getattr(exc, "filename", None) or out), exc, "remove the old run's file") from None
+
+
+def _f(v: Any) -> float | None:
+    """JSON-friendly float (NaN stays NaN: interface.md reports missing values as NaN)."""
+    if v is None:
+        return None
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return None
+
+
+def metrics_json(dataset: Any, kind: str, frames: list[dict[str, Any]], settings: dict[str, dict[str, Any]],
+                 results: dict[str, dict[str, Any]], model: str, stats_path: Any, meta: dict[str, Any] | None,
+                 track: str | None) -> dict[str, Any]:
+    """The content of ``metrics.json`` (interface.md schema) from the pooled results of each method."""
+    labelled = [f for f in frames if f.get("pixels")]
+    out: dict[str, Any] = {
+        "dataset": kind, "frames": len(labelled), "frames_scored": len(frames),
+        "pixels": {"anomaly": sum(f["pixels"]["anomaly"] for f in labelled),
+                   "inlier": sum(f["pixels"]["inlier"] for f in labelled)},
+        "model": model,
+        "stats": str(stats_path) if stats_path else None,
+        "fpr95_convention": "interpolated",
+        "methods": {},
+    }
+    if getattr(dataset, "notes", None):
+        out["notes"] = list(dataset.notes)
+    if (meta or {}).get("label_mapping") is not None:
+        out["label_mapping"] = meta["label_mapping"]  # type: ignore[index]
+    if track is not None:
+        out["component_track"] = track
+    for m, r in results.items():
+        entry: dict[str, Any] = {k: _f(r.get(k)) for k in ("auroc", "ap", "fpr95", "fpr95_threshold",
+                                                            "threshold_at_95tpr", "best_f1", "best_f1_threshold")}
+        if r.get("reason"):
+            entry["reason"] = r["reason"]  # why values are NaN (e.g. no anomaly pixel)
+        if "components" in r:
+            entry["components"] = r["components"]
+        if settings.get(m):
+            entry["settings"] = settings[m]
+        out["methods"][m] = entry
+    return out
+
+
+def _plain(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    if hasattr(obj, "detach"):  # a torch tensor
+        obj = obj.detach().cpu().numpy()
+    if isinstance(obj, np.ndarray):
+        return obj.astype(np.float64).tolist()
+    if isinstance(obj, np.generic):
+        return obj.item()
+    return obj
+
+
+def write_run(out: Path, metrics: dict[str, Any], frames: list[dict[str, Any]], curves: dict[str, Any],
+              stats: Any, stats_path: Any, run_id: str | None = None, files: list[str] | None = None) -> None:
+    """Write the run's files; ``metrics.json`` last, so a run that fails leaves nothing that looks complete."""
+    import csv
+    import io
+
+    from sml.utils import atomic
+
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["dataset", "frames", *CSV_FIELDS])
+    for m, r in metrics["methods"].items():
+        comp = r.get("components") or {}
+        row = [metrics["dataset"], metrics["frames"], m]
+        for k in CSV_FIELDS[1:]:
+            v = comp.get(k) if k in ("siou", "ppv", "mean_f1") else r.get(k)
+            row.append("" if v is None else repr(float(v)))
+        w.writerow(row)
+    try:
+        atomic.write_text(out / "metrics.csv", buf.getvalue())
+        curves = {m: {**_plain(c), "auroc": metrics["methods"][m].get("auroc"),
+                      "ap": metrics["methods"][m].get("ap")} for m, c in curves.items()}
+        # compact: tens of thousands of floats read by programs; json writes them with its C
+        # encoder only without indentation (10x faster than the pretty-printed form)
+        atomic.write_json(out / "curves.json", curves, indent=None)
+        atomic.write_json(out / "frames.json", frames)
+        if stats_path is not None and Path(stats_path).is_file():
+            atomic.write_bytes(out / "stats.json", Path(stats_path).read_bytes())
+        elif stats is not None and hasattr(stats, "save"):
+            stats.save(out / "stats.json")
+        if run_id is not None:
+            atomic.write_json(out / MANIFEST, {"run_id": run_id, "files": sorted(files or [])})
+        atomic.write_json(out / "metrics.json", metrics)
+    except OSError as exc:
+        raise _out_error(Path(getattr(exc, "filename", None) or out), exc, "write") from None
+
+
+def run_files(run_dir: str | Path) -> set[str] | None:
+    """The per-frame files (paths relative to ``run_dir``) of the run whose results are in ``run_dir``.
+
+    From ``run.json``, written by ``sml eval`` just before ``metrics.json``. None when
+    the folder has no manifest (runs of earlier versions): then every file is taken.
+    ``sml report`` should draw only maps in this set, so a leftover map of another
+    run is never shown.
+    """
+    path = Path(run_dir) / MANIFEST
+    if not path.is_file():
+        return None
+    data = _read_json(path)
+    if not isinstance(data, dict) or not isinstance(data.get("files"), list):
+        raise InputError(f"{path} must hold 'run_id' and a 'files' list; rewrite the run with `sml eval --overwrite`")
+    return {str(f) for f in data["files"]}
+
+
+def _pct(v: Any) -> str:
+    return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * float(v):.2f}"
+
+
+def metrics_table(metrics: dict[str, Any]) -> str:
+    """The table ``sml eval`` prints: percent, one row per method."""
+    from sml.pipelines.common import format_table
+
+    comp = any("components" in r for r in metrics["methods"].values())
+    header = ["method", "AUROC %", "AP %", "FPR@95 %"] + (["sIoU %", "PPV %", "mean F1 %"] if comp else [])
+    rows = []
+    for m, r in metrics["methods"].items():
+        row = [m, _pct(r.get("auroc")), _pct(r.get("ap")), _pct(r.get("fpr95"))]
+        if comp:
+            c = r.get("components") or {}
+            row += [_pct(c.get("siou")), _pct(c.get("ppv")), _pct(c.get("mean_f1"))]
+        rows.append(row)
+    px = metrics["pixels"]
+    title = (f"{metrics['dataset']}: {metrics['frames']} labelled frames"
+             f"{'' if metrics['frames_scored'] == metrics['frames'] else ' of ' + str(metrics['frames_scored'])}, "
+             f"{px['anomaly']:,} anomaly / {px['inlier']:,} inlier pixels, model {metrics['model']}")
+    return title + "\n" + format_table(header, rows)
+
+
+def print_table(metrics: dict[str, Any], out: Path, file: Any = None) -> None:
+    """Print :func:`metrics_table` and where the results are."""
+    import sys
+
+    file = file or sys.stdout
+    print(metrics_table(metrics), file=file)
+    print(f"results written to {out}/ (metrics.json, metrics.csv, curves.json, frames.json)", file=file)

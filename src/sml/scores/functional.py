@@ -6,7 +6,6 @@ bands of rows so that no temporary as large as the logits is ever allocated.
 """
 from __future__ import annotations
 
-import contextlib
 from typing import Callable, Iterator, Sequence
 
 import numpy as np
@@ -27,16 +26,6 @@ __all__ = [
     "row_bands",
 ]
 
-#: Threads for the long chains of small element-wise ops (channel argmax, standardization,
-#: suppression, smoothing) on CPU; None (default) keeps torch's setting. Set it to 1 on an
-#: oversubscribed machine: each op is sub-millisecond and cache-resident, and when other
-#: processes hold the cores every OpenMP join can wait a scheduler time slice (measured on a
-#: shared 2-core box under load ~8: the SML chain took 15.7 s with 2 threads, 0.13 s with 1).
-#: On a quiet 2-core machine 2 threads are ~1.5x faster (19 x 1024 x 2048: 30 ms vs 46 ms).
-#: ``sml eval`` runs two scorer chains side by side and makes each of its worker threads
-#: single-threaded itself (torch's thread count is per OS thread under OpenMP).
-HOT_LOOP_THREADS: int | None = None
-
 # Elements per band (per batch): big enough that Python overhead is negligible,
 # small enough that temporaries stay cache-sized.
 _BAND_ELEMENTS = 1 << 18
@@ -52,21 +41,6 @@ def row_bands(height: int, row_elements: int, target: int | None = None) -> Iter
     rows = rows_per_band(row_elements, target)
     for r0 in range(0, height, rows):
         yield r0, min(height, r0 + rows)
-
-
-@contextlib.contextmanager
-def hot_loop_threads(device: torch.device) -> Iterator[None]:
-    """Run the enclosed CPU op chain with :data:`HOT_LOOP_THREADS` intra-op threads (restored after)."""
-    n = HOT_LOOP_THREADS
-    prev = torch.get_num_threads()
-    if device.type != "cpu" or n is None or n == prev:
-        yield
-        return
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(prev)
 
 
 def work_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -125,8 +99,7 @@ def max_and_argmax(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     # element; C whole-map steps of same-dtype, allocation-free ops are faster and
     # keep torch.max's tie rule (strict '>' keeps the lowest index). The index update
     # uses that k grows: max(index, k * [x_k > best]) is k exactly where x_k wins.
-    with hot_loop_threads(logits.device):
-        return _max_and_argmax_cpu(logits, wd)
+    return _max_and_argmax_cpu(logits, wd)
 
 
 def _max_and_argmax_cpu(logits: torch.Tensor, wd: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
@@ -192,16 +165,15 @@ def softmax_terms(logits: torch.Tensor, max_logit: torch.Tensor | None = None) -
     rows = softmax_band_rows(logits.shape)
     d = torch.empty((b, c, rows, w), dtype=wd, device=logits.device)
     e = torch.empty((b, c, rows, w), dtype=wd, device=logits.device)
-    with hot_loop_threads(logits.device):
-        for r0 in range(0, h, rows):
-            r1 = min(h, r0 + rows)
-            n = r1 - r0
-            db, eb = d[:, :, :n], e[:, :, :n]
-            torch.sub(logits[:, :, r0:r1], m[:, None, r0:r1], out=db)  # x - L: the terms softmax uses
-            torch.exp(db, out=eb)
-            torch.sum(eb, dim=1, out=s[:, r0:r1])
-            eb.mul_(db)
-            torch.sum(eb, dim=1, out=t[:, r0:r1])
+    for r0 in range(0, h, rows):
+        r1 = min(h, r0 + rows)
+        n = r1 - r0
+        db, eb = d[:, :, :n], e[:, :, :n]
+        torch.sub(logits[:, :, r0:r1], m[:, None, r0:r1], out=db)  # x - L: the terms softmax uses
+        torch.exp(db, out=eb)
+        torch.sum(eb, dim=1, out=s[:, r0:r1])
+        eb.mul_(db)
+        torch.sum(eb, dim=1, out=t[:, r0:r1])
     return s, t
 
 
@@ -249,8 +221,7 @@ def check_terms(logits: torch.Tensor, s: torch.Tensor, t: torch.Tensor) -> None:
     """Raise :class:`InputError` naming the bad logit when :func:`softmax_terms` saw a non-finite one."""
     # 1 <= s <= C and -C/e <= t <= 0 when finite, so their sums cannot overflow: a sum is
     # finite exactly when every term is (one cheap reduction each, no boolean map)
-    with hot_loop_threads(s.device):
-        ok = bool(torch.isfinite(s.sum())) and bool(torch.isfinite(t.sum()))
+    ok = bool(torch.isfinite(s.sum())) and bool(torch.isfinite(t.sum()))
     if not ok:
         check_finite(logits)  # finds and names it
         raise InputError("the softmax of the logits is not finite; check the model output")  # pragma: no cover
@@ -314,15 +285,14 @@ def standardize(max_logit_map: torch.Tensor, pred: torch.Tensor, mean: torch.Ten
     idx = torch.empty(b * rows * w, dtype=torch.int64, device=dev)
     mu = torch.empty(b * rows * w, dtype=dt, device=dev)
     sd = torch.empty(b * rows * w, dtype=dt, device=dev)
-    with hot_loop_threads(dev):
-        for r0 in range(0, h, rows):
-            r1 = min(h, r0 + rows)
-            n = b * (r1 - r0) * w
-            shape = (b, r1 - r0, w)
-            idx[:n].view(shape).copy_(pred[:, r0:r1])
-            torch.index_select(mean, 0, idx[:n], out=mu[:n])
-            torch.index_select(std, 0, idx[:n], out=sd[:n])
-            ob = out[:, r0:r1]
-            torch.sub(max_logit_map[:, r0:r1], mu[:n].view(shape), out=ob)
-            ob.div_(sd[:n].view(shape))
+    for r0 in range(0, h, rows):
+        r1 = min(h, r0 + rows)
+        n = b * (r1 - r0) * w
+        shape = (b, r1 - r0, w)
+        idx[:n].view(shape).copy_(pred[:, r0:r1])
+        torch.index_select(mean, 0, idx[:n], out=mu[:n])
+        torch.index_select(std, 0, idx[:n], out=sd[:n])
+        ob = out[:, r0:r1]
+        torch.sub(max_logit_map[:, r0:r1], mu[:n].view(shape), out=ob)
+        ob.div_(sd[:n].view(shape))
     return out

@@ -16,7 +16,7 @@ from typing import Literal
 import torch
 
 from sml.errors import InputError
-from sml.scores.functional import hot_loop_threads, rows_per_band
+from sml.scores.functional import rows_per_band
 
 __all__ = [
     "BORDERS",
@@ -127,8 +127,7 @@ def boundary_mask(pred: torch.Tensor, border: Border = "reference") -> torch.Ten
     p = pred.unsqueeze(0) if squeeze else pred
     if p.dim() != 3:
         raise InputError(f"pred must have shape B x H x W or H x W, got {tuple(pred.shape)}")
-    with hot_loop_threads(p.device):
-        out = _boundary(p, border)
+    out = _boundary(p, border)
     return out[0] if squeeze else out
 
 
@@ -258,12 +257,11 @@ def boundary_suppression(score: torch.Tensor, pred: torch.Tensor, boundary_width
     b, h, w = out.shape
     # band of ~2^18 pixels: the workspace (~7 band-sized float planes) stays under one map
     rows = min(h, rows_per_band(b * w))
-    with hot_loop_threads(out.device):
-        levels = _cover_levels(boundary_mask(p, border), max(radii))
-        ws = _SuppressionWorkspace(b, rows, w, out.dtype, out.device)
-        row_levels = levels.amax(dim=(0, 2)).tolist()
-        for r in radii:
-            _suppress_iteration_(out, levels, row_levels, max(radii) + 1 - r, rows, ws)
+    levels = _cover_levels(boundary_mask(p, border), max(radii))
+    ws = _SuppressionWorkspace(b, rows, w, out.dtype, out.device)
+    row_levels = levels.amax(dim=(0, 2)).tolist()
+    for r in radii:
+        _suppress_iteration_(out, levels, row_levels, max(radii) + 1 - r, rows, ws)
     return out[0] if squeeze else out
 
 
@@ -298,8 +296,7 @@ def dilated_smoothing(score: torch.Tensor, kernel_size: int = 7, dilation: int =
     if k == 1:
         return out[0] if squeeze else out
     weights = gaussian_kernel1d(k, s).tolist()
-    with hot_loop_threads(out.device):
-        _smooth_(out, weights, d)
+    _smooth_(out, weights, d)
     return out[0] if squeeze else out
 
 

@@ -11,12 +11,13 @@ channel max/argmax; the softmax terms behind msp, entropy and energy), and
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Sequence
 
 import torch
 
 from sml.errors import InputError
 from sml.scores import functional as F
+from sml.scores.registry import METHODS, canonical_method
 from sml.scores.postprocess import (
     Border,
     boundary_suppression,
@@ -28,7 +29,7 @@ from sml.scores.postprocess import (
 if TYPE_CHECKING:
     from sml.stats import ClassStatistics
 
-__all__ = ["LogitContext", "Scorer", "MSP", "MaxLogit", "Entropy", "Energy", "SML", "SCORERS", "build_scorer"]
+__all__ = ["METHODS", "canonical_method", "build_scorers", "LogitContext", "Scorer", "MSP", "MaxLogit", "Entropy", "Energy", "SML", "SCORERS", "build_scorer"]
 
 
 class LogitContext:
@@ -58,45 +59,6 @@ class LogitContext:
             F.check_terms(self.logits, s, t)
             self._terms = (s, t)
         return self._terms
-
-    def precompute(self, softmax: bool = True, map_fn: Callable[..., Any] | None = None, parts: int = 1) -> None:
-        """Compute the shared quantities now, split into ``parts`` bands of rows run through ``map_fn``.
-
-        ``map_fn`` is a ``map``-like callable (e.g. a thread pool's ``map``); the
-        per-pixel work releases the GIL, so two threads on two row halves take about
-        half the time of one pass. Every quantity is per pixel and the bands are cut
-        where :func:`~sml.scores.functional.softmax_terms` cuts its own, so the
-        results equal :meth:`max_and_argmax` / :meth:`softmax_terms` bit for bit.
-        """
-        x = self.logits
-        h = x.shape[2]
-        # split at multiples of the softmax band: the class sums then see the very same bands
-        step = F.softmax_band_rows(x.shape)
-        n = max(1, int(parts))
-        cuts = sorted({0, h} | {min(h, round(h * i / n / step) * step) for i in range(1, n)})
-        bounds = [(a, b) for a, b in zip(cuts, cuts[1:]) if b > a]
-        parts = len(bounds)
-        need_max, need_terms = self._max is None, softmax and self._terms is None
-        if not (need_max or need_terms):
-            return
-        grad, inference = torch.is_grad_enabled(), torch.is_inference_mode_enabled()
-
-        def band(rows: tuple[int, int]) -> tuple[torch.Tensor | None, ...]:
-            # grad and inference modes are thread-local: take the caller's into the worker
-            with torch.inference_mode(inference), torch.set_grad_enabled(grad):
-                xs = x[:, :, rows[0]:rows[1]]
-                v, i = F.max_and_argmax(xs) if need_max else (self._max[0][:, rows[0]:rows[1]], None)
-                s, t = F.softmax_terms(xs, v) if need_terms else (None, None)
-                return v, i, s, t
-
-        out = list((map_fn or map)(band, bounds))
-        cat = (lambda k: out[0][k]) if parts == 1 else (lambda k: torch.cat([o[k] for o in out], dim=1))
-        if need_max:
-            self._max = (cat(0), cat(1))
-        if need_terms:
-            s, t = cat(2), cat(3)
-            F.check_terms(x, s, t)
-            self._terms = (s, t)
 
 
 class Scorer:
@@ -252,17 +214,15 @@ class SML(Scorer):
         logits = F.as_logits(logits)
         self._check_classes(logits.shape[1])
         F.check_finite(logits)
-        with F.hot_loop_threads(logits.device):
-            values, pred = F.max_and_argmax(logits)
-            return self._finish(values, pred)
+        values, pred = F.max_and_argmax(logits)
+        return self._finish(values, pred)
 
     def score_context(self, ctx: LogitContext) -> torch.Tensor:
         self._check_classes(ctx.logits.shape[1])
         values, pred = ctx.max_and_argmax()
         # pred comes from our own argmax, so only the max map needs checking (as score_from does)
         values = _check_max_map(values).clone()
-        with F.hot_loop_threads(values.device):
-            return self._finish(values, pred)
+        return self._finish(values, pred)
 
     def score_from(self, max_logit: torch.Tensor, pred: torch.Tensor) -> torch.Tensor:
         values = _check_max_map(max_logit)
@@ -275,8 +235,7 @@ class SML(Scorer):
         if bool((pred < 0).any()) or bool((pred >= self.stats.num_classes).any()):
             raise InputError(f"pred holds class indices outside 0..{self.stats.num_classes - 1}")
         values = values.to(F.work_dtype(values.dtype), copy=True)
-        with F.hot_loop_threads(values.device):
-            return self._finish(values, pred)
+        return self._finish(values, pred)
 
     def _finish(self, values: torch.Tensor, pred: torch.Tensor) -> torch.Tensor:
         """Standardize ``values`` in place, post-process, negate; float32 result."""
@@ -296,8 +255,7 @@ def _check_max_map(max_logit: torch.Tensor) -> torch.Tensor:
         shape = tuple(max_logit.shape) if isinstance(max_logit, torch.Tensor) else type(max_logit).__name__
         raise InputError(f"max_logit must be a floating-point tensor of shape B x H x W, got {shape}")
     # one reduction; only a non-finite sum (NaN/inf, or an overflow of huge logits) pays for the exact test
-    with F.hot_loop_threads(max_logit.device):
-        ok = bool(torch.isfinite(max_logit.sum(dtype=torch.float64))) or bool(torch.isfinite(max_logit).all())
+    ok = bool(torch.isfinite(max_logit.sum(dtype=torch.float64))) or bool(torch.isfinite(max_logit).all())
     if not ok:
         raise InputError("max_logit contains NaN or infinite values; check the model output")
     return max_logit
@@ -305,7 +263,23 @@ def _check_max_map(max_logit: torch.Tensor) -> torch.Tensor:
 
 SCORERS: dict[str, type[Scorer]] = {cls.name: cls for cls in (MSP, MaxLogit, Entropy, Energy, SML)}
 
-_ALIASES = {"maxlogit": "max_logit", "ml": "max_logit", "max_softmax": "msp", "standardized_max_logits": "sml"}
+
+
+assert set(METHODS) == set(SCORERS), "sml.scores.registry.METHODS must name every scorer"
+
+
+def build_scorers(methods: "Sequence[str]", stats: "ClassStatistics | None",
+                  sml_settings: dict[str, Any] | None = None) -> dict[str, Scorer]:
+    """One scorer per method, keyed by its registered name; ``sml`` gets ``stats`` and ``sml_settings``."""
+    out: dict[str, Scorer] = {}
+    for m in methods:
+        key = canonical_method(m)
+        if SCORERS[key].needs_stats and stats is None:
+            raise InputError(f"method {key} needs class statistics: pass --stats stats.json (made by `sml stats`), "
+                             f"or leave {key} out of --method")
+        settings = (sml_settings or {}) if key == "sml" else {}
+        out[key] = build_scorer(key, stats=stats, **settings)
+    return out
 
 
 def build_scorer(name: str, stats: "ClassStatistics | None" = None, **settings: Any) -> Scorer:
@@ -314,10 +288,7 @@ def build_scorer(name: str, stats: "ClassStatistics | None" = None, **settings: 
     ``stats`` is required by methods with ``needs_stats`` and ignored by the
     others; unknown settings raise :class:`InputError` listing the valid ones.
     """
-    key = str(name).strip().lower().replace("-", "_")
-    key = _ALIASES.get(key, key)
-    if key not in SCORERS:
-        raise InputError(f"unknown scoring method {name!r}; choose from {', '.join(SCORERS)}")
+    key = canonical_method(name)
     cls = SCORERS[key]
     import inspect
 

@@ -20,6 +20,7 @@ import torch
 from sml.data.cityscapes import cityscapes_tables
 from sml.errors import InputError
 from sml.scores import functional as F
+from sml.utils.state import Stateful
 
 __all__ = ["ClassStatistics", "CITYSCAPES_CLASSES"]
 
@@ -41,14 +42,18 @@ def _floats(values: Any, n: int, key: str, source: str) -> np.ndarray:
         raise InputError(f"{source}: '{key}' must hold numbers (or null)") from None
 
 
-class ClassStatistics:
+class ClassStatistics(Stateful):
     """Streaming per-class count / mean / unbiased variance of the max logit over predicted classes.
 
     ``count``, ``mean``, ``m2``, ``var`` (unbiased, ``m2 / (n - 1)``) and
     ``std`` are float64 NumPy arrays of length ``num_classes``; classes with
     fewer than 2 pixels have NaN variance, classes with no pixel NaN mean.
     Statistics read from the reference ``.npy`` files have no counts (NaN).
+    ``state_dict()`` / ``load_state_dict()`` / ``merge`` / ``sync`` follow
+    :class:`sml.utils.state.Stateful`.
     """
+
+    _sync_once = False  # merging every rank's state again is what a second sync() always did
 
     def __init__(self, num_classes: int = 19, class_names: Sequence[str] | None = None,
                  model: Any = None, data: Any = None) -> None:
@@ -242,22 +247,25 @@ class ClassStatistics:
 
     def copy(self) -> "ClassStatistics":
         """An independent copy."""
-        return ClassStatistics.from_dict(self.to_dict())
+        return ClassStatistics.from_state_dict(self.state_dict())
 
-    def sync(self) -> "ClassStatistics":
-        """Merge the partial statistics of every torch.distributed rank, in rank order (in place).
+    def state_dict(self) -> dict[str, Any]:
+        """Settings and the float64 arrays ``n``, ``mean``, ``m2`` (``ref_var`` for reference statistics)."""
+        return {"num_classes": self.num_classes, "class_names": list(self.class_names), "model": self.model,
+                "data": self.data, "created": self.created, "n": self._n.copy(), "mean": self._mean.copy(),
+                "m2": self._m2.copy(), "ref_var": None if self._ref_var is None else self._ref_var.copy()}
 
-        Every rank ends with the identical result; without distribution it does nothing.
-        """
-        from sml.utils.distributed import all_gather_object, is_distributed
-
-        if not is_distributed():
-            return self
-        states = all_gather_object(self.to_dict())
-        total = ClassStatistics(self.num_classes, self.class_names)
-        for state in states:
-            total.merge(ClassStatistics.from_dict(state))
-        self._n, self._mean, self._m2 = total._n, total._mean, total._m2
+    def load_state_dict(self, state: dict[str, Any]) -> "ClassStatistics":
+        """Replace the state with ``state`` (from :meth:`state_dict`)."""
+        ClassStatistics.__init__(self, state["num_classes"], state["class_names"], state.get("model"),
+                                 state.get("data"))
+        self.created = state.get("created")
+        arrays = [np.array(state[k], dtype=np.float64) for k in ("n", "mean", "m2")]
+        if any(a.shape != (self.num_classes,) for a in arrays):
+            raise InputError(f"statistics state: n, mean and m2 must have {self.num_classes} entries each")
+        self._n, self._mean, self._m2 = arrays
+        ref = state.get("ref_var")
+        self._ref_var = None if ref is None else np.array(ref, dtype=np.float64)
         return self
 
     def _require_counts(self, what: str) -> None:

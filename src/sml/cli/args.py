@@ -1,12 +1,14 @@
-"""Command-line options shared by ``sml stats``, ``sml eval`` and ``sml predict``."""
+"""Command-line options shared by ``sml stats``, ``sml eval`` and ``sml predict`` (argparse helpers of the CLI)."""
 from __future__ import annotations
 
 import argparse
 from typing import Any
 
 from sml.errors import InputError
+from sml.scores.registry import METHODS, canonical_method
 
-METHODS = ("sml", "max_logit", "msp", "entropy", "energy")
+__all__ = ["METHODS", "HelpFormatter", "add_model_args", "add_resume_args", "add_sml_args",
+           "sml_settings", "parse_methods"]
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
@@ -42,16 +44,6 @@ def add_resume_args(g: argparse._ArgumentGroup, where: str) -> None:
                         "(default 300: an interruption loses at most about 5 minutes)")
 
 
-def check_resume_args(args: argparse.Namespace) -> None:
-    """Reject a ``--save-every`` below 1 or a negative ``--save-interval``, naming the flag."""
-    from sml.errors import InputError
-
-    if args.save_every is not None and args.save_every < 1:
-        raise InputError(f"--save-every must be at least 1 (got {args.save_every})")
-    if not args.save_interval >= 0:
-        raise InputError(f"--save-interval must be a number of seconds >= 0 (got {args.save_interval})")
-
-
 def add_sml_args(p: argparse.ArgumentParser) -> None:
     """SML post-processing settings (spec sections 3 and 4)."""
     g = p.add_argument_group("SML settings (method sml only)")
@@ -84,19 +76,13 @@ def sml_settings(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def parse_methods(text: str) -> list[str]:
-    """``"sml,max_logit"`` -> ``["sml", "max_logit"]``, validated, order kept, repeats dropped."""
+    """``"sml,max_logit"`` -> ``["sml", "max_logit"]``, validated by the method registry, order kept, repeats dropped."""
     out: list[str] = []
     for m in str(text).split(","):
-        m = m.strip().lower().replace("-", "_")
-        if not m:
-            continue
-        if m == "maxlogit":
-            m = "max_logit"
-        if m not in METHODS:
-            raise InputError(f"unknown method {m!r} in --method; choose from {', '.join(METHODS)} "
-                             f"(comma-separated, e.g. --method sml,max_logit)")
-        if m not in out:
-            out.append(m)
+        if m.strip():
+            key = canonical_method(m)
+            if key not in out:
+                out.append(key)
     if not out:
         raise InputError(f"--method is empty; give one or more of {', '.join(METHODS)}")
     return out
