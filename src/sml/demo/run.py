@@ -274,8 +274,10 @@ def _run(out: Path, seconds: float | None, report: bool, device: str, iterations
          explain_run: bool) -> dict[str, Any]:
     from sml.data import open_dataset
     from sml.demo.net import register
-    from sml.pipelines.evaluate import EvalConfig, evaluate, print_table
-    from sml.pipelines.stats import compute_statistics, print_report, save_statistics
+    from sml.cli.stats import print_report
+    from sml.pipelines.evaluate import EvalConfig, evaluate
+    from sml.pipelines.stats import compute_statistics, save_statistics
+    from sml.report.rundir import print_table
     from sml.train import load_config, train
     import sml.models
 
@@ -307,7 +309,7 @@ def _run(out: Path, seconds: float | None, report: bool, device: str, iterations
     say("evaluating msp, max_logit, entropy, energy and sml on the anomaly set (sml eval)")
     anomaly_set = open_dataset(f"folder:{anomaly_root}")
     run_dir = out / "eval"
-    result = evaluate(model, anomaly_set, run_dir, EvalConfig(methods=METHODS, report=report),
+    result = evaluate(model, anomaly_set, run_dir, EvalConfig(methods=METHODS, report=report, overwrite=True),
                       stats=stats_run.stats, stats_path=stats_path, show_progress=False,
                       meta={"model": "demo_net"})
     print_table(result.metrics, run_dir)

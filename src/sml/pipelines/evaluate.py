@@ -344,13 +344,3 @@ def finalize(p: _Plan, state: _State, timer: common.Timer) -> tuple[dict[str, An
     results = {m: r for m, (r, _) in done.items()}
     curves = {m: c for m, (_, c) in done.items() if c is not None}
     return pooled, records, results, curves
-
-
-def print_table(metrics: dict[str, Any], out: Path, file: Any = None) -> None:
-    """Print the metrics table (kept for callers outside the CLI; ``sml eval`` prints it itself)."""
-    rundir.print_table(metrics, out, file)
-
-
-def metrics_table(metrics: dict[str, Any]) -> str:
-    """The table ``sml eval`` prints (see :func:`sml.report.rundir.metrics_table`)."""
-    return rundir.metrics_table(metrics)

@@ -144,9 +144,3 @@ def save_statistics(stats: Any, path: str | os.PathLike, *, model: str | None = 
         stats.data = data
     stats.save(path)
 
-
-def print_report(stats: Any, frames: int, path: str | os.PathLike, file: Any = None) -> None:
-    """Kept for ``sml.demo``; the table belongs to the CLI: :func:`sml.cli.stats.print_report`."""
-    from sml.cli.stats import print_report as _print
-
-    _print(stats, frames, path, file)
