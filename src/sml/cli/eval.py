@@ -107,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
     from sml.pipelines import common
     from sml.pipelines.evaluate import EvalConfig, evaluate
     from sml.report.rundir import print_table
-    from sml.utils import distributed
+    from sml.utils import atomic, distributed
 
     # every option first: nothing is loaded before they are all known to be usable
     methods = parse_methods(args.method)
@@ -117,6 +117,7 @@ def run(args: argparse.Namespace) -> int:
                         frame_ap=True if args.frame_ap else None, overwrite=args.overwrite)
     common.check_device(args.device)
     stats = load_stats(args.stats, args.stats_var)
+    atomic.check_writable(args.out)  # before the model loads, not at the first file written
     distributed.init_from_env(args.device)
     dataset = common.open_data(args.data, split=args.split,
                                allow_subset=args.allow_subset or args.limit is not None,

@@ -10,6 +10,7 @@ from typing import Sequence
 from sml import __version__
 from sml.errors import SMLError
 from sml.utils.process import tune_process
+from sml.utils.progress import route_warnings
 
 # Sub-commands, in the order `sml --help` lists them. Each module defines
 # `register(subparsers)`, which adds its parser and sets `func=run(args) -> int`.
@@ -40,8 +41,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _fail(message: str, code: int = 2) -> int:
-    text = "\n".join(textwrap.fill(p, width=100) for p in str(message).split("\n"))
-    print(f"sml: error: {text}", file=sys.stderr)
+    from sml.utils.progress import close_bars, write_message
+
+    close_bars()  # the message starts on its own line, not after a bar left by the exception
+    # paths are never broken: no wrapping at hyphens or inside long words
+    text = "\n".join(textwrap.fill(p, width=100, break_on_hyphens=False, break_long_words=False)
+                     for p in f"sml: error: {message}".split("\n"))
+    write_message(text, sys.stderr)
     return code
 
 
@@ -50,6 +56,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # any command allocates; an explicit environment wins. Here, not at import: importing the
     # CLI (tests, other programs) must not change the process.
     tune_process()
+    route_warnings()  # warnings above any progress bar, on their own line
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     from sml.pipelines import common
     from sml.cli.args import parse_methods, sml_settings
     from sml.pipelines.predict import predict_files
-    from sml.utils import distributed
+    from sml.utils import atomic, distributed
 
     methods = parse_methods(args.method)
     settings = sml_settings(args)
@@ -59,6 +59,7 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--vmax ({args.vmax}) must be larger than --vmin ({args.vmin})")
     common.check_device(args.device)
     stats = load_stats(args.stats, args.stats_var) if "sml" in methods else None
+    atomic.check_writable(args.out)  # before the model loads
     distributed.init_from_env(args.device)
     model = common.load_model(args.model, args.weights, device=args.device, trust=args.trust_checkpoint)
     result = predict_files(model, args.inputs, args.out, methods, stats=stats, sml_settings=settings,

@@ -31,12 +31,23 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import sys
+    from pathlib import Path
 
+    from sml.errors import InputError
     from sml.report import build_report
+    from sml.report.rundir import load_run
+    from sml.utils import atomic
+    from sml.utils.progress import write_message
 
     def note(text: str) -> None:
-        print(f"sml: note: {text}", file=sys.stderr)
+        write_message(f"sml: note: {text}")
+
+    if args.tile_width < 32:
+        raise InputError(f"--tile-width {args.tile_width}: a panel image needs at least 32 pixels; give e.g. 400")
+    if args.max_frames is not None and args.max_frames < 0:
+        raise InputError(f"--max-frames {args.max_frames}: give 0 or more frames")
+    load_run(args.run_dir)  # a missing or broken run is refused before anything is written
+    atomic.check_writable(Path(args.run_dir) / "report")
 
     # unreadable files raise InputError (printed as `sml: error:`, exit 2) after the page is written
     index = build_report(args.run_dir, max_frames=args.max_frames, ranges=args.ranges, cmap=args.cmap,

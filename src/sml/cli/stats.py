@@ -50,29 +50,27 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from sml.errors import InputError
     from sml.pipelines import common
-    from sml.pipelines.stats import compute_statistics, save_statistics
-    from sml.utils import distributed
+    from sml.pipelines.stats import compute_statistics
+    from sml.utils import atomic, distributed
 
     out = Path(args.out)
     if out.suffix.lower() != ".json":
         raise InputError(f"-o {out}: the statistics are written as JSON; give a path ending in .json")
     common.check_device(args.device)
+    atomic.check_writable(out, file=True)  # before the model loads
     distributed.init_from_env(args.device)
     dataset = common.open_data(args.data, split=args.split, allow_subset=args.allow_subset,
                                labels_required=True if args.valid_only else False)
     model = common.load_model(args.model, args.weights, device=args.device, trust=args.trust_checkpoint)
     meta = {"model": args.model, "weights": str(args.weights), "data": args.data, "split": args.split,
             "limit": args.limit}
+    data = args.data if args.split is None else f"{args.data} (split {args.split})"
     result = compute_statistics(model, dataset, valid_only=args.valid_only, limit=args.limit,
                                 state_dir=out.with_name(out.name + ".partial"), resume=args.resume,
-                                save_every=args.save_every, save_interval=args.save_interval, meta=meta)
+                                save_every=args.save_every, save_interval=args.save_interval, meta=meta,
+                                out=out, identity={"model": args.model, "data": data})
     if distributed.is_main():
-        data = args.data if args.split is None else f"{args.data} (split {args.split})"
-        save_statistics(result.stats, out, model=args.model, data=data)
         print_report(result.stats, result.frames, out)
-    from sml.pipelines.resume import ResumeStore
-
-    ResumeStore(out.with_name(out.name + ".partial"), {}).clear()
     return 0
 
 

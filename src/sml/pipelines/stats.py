@@ -65,14 +65,18 @@ def compute_statistics(
     meta: dict[str, Any] | None = None,
     show_progress: bool = True,
     on_frame: Callable[[int], None] | None = None,
+    out: str | os.PathLike | None = None,
+    identity: dict[str, str] | None = None,
 ) -> StatsRun:
     """Statistics of ``model``'s max logits over ``dataset`` (all frames, or the first ``limit``).
 
     ``valid_only`` restricts them to pixels with a non-ignore label. With
     ``state_dir`` the per-frame partials are saved there atomically (every
     ``save_every`` frames, or by default every ``save_interval`` seconds, and after
-    the last frame) and ``resume=True`` continues from them. Runs on
-    one process or on every rank of a ``torchrun`` job (collective call).
+    the last frame) and ``resume=True`` continues from them; the state is removed
+    once the statistics are complete, and with ``out`` only after they are
+    written there (:func:`save_statistics`, with ``identity``: ``model``, ``data``).
+    Runs on one process or on every rank of a ``torchrun`` job (collective call).
     """
     indices = common.frame_indices(len(dataset), limit)
     policy = SavePolicy(save_every, save_interval)
@@ -88,7 +92,12 @@ def compute_statistics(
     timer = common.Timer()
     todo = [i for i in indices if i not in partials]
     _frame_statistics(model, dataset, todo, valid_only, own, store, policy, timer, show_progress, on_frame)
-    return StatsRun(_merge_in_frame_order(model, own, indices, state_dir), len(indices), timer.seconds)
+    stats = _merge_in_frame_order(model, own, indices, state_dir)
+    if out is not None and distributed.is_main():
+        save_statistics(stats, out, **(identity or {}))
+    if store is not None:
+        store.clear()  # collective; after the file is written, so a failed write can still --resume
+    return StatsRun(stats, len(indices), timer.seconds)
 
 
 def _frame_statistics(model: Any, dataset: Any, todo: list[int], valid_only: bool, own: dict[int, Any],

@@ -124,7 +124,7 @@ def load_run(run_dir: str | Path) -> Run:
     root = Path(run_dir)
     if not root.is_dir():
         raise InputError(f"run directory {root} does not exist; create one with "
-                         "`sml eval ... --out {root}` (or `sml demo --out DIR`)")
+                         f"`sml eval ... --out {root}` (or `sml demo --out DIR`)")
     mpath = root / "metrics.json"
     if not mpath.is_file():
         raise InputError(f"{root} is not a run directory: {mpath} is missing; `sml eval --out DIR` "
@@ -215,12 +215,6 @@ CSV_FIELDS = ["method", "auroc", "ap", "fpr95", "fpr95_threshold", "threshold_at
               "siou", "ppv", "mean_f1"]
 
 
-def _out_error(path: Path, exc: OSError, what: str) -> InputError:
-    reason = exc.strerror or type(exc).__name__
-    return InputError(f"cannot {what} {path} ({reason}); choose an --out folder you can write to, or make "
-                      f"room / fix its permissions")
-
-
 class RunLock:
     """One run per output folder: a lock file while the run is active, a finished run kept unless ``overwrite``.
 
@@ -239,30 +233,29 @@ class RunLock:
         self._held = False
 
     def __enter__(self) -> "RunLock":
+        from sml.errors import SMLError
         from sml.utils import distributed
 
         err = None
         if distributed.is_main():
             try:
                 self._acquire()
-            except InputError as exc:
-                err = str(exc)
+            except SMLError as exc:
+                err = (type(exc), str(exc))
         err = distributed.broadcast_object(err)
         if err is not None:
-            raise InputError(err)
+            raise err[0](err[1])
         self.run_id = distributed.broadcast_object(self.run_id)
         return self
 
     def _acquire(self) -> None:
         import os
 
+        from sml.utils import atomic
+
         out = self.out
-        if out.exists() and not out.is_dir():
-            raise InputError(f"--out {out} is a file, not a folder; choose another --out")
-        try:
-            out.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise _out_error(out, exc, "create the output folder") from None
+        atomic.check_writable(out)
+        atomic.make_dirs(out)
         lock = out / LOCK
         try:
             fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
@@ -270,7 +263,7 @@ class RunLock:
             raise InputError(f"another run is writing to {out} ({lock} exists); wait for it to finish, or, if "
                              f"no run is active (it was killed), delete {lock}") from None
         except OSError as exc:
-            raise _out_error(lock, exc, "write to the output folder: creating") from None
+            raise atomic.output_error(lock, exc, "create") from None
         with os.fdopen(fd, "w") as fh:
             fh.write(f"{os.getpid()} {self.run_id}\n")
         self._held = True
@@ -301,6 +294,8 @@ def clear_run(out: Path, keep_partial: bool = False) -> None:
     """Remove a run's files, maps and report from ``out`` (and its partial state unless ``keep_partial``)."""
     import shutil
 
+    from sml.utils import atomic
+
     try:
         for name in RUN_FILES:
             (out / name).unlink(missing_ok=True)
@@ -308,7 +303,7 @@ def clear_run(out: Path, keep_partial: bool = False) -> None:
             if (out / name).is_dir():
                 shutil.rmtree(out / name)
     except OSError as exc:
-        raise _out_error(Path(getattr(exc, "filename", None) or out), exc, "remove the old run's file") from None
+        raise atomic.output_error(Path(getattr(exc, "filename", None) or out), exc, "remove the old run's file") from None
 
 
 def _f(v: Any) -> float | None:
@@ -402,7 +397,7 @@ def write_run(out: Path, metrics: dict[str, Any], frames: list[dict[str, Any]], 
             atomic.write_json(out / MANIFEST, {"run_id": run_id, "files": sorted(files or [])})
         atomic.write_json(out / "metrics.json", metrics)
     except OSError as exc:
-        raise _out_error(Path(getattr(exc, "filename", None) or out), exc, "write") from None
+        raise atomic.output_error(Path(getattr(exc, "filename", None) or out), exc, "write") from None
 
 
 def run_files(run_dir: str | Path) -> set[str] | None:
