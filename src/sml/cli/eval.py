@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 
 from sml.cli.args import METHODS, HelpFormatter, add_model_args, add_resume_args, add_sml_args
+from sml.protocols import PROTOCOLS
 
 EPILOG = """\
 examples:
@@ -18,8 +19,11 @@ examples:
 
 One forward pass per frame is shared by every method. The run directory gets
 metrics.json, metrics.csv, curves.json, frames.json (per-frame AP and, when
-maps are kept, false-positive area at the pooled 95%-TPR threshold) and a copy
-of the statistics. Map formats (--save-maps, comma-separated or repeated):
+maps are kept, false-positive area at the pooled 95%-TPR threshold), a copy
+of the statistics, diagnostics.json (per predicted class: inlier / anomaly
+pixels and their max-logit and SML-score histograms; `sml diagnose DIR`) and
+run.json (the run id and its files). --protocol picks whose numbers are
+reported (metrics.json and metrics.csv say which). Map formats (--save-maps, comma-separated or repeated):
   hdf5         SegmentMeIfYouCan: OUT/anomaly_p/METHOD/DATASET/ID.hdf5 (float16, key 'value')
   fishyscapes  OUT/fishyscapes/METHOD/ID_anomaly.npy (float32) + ID_segmentation.npy (train ids)
   npy          OUT/npy/METHOD/ID.npy (float32)
@@ -53,6 +57,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--out", required=True, metavar="DIR", help="run directory to write")
     g.add_argument("--overwrite", action="store_true",
                    help="replace a finished run in --out (its maps and report are removed first)")
+    g.add_argument("--protocol", choices=list(PROTOCOLS), default="exact",
+                   help="whose numbers: exact (sml's, = scikit-learn), sml-reference, fishyscapes (FPR@95 at "
+                        "the first ROC point with TPR >= 95%%), smiyc (the SegmentMeIfYouCan tool's binned "
+                        "metrics on float16 maps); see docs/protocols.md")
+    g.add_argument("--no-diagnostics", action="store_true",
+                   help="skip the per-class diagnostics (DIR/diagnostics.json, read by `sml diagnose`)")
     g.add_argument("--components", action="store_true",
                    help="also compute the SegmentMeIfYouCan component metrics (sIoU, PPV, mean F1)")
     g.add_argument("--track", choices=("anomaly", "obstacle"), default=None,
@@ -114,7 +124,8 @@ def run(args: argparse.Namespace) -> int:
     config = EvalConfig(methods=methods, sml_settings=sml_settings(args), components=args.components,
                         save_maps=args.save_maps, report=args.report, limit=args.limit, resume=args.resume,
                         save_every=args.save_every, save_interval=args.save_interval, track=args.track,
-                        frame_ap=True if args.frame_ap else None, overwrite=args.overwrite)
+                        frame_ap=True if args.frame_ap else None, overwrite=args.overwrite,
+                        protocol=args.protocol, diagnostics=not args.no_diagnostics)
     common.check_device(args.device)
     stats = load_stats(args.stats, args.stats_var)
     atomic.check_writable(args.out)  # before the model loads, not at the first file written

@@ -5,11 +5,14 @@
 1. :func:`restore` - the partial state of an interrupted run (``--resume``);
 2. :func:`score_frames` - per frame: decode -> ``model.predict`` at label
    resolution (the only forward pass) -> every scorer on the same logits
-   (:func:`score_frame`) -> each method's keys into its pooled
-   :class:`~sml.metrics.AnomalyMetrics` (and the frame's own AP) -> map files;
-   every few minutes the state since the last save goes to a resume chunk;
+   (:func:`score_frame`) -> each method's frame into its pooled pixel metric
+   (the ``--protocol``'s: :class:`~sml.metrics.AnomalyMetrics` and the frame's
+   own AP, or the SegmentMeIfYouCan tool's binned state) and the per-class
+   :class:`~sml.diagnostics.ClassDiagnostics` (from the same max logit and
+   argmax) -> map files; every few minutes the state since the last save goes
+   to a resume chunk;
 3. :func:`finalize` - the processes' states merged in rank order, pooled
-   metrics and curves;
+   metrics (restated in the protocol's terms) and curves;
 4. :mod:`sml.pipelines.threshold_metrics` - only when maps were kept: the
    numbers that need thresholds known only at the end (false-positive area per
    frame, component metrics).
@@ -60,6 +63,8 @@ class EvalConfig:
     track: str | None = None
     frame_ap: bool | None = None   # each frame's AP in frames.json; None: only with ``report``
     overwrite: bool = False        # replace a finished run in ``out`` (its maps and report removed first)
+    protocol: str = "exact"        # whose numbers (sml.protocols.PROTOCOLS; docs/protocols.md)
+    diagnostics: bool = True       # per-class diagnostics (diagnostics.json) of labelled frames
 
 
 @dataclass
@@ -79,10 +84,11 @@ class EvalRun:
 
 @dataclass
 class ScoredFrame:
-    """One frame through :func:`score_frame`: each method's map and the predicted classes."""
+    """One frame through :func:`score_frame`: each method's map, the predicted classes and their max logit."""
 
     maps: dict[str, np.ndarray]   # method -> float32 H x W anomaly map
     pred: torch.Tensor            # B x H x W argmax of the logits
+    max_logit: torch.Tensor       # B x H x W max of the logits (what max_logit and sml start from)
 
 
 def scorer_settings(scorer: Any) -> dict[str, Any]:
@@ -103,7 +109,8 @@ def score_frame(scorers: dict[str, Any], logits: torch.Tensor) -> ScoredFrame:
     with torch.inference_mode():
         ctx = LogitContext(logits)
         maps = {m: sc.score_context(ctx)[0].float().cpu().numpy() for m, sc in scorers.items()}
-        return ScoredFrame(maps, ctx.max_and_argmax()[1])
+        values, pred = ctx.max_and_argmax()
+        return ScoredFrame(maps, pred, values)
 
 
 @dataclass
@@ -120,6 +127,15 @@ class _Plan:
     components: bool
     frame_ap: bool
     meta: dict[str, Any]
+    protocol: str
+    new_diagnostics: Any  # () -> a fresh ClassDiagnostics, or None (no diagnostics)
+
+    def new_period(self) -> "_Period":
+        """Fresh states for the frames of one save period."""
+        from sml import protocols
+
+        return _Period({m: protocols.pixel_metric(self.protocol, 255) for m in self.methods},
+                       self.new_diagnostics() if self.new_diagnostics else None)
 
     @property
     def tmp32(self) -> Path:
@@ -128,10 +144,38 @@ class _Plan:
 
 
 @dataclass
-class _State:
-    """What the frames added so far: pooled metric states (one per save period) and per-frame records."""
+class _Period:
+    """The states the frames of one save period added to: each method's pixel metric, the diagnostics."""
 
-    periods: list[dict[str, Any]]
+    metrics: dict[str, Any]
+    diagnostics: Any = None
+
+    def state_dict(self) -> dict[str, Any]:
+        """Plain arrays and numbers, for a resume chunk."""
+        return {"metrics": {m: v.state_dict() for m, v in self.metrics.items()},
+                "diagnostics": None if self.diagnostics is None else self.diagnostics.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> "_Period":
+        """Restore a :meth:`state_dict` into these (fresh) states; returns ``self``."""
+        for m, v in self.metrics.items():
+            v.load_state_dict(state["metrics"][m])
+        if self.diagnostics is not None:
+            self.diagnostics.load_state_dict(state["diagnostics"])
+        return self
+
+    def merge(self, other: "_Period") -> None:
+        """Add ``other``'s frames after ours."""
+        for m, v in self.metrics.items():
+            v.merge(other.metrics[m])
+        if self.diagnostics is not None:
+            self.diagnostics.merge(other.diagnostics)
+
+
+@dataclass
+class _State:
+    """What the frames added so far: states (one :class:`_Period` per save period) and per-frame records."""
+
+    periods: list[_Period]
     records: dict[int, dict[str, Any]]
     done: set[int]
 
@@ -139,7 +183,10 @@ class _State:
 def plan(model: Any, dataset: Any, out: str | os.PathLike, config: EvalConfig, stats: Any = None,
          meta: dict[str, Any] | None = None) -> _Plan:
     """Check every setting of a run and resolve its defaults (no file is touched)."""
+    from sml import protocols
+
     kind = common.dataset_kind(dataset)
+    protocols.get_protocol(config.protocol)  # an unknown name is refused naming the choices
     check_benchmark(dataset)
     methods = list(config.methods)
     if not methods:
@@ -156,7 +203,19 @@ def plan(model: Any, dataset: Any, out: str | os.PathLike, config: EvalConfig, s
     SavePolicy(config.save_every, config.save_interval)  # its checks, before anything runs
     frame_ap = config.report if config.frame_ap is None else bool(config.frame_ap)
     return _Plan(Path(out), kind, methods, scorers, indices, formats, config.track or TRACKS.get(kind, "anomaly"),
-                 config.components, frame_ap, dict(meta or {}))
+                 config.components, frame_ap, dict(meta or {}), config.protocol,
+                 _diagnostics_factory(model, stats, "sml" in methods) if config.diagnostics else None)
+
+
+def _diagnostics_factory(model: Any, stats: Any, sml: bool) -> Any:
+    """``() -> ClassDiagnostics`` for this model (with the training statistics beside each class when given)."""
+    from sml.diagnostics import ClassDiagnostics
+
+    if stats is not None:
+        ClassDiagnostics(stats=stats, sml=sml)  # its checks (class count), before anything runs
+        return lambda: ClassDiagnostics(stats=stats, sml=sml)
+    c, names = common.num_classes(model), common.class_names(model)
+    return lambda: ClassDiagnostics(num_classes=c, class_names=names, sml=False)
 
 
 def check_benchmark(dataset: Any) -> None:
@@ -188,7 +247,8 @@ def evaluate(
         store = ResumeStore(p.out / PARTIAL / "state", {
             "kind": "eval", "frames": [dataset.frames[i].id for i in p.indices], "methods": p.methods,
             "settings": {m: scorer_settings(s) for m, s in p.scorers.items()}, "formats": p.formats,
-            "components": p.components, **p.meta})
+            "components": p.components, "protocol": p.protocol, "diagnostics": p.new_diagnostics is not None,
+            **p.meta})
         state = restore(store, p, config.resume)
         score_frames(model, dataset, p, state, store, SavePolicy(config.save_every, config.save_interval), timer,
                      show_progress)
@@ -197,10 +257,11 @@ def evaluate(
         if p.components or "npy16" in p.formats:
             with timer("post"):
                 threshold_metrics.add_threshold_metrics(
-                    dataset, p.indices, frame_list, pooled, results, p.out, p.kind,
-                    p.tmp32 if p.components else None, p.track if p.components else None, show_progress)
+                    dataset, p.indices, frame_list, pooled.metrics, results, p.out, p.kind,
+                    p.tmp32 if p.components else None, p.track if p.components else None, show_progress,
+                    protocol=p.protocol)
         metrics = _write_results(model, dataset, p, frame_list, results, curves, stats, stats_path, lock.run_id,
-                                 timer)
+                                 timer, pooled.diagnostics)
         store.clear()
         if distributed.is_main():  # the temporary maps and the (now empty) state folder
             shutil.rmtree(p.out / PARTIAL, ignore_errors=True)
@@ -210,29 +271,28 @@ def evaluate(
 
 def _write_results(model: Any, dataset: Any, p: _Plan, frame_list: list[dict[str, Any]],
                    results: dict[str, dict[str, Any]], curves: dict[str, Any], stats: Any, stats_path: Any,
-                   run_id: str, timer: common.Timer) -> dict[str, Any]:
+                   run_id: str, timer: common.Timer, diagnostics: Any = None) -> dict[str, Any]:
     """metrics.json's content; rank 0 writes the run's files (metrics.json last) with the list of its maps."""
     settings = {m: scorer_settings(s) for m, s in p.scorers.items()}
     metrics = rundir.metrics_json(dataset, p.kind, frame_list, settings, results,
                                   p.meta.get("model") or common.model_name(model), stats_path, p.meta,
-                                  p.track if p.components else None)
+                                  p.track if p.components else None, protocol=p.protocol)
+    diag = diagnostics.to_json() if diagnostics is not None and diagnostics.frames else None
     if distributed.is_main():
         with timer("results"):
             files = [str(writers.map_path(p.out, fmt, m, p.kind, f["id"]).relative_to(p.out))
                      for f in frame_list for m in p.methods for fmt in p.formats]
-            rundir.write_run(p.out, metrics, frame_list, curves, stats, stats_path, run_id, files)
+            rundir.write_run(p.out, metrics, frame_list, curves, stats, stats_path, run_id, files, diag)
     return metrics
 
 
 def restore(store: ResumeStore, p: _Plan, resume: bool) -> _State:
     """The frames an interrupted run finished (``resume``), else a fresh state; rank 0 carries the loaded ones."""
-    from sml.metrics import AnomalyMetrics
-
     state = _State([], {}, set())
     for payload in store.start(resume):
         try:
             recs = {int(i): r for i, r in payload["records"]}
-            metrics = {m: AnomalyMetrics.from_state_dict(payload["metrics"][m]) for m in p.methods}
+            period = p.new_period().load_state_dict(payload)
         except (InputError, KeyError, TypeError, ValueError) as exc:
             raise InputError(f"a resume chunk in {store.folder} does not hold this run's state ({exc}); delete "
                              f"{p.out / PARTIAL} and run again without --resume") from None
@@ -242,8 +302,8 @@ def restore(store: ResumeStore, p: _Plan, resume: bool) -> _State:
         state.done.update(recs)
         if distributed.is_main():
             state.records.update(recs)
-            state.periods.append(metrics)
-    state.periods.append({m: AnomalyMetrics(ignore_index=255) for m in p.methods})
+            state.periods.append(period)
+    state.periods.append(p.new_period())
     return state
 
 
@@ -270,19 +330,15 @@ def score_frames(model: Any, dataset: Any, p: _Plan, state: _State, store: Resum
 def _save_period(store: ResumeStore, p: _Plan, state: _State, fresh: dict[int, dict[str, Any]],
                  new_period: bool) -> None:
     """A resume chunk with what the current period added; the next frames then start a new period."""
-    from sml.metrics import AnomalyMetrics
-
-    pooled = state.periods[-1]
-    store.save({"records": [[k, r] for k, r in fresh.items()],
-                "metrics": {m: pooled[m].state_dict() for m in p.methods}})
+    store.save({"records": [[k, r] for k, r in fresh.items()], **state.periods[-1].state_dict()})
     if new_period:
-        state.periods.append({m: AnomalyMetrics(ignore_index=255) for m in p.methods})
+        state.periods.append(p.new_period())
 
 
-def _score_one(model: Any, dataset: Any, p: _Plan, frame: Any, pooled: dict[str, Any],
+def _score_one(model: Any, dataset: Any, p: _Plan, frame: Any, period: _Period,
                timer: common.Timer) -> dict[str, Any]:
     """One frame: forward pass, every method's map, metric updates, map files; returns its record."""
-    from sml.metrics import FrameLabels
+    from sml.metrics import AnomalyMetrics, FrameLabels
 
     with timer("decode"):
         sample = dataset.load(frame)
@@ -300,8 +356,16 @@ def _score_one(model: Any, dataset: Any, p: _Plan, frame: Any, pooled: dict[str,
             fl = FrameLabels(labels, 255)  # validated and counted once for every method
             rec["pixels"] = {"anomaly": fl.n_pos, "inlier": fl.n_neg}
             for m in p.methods:
-                ap = pooled[m].update(scored.maps[m], fl, frame_ap=p.frame_ap)
+                metric = period.metrics[m]
+                if isinstance(metric, AnomalyMetrics):
+                    ap = metric.update(scored.maps[m], fl, frame_ap=p.frame_ap)
+                else:  # a binned protocol's state: it rounds and bins the frame itself, no per-frame AP
+                    ap = metric.update(scored.maps[m], labels)
                 rec["methods"][m] = {} if ap is None else {"ap": float(ap)}
+            if period.diagnostics is not None:
+                d = period.diagnostics
+                d.update_from_predictions(scored.pred[0].cpu().numpy(), scored.max_logit[0].float().cpu().numpy(),
+                                          labels, scored.maps["sml"] if d.sml else None)
         else:
             rec["methods"] = {m: {} for m in p.methods}
     with timer("writing"):
@@ -314,33 +378,34 @@ def _score_one(model: Any, dataset: Any, p: _Plan, frame: Any, pooled: dict[str,
     return rec
 
 
-def finalize(p: _Plan, state: _State, timer: common.Timer) -> tuple[dict[str, Any], dict[int, dict[str, Any]],
+def finalize(p: _Plan, state: _State, timer: common.Timer) -> tuple[_Period, dict[int, dict[str, Any]],
                                                                    dict[str, dict[str, Any]], dict[str, Any]]:
     """Merge every period and process (rank order); pooled metrics and (rank 0) curves per method."""
     with timer("final"):
         pooled = state.periods[0]
         for period in state.periods[1:]:
-            for m in p.methods:
-                pooled[m].merge(period[m])
+            pooled.merge(period)
         # one process: our own objects come back, nothing is copied
         gathered = distributed.all_gather_object(pooled)
         pooled = gathered[0]
         for other in gathered[1:]:
-            for m in p.methods:
-                pooled[m].merge(other[m])
+            pooled.merge(other)
         records: dict[int, dict[str, Any]] = {}
         for part in distributed.all_gather_object(state.records):
             records.update(part)
         main = distributed.is_main()
 
         def summary(m: str) -> tuple[dict[str, Any], Any]:
-            return pooled[m].summary(CURVE_POINTS) if main else (pooled[m].compute(), None)
+            metric = pooled.metrics[m]
+            return metric.summary(CURVE_POINTS) if main else (metric.compute(), None)
 
         # The methods side by side: their sorts and searches are NumPy passes that release the
         # GIL. Measured with benchmarks/bench_eval.py (2 cores, 6 frames, 5 methods): 0.16 s per
         # frame instead of 0.24, 12% of the wall time. The results do not depend on it.
         with ThreadPoolExecutor(max(1, min(len(p.methods), torch.get_num_threads()))) as pool:
             done = dict(zip(p.methods, pool.map(summary, p.methods)))
-    results = {m: r for m, (r, _) in done.items()}
+    from sml import protocols
+
+    results = {m: protocols.headline(p.protocol, r) for m, (r, _) in done.items()}
     curves = {m: c for m, (_, c) in done.items() if c is not None}
     return pooled, records, results, curves

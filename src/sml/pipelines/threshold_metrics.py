@@ -4,8 +4,10 @@ A second pass over the maps ``sml eval`` kept (no network), once the pooled
 metrics are known: for each frame the false-positive area at the pooled
 95%-TPR threshold (the share of the frame's inlier pixels scoring at or above
 it) and, with a component track, the SegmentMeIfYouCan component metrics at the
-pooled best-F1 threshold (spec section 6). It reads the float32 maps kept for
-``--components``, else the float16 maps of ``maps/``. Frames are shared between
+pooled best-F1 threshold (spec section 6), or the threshold the ``--protocol``
+hands to them (:func:`sml.protocols.component_threshold`). It reads the
+float32 maps kept for ``--components``, else the float16 maps of ``maps/``;
+a protocol that scores submitted maps (``smiyc``) rounds them to float16 first. Frames are shared between
 processes like the first pass; component states are merged in frame order.
 """
 from __future__ import annotations
@@ -57,11 +59,18 @@ def frame_threshold_metrics(amap: np.ndarray, labels: np.ndarray, thr95: float |
 
 def add_threshold_metrics(dataset: Any, indices: list[int], frame_list: list[dict[str, Any]],
                           pooled: dict[str, Any], results: dict[str, dict[str, Any]], out: Path, kind: str,
-                          tmp32: Path | None, track: str | None, show_progress: bool) -> None:
+                          tmp32: Path | None, track: str | None, show_progress: bool,
+                          protocol: str = "exact") -> None:
     """Add ``fp_area`` to ``frame_list`` and (with ``track``) ``components`` to ``results``, in place."""
+    from sml import protocols
+
     methods = list(results)
     thr95 = {m: _finite(results[m].get("threshold_at_95tpr")) for m in methods}
-    best = {m: _finite(pooled[m].best_f1_threshold()) for m in methods} if track else {}
+    best = {m: _component_threshold(protocol, pooled[m]) for m in methods} if track else {}
+    submitted = protocols.get_protocol(protocol).float16
+
+    def load(path: Path) -> np.ndarray:
+        return protocols.to_submission(load_map(path)) if submitted else load_map(path)
 
     def map_path(m: str, frame: Any) -> Path:
         if tmp32 is not None:
@@ -74,9 +83,19 @@ def add_threshold_metrics(dataset: Any, indices: list[int], frame_list: list[dic
         frame = dataset.frames[indices[p]]
         if frame.label_path is not None:
             labels = dataset.load_labels(frame)
-            per_frame[p] = {m: frame_threshold_metrics(load_map(map_path(m, frame)), labels, thr95[m],
+            per_frame[p] = {m: frame_threshold_metrics(load(map_path(m, frame)), labels, thr95[m],
                                                        best.get(m), track) for m in methods}
     _combine(per_frame, frame_list, results, best)
+
+
+def _component_threshold(protocol: str, pixel: Any) -> float | None:
+    """The protocol's component-metric threshold, None where it is undefined (no anomaly or inlier pixel)."""
+    from sml import protocols
+
+    try:
+        return _finite(protocols.component_threshold(protocol, pixel))
+    except InputError:
+        return None
 
 
 def _combine(per_frame: dict[int, dict[str, Any]], frame_list: list[dict[str, Any]],

@@ -206,11 +206,13 @@ def slug(text: str, max_len: int = 80) -> str:
 
 # ---------------------------------------------------------------- writing a run (sml eval)
 #: what ``sml eval`` writes at the top of a run directory; ``metrics.json`` comes last
-RUN_FILES = ("run.json", "metrics.csv", "curves.json", "frames.json", "stats.json", "metrics.json")
+RUN_FILES = ("run.json", "metrics.csv", "curves.json", "frames.json", "stats.json", "diagnostics.json",
+             "metrics.json")
 #: folders of per-frame outputs (maps in every ``--save-maps`` format) and of the report
 RUN_FOLDERS = ("maps", "anomaly_p", "fishyscapes", "npy", "png16", "report")
 LOCK = ".sml-run.lock"
 MANIFEST = "run.json"
+DIAGNOSTICS = "diagnostics.json"
 CSV_FIELDS = ["method", "auroc", "ap", "fpr95", "fpr95_threshold", "threshold_at_95tpr", "best_f1_threshold",
               "siou", "ppv", "mean_f1"]
 
@@ -318,8 +320,14 @@ def _f(v: Any) -> float | None:
 
 def metrics_json(dataset: Any, kind: str, frames: list[dict[str, Any]], settings: dict[str, dict[str, Any]],
                  results: dict[str, dict[str, Any]], model: str, stats_path: Any, meta: dict[str, Any] | None,
-                 track: str | None) -> dict[str, Any]:
-    """The content of ``metrics.json`` (interface.md schema) from the pooled results of each method."""
+                 track: str | None, protocol: str = "exact") -> dict[str, Any]:
+    """The content of ``metrics.json`` (interface.md schema) from the pooled results of each method.
+
+    ``protocol`` (sml.protocols) is recorded with its notes (and the data set's).
+    """
+    from sml.protocols import get_protocol
+
+    proto = get_protocol(protocol)
     labelled = [f for f in frames if f.get("pixels")]
     out: dict[str, Any] = {
         "dataset": kind, "frames": len(labelled), "frames_scored": len(frames),
@@ -327,11 +335,11 @@ def metrics_json(dataset: Any, kind: str, frames: list[dict[str, Any]], settings
                    "inlier": sum(f["pixels"]["inlier"] for f in labelled)},
         "model": model,
         "stats": str(stats_path) if stats_path else None,
-        "fpr95_convention": "interpolated",
+        "fpr95_convention": proto.fpr95_convention,
         "methods": {},
     }
-    if getattr(dataset, "notes", None):
-        out["notes"] = list(dataset.notes)
+    out["protocol"] = proto.name
+    out["notes"] = list(dict.fromkeys([*(getattr(dataset, "notes", None) or []), *proto.notes]))
     if (meta or {}).get("label_mapping") is not None:
         out["label_mapping"] = meta["label_mapping"]  # type: ignore[index]
     if track is not None:
@@ -339,6 +347,8 @@ def metrics_json(dataset: Any, kind: str, frames: list[dict[str, Any]], settings
     for m, r in results.items():
         entry: dict[str, Any] = {k: _f(r.get(k)) for k in ("auroc", "ap", "fpr95", "fpr95_threshold",
                                                             "threshold_at_95tpr", "best_f1", "best_f1_threshold")}
+        if r.get("fpr95_interpolated") is not None:
+            entry["fpr95_interpolated"] = _f(r["fpr95_interpolated"])
         if r.get("reason"):
             entry["reason"] = r["reason"]  # why values are NaN (e.g. no anomaly pixel)
         if "components" in r:
@@ -364,8 +374,12 @@ def _plain(obj: Any) -> Any:
 
 
 def write_run(out: Path, metrics: dict[str, Any], frames: list[dict[str, Any]], curves: dict[str, Any],
-              stats: Any, stats_path: Any, run_id: str | None = None, files: list[str] | None = None) -> None:
-    """Write the run's files; ``metrics.json`` last, so a run that fails leaves nothing that looks complete."""
+              stats: Any, stats_path: Any, run_id: str | None = None, files: list[str] | None = None,
+              diagnostics: dict[str, Any] | None = None) -> None:
+    """Write the run's files; ``metrics.json`` last, so a run that fails leaves nothing that looks complete.
+
+    ``diagnostics`` (``ClassDiagnostics.to_json()``) goes to ``diagnostics.json``, listed in ``run.json``.
+    """
     import csv
     import io
 
@@ -373,10 +387,10 @@ def write_run(out: Path, metrics: dict[str, Any], frames: list[dict[str, Any]], 
 
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["dataset", "frames", *CSV_FIELDS])
+    w.writerow(["dataset", "frames", "protocol", *CSV_FIELDS])
     for m, r in metrics["methods"].items():
         comp = r.get("components") or {}
-        row = [metrics["dataset"], metrics["frames"], m]
+        row = [metrics["dataset"], metrics["frames"], metrics.get("protocol", "exact"), m]
         for k in CSV_FIELDS[1:]:
             v = comp.get(k) if k in ("siou", "ppv", "mean_f1") else r.get(k)
             row.append("" if v is None else repr(float(v)))
@@ -393,15 +407,20 @@ def write_run(out: Path, metrics: dict[str, Any], frames: list[dict[str, Any]], 
             atomic.write_bytes(out / "stats.json", Path(stats_path).read_bytes())
         elif stats is not None and hasattr(stats, "save"):
             stats.save(out / "stats.json")
+        files = list(files or [])
+        if diagnostics is not None:
+            atomic.write_json(out / DIAGNOSTICS, diagnostics)
+            files.append(DIAGNOSTICS)
         if run_id is not None:
-            atomic.write_json(out / MANIFEST, {"run_id": run_id, "files": sorted(files or [])})
+            atomic.write_json(out / MANIFEST, {"run_id": run_id, "files": sorted(files)})
         atomic.write_json(out / "metrics.json", metrics)
     except OSError as exc:
         raise atomic.output_error(Path(getattr(exc, "filename", None) or out), exc, "write") from None
 
 
 def run_files(run_dir: str | Path) -> set[str] | None:
-    """The per-frame files (paths relative to ``run_dir``) of the run whose results are in ``run_dir``.
+    """The per-frame files and ``diagnostics.json`` (paths relative to ``run_dir``) of the run whose results
+    are in ``run_dir``.
 
     From ``run.json``, written by ``sml eval`` just before ``metrics.json``. None when
     the folder has no manifest (runs of earlier versions): then every file is taken.
