@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from sml.protocols import PROTOCOLS
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -27,6 +29,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--panel-format", choices=["png", "jpeg"], default="png",
                    help="full-size panels as lossless PNG (default) or JPEG (smaller, much faster for "
                         "hundreds of frames)")
+    p.add_argument("--protocol", choices=list(PROTOCOLS), default=None,
+                   help="check that the run was evaluated under this protocol (the report always states the "
+                        "run's own); a different one is refused: evaluate again with `sml eval --protocol`")
     p.set_defaults(func=run)
 
 
@@ -46,7 +51,14 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--tile-width {args.tile_width}: a panel image needs at least 32 pixels; give e.g. 400")
     if args.max_frames is not None and args.max_frames < 0:
         raise InputError(f"--max-frames {args.max_frames}: give 0 or more frames")
-    load_run(args.run_dir)  # a missing or broken run is refused before anything is written
+    run_ = load_run(args.run_dir)  # a missing or broken run is refused before anything is written
+    used = str(run_.metrics.get("protocol", "exact"))  # runs before protocols existed were exact
+    if args.protocol is not None and args.protocol != used:
+        # not recomputed: another protocol needs every frame's float32 map or its bins, which a run keeps
+        # only as float16 maps; a report must never show numbers of a protocol they were not computed by
+        raise InputError(f"--protocol {args.protocol}: {args.run_dir} was evaluated with --protocol {used}; "
+                         f"run `sml eval ... --protocol {args.protocol}` into another --out folder for its "
+                         f"numbers, or leave --protocol out")
     atomic.check_writable(Path(args.run_dir) / "report")
 
     # unreadable files raise InputError (printed as `sml: error:`, exit 2) after the page is written

@@ -106,10 +106,12 @@ def _video_frames(path: Path, every: int) -> Iterator[tuple[int, np.ndarray, flo
 
 
 def _colour(image: np.ndarray, anomaly: np.ndarray, vmin: float | None, vmax: float | None,
-            alpha: float) -> tuple[np.ndarray, np.ndarray]:
+            alpha: float, method: str) -> tuple[np.ndarray, np.ndarray]:
+    """Heatmap and overlay, each with a colour bar of the score range and the method's name below it."""
     from sml.report import heatmap, overlay
 
-    return heatmap(anomaly, vmin, vmax), overlay(image, anomaly, alpha=alpha, vmin=vmin, vmax=vmax)
+    return (heatmap(anomaly, vmin, vmax, colour_bar=True, label=method),
+            overlay(image, anomaly, alpha=alpha, vmin=vmin, vmax=vmax, colour_bar=True, label=method))
 
 
 def _save_png(path: Path, rgb: np.ndarray) -> None:
@@ -184,7 +186,7 @@ class _Job:
                 if self.save_npy:
                     atomic.save_npy(target.with_name(target.name + ".npy"), amap)
                     self.run.files.append(target.with_name(target.name + ".npy"))
-                hm, ov = _colour(image, amap, self.vmin, self.vmax, self.alpha)
+                hm, ov = _colour(image, amap, self.vmin, self.vmax, self.alpha, m)
                 _save_png(target.with_name(target.name + "_heatmap.png"), hm)
                 _save_png(target.with_name(target.name + "_overlay.png"), ov)
                 self.run.files += [target.with_name(target.name + "_heatmap.png"),
@@ -206,8 +208,9 @@ def _predict_video(job: _Job, it: PredictItem, every: int, show_progress: bool) 
             for m, ov in overlays.items():
                 if m not in writers:
                     final = job.out / m / f"{it.name}_overlay.mp4"
-                    final.parent.mkdir(parents=True, exist_ok=True)
+                    atomic.make_dirs(final.parent)
                     tmp[m] = final.with_name(f".{final.stem}.tmp.mp4")
+                    # the frame size is the overlay's: taller than the video by the colour bar
                     writers[m] = cv2.VideoWriter(str(tmp[m]), cv2.VideoWriter_fourcc(*"mp4v"),
                                                  fps / every, (ov.shape[1], ov.shape[0]))
                 writers[m].write(np.ascontiguousarray(ov[:, :, ::-1]))

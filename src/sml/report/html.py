@@ -174,6 +174,8 @@ def _conventions(run: Run, range_text: str) -> str:
         f"FPR@95: the headline convention of this run is <b>{E(str(conv))}</b>. <i>interpolated</i> = "
         "linear interpolation of the ROC curve's FPR at TPR = 0.95 (reference SML evaluation); "
         "<i>threshold</i> = FPR at the highest threshold whose TPR is at least 0.95 (SegmentMeIfYouCan).",
+        f"Protocol <b>{E(str(m.get('protocol', 'exact')))}</b>: whose numbers these are (docs/protocols.md; "
+        "<code>sml eval --protocol</code>). <i>exact</i> = scikit-learn on the float32 maps.",
         "Detections in the gallery: pixels with score &ge; the method's threshold at 95% TPR on this data "
         "set. Per-frame AP uses the frame's own pixels; FP area = share of the frame's in-distribution "
         "pixels detected.",
@@ -290,8 +292,8 @@ def dataset_ranges(run: Run, methods: Iterable[str], frames: list[dict[str, Any]
     for m in methods:
         parts = []
         for f in frames:
-            p = run.map_path(m, f["id"])
-            if p.is_file():
+            p = run.own_map(m, f["id"])
+            if p is not None:
                 try:
                     a = np.load(p, mmap_mode="r", allow_pickle=False).reshape(-1)
                     step = max(1, a.size // RANGE_SAMPLES)
@@ -332,8 +334,8 @@ def _render_frames(run: Run, frames: list[dict[str, Any]], methods: list[str], r
         try:
             maps = {}
             for m in methods:
-                p = run.map_path(m, fid)
-                if p.is_file():
+                p = run.own_map(m, fid)
+                if p is not None:
                     maps[m] = _load_map(p)
             labels = None
             lpath = run.resolve(f.get("eval_labels") or f.get("labels"))
@@ -529,7 +531,7 @@ def build_report(run_dir: str | Path, max_frames: int | None = None, *, ranges: 
                          "(or `sml demo --out DIR`)")
     run = load_run(root)
     diag = None
-    if (run.root / "diagnostics.json").is_file():  # read before the long work: a bad file stops us early
+    if run.owns("diagnostics.json"):  # read before the long work: a bad file stops us early
         from sml.diagnostics import ClassDiagnostics
 
         diag = ClassDiagnostics.load(run.root / "diagnostics.json")

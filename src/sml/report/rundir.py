@@ -23,6 +23,16 @@ class Run:
     frames: list[dict[str, Any]] | None = None
     stats: dict[str, Any] | None = None
     warnings: list[str] = field(default_factory=list)
+    files: set[str] | None = None  # this run's per-frame files (run.json); None: an older run, take all
+
+    def owns(self, relative: str) -> bool:
+        """Whether the file ``relative`` (to the run directory) exists and belongs to this run (run.json)."""
+        return (self.root / relative).is_file() and (self.files is None or relative in self.files)
+
+    def own_map(self, method: str, frame_id: str) -> Path | None:
+        """:meth:`map_path` when that map is this run's (a leftover of an earlier run is never drawn), else None."""
+        p = self.map_path(method, frame_id)
+        return p if self.owns(p.relative_to(self.root).as_posix()) else None
 
     @property
     def methods(self) -> list[str]:
@@ -132,7 +142,7 @@ def load_run(run_dir: str | Path) -> Run:
     metrics = _read_json(mpath)
     if not isinstance(metrics, dict) or not isinstance(metrics.get("methods"), dict):
         raise InputError(f"{mpath} has no 'methods' object (see docs/design.md); rewrite it with `sml eval`")
-    run = Run(root=root, metrics=metrics)
+    run = Run(root=root, metrics=metrics, files=run_files(root))
     cpath, fpath, spath = root / "curves.json", root / "frames.json", root / "stats.json"
     if cpath.is_file():
         curves = _read_json(cpath)
