@@ -219,7 +219,8 @@ def test_one_run_per_folder_lock_finished_and_overwrite(setup: dict[str, Path], 
     out = setup["base"] / "once"
     assert _eval(setup, out, "--limit", "2", "--save-maps", "npy16") == 0
     manifest = json.loads((out / "run.json").read_text())
-    assert sorted(manifest["files"]) == sorted(f"maps/{m}/frame{i:02d}.npy" for m in METHODS for i in range(2))
+    assert sorted(manifest["files"]) == sorted([f"maps/{m}/frame{i:02d}.npy" for m in METHODS for i in range(2)]
+                                               + ["diagnostics.json"])
     from sml.report.rundir import run_files
 
     assert run_files(out) == set(manifest["files"])

@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 from sml.cli.main import main
+from sml.report.images import MIN_BAR_WIDTH, colormap_lut
 from test_pipeline_fixtures import make_model, make_smiyc
 
 
@@ -28,9 +29,15 @@ def test_predict_file_and_folder(setup: dict[str, Path], capsys: pytest.CaptureF
         for name in ("one", "frame00", "frame01"):
             a = np.load(out / m / f"{name}.npy")
             assert a.dtype == np.float32
-            ov = np.asarray(Image.open(out / m / f"{name}_overlay.png"))
-            assert ov.shape == (*a.shape, 3)
-            assert (out / m / f"{name}_heatmap.png").is_file()
+            for kind in ("overlay", "heatmap"):
+                # the picture on top (widened to the narrowest colour bar), the colour bar below it
+                pic = np.asarray(Image.open(out / m / f"{name}_{kind}.png"))
+                h, w = a.shape
+                assert pic.shape[0] > h and pic.shape[1] == max(w, MIN_BAR_WIDTH) and pic.shape[2] == 3
+                bar = pic[h:].reshape(-1, 3)
+                lut = colormap_lut("inferno")
+                for end in (lut[0], lut[-1]):  # both ends of the colour scale are drawn in the bar
+                    assert (np.abs(bar.astype(int) - end).sum(1) <= 3).any(), (m, name, kind)
     # the max-logit map is minus the max logit of the model (TorchScript's profiling executor may
     # fuse ops after the first calls, hence a float32 tolerance)
     import sml.models

@@ -384,7 +384,7 @@ def test_cli_report_errors_name_the_file(shared, tmp_path, capsys):
     assert err.startswith("sml: error: run directory") and str(tmp_path / "missing") in err and "{root}" not in err
     (tmp_path / "empty").mkdir()
     assert main(["report", str(tmp_path / "empty")]) == 2
-    assert "metrics.json is missing" in capsys.readouterr().err
+    assert "metrics.json is missing" in " ".join(capsys.readouterr().err.split())  # wrapped at spaces only
     run = make_run(shared, tmp_path / "run", n_frames=2, unlabelled=0)
     from sml.pipelines.writers import safe_name
 
@@ -426,7 +426,7 @@ def test_report_diagnostics_section(shared, tmp_path):
 
 
 def test_heatmap_and_overlay_colour_bar():
-    from sml.report.images import colormap_lut, colour_bar_strip, robust_range
+    from sml.report.images import MIN_BAR_WIDTH, colormap_lut, colour_bar_strip, robust_range
 
     rng = np.random.default_rng(3)
     a = rng.normal(size=(90, 400)).astype(np.float32)
@@ -450,4 +450,11 @@ def test_heatmap_and_overlay_colour_bar():
     assert not np.array_equal(colour_bar_strip(400, -1.0, 2.0, label="sml"),
                               colour_bar_strip(400, -1.0, 3.0, label="sml"))  # the range is printed
     with pytest.raises(InputError, match="64 pixels"):
-        heatmap(a[:, :30], colour_bar=True)
+        colour_bar_strip(30, -1.0, 2.0)
+    # a narrow map is widened (background on the right) so that its bar shows the colour scale
+    narrow = heatmap(a[:, :30], -1.0, 2.0, colour_bar=True, label="sml")
+    assert narrow.shape[1] == MIN_BAR_WIDTH and narrow.shape[0] > 90
+    np.testing.assert_array_equal(narrow[:90, :30], heatmap(a[:, :30], -1.0, 2.0))
+    assert (narrow[:90, 30:] == 255).all()
+    low_end = (np.abs(narrow[90:].reshape(-1, 3).astype(int) - lut[0]).sum(1) == 0).any()
+    assert low_end and (np.abs(narrow[90:].reshape(-1, 3).astype(int) - lut[255]).sum(1) == 0).any()

@@ -136,7 +136,15 @@ def colour_bar_strip(width: int, vmin: float, vmax: float, *, cmap: str = "infer
     return np.asarray(canvas)
 
 
+#: narrowest image that leaves room for the bar beside its labels; a narrower image is widened to it with the background colour on the right
+MIN_BAR_WIDTH = 160
+
+
 def _with_bar(rgb: np.ndarray, vmin: float, vmax: float, cmap: str, label: str | None) -> np.ndarray:
+    if rgb.shape[1] < MIN_BAR_WIDTH:
+        pad = np.empty((rgb.shape[0], MIN_BAR_WIDTH - rgb.shape[1], 3), np.uint8)
+        pad[:] = BACKGROUND
+        rgb = np.concatenate([rgb, pad], axis=1)
     return np.concatenate([rgb, colour_bar_strip(rgb.shape[1], vmin, vmax, cmap=cmap, label=label)], axis=0)
 
 
