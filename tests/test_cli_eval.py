@@ -47,7 +47,7 @@ def test_run_directory(run: Path, setup: dict[str, Path]) -> None:
     assert not list(run.rglob("*.tmp"))
     m = json.loads((run / "metrics.json").read_text())
     assert m["dataset"] == "smiyc-anomaly" and m["frames"] == 4 and m["frames_scored"] == 5
-    assert m["fpr95_convention"] == "interpolated"
+    assert m["fpr95_convention"] == "interpolated" and m["protocol"] == "exact" and m["notes"] == []
     assert set(m["methods"]) == set(METHODS)
     for r in m["methods"].values():
         for k in ("auroc", "ap", "fpr95", "fpr95_threshold", "threshold_at_95tpr"):
@@ -55,13 +55,14 @@ def test_run_directory(run: Path, setup: dict[str, Path]) -> None:
         assert set(r["components"]) >= {"siou", "ppv", "mean_f1"}
     assert m["methods"]["sml"]["settings"]["boundary_width"] == 4
     rows = list(csv.DictReader((run / "metrics.csv").open()))
-    assert [r["method"] for r in rows] == METHODS
+    assert [r["method"] for r in rows] == METHODS and {r["protocol"] for r in rows} == {"exact"}
     assert float(rows[0]["auroc"]) == m["methods"]["sml"]["auroc"]
     # every format, every frame (including the unlabelled one), every method
     for meth in METHODS:
         for i in range(5):
             fid = f"frame{i:02d}"
-            with h5py.File(run / "anomaly_p" / meth / "smiyc-anomaly" / f"{fid}.hdf5") as h5:
+            # the SegmentMeIfYouCan tool's own folder name (its persistence alias)
+            with h5py.File(run / "anomaly_p" / meth / "AnomalyTrack-all" / f"{fid}.hdf5") as h5:
                 assert h5["value"].dtype == np.float16 and h5["value"].shape == (48, 64)
             assert (run / "fishyscapes" / meth / f"{fid}_segmentation.npy").is_file()
             assert (run / "png16" / meth / f"{fid}.png").is_file()
@@ -112,6 +113,8 @@ def test_deterministic_and_resumable(run: Path, setup: dict[str, Path], monkeypa
     fa = json.loads((run / "frames.json").read_text())
     fb = json.loads((again / "frames.json").read_text())
     assert fa == fb
+    # the per-class diagnostics went through the resume chunks too
+    assert (run / "diagnostics.json").read_bytes() == (again / "diagnostics.json").read_bytes()
     for meth in METHODS:
         for i in range(5):
             np.testing.assert_array_equal(np.load(run / "npy" / meth / f"frame{i:02d}.npy"),
@@ -262,3 +265,61 @@ def test_unwritable_output_is_one_message(setup: dict[str, Path], monkeypatch: p
     blocker.write_text("x")
     _refused(capsys, _eval(setup, blocker, "--method", "msp"), str(blocker), "is a file")
     _refused(capsys, _eval(setup, blocker / "sub", "--method", "msp"), str(blocker))
+
+
+def test_smiyc_protocol_resumes_and_equals_the_binned_metric(run: Path, setup: dict[str, Path],
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    from sml.protocols import SmiycPixelMetric, headline
+    import sml.data
+
+    out = setup["base"] / "smiyc_protocol"
+    with monkeypatch.context() as m:
+        interrupt_forward_after(m, 2)
+        assert _eval(setup, out, "--protocol", "smiyc", "--components", "--save-interval", "0") == 130
+    # a resume under another protocol is refused: its chunks hold another state
+    assert _eval(setup, out, "--protocol", "exact", "--components", "--resume") == 2
+    assert _eval(setup, out, "--protocol", "smiyc", "--components", "--resume") == 0
+    got = json.loads((out / "metrics.json").read_text())
+    assert got["protocol"] == "smiyc" and got["fpr95_convention"] == "threshold" and got["notes"]
+    rows = list(csv.DictReader((out / "metrics.csv").open()))
+    assert {r["protocol"] for r in rows} == {"smiyc"}
+    # the same numbers as the binned metric fed directly with the exact run's float32 maps
+    ds = sml.data.open_dataset(f"smiyc-anomaly:{setup['smiyc']}")
+    for meth in METHODS:
+        ref = SmiycPixelMetric()
+        for f in ds.frames:
+            if f.label_path is not None:
+                ref.update(np.load(run / "npy" / meth / f"{f.id}.npy"), ds.load_labels(f))
+        want = headline("smiyc", ref.compute())
+        for k in ("auroc", "ap", "fpr95", "threshold_at_95tpr", "best_f1_threshold"):
+            assert got["methods"][meth][k] == pytest.approx(want[k], abs=1e-12), (meth, k)
+        assert got["methods"][meth]["components"]["threshold"] == ref.best_f1_threshold()
+
+
+def test_report_protocol_must_match_the_run(run: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["report", str(run), "--protocol", "smiyc", "--max-frames", "0"]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "--protocol exact" in err and "sml eval ... --protocol smiyc" in err
+    assert not (run / "report").exists()
+
+
+def test_eval_then_export_smiyc(setup: dict[str, Path], tmp_path: Path) -> None:
+    """What `sml eval --save-maps hdf5` writes is what `sml export smiyc` packs, under the tool's names."""
+    import zipfile
+
+    from PIL import Image
+
+    from sml.protocols.releases import ANOMALY_SPLITS
+
+    data = tmp_path / "dataset_AnomalyTrack"
+    (data / "images").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for fid in ANOMALY_SPLITS["all"]:  # the release's 110 published names, tiny images
+        Image.fromarray(rng.integers(0, 256, (16, 24, 3), dtype=np.uint8)).save(data / "images" / f"{fid}.jpg")
+    out = tmp_path / "run"
+    assert main(["eval", "--model", str(setup["model"]), "--data", f"smiyc-anomaly:{data}", "--split", "all",
+                 "--method", "max_logit", "--save-maps", "hdf5", "--out", str(out)]) == 0
+    assert main(["export", "smiyc", str(out), str(tmp_path / "sub.zip")]) == 0
+    with zipfile.ZipFile(tmp_path / "sub.zip") as z:
+        names = set(z.namelist())
+    assert names == {f"anomaly_p/max_logit/AnomalyTrack-all/{fid}.hdf5" for fid in ANOMALY_SPLITS["all"]}

@@ -129,6 +129,7 @@ class _Plan:
     meta: dict[str, Any]
     protocol: str
     new_diagnostics: Any  # () -> a fresh ClassDiagnostics, or None (no diagnostics)
+    map_folder: str       # HDF5 maps: anomaly_p/<method>/<map_folder>/, the SegmentMeIfYouCan tool's name
 
     def new_period(self) -> "_Period":
         """Fresh states for the frames of one save period."""
@@ -204,7 +205,8 @@ def plan(model: Any, dataset: Any, out: str | os.PathLike, config: EvalConfig, s
     frame_ap = config.report if config.frame_ap is None else bool(config.frame_ap)
     return _Plan(Path(out), kind, methods, scorers, indices, formats, config.track or TRACKS.get(kind, "anomaly"),
                  config.components, frame_ap, dict(meta or {}), config.protocol,
-                 _diagnostics_factory(model, stats, "sml" in methods) if config.diagnostics else None)
+                 _diagnostics_factory(model, stats, "sml" in methods) if config.diagnostics else None,
+                 getattr(dataset, "smiyc_name", None) or kind)
 
 
 def _diagnostics_factory(model: Any, stats: Any, sml: bool) -> Any:
@@ -280,7 +282,7 @@ def _write_results(model: Any, dataset: Any, p: _Plan, frame_list: list[dict[str
     diag = diagnostics.to_json() if diagnostics is not None and diagnostics.frames else None
     if distributed.is_main():
         with timer("results"):
-            files = [str(writers.map_path(p.out, fmt, m, p.kind, f["id"]).relative_to(p.out))
+            files = [writers.map_path(p.out, fmt, m, p.map_folder, f["id"]).relative_to(p.out).as_posix()
                      for f in frame_list for m in p.methods for fmt in p.formats]
             rundir.write_run(p.out, metrics, frame_list, curves, stats, stats_path, run_id, files, diag)
     return metrics
@@ -372,7 +374,7 @@ def _score_one(model: Any, dataset: Any, p: _Plan, frame: Any, period: _Period,
         pred_np = scored.pred[0].cpu().numpy() if "fishyscapes" in p.formats else None
         for m in p.methods:
             for fmt in p.formats:
-                writers.write_map(p.out, fmt, m, p.kind, frame.id, scored.maps[m], pred_np)
+                writers.write_map(p.out, fmt, m, p.map_folder, frame.id, scored.maps[m], pred_np)
             if p.components:
                 atomic.save_npy(p.tmp32 / m / f"{writers.safe_name(frame.id)}.npy", scored.maps[m])
     return rec
