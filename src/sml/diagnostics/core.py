@@ -321,22 +321,6 @@ class ClassDiagnostics:
         self.ignored += int(np.count_nonzero(void))
         return self
 
-    def mark(self) -> dict[str, np.ndarray]:
-        """A copy of the counts now, for :meth:`since` (e.g. at each resume save)."""
-        return self.state_dict()
-
-    def since(self, mark: dict[str, Any]) -> "ClassDiagnostics":
-        """The counts added after ``mark`` (from :meth:`mark`), as a new object: one resume chunk."""
-        before = ClassDiagnostics(self.num_classes, self.class_names, sml=self.sml,
-                                  ignore_index=self.ignore_index).load_state_dict(mark)
-        out = ClassDiagnostics(self.num_classes, self.class_names, sml=self.sml, ignore_index=self.ignore_index)
-        delta = {"max_logit_hist": self.max_logit_hist - before.max_logit_hist,
-                 "sml_hist": self.sml_hist - before.sml_hist,
-                 "frames": self.frames - before.frames, "ignored": self.ignored - before.ignored}
-        if (delta["max_logit_hist"] < 0).any() or (delta["sml_hist"] < 0).any():
-            raise InputError("this mark holds counts these diagnostics do not have (a mark of another object?)")
-        return out.load_state_dict(delta)
-
     def merge(self, other: "ClassDiagnostics | dict[str, Any]") -> "ClassDiagnostics":
         """Add another partial state's counts (a ClassDiagnostics or its :meth:`state_dict`) to this one
         (in place; returns ``self``)."""

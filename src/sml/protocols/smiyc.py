@@ -262,30 +262,6 @@ class SmiycPixelMetric:
         self.frames, self.ignored = int(state["frames"]), int(state["ignored"])
         return self
 
-    # --- the calls sml's evaluation pipeline makes on its pixel metric (AnomalyMetrics), so that
-    # --- a protocol swaps the state object and nothing else
-    def update_frame(self, anomaly: Any, labels: Any, ap: bool = True) -> float | None:
-        """Add one frame; returns None (the binned protocol keeps no per-frame AP)."""
-        self.update(anomaly, labels)
-        return None
-
-    def reserve(self, pixels: int) -> None:
-        """Nothing to reserve: the state grows by at most 769 bins per frame."""
-
-    def mark(self) -> int:
-        """A position in the frame history, for :meth:`since`."""
-        return len(self._thr)
-
-    def since(self, mark: int) -> "SmiycPixelMetric":
-        """A metric holding the frames added after ``mark``."""
-        part = SmiycPixelMetric(self.ignore_index, self.num_bins)
-        part._thr, part._tp, part._fp = self._thr[mark:], self._tp[mark:], self._fp[mark:]
-        part.num_pos = int(sum(int(t.sum()) for t in part._tp))
-        part.num_neg = int(sum(int(f.sum()) for f in part._fp))
-        part.frames = len(part._thr)
-        part.ignored = 0  # void counts live in the whole state only
-        return part
-
     def sync(self) -> "SmiycPixelMetric":
         """Gather every ``torch.distributed`` rank's frames (rank order); once, after the last update."""
         from sml.utils import distributed
@@ -299,7 +275,7 @@ class SmiycPixelMetric:
         self.__dict__.update(merged.__dict__)
         return self
 
-    def summary(self, max_points: int = 2000, run: Any = None) -> tuple[dict[str, Any], Any]:
+    def summary(self, max_points: int = 2000) -> tuple[dict[str, Any], Any]:
         """``(compute(), curves)`` in the layout of ``AnomalyMetrics.curves`` (None where a class is missing)."""
         r = self.compute()
         if r["reason"] is not None:
