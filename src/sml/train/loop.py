@@ -203,11 +203,6 @@ def _global_sum(t: torch.Tensor) -> torch.Tensor:
     return t
 
 
-def poly_lr(base_lr: float, iteration: int, iterations: int, power: float) -> float:
-    """Polynomial decay: ``base_lr * (1 - iteration / iterations) ** power``."""
-    return base_lr * max(0.0, 1.0 - iteration / iterations) ** power
-
-
 # ---------------------------------------------------------------- evaluation
 @torch.no_grad()
 def evaluate_miou(net: nn.Module, frames: Frames, device: torch.device, normalize: str,

@@ -22,7 +22,7 @@ import os
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -190,7 +190,3 @@ class StreamBatchSampler(torch.utils.data.Sampler[list[int]]):
             first = i * self.batch + self.rank * b
             yield list(range(first, first + b))
 
-
-def share_of_class_centred(items: Sequence[Item]) -> float:
-    """Fraction of ``items`` that are class-centred (for reports and tests)."""
-    return sum(it.cls >= 0 for it in items) / max(1, len(items))
