@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -27,9 +28,23 @@ def test_eval_with_report_writes_a_complete_page(tmp_path: Path) -> None:
     assert refs and all((page.parent / r).is_file() for r in refs)
     assert len([r for r in refs if "/thumbs/" in r]) == 3
     assert "http://" not in html and "https://" not in html      # offline: no CDN
+    # the per-class diagnostics of the same forward pass, listed in run.json and drawn in the report
+    assert "diagnostics.json" in json.loads((out / "run.json").read_text())["files"]
+    assert 'id="sec-diagnostics"' in html and "img/diagnostics.png" in refs
     # `sml report` rebuilds the same page from the run directory alone
     page.unlink()
     assert main(["report", str(out)]) == 0 and page.is_file()
+
+    # a map that is not this run's (left by an earlier run, copied in) is never drawn
+    stale = tmp_path / "run2"
+    assert main(["eval", "--model", str(model), "--stats", str(tmp_path / "s.json"), "--data",
+                 f"smiyc-anomaly:{smiyc}", "--out", str(stale), "--method", "sml,max_logit"]) == 0
+    shutil.copytree(out / "maps", stale / "maps")
+    assert main(["report", str(stale)]) == 0
+    assert 'id="legend"' not in (stale / "report" / "index.html").read_text()  # no heatmap: no colour legend
+    (stale / "run.json").unlink()  # a folder of an older sml (no run.json): every map is taken
+    assert main(["report", str(stale)]) == 0
+    assert 'id="legend"' in (stale / "report" / "index.html").read_text()
 
 
 
