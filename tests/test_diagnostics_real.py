@@ -73,3 +73,24 @@ def test_diagnostics_equal_numpy_on_road_anomaly(real):
     top = max(s["classes"], key=lambda c: c["anomaly_pixels"])
     assert top["train_mean"] == pytest.approx(float(stats.mean[top["id"]]))
     json.dumps(diag.to_json(), allow_nan=False)  # strict JSON: no NaN / Infinity tokens
+
+
+def test_eval_report_writes_diagnostics_of_the_pooled_pixels(real, shared, erfnet_weights, tmp_path):
+    """`sml eval --report` on Road Anomaly frames: diagnostics.json counts exactly metrics.json's pixels."""
+    from sml.cli.main import main
+
+    stats, _ = real
+    stats.save(tmp_path / "stats.json")
+    out = tmp_path / "run"
+    assert main(["eval", "--model", "erfnet", "--weights", str(erfnet_weights), "--stats", str(tmp_path / "stats.json"),
+                 "--data", f"road-anomaly:{shared / 'data/road_anomaly/RoadAnomaly_jpg'}", "--limit", str(N_FRAMES),
+                 "--method", "sml,max_logit", "--out", str(out), "--report"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    diag = json.loads((out / "diagnostics.json").read_text())
+    classes = diag["classes"]
+    assert sum(c["anomaly_pixels"] for c in classes) == metrics["pixels"]["anomaly"] > 0
+    assert sum(c["inlier_pixels"] for c in classes) == metrics["pixels"]["inlier"] > 0
+    assert diag["frames"] == metrics["frames"] == N_FRAMES
+    assert "diagnostics.json" in json.loads((out / "run.json").read_text())["files"]
+    html = (out / "report" / "index.html").read_text()
+    assert 'id="sec-diagnostics"' in html and (out / "report" / "img" / "diagnostics.png").is_file()
