@@ -236,6 +236,10 @@ def test_cli_diagnose(tmp_path, capsys):
     assert main(["diagnose", str(tmp_path / "nothing")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("sml: error:") and "diagnostics.json" in err
+    # a diagnostics.json that the folder's run.json does not list is an earlier run's: refused
+    (tmp_path / "run.json").write_text(json.dumps({"run_id": "x", "files": []}))
+    assert main(["diagnose", str(tmp_path)]) == 2
+    assert "earlier run" in " ".join(capsys.readouterr().err.split())
 
 
 @pytest.mark.distributed
