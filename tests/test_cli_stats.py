@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from sml.cli.main import main
 from test_pipeline_fixtures import interrupt_forward_after, make_cityscapes, make_model

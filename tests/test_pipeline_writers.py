@@ -1,7 +1,6 @@
 """Output writers (datasets.md formats) and the resume store (atomic, code-free state files)."""
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import h5py
