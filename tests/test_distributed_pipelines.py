@@ -47,3 +47,12 @@ def test_two_processes_equal_one(tmp_path: Path) -> None:
     for f in (tmp_path / "e1" / "maps").rglob("*.npy"):
         np.testing.assert_array_equal(np.load(f), np.load(tmp_path / "e2" / f.relative_to(tmp_path / "e1")))
     assert (tmp_path / "e2" / "curves.json").read_text() == (tmp_path / "e1" / "curves.json").read_text()
+    # the per-class diagnostics merged with the metrics: the same counts from two processes
+    assert (tmp_path / "e2" / "diagnostics.json").read_bytes() == (tmp_path / "e1" / "diagnostics.json").read_bytes()
+    # the SegmentMeIfYouCan protocol's binned state too (its frames merged in rank order)
+    for n in (1, 2):
+        _sml(["eval", "--model", str(model), "--stats", str(tmp_path / "s1.json"), "--data",
+              f"smiyc-anomaly:{smiyc}", "--out", str(tmp_path / f"p{n}"), "--components", "--protocol", "smiyc"],
+             n, tmp_path)
+    pa, pb = (json.loads((tmp_path / f"p{n}" / "metrics.json").read_text()) for n in (1, 2))
+    assert pa["protocol"] == "smiyc" and pa["methods"] == pb["methods"]
