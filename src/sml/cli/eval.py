@@ -115,14 +115,18 @@ def run(args: argparse.Namespace) -> int:
                         save_maps=args.save_maps, report=args.report, limit=args.limit, resume=args.resume,
                         save_every=args.save_every, save_interval=args.save_interval, track=args.track,
                         frame_ap=True if args.frame_ap else None, overwrite=args.overwrite)
-    common.check_device(args.device)
+    from sml.cli.args import inference_settings
+
+    inference = inference_settings(args)   # device, precision: checked once, before anything opens
     stats = load_stats(args.stats, args.stats_var)
     distributed.init_from_env(args.device)
     dataset = common.open_data(args.data, split=args.split,
                                allow_subset=args.allow_subset or args.limit is not None,
                                mapping=args.label_mapping)
-    model = common.load_model(args.model, args.weights, device=args.device, trust=args.trust_checkpoint)
+    model = common.load_model(args.model, args.weights, device=args.device, trust=args.trust_checkpoint,
+                              settings=inference)
     meta = {"model": args.model, "weights": str(args.weights), "data": args.data, "split": args.split,
+            "inference": model.describe(),
             "stats": str(args.stats), "limit": args.limit}
     if args.label_mapping is not None:
         meta["label_mapping"] = args.label_mapping   # `sml report` maps the raw masks the same way

@@ -10,16 +10,31 @@ import numpy as np
 import torch
 
 from sml.errors import InputError
+from sml.utils.precision import InferenceSettings
 
 
-def load_model(name: str, weights: str | None = None, device: str = "cpu", trust: bool = False) -> Any:
-    """``sml.models.load`` with the CLI's options (a model object passes through unchanged)."""
-    if not isinstance(name, str):
-        return name
-    import sml.models
+def load_model(name: Any, weights: str | None = None, device: str = "cpu", trust: bool = False,
+               settings: InferenceSettings | None = None) -> Any:
+    """``sml.models.load`` with the CLI's options, run as ``settings`` say (precision, TF32, compile).
 
+    A model object passes through (configured with ``settings`` when given). ``device`` and
+    ``settings`` are checked by the caller, once (:func:`check_inference`), before data or
+    weights are opened.
+    """
+    if isinstance(name, str):
+        import sml.models
+
+        name = sml.models.load(name, weights=weights, device=device, trust=trust)
+    if settings is not None and hasattr(name, "configure"):
+        name.configure(settings)
+    return name
+
+
+def check_inference(device: str, settings: InferenceSettings) -> InferenceSettings:
+    """Refuse a device, or a precision the device cannot run, with the fix in the message; returns ``settings``."""
     check_device(device)
-    return sml.models.load(name, weights=weights, device=device, trust=trust)
+    settings.check(device)
+    return settings
 
 
 def check_device(device: str) -> None:
