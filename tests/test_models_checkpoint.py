@@ -147,3 +147,29 @@ def test_save_checkpoint_published_layout_round_trip(tmp_path):
     assert model.name == "erfnet" and model.class_names == list("abcde") and model.num_classes == 5
     for k, v in net.state_dict().items():
         assert torch.equal(model.network.state_dict()[k], v)
+
+
+@pytest.mark.slow
+def test_readme_python_example_runs_as_written(shared, tmp_path, monkeypatch):
+    """The README's first Python block, verbatim, on a checkpoint in the published layout (random weights,
+    NumPy ``mean_iu``), the reference statistics and a small frame: no trust flag needed."""
+    import re
+    import shutil
+    from pathlib import Path
+
+    from PIL import Image
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = re.search(r"## Python\s+```python\n(.*?)```", text, re.S).group(1)
+    assert "trust" not in block
+    net = M.build("deeplabv3plus_r101_os8", num_classes=19)
+    torch.save({"state_dict": {"module." + k: v for k, v in net.state_dict().items()}, "epoch": 175,
+                "mean_iu": np.float64(0.803)}, tmp_path / "r101_os8_base_cty.pth")
+    for name in ("cityscapes_mean.npy", "cityscapes_var.npy"):
+        shutil.copy(shared / "reference" / name, tmp_path / name)
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8)).save(tmp_path / "frame.png")
+    monkeypatch.chdir(tmp_path)
+    scope: dict = {}
+    exec(compile(block, "README.md", "exec"), scope)
+    assert scope["logits"].shape == (1, 19, 48, 64) and scope["anomaly"].shape == (1, 48, 64)
+    assert scope["anomaly"].dtype == torch.float32
