@@ -368,3 +368,17 @@ def test_logit_context_rejects_non_finite_logits(bad):
     for m in ("msp", "entropy", "energy"):
         with pytest.raises(InputError, match="NaN or infinite"):
             build_scorer(m).score_context(LogitContext(x))
+
+
+def test_logit_methods_warn_on_mask_classification_scores():
+    from sml.scores import build_scorers
+
+    stats = _stats()
+    with pytest.warns(UserWarning, match=r"^msp, energy: the model's output is mask-classification"):
+        build_scorers(["msp", "sml", "energy", "msp"], stats, model_kind="mask-classification")
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        build_scorers(["msp", "entropy", "energy"], stats)                       # logits: nothing to say
+        build_scorers(["sml", "max_logit"], stats, model_kind="mask-classification")

@@ -311,9 +311,26 @@ SCORERS: dict[str, type[Scorer]] = {cls.name: cls for cls in (MSP, MaxLogit, Ent
 assert set(METHODS) == set(SCORERS), "sml.scores.registry.METHODS must name every scorer"
 
 
+#: methods that read their input as logits (softmax / log-sum-exp), not as any per-class score
+LOGIT_ONLY = ("msp", "entropy", "energy")
+
+
 def build_scorers(methods: "Sequence[str]", stats: "ClassStatistics | None",
-                  sml_settings: dict[str, Any] | None = None) -> dict[str, Scorer]:
-    """One scorer per method, keyed by its registered name; ``sml`` gets ``stats`` and ``sml_settings``."""
+                  sml_settings: dict[str, Any] | None = None, model_kind: str = "logits") -> dict[str, Scorer]:
+    """One scorer per method, keyed by its registered name; ``sml`` gets ``stats`` and ``sml_settings``.
+
+    ``model_kind`` is the model's output kind (``SegmentationModel.kind``): with
+    ``"mask-classification"`` (per-pixel class scores, not logits) msp, entropy and energy warn.
+    """
+    misread = [canonical_method(m) for m in methods if canonical_method(m) in LOGIT_ONLY]
+    if model_kind == "mask-classification" and misread:
+        import warnings
+
+        warnings.warn(f"{', '.join(dict.fromkeys(misread))}: the model's output is mask-classification class "
+                      f"scores, not logits; these methods take a softmax of their input as if it were logits, so "
+                      f"their maps are not the published methods and their numbers are not comparable to logit "
+                      f"models' (sml and max_logit are meaningful; see the README, 'Bring your own network')",
+                      UserWarning, stacklevel=2)
     out: dict[str, Scorer] = {}
     for m in methods:
         key = canonical_method(m)
