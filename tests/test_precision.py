@@ -230,3 +230,19 @@ def test_cli_eval_bf16_on_real_frames_matches_fp32(shared: Path, erfnet_weights:
         for k in ("auroc", "ap", "fpr95"):
             assert abs(a[m][k] - b[m][k]) < 0.005, (m, k, a[m][k], b[m][k])
     assert a["max_logit"]["auroc"] != b["max_logit"]["auroc"] or a["msp"]["ap"] != b["msp"]["ap"]   # bf16 did run
+
+
+def test_one_device_check_for_the_cli_and_the_model() -> None:
+    """``InferenceSettings.check`` (the CLI, before anything opens) and ``SegmentationModel.to`` refuse
+    a device with the same function and message."""
+    from sml.utils.precision import check_device
+
+    assert check_device("cpu") == torch.device("cpu")
+    with pytest.raises(InputError, match="--device 'tpu7' is not a torch device"):
+        InferenceSettings().check("tpu7")
+    with pytest.raises(InputError, match="--device 'tpu7' is not a torch device"):
+        _tiny_model().to("tpu7")
+    if not torch.cuda.is_available():
+        for call in (lambda: InferenceSettings().check("cuda:0"), lambda: _tiny_model().to("cuda:0")):
+            with pytest.raises(InputError, match="--device cuda:0: CUDA is not available"):
+                call()

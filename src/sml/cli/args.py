@@ -38,9 +38,9 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
 
 def inference_settings(args: argparse.Namespace) -> InferenceSettings:
     """``--device`` and the inference options, checked once (before data or weights are opened)."""
-    from sml.pipelines.common import check_inference
-
-    return check_inference(args.device, InferenceSettings.from_args(args))
+    settings = InferenceSettings.from_args(args)
+    settings.check(args.device)
+    return settings
 
 
 def add_resume_args(g: argparse._ArgumentGroup, where: str) -> None:

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sml.errors import CheckpointError, InputError
-from sml.utils.precision import InferenceSettings, autocast, float32_logits, tf32
+from sml.utils.precision import InferenceSettings, autocast, check_device, float32_logits, tf32
 
 from sml.data.cityscapes import cityscapes_tables
 
@@ -206,9 +206,7 @@ class SegmentationModel:
 
     def to(self, device: str | torch.device) -> "SegmentationModel":
         """Move the network to ``device`` ("cpu", "cuda", "cuda:1"); returns self."""
-        device = torch.device(device)
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise InputError(f"device {device} requested but CUDA is not available here; use --device cpu")
+        device = check_device(device)
         self.network.to(device)
         self.device = device
         return self

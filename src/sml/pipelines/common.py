@@ -10,7 +10,10 @@ import numpy as np
 import torch
 
 from sml.errors import InputError
-from sml.utils.precision import InferenceSettings
+from sml.utils.precision import InferenceSettings, check_device
+
+__all__ = ["load_model", "check_device", "open_data", "dataset_kind", "num_classes", "class_names", "model_name",
+           "forward", "frame_indices", "Timer", "format_table"]
 
 
 def load_model(name: Any, weights: str | None = None, device: str = "cpu", trust: bool = False,
@@ -18,8 +21,8 @@ def load_model(name: Any, weights: str | None = None, device: str = "cpu", trust
     """``sml.models.load`` with the CLI's options, run as ``settings`` say (precision, TF32, compile).
 
     A model object passes through (configured with ``settings`` when given). ``device`` and
-    ``settings`` are checked by the caller, once (:func:`check_inference`), before data or
-    weights are opened.
+    ``settings`` are checked by the caller, once (``InferenceSettings.check``, see
+    :func:`sml.cli.args.inference_settings`), before data or weights are opened.
     """
     if isinstance(name, str):
         import sml.models
@@ -28,23 +31,6 @@ def load_model(name: Any, weights: str | None = None, device: str = "cpu", trust
     if settings is not None and hasattr(name, "configure"):
         name.configure(settings)
     return name
-
-
-def check_inference(device: str, settings: InferenceSettings) -> InferenceSettings:
-    """Refuse a device, or a precision the device cannot run, with the fix in the message; returns ``settings``."""
-    check_device(device)
-    settings.check(device)
-    return settings
-
-
-def check_device(device: str) -> None:
-    """Reject a device torch cannot use here, with the fix in the message."""
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise InputError(f"--device {device!r} is not a torch device ({exc}); use cpu, cuda or cuda:N") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise InputError(f"--device {device}: CUDA is not available on this machine; use --device cpu")
 
 
 def open_data(spec: Any, split: str | None = None, allow_subset: bool = False,
