@@ -14,14 +14,17 @@ each row also as a ratio to the bf16 forward pass:
   one ``LogitContext`` (what ``sml eval`` does per frame);
 - ``metric updates``: ``AnomalyMetrics.update`` of the five maps (the exact metrics' sort happens
   once per run in ``compute()`` and is not in this per-frame row);
-- ``five scores + metrics``.
+- ``five scores + metrics``;
+- ``class statistics update``: ``ClassStatistics.update`` of the logits (what ``sml stats`` does per
+  frame; per-class float64 sums on the logits' device, only 3 x 19 numbers to the host).
 
 The scores run on network-like logits (19 x H x W, smooth regions upsampled as
 DeepLabV3+'s are; ``bench_postprocess.make_logits``), not on a random
 network's near-constant output, so boundary suppression has real boundaries.
 
 Then ERFNet (the published weights from ``$SML_SHARED/models``) on the real
-Road Anomaly frames in fp32 and bf16: AUROC, AP and FPR@95 of the five scores,
+Road Anomaly frames in fp32 and bf16, through ``SegmentationModel.predict(precision=...)`` as
+``sml eval --precision`` runs it: AUROC, AP and FPR@95 of the five scores,
 and the largest difference in points. SML's statistics are fixed for both
 precisions (estimated from the fp32 logits of the same frames), so the
 difference is the precision's alone.
@@ -119,6 +122,7 @@ def network_table(device: torch.device, h: int, w: int, batches: list[int], repe
     import sml.models
     from bench_postprocess import make_logits, make_stats
     from sml.scores import max_and_argmax
+    from sml.stats import ClassStatistics
     from sml.utils.precision import InferenceSettings
 
     torch.manual_seed(0)
@@ -149,6 +153,8 @@ def network_table(device: torch.device, h: int, w: int, batches: list[int], repe
             row["metric updates"] = time_ms(lambda: update_metrics(maps, labels), device, repeats) / b
             row["five scores + metrics"] = time_ms(lambda: update_metrics(score_all(scorers, logits), labels),
                                                    device, repeats) / b
+            row["class statistics update"] = time_ms(lambda: ClassStatistics(19).update(logits), device,
+                                                     repeats) / b
         rows.append({"batch": b, "ms_per_frame": row})
         del x, logits
         if device.type == "cuda":
@@ -169,12 +175,10 @@ def precision_table(device: torch.device, frames: int, size: tuple[int, int] | N
     if not (weights.is_file() and root.is_dir()):
         print(f"precision check skipped: {weights} or {root} not found (set SML_SHARED)")
         return None
-    model = sml.models.load("erfnet", weights=weights, device=device)
+    model = sml.models.load("erfnet", weights=weights, device=device).configure(InferenceSettings())
     if size is not None:
         model.input_size = size
     ds = sml.data.open_dataset(f"road-anomaly:{root}")
-    cl = InferenceSettings.channels_last(device, model.cpu_channels_last)
-    net = model.network.to(memory_format=torch.channels_last if cl else torch.contiguous_format)
     logits: dict[str, list[torch.Tensor]] = {"fp32": [], "bf16": []}
     labels = []
     with torch.inference_mode():
@@ -184,12 +188,8 @@ def precision_table(device: torch.device, frames: int, size: tuple[int, int] | N
             if size is not None:   # --small: labels at the reduced size too
                 lab = F.interpolate(lab[None, None].float(), size=size, mode="nearest")[0, 0].to(torch.uint8)
             labels.append(lab.to(device))
-            x = model.preprocess(sample.image)
-            if cl:
-                x = x.contiguous(memory_format=torch.channels_last)
             for p in logits:
-                out = InferenceSettings(p).forward(net, x)[:, model.class_channels]
-                logits[p].append(F.interpolate(out, size=tuple(lab.shape), mode="bilinear", align_corners=False))
+                logits[p].append(model.predict(sample.image, output_size=tuple(lab.shape), precision=p))
     stats = ClassStatistics(num_classes=19)
     for lg in logits["fp32"]:
         stats.update(lg)

@@ -38,7 +38,7 @@ def test_cpu_smoke_runs_every_path(shared: Path, tmp_path: Path, capsys: pytest.
     r = json.loads(out_json.read_text())
     assert r["size"] == [32, 64] and [t["batch"] for t in r["tables"]] == [1, 2]
     keys = {"forward fp32", "forward bf16", "sml post-processing", "sml (with max/argmax)", "five scores",
-            "metric updates", "five scores + metrics"}
+            "metric updates", "five scores + metrics", "class statistics update"}
     assert all(set(t["ms_per_frame"]) == keys and min(t["ms_per_frame"].values()) > 0 for t in r["tables"])
     p = r["precision"]
     assert p["frames"] == 1 and set(p["metrics"]["fp32"]) == set(bench.SCORES)

@@ -50,15 +50,49 @@ def test_missing_and_corrupt_files(tmp_path):
         load_checkpoint(tmp_path / "junk.pth")
 
 
-def test_numpy_scalars_need_trust_since_only_weights_only_loading_is_safe(tmp_path):
-    """No allow-list of our own: torch's weights_only unpickler decides, a NumPy scalar needs trust."""
-    torch.save({"state_dict": {}, "epoch": 5, "mean_iu": np.float64(0.75)}, tmp_path / "np.pth")
-    with pytest.raises(CheckpointError) as info:
-        load_checkpoint(tmp_path / "np.pth")
-    assert "np.pth" in str(info.value) and "numpy" in str(info.value) and "--trust-checkpoint" in str(info.value)
-    assert float(load_checkpoint(tmp_path / "np.pth", trust=True)["mean_iu"]) == 0.75
+def test_published_layout_with_numpy_scalars_loads_from_its_path_alone(tmp_path):
+    """The published DeepLabV3+ file stores a NumPy ``mean_iu``: it loads without trust (models.md)."""
+    sd = small_net().state_dict()
+    path = tmp_path / "np.pth"
+    torch.save({"state_dict": sd, "epoch": np.int64(5), "mean_iu": np.float64(0.75),
+                "f32": np.float32(0.5)}, path)
+    # what torch itself says such a file needs beyond its defaults: only NumPy's scalar reconstruction
+    needs = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+    assert needs and all(n.startswith("numpy.") for n in needs), needs
+    ckpt = load_checkpoint(path)
+    assert float(ckpt["mean_iu"]) == 0.75 and int(ckpt["epoch"]) == 5 and float(ckpt["f32"]) == 0.5
+    assert torch.equal(ckpt["state_dict"]["0.weight"], sd["0.weight"])
+    # the allowance is scoped to our load: torch's own default stays strict afterwards
+    with pytest.raises(Exception):
+        torch.load(path, weights_only=True)
     torch.save({"state_dict": {}, "epoch": 5, "mean_iu": 0.75}, tmp_path / "plain.pth")
     assert load_checkpoint(tmp_path / "plain.pth")["mean_iu"] == 0.75
+
+
+class _Shell:
+    """Pickles as a call of ``os.system``: a checkpoint that runs a command on load."""
+
+    def __reduce__(self):
+        import os
+        return (os.system, ("true",))
+
+
+def test_checkpoint_with_os_system_is_still_refused(tmp_path):
+    torch.save({"state_dict": small_net().state_dict(), "mean_iu": np.float64(0.5), "x": _Shell()},
+               tmp_path / "evil.pth")
+    assert any("system" in n for n in torch.serialization.get_unsafe_globals_in_checkpoint(tmp_path / "evil.pth"))
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(tmp_path / "evil.pth")
+    assert "evil.pth" in str(info.value) and "system" in str(info.value) and "--trust-checkpoint" in str(info.value)
+
+
+@pytest.mark.parametrize("content, reason", [(b"", "empty (0 bytes)"), (b"text\n", "not a PyTorch checkpoint")])
+def test_unreadable_files_give_a_true_reason(tmp_path, content, reason):
+    (tmp_path / "w0.pth").write_bytes(content)
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(tmp_path / "w0.pth")
+    assert "w0.pth" in str(info.value) and reason in str(info.value)
+    assert ": ." not in str(info.value)
 
 
 def test_load_into_names_missing_unexpected_and_shapes():
@@ -113,3 +147,29 @@ def test_save_checkpoint_published_layout_round_trip(tmp_path):
     assert model.name == "erfnet" and model.class_names == list("abcde") and model.num_classes == 5
     for k, v in net.state_dict().items():
         assert torch.equal(model.network.state_dict()[k], v)
+
+
+@pytest.mark.slow
+def test_readme_python_example_runs_as_written(shared, tmp_path, monkeypatch):
+    """The README's first Python block, verbatim, on a checkpoint in the published layout (random weights,
+    NumPy ``mean_iu``), the reference statistics and a small frame: no trust flag needed."""
+    import re
+    import shutil
+    from pathlib import Path
+
+    from PIL import Image
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = re.search(r"## Python\s+```python\n(.*?)```", text, re.S).group(1)
+    assert "trust" not in block
+    net = M.build("deeplabv3plus_r101_os8", num_classes=19)
+    torch.save({"state_dict": {"module." + k: v for k, v in net.state_dict().items()}, "epoch": 175,
+                "mean_iu": np.float64(0.803)}, tmp_path / "r101_os8_base_cty.pth")
+    for name in ("cityscapes_mean.npy", "cityscapes_var.npy"):
+        shutil.copy(shared / "reference" / name, tmp_path / name)
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8)).save(tmp_path / "frame.png")
+    monkeypatch.chdir(tmp_path)
+    scope: dict = {}
+    exec(compile(block, "README.md", "exec"), scope)
+    assert scope["logits"].shape == (1, 19, 48, 64) and scope["anomaly"].shape == (1, 48, 64)
+    assert scope["anomaly"].dtype == torch.float32

@@ -10,7 +10,6 @@ import torch
 import torch.nn.functional as F
 
 import sml.models as M
-from sml.errors import CheckpointError
 from sml.models.checkpoint import load_checkpoint
 
 DTYPES = {"float32": torch.float32, "int64": torch.int64}
@@ -58,10 +57,8 @@ def test_r101_os8_state_dict_matches_published_layout(layout):
 
 def test_published_checkpoint_loads_from_path_alone(published_ckpt):
     path, sd = published_ckpt
-    # Its NumPy mean_iu is beyond torch's weights_only unpickler: refused unless trusted, and said so.
-    with pytest.raises(CheckpointError, match="numpy.*--trust-checkpoint"):
-        M.load(str(path))
-    model = M.load(str(path), trust=True)  # architecture read off the keys; multi_scale.* ignored
+    # Its NumPy mean_iu is allowed (scoped to the load): no trust flag (models.md)
+    model = M.load(str(path))  # architecture read off the keys; multi_scale.* ignored
     assert model.name == "deeplabv3plus_r101_os8"
     assert model.num_classes == 19 and model.mean == M.IMAGENET_MEAN and model.input_size is None
     got = model.network.state_dict()
@@ -72,7 +69,7 @@ def test_published_checkpoint_loads_from_path_alone(published_ckpt):
             continue
         assert torch.equal(got[key], value), key
     # The same through the zoo name with an explicit local path.
-    model2 = M.load("deeplabv3plus_r101_os8", weights=path, trust=True)
+    model2 = M.load("deeplabv3plus_r101_os8", weights=path)
     assert torch.equal(model2.network.final2[0].weight, sd["module.final2.0.weight"])
 
 

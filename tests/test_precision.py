@@ -142,3 +142,107 @@ def test_erfnet_bf16_logits_and_metrics_match_fp32(shared: Path, erfnet_weights:
     print("fp32", m32, "bf16", m16)
     assert m32[0] > 0.6
     assert np.abs(m32 - m16).max() < 0.005, (m32, m16)
+
+
+# -- the model contract and the CLI ------------------------------------------------------------------
+def _tiny_model(**kw: object):
+    from sml.models import wrap
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 5, 1))
+    return wrap(net, input_size=(32, 48), mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), num_classes=5, **kw)
+
+
+def test_model_precision_configure_predict_and_describe() -> None:
+    model = _tiny_model()
+    img = np.random.default_rng(0).integers(0, 256, (40, 60, 3), dtype=np.uint8)
+    assert model.precision == "fp32" and model.describe() == "precision fp32, tf32 off, compile off, channels-last off"
+    ref = model.predict(img)
+    bf = model.predict(img, precision="bf16")
+    assert bf.dtype == torch.float32 and bf.shape == ref.shape == (1, 5, 40, 60)
+    assert not torch.equal(bf, ref) and torch.allclose(bf, ref, atol=0.05, rtol=0.05)
+    assert torch.equal(model.predict(img, amp=True), bf)                  # amp=True keeps meaning bf16
+    assert model.configure(InferenceSettings("bf16")) is model and model.precision == "bf16"
+    assert torch.equal(model.predict(img), bf) and torch.equal(model.predict(img, precision="fp32"), ref)
+    assert model.describe().startswith("precision bf16")
+    with pytest.raises(InputError, match="fp16 runs on CUDA only"):
+        model.predict(img, precision="fp16")
+    with pytest.raises(InputError, match="is not one of"):
+        model.predict(img, precision="int8")
+
+
+def test_model_compile_through_configure() -> None:
+    model = _tiny_model()
+    img = np.random.default_rng(1).integers(0, 256, (32, 48, 3), dtype=np.uint8)
+    ref = model.predict(img)
+    model.configure(InferenceSettings(compile=True, compile_backend="eager"))
+    assert isinstance(model._net, CompiledNetwork) and model._net.network is model.network
+    torch.testing.assert_close(model.predict(img), ref)
+    model.configure(InferenceSettings())
+    assert model._net is model.network
+
+
+def test_model_compile_failure_names_the_option(monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(module: nn.Module, **kw: object):
+        def run(*a: object) -> None:
+            raise RuntimeError("InductorError: CppCompileError: C++ compile error")
+        return run
+    monkeypatch.setattr(torch, "compile", broken)
+    model = _tiny_model().configure(InferenceSettings(compile=True))
+    with pytest.raises(InputError, match="--compile: torch.compile failed.*run without --compile"):
+        model.predict(np.zeros((32, 48, 3), np.uint8))
+
+
+def test_cli_refuses_fp16_on_cpu_before_anything_loads(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from sml.cli.main import main
+
+    for cmd in (["eval", "--data", f"road-anomaly:{tmp_path / 'missing'}", "--method", "max_logit",
+                 "--out", str(tmp_path / "run")],
+                ["stats", "--data", f"cityscapes:{tmp_path / 'missing'}", "-o", str(tmp_path / "s.json")],
+                ["predict", "--method", "max_logit", "--out", str(tmp_path / "pred"), str(tmp_path / "x.png")]):
+        code = main([cmd[0], "--model", "erfnet", "--weights", str(tmp_path / "no.pth"), "--precision", "fp16",
+                     *cmd[1:]])
+        err = capsys.readouterr().err
+        assert code == 2 and "--precision fp16 runs on CUDA only" in err and "Traceback" not in err, (cmd[0], err)
+    assert not (tmp_path / "run").exists() and not (tmp_path / "pred").exists()
+
+
+@pytest.mark.slow
+def test_cli_eval_bf16_on_real_frames_matches_fp32(shared: Path, erfnet_weights: Path, tmp_path: Path) -> None:
+    """`sml eval --precision bf16` on two Road Anomaly frames: float32 maps, metrics within 0.5 points of fp32,
+    the settings recorded with the run."""
+    import json
+
+    from sml.cli.main import main
+
+    data = f"road-anomaly:{shared / 'data' / 'road_anomaly' / 'RoadAnomaly_jpg'}"
+    runs = {}
+    for precision in ("fp32", "bf16"):
+        out = tmp_path / precision
+        assert main(["eval", "--model", "erfnet", "--weights", str(erfnet_weights), "--data", data, "--limit", "2",
+                     "--method", "max_logit,msp", "--save-maps", "npy", "--out", str(out),
+                     "--precision", precision]) == 0
+        runs[precision] = json.loads((out / "metrics.json").read_text())
+        maps = sorted(out.rglob("*.npy"))
+        assert len(maps) == 4 and all(np.load(m).dtype == np.float32 for m in maps)
+    a, b = runs["fp32"]["methods"], runs["bf16"]["methods"]
+    for m in ("max_logit", "msp"):
+        for k in ("auroc", "ap", "fpr95"):
+            assert abs(a[m][k] - b[m][k]) < 0.005, (m, k, a[m][k], b[m][k])
+    assert a["max_logit"]["auroc"] != b["max_logit"]["auroc"] or a["msp"]["ap"] != b["msp"]["ap"]   # bf16 did run
+
+
+def test_one_device_check_for_the_cli_and_the_model() -> None:
+    """``InferenceSettings.check`` (the CLI, before anything opens) and ``SegmentationModel.to`` refuse
+    a device with the same function and message."""
+    from sml.utils.precision import check_device
+
+    assert check_device("cpu") == torch.device("cpu")
+    with pytest.raises(InputError, match="--device 'tpu7' is not a torch device"):
+        InferenceSettings().check("tpu7")
+    with pytest.raises(InputError, match="--device 'tpu7' is not a torch device"):
+        _tiny_model().to("tpu7")
+    if not torch.cuda.is_available():
+        for call in (lambda: InferenceSettings().check("cuda:0"), lambda: _tiny_model().to("cuda:0")):
+            with pytest.raises(InputError, match="--device cuda:0: CUDA is not available"):
+                call()

@@ -13,6 +13,7 @@ from scipy.special import logsumexp, softmax
 import sml
 from sml.errors import InputError
 from sml.scores import SCORERS, SML, build_scorer, energy, entropy, max_and_argmax, max_logit, msp
+from sml.scores import postprocess
 from sml.scores.reference import literal_sml
 from sml.stats import ClassStatistics
 
@@ -175,6 +176,83 @@ def test_score_from_shares_max_and_argmax():
         SML(stats).score_from(v, p + 5)
 
 
+class _SyncCounter:
+    """Counts conversions of a tensor to a Python value (each one a host sync on CUDA)."""
+
+    def __init__(self, monkeypatch):
+        self.n = 0
+        for name in ("__bool__", "item", "__int__", "__float__", "tolist"):
+            orig = getattr(torch.Tensor, name)
+
+            def counted(t, *a, _orig=orig, **k):
+                self.n += 1
+                return _orig(t, *a, **k)
+            monkeypatch.setattr(torch.Tensor, name, counted)
+
+
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64])
+def test_score_from_any_integer_class_dtype_same_result_one_sync(dtype, monkeypatch):
+    """Every integer dtype of the classes gives the uint8 result; the only host sync is the result's
+    finiteness test (classes are checked through it, not on their own)."""
+    stats = _stats()
+    x = _logits(2, 5, 24, 20, seed=4)
+    v, p = torch.max(x, 1)
+    scorer = SML(stats)
+    want = scorer(x)
+    # as on CUDA: suppression processes every band instead of reading row levels to the host
+    monkeypatch.setattr(postprocess, "_skip_bands", lambda device: False)
+    counter = _SyncCounter(monkeypatch)
+    got = scorer.score_from(v, p.to(dtype))
+    assert counter.n == 1
+    assert torch.equal(got, want) and got.dtype == torch.float32
+    monkeypatch.undo()
+    for bad in (-1, 5, 200, 300):
+        if torch.iinfo(dtype).min <= bad <= torch.iinfo(dtype).max:
+            q = p.clone().to(dtype)
+            q[1, 3, 4] = bad
+            with pytest.raises(InputError, match="outside 0..4"):
+                scorer.score_from(v, q)
+    nan = v.clone()
+    nan[0, 0, 0] = float("nan")
+    with pytest.raises(InputError, match="max_logit contains NaN"):
+        scorer.score_from(nan, p.to(dtype))
+
+
+def test_score_from_with_more_than_255_classes():
+    rng = np.random.default_rng(7)
+    stats = ClassStatistics(300)
+    stats.update_from_predictions(np.arange(300).repeat(4), rng.normal(5, 1, 1200).astype(np.float32))
+    v = torch.from_numpy(rng.normal(5, 1, (1, 6, 7)).astype(np.float32))
+    p = torch.from_numpy(rng.integers(0, 300, (1, 6, 7)))
+    scorer = SML(stats, suppression=False, smoothing=False)
+    mean, std = stats.scoring_tensors(dtype=torch.float32)
+    assert torch.equal(scorer.score_from(v, p), -((v - mean[p]) / std[p]))
+    for bad in (-1, 300, 1000):
+        q = p.clone()
+        q[0, 2, 3] = bad
+        with pytest.raises(InputError, match="outside 0..299"):
+            scorer.score_from(v, q)
+
+
+def test_context_scores_check_the_max_once(monkeypatch):
+    """Five methods from one LogitContext: one sync for the max map, one for the softmax terms."""
+    from sml.scores import LogitContext
+
+    stats = _stats()
+    x = _logits(1, 5, 16, 16, seed=5)
+    scorers = {m: build_scorer(m, stats) for m in SCORERS}
+    want = {m: sc(x) for m, sc in scorers.items()}
+    monkeypatch.setattr(postprocess, "_skip_bands", lambda device: False)
+    counter = _SyncCounter(monkeypatch)
+    ctx = LogitContext(x)
+    got = {m: sc.score_context(ctx) for m, sc in scorers.items()}
+    assert counter.n == 2
+    monkeypatch.undo()
+    for m in SCORERS:
+        assert got[m].device == x.device and got[m].dtype == torch.float32
+        torch.testing.assert_close(got[m], want[m], rtol=1e-6, atol=1e-6)
+
+
 @settings(max_examples=25, deadline=None)
 @given(shift=st.floats(-50, 50), seed=st.integers(0, 1000), sigma=st.floats(0.3, 4.0))
 def test_logit_shift_moves_sml_by_known_amount(shift, seed, sigma):
@@ -290,3 +368,17 @@ def test_logit_context_rejects_non_finite_logits(bad):
     for m in ("msp", "entropy", "energy"):
         with pytest.raises(InputError, match="NaN or infinite"):
             build_scorer(m).score_context(LogitContext(x))
+
+
+def test_logit_methods_warn_on_mask_classification_scores():
+    from sml.scores import build_scorers
+
+    stats = _stats()
+    with pytest.warns(UserWarning, match=r"^msp, energy: the model's output is mask-classification"):
+        build_scorers(["msp", "sml", "energy", "msp"], stats, model_kind="mask-classification")
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        build_scorers(["msp", "entropy", "energy"], stats)                       # logits: nothing to say
+        build_scorers(["sml", "max_logit"], stats, model_kind="mask-classification")

@@ -64,6 +64,52 @@ def test_streaming_equals_two_pass_for_any_split_and_order(seed, data):
     assert s1.usable.tolist() == [bool(k >= 2) and bool(np.isfinite(v)) and v > 0 for k, v in zip(n, var)]
 
 
+@settings(max_examples=20, deadline=None)
+@given(seed=st.integers(0, 10 ** 6), data=st.data())
+def test_device_path_equals_float64_numpy(seed, data):
+    """The path for CUDA tensors (per-class float64 index_add on the device, Chan merge), run on the CPU:
+    same counts, mean and variance as float64 NumPy two-pass, with and without a valid mask."""
+    import sml.stats.class_stats as cs
+
+    x = _data(seed % 7)
+    c = x.shape[1]
+    masked = data.draw(st.booleans())
+    valid = np.random.default_rng(seed).random((x.shape[0], x.shape[2], x.shape[3])) < 0.7 if masked else None
+    n, mean, var = _two_pass(x, c, valid)
+    cuts = sorted(data.draw(st.sets(st.integers(1, len(x) - 1), max_size=4)))
+    host = ClassStatistics(c)
+    from unittest import mock
+
+    # the device path must not fall back to the host one
+    with mock.patch.object(cs, "_sum_on_host", lambda device: False), mock.patch.object(cs, "_host_moments", None):
+        dev = ClassStatistics(c)
+        for a, b in zip([0, *cuts], [*cuts, len(x)]):
+            dev.update(torch.from_numpy(x[a:b]), None if valid is None else torch.from_numpy(valid[a:b]))
+    for a, b in zip([0, *cuts], [*cuts, len(x)]):
+        host.update(torch.from_numpy(x[a:b]), None if valid is None else torch.from_numpy(valid[a:b]))
+    np.testing.assert_array_equal(dev.count, n)
+    np.testing.assert_allclose(dev.mean, mean, rtol=1e-12, equal_nan=True)
+    np.testing.assert_allclose(dev.var, var, rtol=1e-10, equal_nan=True)
+    np.testing.assert_allclose(dev.m2, host.m2, rtol=1e-11, atol=1e-12)
+
+
+def test_device_moments_move_only_class_vectors(monkeypatch):
+    """Nothing of the frame comes to the host: only the 3 x C moments (one transfer)."""
+    import sml.stats.class_stats as cs
+
+    pred = torch.randint(0, 4, (2, 30, 40), dtype=torch.uint8)
+    values = torch.randn(2, 30, 40)
+    sizes = []
+    cpu = torch.Tensor.cpu
+
+    def spy(t, *a, **k):
+        sizes.append(t.numel())
+        return cpu(t, *a, **k)
+    monkeypatch.setattr(torch.Tensor, "cpu", spy)
+    moments = cs._device_moments(pred, values, pred > 0, 4)
+    assert sizes == [3 * 4] and all(m.shape == (4,) for m in moments)
+
+
 def test_same_partials_same_order_are_bit_identical_and_batching_independent():
     x = _data(1)
     frames = [ClassStatistics(6).update(torch.from_numpy(f[None])) for f in x]

@@ -6,9 +6,10 @@ from typing import Any
 
 from sml.errors import InputError
 from sml.scores.registry import METHODS, canonical_method
+from sml.utils.precision import InferenceSettings, add_inference_args
 
 __all__ = ["METHODS", "HelpFormatter", "add_model_args", "add_resume_args", "add_sml_args",
-           "sml_settings", "parse_methods"]
+           "sml_settings", "parse_methods", "inference_settings"]
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
@@ -22,7 +23,7 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
-    """``--model``, ``--weights``, ``--trust-checkpoint``, ``--device``."""
+    """``--model``, ``--weights``, ``--trust-checkpoint``, ``--device``, ``--precision``, ``--tf32``, ``--compile``."""
     g = p.add_argument_group("model")
     g.add_argument("--model", required=True, metavar="NAME",
                    help="network name (see `sml models`), e.g. erfnet or deeplabv3plus_r101_os8; "
@@ -32,6 +33,14 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--trust-checkpoint", action="store_true",
                    help="allow checkpoints that need full pickle loading (only for files you trust)")
     g.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1, ...")
+    add_inference_args(g)
+
+
+def inference_settings(args: argparse.Namespace) -> InferenceSettings:
+    """``--device`` and the inference options, checked once (before data or weights are opened)."""
+    settings = InferenceSettings.from_args(args)
+    settings.check(args.device)
+    return settings
 
 
 def add_resume_args(g: argparse._ArgumentGroup, where: str) -> None:

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import argparse
 
-from sml.cli.args import METHODS, HelpFormatter, add_model_args, add_resume_args, add_sml_args
+from sml.cli.args import (METHODS, HelpFormatter, add_model_args, add_resume_args, add_sml_args,
+                          inference_settings)
 from sml.protocols import PROTOCOLS
 
 EPILOG = """\
@@ -126,15 +127,17 @@ def run(args: argparse.Namespace) -> int:
                         save_every=args.save_every, save_interval=args.save_interval, track=args.track,
                         frame_ap=True if args.frame_ap else None, overwrite=args.overwrite,
                         protocol=args.protocol, diagnostics=not args.no_diagnostics)
-    common.check_device(args.device)
+    inference = inference_settings(args)   # device, precision: checked once, before anything opens
     stats = load_stats(args.stats, args.stats_var)
     atomic.check_writable(args.out)  # before the model loads, not at the first file written
     distributed.init_from_env(args.device)
     dataset = common.open_data(args.data, split=args.split,
                                allow_subset=args.allow_subset or args.limit is not None,
                                mapping=args.label_mapping)
-    model = common.load_model(args.model, args.weights, device=args.device, trust=args.trust_checkpoint)
+    model = common.load_model(args.model, args.weights, device=args.device, trust=args.trust_checkpoint,
+                              settings=inference)
     meta = {"model": args.model, "weights": str(args.weights), "data": args.data, "split": args.split,
+            "inference": model.describe(),
             "stats": str(args.stats), "limit": args.limit}
     if args.label_mapping is not None:
         meta["label_mapping"] = args.label_mapping   # `sml report` maps the raw masks the same way

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from sml.cli.args import METHODS, HelpFormatter, add_model_args, add_sml_args
+from sml.cli.args import METHODS, HelpFormatter, add_model_args, add_sml_args, inference_settings
 
 EPILOG = """\
 examples:
@@ -57,11 +57,12 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("give both --vmin and --vmax (one fixed colour range), or neither (per image)")
     if args.vmin is not None and args.vmax <= args.vmin:
         raise InputError(f"--vmax ({args.vmax}) must be larger than --vmin ({args.vmin})")
-    common.check_device(args.device)
+    inference = inference_settings(args)   # device, precision: checked once, before anything opens
     stats = load_stats(args.stats, args.stats_var) if "sml" in methods else None
     atomic.check_writable(args.out)  # before the model loads
     distributed.init_from_env(args.device)
-    model = common.load_model(args.model, args.weights, device=args.device, trust=args.trust_checkpoint)
+    model = common.load_model(args.model, args.weights, device=args.device, trust=args.trust_checkpoint,
+                              settings=inference)
     result = predict_files(model, args.inputs, args.out, methods, stats=stats, sml_settings=settings,
                            vmin=args.vmin, vmax=args.vmax, alpha=args.alpha, every=args.every,
                            save_npy=not args.no_npy)

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from sml.cli.args import HelpFormatter, add_model_args, add_resume_args
+from sml.cli.args import HelpFormatter, add_model_args, add_resume_args, inference_settings
 
 EPILOG = """\
 examples:
@@ -56,13 +56,15 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.suffix.lower() != ".json":
         raise InputError(f"-o {out}: the statistics are written as JSON; give a path ending in .json")
-    common.check_device(args.device)
+    inference = inference_settings(args)   # device, precision: checked once, before anything opens
     atomic.check_writable(out, file=True)  # before the model loads
     distributed.init_from_env(args.device)
     dataset = common.open_data(args.data, split=args.split, allow_subset=args.allow_subset,
                                labels_required=True if args.valid_only else False)
-    model = common.load_model(args.model, args.weights, device=args.device, trust=args.trust_checkpoint)
+    model = common.load_model(args.model, args.weights, device=args.device, trust=args.trust_checkpoint,
+                              settings=inference)
     meta = {"model": args.model, "weights": str(args.weights), "data": args.data, "split": args.split,
+            "inference": model.describe(),
             "limit": args.limit}
     data = args.data if args.split is None else f"{args.data} (split {args.split})"
     result = compute_statistics(model, dataset, valid_only=args.valid_only, limit=args.limit,

@@ -1,9 +1,10 @@
 """Safe checkpoint I/O: read with ``weights_only=True``, load with errors that name the keys.
 
 A checkpoint is read with ``torch.load(weights_only=True)``, PyTorch's own safe unpickler:
-tensors and plain Python values load; anything else (even a NumPy scalar, such as the
-``mean_iu`` of the published SML checkpoint) is refused, naming what it needs, unless the
-caller trusts the file (``trust=True``, CLI ``--trust-checkpoint``). The layout written by :func:`save_checkpoint` is the published one::
+tensors and plain Python values load, and so do NumPy scalars (the published SML checkpoint
+stores ``mean_iu`` as one), allowed through ``torch.serialization.safe_globals`` for the load
+only; anything else is refused, naming what it needs, unless the caller trusts the file
+(``trust=True``, CLI ``--trust-checkpoint``). The layout written by :func:`save_checkpoint` is the published one::
 
     {"state_dict": {"module.<name>": tensor, ...}, "epoch": int, "mean_iu": float, **extra}
 """
@@ -16,6 +17,7 @@ import re
 from pathlib import Path
 from typing import Any, Mapping
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -25,6 +27,30 @@ from sml.utils.atomic import write_bytes
 IGNORED_PREFIXES = ("multi_scale.",)  # reference post-processing entries, no learned weights
 TRUST_HINT = ("If you trust where the file comes from, load it anyway with trust=True "
               "(command line: --trust-checkpoint); unpickling can run arbitrary code.")
+
+
+def _numpy_scalar_globals() -> list[Any]:
+    """What a pickled NumPy number scalar needs: ``numpy.dtype`` and the scalar constructor (the globals
+    ``torch.serialization.get_unsafe_globals_in_checkpoint`` names, the constructor also under NumPy 1's
+    module path, which files written before NumPy 2 carry) and the dtype classes the unpickler
+    rebuilds the dtype's state into (float and integer scalars only)."""
+    scalar = np._core.multiarray.scalar if hasattr(np, "_core") else np.core.multiarray.scalar
+    dtypes = [type(np.dtype(t)) for t in (np.float64, np.float32, np.float16, np.int64, np.int32)]
+    return [np.dtype, scalar, (scalar, "numpy.core.multiarray.scalar"),
+            (scalar, "numpy._core.multiarray.scalar"), *dtypes]
+
+
+def _read_failure(path: Path, exc: BaseException) -> str:
+    """A true reason for a file torch cannot read (its own messages can be empty or a bare key)."""
+    size = path.stat().st_size if path.exists() else 0
+    if size == 0:
+        return "the file is empty (0 bytes)"
+    if isinstance(exc, EOFError):
+        return f"the file ends early ({size} bytes; truncated download?)"
+    text = str(exc).strip()
+    if isinstance(exc, (KeyError, IndexError)) or not text:
+        return f"it is not a PyTorch checkpoint ({type(exc).__name__} while unpickling its {size} bytes)"
+    return text.splitlines()[0]
 
 
 def load_checkpoint(path: str | os.PathLike, trust: bool = False) -> dict[str, Any]:
@@ -40,7 +66,8 @@ def load_checkpoint(path: str | os.PathLike, trust: bool = False) -> dict[str, A
         if trust:
             obj = torch.load(path, map_location="cpu", weights_only=False)
         else:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
+            with torch.serialization.safe_globals(_numpy_scalar_globals()):
+                obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         found = re.search(r"GLOBAL (\S+)", str(exc))
         if found is None:
@@ -53,9 +80,10 @@ def load_checkpoint(path: str | os.PathLike, trust: bool = False) -> dict[str, A
             f"refusing to load {path}: it stores Python objects that only arbitrary unpickling can rebuild "
             f"(it needs {found.group(1)}), and such files can run code on load. {TRUST_HINT} Better, re-save "
             f"its tensors with sml.models.checkpoint.save_checkpoint.") from None
-    except (RuntimeError, EOFError, OSError, ValueError) as exc:
-        raise CheckpointError(f"cannot read checkpoint {path}: {exc}. Is it a PyTorch .pth file, "
-                              f"completely downloaded?") from None
+    except (RuntimeError, EOFError, OSError, ValueError, KeyError, IndexError, TypeError,
+            AttributeError) as exc:   # what torch's reader raises on a file that is not a checkpoint
+        raise CheckpointError(f"cannot read checkpoint {path}: {_read_failure(path, exc)}. Is it a PyTorch "
+                              f".pth file, completely downloaded?") from None
     if not isinstance(obj, Mapping):
         raise CheckpointError(f"checkpoint {path} holds a {type(obj).__name__}, not a dict of tensors "
                               f"(a whole pickled model?). Save model.state_dict() instead.")

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sml.errors import CheckpointError, InputError
+from sml.utils.precision import InferenceSettings, autocast, check_device, float32_logits, tf32
 
 from sml.data.cityscapes import cityscapes_tables
 
@@ -106,7 +107,9 @@ class SegmentationModel:
     ``channel_order`` ("RGB"/"BGR"), ``scale`` (1: pixels in [0, 1], 255: in [0, 255]; mean/std
     are in that scale), ``resize`` ("bilinear-antialias", "bilinear", "nearest"), ``upsample``
     ("bilinear", "bilinear-align-corners") and ``kind`` ("logits" or "mask-classification":
-    per-pixel class scores, not logits).
+    per-pixel class scores, not logits). ``settings`` (:class:`~sml.utils.precision.InferenceSettings`,
+    set with :meth:`configure`) chooses the forward pass's precision, TF32 and ``torch.compile``;
+    ``precision`` is its precision ("fp32" unless configured).
     """
 
     def __init__(self, network: nn.Module, *, name: str = "model", input_size: tuple[int, int] | None = None,
@@ -158,6 +161,8 @@ class SegmentationModel:
         # Used as is, not copied (a trainer may wrap its live network for validation): only
         # switched to eval mode; parameters keep requires_grad, predict runs in inference_mode.
         self.network = _eval(network)
+        self.settings = InferenceSettings()
+        self._net: nn.Module = self.network   # what the forward pass calls (the compiled wrapper with --compile)
         self.device = torch.device("cpu")
         self._channels_last = False
         self.cpu_channels_last = bool(cpu_channels_last)
@@ -167,11 +172,41 @@ class SegmentationModel:
         return (f"SegmentationModel(name={self.name!r}, input_size={self.input_size}, classes={self.num_classes}, "
                 f"device={self.device})")
 
+    @property
+    def precision(self) -> str:
+        """The forward pass's precision: "fp32", "bf16" or "fp16" (see :meth:`configure`)."""
+        return self.settings.precision
+
+    def configure(self, settings: InferenceSettings) -> "SegmentationModel":
+        """Run the forward pass with ``settings`` (precision, TF32, ``torch.compile``); returns self.
+
+        The memory layout is set first (channels-last on CUDA, the model's own default on the CPU),
+        then the network is compiled when asked, so compilation sees the layout it will run in.
+        A precision the device cannot run is refused at the first forward pass (the CLI checks it
+        before anything loads).
+        """
+        if not isinstance(settings, InferenceSettings):
+            raise InputError(f"configure takes sml.utils.precision.InferenceSettings, got {type(settings).__name__}")
+        self.settings = settings
+        self._set_layout(self._default_channels_last())
+        self._net = settings.prepare(self.network)
+        return self
+
+    def describe(self) -> str:
+        """How the network runs, for run records, e.g. ``precision bf16, tf32 off, compile off, channels-last on``."""
+        return f"{self.settings.describe()}, channels-last {'on' if self._default_channels_last() else 'off'}"
+
+    def _default_channels_last(self) -> bool:
+        return InferenceSettings.channels_last(self.device, self.cpu_channels_last)
+
+    def _set_layout(self, channels_last: bool) -> None:
+        if channels_last != self._channels_last:
+            self.network.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+            self._channels_last = channels_last
+
     def to(self, device: str | torch.device) -> "SegmentationModel":
         """Move the network to ``device`` ("cpu", "cuda", "cuda:1"); returns self."""
-        device = torch.device(device)
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise InputError(f"device {device} requested but CUDA is not available here; use --device cpu")
+        device = check_device(device)
         self.network.to(device)
         self.device = device
         return self
@@ -211,7 +246,7 @@ class SegmentationModel:
         Keeps only ``class_channels``. No inference mode here: gradients flow, so training and
         evaluation code can reuse it (with the network in whichever mode they set).
         """
-        out = self.network(x)
+        out = self._net(x)
         if isinstance(out, (tuple, list)):  # e.g. (main, aux) heads
             out = out[0]
         if isinstance(out, dict):
@@ -227,23 +262,18 @@ class SegmentationModel:
         return out
 
     @contextlib.contextmanager
-    def _mode(self, amp: bool, channels_last: bool) -> Iterator[None]:
-        if channels_last != self._channels_last:
-            self.network.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
-            self._channels_last = channels_last
-        with torch.inference_mode():
-            if amp:
-                with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16):
-                    yield
-            else:
-                yield
+    def _mode(self, precision: str, channels_last: bool) -> Iterator[None]:
+        self._set_layout(channels_last)
+        with torch.inference_mode(), tf32(self.settings.tf32), autocast(precision, self.device):
+            yield
 
     def _forward(self, x: torch.Tensor, channels_last: bool) -> torch.Tensor:
+        # float32 logits at network resolution (spec section 1), before anything else sees them
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
             # back to the standard layout at network resolution, before the (larger) upsampled copy
-            return self.logits(x).float().contiguous()
-        return self.logits(x).float()
+            return float32_logits(self.logits(x)).contiguous()
+        return float32_logits(self.logits(x))
 
     def _sliding(self, x: torch.Tensor, window: tuple[int, int], overlap: float, channels_last: bool,
                  batch_size: int) -> torch.Tensor:
@@ -272,7 +302,8 @@ class SegmentationModel:
 
     def predict(self, images: Images, output_size: tuple[int, int] | None = None, batch_size: int = 4,
                 sliding_window: bool = False, amp: bool = False, channels_last: bool | None = None,
-                window: tuple[int, int] | None = None, overlap: float = 1 / 3) -> torch.Tensor:
+                window: tuple[int, int] | None = None, overlap: float = 1 / 3,
+                precision: str | None = None) -> torch.Tensor:
         """float32 class logits ``B x num_classes x H x W`` (on the model's device) at ``output_size``.
 
         ``images``: a uint8 RGB ``H x W x 3`` array, a ``B x H x W x 3`` array or a list of arrays
@@ -281,9 +312,10 @@ class SegmentationModel:
         Whole-image mode resizes each image to ``input_size``; ``sliding_window=True`` instead
         runs windows of ``window`` (default ``input_size``) over the image at its own resolution
         with ``overlap`` and averages the logits, for inputs larger than the network was
-        trained on. ``amp`` runs under bf16 autocast (meant for CUDA). ``channels_last`` runs the
-        network in that memory format; None (default) means ``cpu_channels_last`` on the CPU and
-        off elsewhere. On the CPU oneDNN's convolutions are much faster that way (ERFNet at
+        trained on. ``precision`` ("fp32", "bf16", "fp16"; default the configured one, see
+        :meth:`configure`) runs the network under that autocast; ``amp=True`` is ``precision="bf16"``.
+        The logits are float32 whatever the precision. ``channels_last`` runs the network in that
+        memory format; None (default) means always on CUDA and ``cpu_channels_last`` on the CPU. On the CPU oneDNN's convolutions are much faster that way (ERFNet at
         1280x720: 289 -> 174 ms; DeepLabV3+ R50 OS16 1.4x, R101 OS8 1.2x on 2 cores) and the
         logits stay within ~1e-6 (relative) of the default layout, bit for bit the same across
         thread counts and batch sizes. Inference runs under ``torch.inference_mode``.
@@ -291,7 +323,9 @@ class SegmentationModel:
         if batch_size < 1:
             raise InputError(f"batch_size must be >= 1, got {batch_size}")
         if channels_last is None:
-            channels_last = self.cpu_channels_last and self.device.type == "cpu"
+            channels_last = self._default_channels_last()
+        if precision is None:
+            precision = "bf16" if amp else self.settings.precision
         batches = _as_batches(images)
         sizes = {tuple(b.shape[2:]) for b in batches}
         if output_size is None:
@@ -309,7 +343,7 @@ class SegmentationModel:
         # Split list input into single frames so that batches of differently sized frames work.
         frames = [b[i:i + 1] for b in batches for i in range(b.shape[0])]
         raw: list[torch.Tensor] = []  # network-resolution logits, inference tensors
-        with self._mode(amp, channels_last):
+        with self._mode(precision, channels_last):
             if sliding_window:
                 for f in frames:
                     raw.append(self._sliding(self._to_float(f, None), window, overlap, channels_last, batch_size))

@@ -10,26 +10,27 @@ import numpy as np
 import torch
 
 from sml.errors import InputError
+from sml.utils.precision import InferenceSettings, check_device
+
+__all__ = ["load_model", "check_device", "open_data", "dataset_kind", "num_classes", "class_names", "model_name",
+           "forward", "frame_indices", "Timer", "format_table"]
 
 
-def load_model(name: str, weights: str | None = None, device: str = "cpu", trust: bool = False) -> Any:
-    """``sml.models.load`` with the CLI's options (a model object passes through unchanged)."""
-    if not isinstance(name, str):
-        return name
-    import sml.models
+def load_model(name: Any, weights: str | None = None, device: str = "cpu", trust: bool = False,
+               settings: InferenceSettings | None = None) -> Any:
+    """``sml.models.load`` with the CLI's options, run as ``settings`` say (precision, TF32, compile).
 
-    check_device(device)
-    return sml.models.load(name, weights=weights, device=device, trust=trust)
+    A model object passes through (configured with ``settings`` when given). ``device`` and
+    ``settings`` are checked by the caller, once (``InferenceSettings.check``, see
+    :func:`sml.cli.args.inference_settings`), before data or weights are opened.
+    """
+    if isinstance(name, str):
+        import sml.models
 
-
-def check_device(device: str) -> None:
-    """Reject a device torch cannot use here, with the fix in the message."""
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise InputError(f"--device {device!r} is not a torch device ({exc}); use cpu, cuda or cuda:N") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise InputError(f"--device {device}: CUDA is not available on this machine; use --device cpu")
+        name = sml.models.load(name, weights=weights, device=device, trust=trust)
+    if settings is not None and hasattr(name, "configure"):
+        name.configure(settings)
+    return name
 
 
 def open_data(spec: Any, split: str | None = None, allow_subset: bool = False,

@@ -221,7 +221,7 @@ def check_terms(logits: torch.Tensor, s: torch.Tensor, t: torch.Tensor) -> None:
     """Raise :class:`InputError` naming the bad logit when :func:`softmax_terms` saw a non-finite one."""
     # 1 <= s <= C and -C/e <= t <= 0 when finite, so their sums cannot overflow: a sum is
     # finite exactly when every term is (one cheap reduction each, no boolean map)
-    ok = bool(torch.isfinite(s.sum())) and bool(torch.isfinite(t.sum()))
+    ok = bool(torch.isfinite(s.sum() + t.sum()))   # one host sync for both
     if not ok:
         check_finite(logits)  # finds and names it
         raise InputError("the softmax of the logits is not finite; check the model output")  # pragma: no cover

@@ -9,6 +9,7 @@ rounding of the sums; every structural decision (boundary, suppressed region,
 """
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 from typing import Literal
@@ -185,7 +186,12 @@ class _SuppressionWorkspace:
         self.saved = torch.empty((b, w), dtype=dtype, device=device)
 
 
-def _suppress_iteration_(score: torch.Tensor, levels: torch.Tensor, row_levels: list[int], threshold: int,
+def _skip_bands(device: torch.device) -> bool:
+    """Whether suppression reads the rows' levels to the host to skip empty bands (the CPU only)."""
+    return device.type == "cpu"
+
+
+def _suppress_iteration_(score: torch.Tensor, levels: torch.Tensor, row_levels: list[int] | None, threshold: int,
                          rows: int, ws: _SuppressionWorkspace) -> None:
     """One suppression step in place: pixels with ``levels >= threshold`` take the mean of their
     unsuppressed 3x3 neighbours (replicate padding), all read from the *previous* values.
@@ -193,14 +199,14 @@ def _suppress_iteration_(score: torch.Tensor, levels: torch.Tensor, row_levels: 
     Bands of rows are updated in place top to bottom; the row above a band has
     already been updated, so its previous values are kept in ``ws.saved``.
     ``row_levels`` holds each row's highest level, to skip bands with nothing
-    suppressed. Only same-dtype ops, written into the workspace.
+    suppressed (None: process every band). Only same-dtype ops, written into the workspace.
     """
     b, h, w = score.shape
     have_saved = False
     for r0 in range(0, h, rows):
         r1 = min(h, r0 + rows)
         n = r1 - r0
-        if max(row_levels[r0:r1]) < threshold:  # nothing suppressed in this band
+        if row_levels is not None and max(row_levels[r0:r1]) < threshold:  # nothing suppressed in this band
             have_saved = False
             continue
         lo, hi = max(r0 - 1, 0), min(r1 + 1, h)
@@ -259,7 +265,9 @@ def boundary_suppression(score: torch.Tensor, pred: torch.Tensor, boundary_width
     rows = min(h, rows_per_band(b * w))
     levels = _cover_levels(boundary_mask(p, border), max(radii))
     ws = _SuppressionWorkspace(b, rows, w, out.dtype, out.device)
-    row_levels = levels.amax(dim=(0, 2)).tolist()
+    # Skipping bands with nothing to suppress needs each row's level on the host: free on the CPU,
+    # a sync on other devices, where every band is simply processed.
+    row_levels = levels.amax(dim=(0, 2)).tolist() if _skip_bands(out.device) else None
     for r in radii:
         _suppress_iteration_(out, levels, row_levels, max(radii) + 1 - r, rows, ws)
     return out[0] if squeeze else out
@@ -273,6 +281,11 @@ def gaussian_kernel1d(kernel_size: int = 7, sigma: float = 1.0) -> torch.Tensor:
     x = torch.arange(k, dtype=torch.float64) - (k - 1) / 2
     g = torch.exp(-x * x / (2 * s * s))
     return g / g.sum()
+
+
+@functools.lru_cache(maxsize=16)
+def _gaussian_weights(kernel_size: int, sigma: float) -> tuple[float, ...]:
+    return tuple(gaussian_kernel1d(kernel_size, sigma).tolist())
 
 
 def _taps(src: torch.Tensor, n: int, dim: int, weights: list[float], dilation: int,
@@ -295,8 +308,7 @@ def dilated_smoothing(score: torch.Tensor, kernel_size: int = 7, dilation: int =
     out = maps if inplace else maps.clone()
     if k == 1:
         return out[0] if squeeze else out
-    weights = gaussian_kernel1d(k, s).tolist()
-    _smooth_(out, weights, d)
+    _smooth_(out, list(_gaussian_weights(k, s)), d)
     return out[0] if squeeze else out
 
 

@@ -44,12 +44,21 @@ class LogitContext:
         self.logits = F.as_logits(logits)
         self._max: tuple[torch.Tensor, torch.Tensor] | None = None
         self._terms: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._max_checked = False
 
     def max_and_argmax(self) -> tuple[torch.Tensor, torch.Tensor]:
         """``(L, pred)`` as :func:`sml.scores.functional.max_and_argmax` (not validated)."""
         if self._max is None:
             self._max = F.max_and_argmax(self.logits)
         return self._max
+
+    def checked_max_and_argmax(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`max_and_argmax` with the max map checked finite (once per frame: one host sync)."""
+        values, pred = self.max_and_argmax()
+        if not self._max_checked:
+            _check_max_map(values)
+            self._max_checked = True
+        return values, pred
 
     def softmax_terms(self) -> tuple[torch.Tensor, torch.Tensor]:
         """``(s, t)`` of :func:`sml.scores.functional.softmax_terms`; non-finite logits raise :class:`InputError`."""
@@ -115,7 +124,7 @@ class MaxLogit(Scorer):
         return values.to(torch.float32).neg()
 
     def score_context(self, ctx: LogitContext) -> torch.Tensor:
-        return self.score_from(ctx.max_and_argmax()[0], ctx.max_and_argmax()[1])
+        return ctx.checked_max_and_argmax()[0].to(torch.float32).neg()
 
 
 class Entropy(Scorer):
@@ -183,7 +192,7 @@ class SML(Scorer):
         self.stats = stats
         # Fails early (with the reason) if no class has usable statistics.
         self._mean, self._std = stats.scoring_tensors()
-        self._cache: dict[tuple[torch.device, torch.dtype], tuple[torch.Tensor, torch.Tensor]] = {}
+        self._cache: dict[tuple[torch.device, torch.dtype, bool], tuple[torch.Tensor, torch.Tensor]] = {}
 
     def settings(self) -> dict[str, Any]:
         return {
@@ -197,11 +206,19 @@ class SML(Scorer):
             "smoothing": self.smoothing,
         }
 
-    def _tables(self, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-        key = (device, dtype)
+    def _tables(self, device: torch.device, dtype: torch.dtype,
+                padded: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-class mean/std in ``dtype`` on ``device``; ``padded``: NaN rows after the classes, up to
+        index 255 (or ``num_classes``), for :meth:`_class_index`."""
+        key = (device, dtype, padded)
         if key not in self._cache:
             # Rounded to the map's dtype first, as the reference code does with Python floats.
-            self._cache[key] = (self._mean.to(device=device, dtype=dtype), self._std.to(device=device, dtype=dtype))
+            mean, std = self._mean.to(device=device, dtype=dtype), self._std.to(device=device, dtype=dtype)
+            if padded:
+                rows = max(256, self.stats.num_classes + 1) - self.stats.num_classes
+                nan = torch.full((rows,), float("nan"), dtype=dtype, device=device)
+                mean, std = torch.cat([mean, nan]), torch.cat([std, nan])
+            self._cache[key] = (mean, std)
         return self._cache[key]
 
     def _check_classes(self, num_classes: int) -> None:
@@ -219,28 +236,48 @@ class SML(Scorer):
 
     def score_context(self, ctx: LogitContext) -> torch.Tensor:
         self._check_classes(ctx.logits.shape[1])
-        values, pred = ctx.max_and_argmax()
+        values, pred = ctx.checked_max_and_argmax()
         # pred comes from our own argmax, so only the max map needs checking (as score_from does)
-        values = _check_max_map(values).clone()
-        return self._finish(values, pred)
+        return self._finish(values.clone(), pred)
 
     def score_from(self, max_logit: torch.Tensor, pred: torch.Tensor) -> torch.Tensor:
-        values = _check_max_map(max_logit)
+        """Any integer class dtype, on any device; one host sync (the finiteness test of the result)."""
+        values = _max_map(max_logit)
         if not isinstance(pred, torch.Tensor) or pred.shape != values.shape:
             raise InputError(f"pred must be a tensor of shape {tuple(values.shape)} (the max-logit map's shape)")
-        if pred.is_floating_point() or pred.dtype == torch.bool:
+        if pred.is_floating_point() or pred.is_complex() or pred.dtype == torch.bool:
             raise InputError(f"pred must hold integer class indices, got dtype {pred.dtype}")
         if pred.device != values.device:
             raise InputError(f"pred is on {pred.device} but max_logit is on {values.device}")
-        if bool((pred < 0).any()) or bool((pred >= self.stats.num_classes).any()):
-            raise InputError(f"pred holds class indices outside 0..{self.stats.num_classes - 1}")
+        index = self._class_index(pred)
         values = values.to(F.work_dtype(values.dtype), copy=True)
-        return self._finish(values, pred)
+        # Classes outside the table index NaN rows, so one finiteness test of the standardized map
+        # checks the max logits and the classes together (no host sync of its own for the classes).
+        mean, std = self._tables(values.device, values.dtype, padded=True)
+        out = F.standardize(values, index, mean, std, out=values)
+        if not (bool(torch.isfinite(out.sum(dtype=torch.float64))) or bool(torch.isfinite(out).all())):
+            _check_max_map(max_logit)   # names non-finite max logits; else the classes were wrong
+            raise InputError(f"pred holds class indices outside 0..{self.stats.num_classes - 1}")
+        return self._finish(out, index, standardized=True)
 
-    def _finish(self, values: torch.Tensor, pred: torch.Tensor) -> torch.Tensor:
-        """Standardize ``values`` in place, post-process, negate; float32 result."""
-        mean, std = self._tables(values.device, values.dtype)
-        out = F.standardize(values, pred, mean, std, out=values)
+    def _class_index(self, pred: torch.Tensor) -> torch.Tensor:
+        """``pred`` as a compact index into the padded tables: uint8 with up to 255 classes (the fast
+        dtype of every later step), else int64; out-of-range classes land on NaN rows. No host sync."""
+        c = self.stats.num_classes
+        if c <= 255:
+            if pred.dtype == torch.uint8:
+                return pred
+            # -1 wraps to 255 and everything >= c stays >= c: NaN rows either way
+            return pred.clamp(-1, min(255, torch.iinfo(pred.dtype).max)).to(torch.uint8)
+        return pred.to(torch.int64).clamp(-1, c).remainder_(c + 1)   # -1 -> c, the NaN row
+
+    def _finish(self, values: torch.Tensor, pred: torch.Tensor, standardized: bool = False) -> torch.Tensor:
+        """Standardize ``values`` in place (unless done), post-process, negate; float32 result."""
+        if standardized:
+            out = values
+        else:
+            mean, std = self._tables(values.device, values.dtype)
+            out = F.standardize(values, pred, mean, std, out=values)
         if self.suppression:
             boundary_suppression(out, pred, self.boundary_width, self.boundary_iterations, self.border,
                                  inplace=True)
@@ -250,10 +287,16 @@ class SML(Scorer):
         return out.neg_() if out.dtype == torch.float32 else out.neg_().to(torch.float32)
 
 
-def _check_max_map(max_logit: torch.Tensor) -> torch.Tensor:
+def _max_map(max_logit: torch.Tensor) -> torch.Tensor:
+    """The max-logit map's type and shape checked (no host sync)."""
     if not isinstance(max_logit, torch.Tensor) or max_logit.dim() != 3 or not max_logit.is_floating_point():
         shape = tuple(max_logit.shape) if isinstance(max_logit, torch.Tensor) else type(max_logit).__name__
         raise InputError(f"max_logit must be a floating-point tensor of shape B x H x W, got {shape}")
+    return max_logit
+
+
+def _check_max_map(max_logit: torch.Tensor) -> torch.Tensor:
+    _max_map(max_logit)
     # one reduction; only a non-finite sum (NaN/inf, or an overflow of huge logits) pays for the exact test
     ok = bool(torch.isfinite(max_logit.sum(dtype=torch.float64))) or bool(torch.isfinite(max_logit).all())
     if not ok:
@@ -268,9 +311,26 @@ SCORERS: dict[str, type[Scorer]] = {cls.name: cls for cls in (MSP, MaxLogit, Ent
 assert set(METHODS) == set(SCORERS), "sml.scores.registry.METHODS must name every scorer"
 
 
+#: methods that read their input as logits (softmax / log-sum-exp), not as any per-class score
+LOGIT_ONLY = ("msp", "entropy", "energy")
+
+
 def build_scorers(methods: "Sequence[str]", stats: "ClassStatistics | None",
-                  sml_settings: dict[str, Any] | None = None) -> dict[str, Scorer]:
-    """One scorer per method, keyed by its registered name; ``sml`` gets ``stats`` and ``sml_settings``."""
+                  sml_settings: dict[str, Any] | None = None, model_kind: str = "logits") -> dict[str, Scorer]:
+    """One scorer per method, keyed by its registered name; ``sml`` gets ``stats`` and ``sml_settings``.
+
+    ``model_kind`` is the model's output kind (``SegmentationModel.kind``): with
+    ``"mask-classification"`` (per-pixel class scores, not logits) msp, entropy and energy warn.
+    """
+    misread = [canonical_method(m) for m in methods if canonical_method(m) in LOGIT_ONLY]
+    if model_kind == "mask-classification" and misread:
+        import warnings
+
+        warnings.warn(f"{', '.join(dict.fromkeys(misread))}: the model's output is mask-classification class "
+                      f"scores, not logits; these methods take a softmax of their input as if it were logits, so "
+                      f"their maps are not the published methods and their numbers are not comparable to logit "
+                      f"models' (sml and max_logit are meaningful; see the README, 'Bring your own network')",
+                      UserWarning, stacklevel=2)
     out: dict[str, Scorer] = {}
     for m in methods:
         key = canonical_method(m)

@@ -42,6 +42,50 @@ def _floats(values: Any, n: int, key: str, source: str) -> np.ndarray:
         raise InputError(f"{source}: '{key}' must hold numbers (or null)") from None
 
 
+def _sum_on_host(device: torch.device) -> bool:
+    """CPU tensors are summed by NumPy (sequential, so partial statistics are bit-identical wherever they
+    are computed); tensors on other devices are summed where they are (:func:`_device_moments`)."""
+    return device.type == "cpu"
+
+
+Moments = tuple[np.ndarray, np.ndarray, np.ndarray]
+
+
+def _host_moments(pred: torch.Tensor, values: torch.Tensor, valid: torch.Tensor | None, c: int) -> Moments | None:
+    """Per-class float64 ``(n, mean, M2)`` of a batch (exact two-pass) by sequential NumPy bincount."""
+    p = pred.detach().reshape(-1).cpu().numpy().astype(np.intp, copy=False)
+    v = values.detach().reshape(-1).cpu().numpy().astype(np.float64)
+    if valid is not None:
+        keep = valid.detach().reshape(-1).cpu().numpy()
+        p, v = p[keep], v[keep]
+    if p.size == 0:
+        return None
+    n = np.bincount(p, minlength=c).astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.where(n > 0, np.bincount(p, weights=v, minlength=c) / n, 0.0)
+    dev = v - mean[p]
+    return n, mean, np.bincount(p, weights=dev * dev, minlength=c)
+
+
+def _device_moments(pred: torch.Tensor, values: torch.Tensor, valid: torch.Tensor | None, c: int) -> Moments:
+    """:func:`_host_moments` computed on the tensors' device (float64 ``index_add_``, same two passes);
+    only the three ``C``-length vectors come to the host, and nothing before that needs a host sync."""
+    dev = values.device
+    p = pred.detach().reshape(-1).to(torch.int64)
+    v = values.detach().reshape(-1).to(torch.float64)
+    bins = c
+    if valid is not None:   # masked pixels go to one extra bin, dropped at the end (no boolean indexing)
+        p = torch.where(valid.detach().reshape(-1).to(dev), p, c)
+        bins = c + 1
+    n = torch.zeros(bins, dtype=torch.float64, device=dev).index_add_(0, p, torch.ones_like(v))
+    total = torch.zeros(bins, dtype=torch.float64, device=dev).index_add_(0, p, v)
+    mean = torch.where(n > 0, total / n.clamp(min=1), 0.0)
+    d = v - mean[p]
+    m2 = torch.zeros(bins, dtype=torch.float64, device=dev).index_add_(0, p, d * d)
+    out = torch.stack([n, mean, m2])[:, :c].cpu().numpy()
+    return out[0], out[1], out[2]
+
+
 class ClassStatistics(Stateful):
     """Streaming per-class count / mean / unbiased variance of the max logit over predicted classes.
 
@@ -201,25 +245,15 @@ class ClassStatistics(Stateful):
 
     def _add(self, pred: torch.Tensor, values: torch.Tensor, valid: torch.Tensor | None) -> "ClassStatistics":
         self._require_counts("update")
-        # Sums are done on the CPU in float64 by sequential bincount: deterministic,
-        # so partial statistics are bit-identical wherever they are computed.
-        p = pred.detach().reshape(-1).cpu().numpy().astype(np.intp, copy=False)
-        v = values.detach().reshape(-1).cpu().numpy().astype(np.float64)
-        if valid is not None:
-            if tuple(valid.shape) != tuple(pred.shape) or valid.dtype != torch.bool:
-                raise InputError(f"valid must be a bool mask of shape {tuple(pred.shape)}, "
-                                 f"got {valid.dtype} {tuple(valid.shape)}")
-            keep = valid.detach().reshape(-1).cpu().numpy()
-            p, v = p[keep], v[keep]
-        if p.size == 0:
-            return self
-        c = self.num_classes
-        n = np.bincount(p, minlength=c).astype(np.float64)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            mean = np.where(n > 0, np.bincount(p, weights=v, minlength=c) / n, 0.0)
-        dev = v - mean[p]
-        m2 = np.bincount(p, weights=dev * dev, minlength=c)
-        self._combine(n, mean, m2)
+        if valid is not None and (tuple(valid.shape) != tuple(pred.shape) or valid.dtype != torch.bool):
+            raise InputError(f"valid must be a bool mask of shape {tuple(pred.shape)}, "
+                             f"got {valid.dtype} {tuple(valid.shape)}")
+        if _sum_on_host(pred.device):
+            moments = _host_moments(pred, values, valid, self.num_classes)
+        else:
+            moments = _device_moments(pred, values, valid, self.num_classes)
+        if moments is not None:
+            self._combine(*moments)
         return self
 
     def _combine(self, n_b: np.ndarray, mean_b: np.ndarray, m2_b: np.ndarray) -> None:

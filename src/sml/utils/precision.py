@@ -40,6 +40,17 @@ def autocast_dtype(precision: str) -> torch.dtype | None:
     return _DTYPES[precision]
 
 
+def check_device(device: str | torch.device) -> torch.device:
+    """The device ``device`` names, refused with the fix when torch cannot use it here (the project's one device check)."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise InputError(f"--device {device!r} is not a torch device ({exc}); use cpu, cuda or cuda:N") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"--device {device}: CUDA is not available on this machine; use --device cpu")
+    return dev
+
+
 def check_precision(precision: str, device: str | torch.device) -> None:
     """Refuse a precision the device cannot run, with the fix in the message."""
     autocast_dtype(precision)
@@ -125,8 +136,8 @@ class InferenceSettings:
         return s
 
     def check(self, device: str | torch.device) -> None:
-        """Refuse settings the device cannot run (call before long work starts)."""
-        check_precision(self.precision, device)
+        """Refuse a device torch cannot use here, or settings it cannot run (call before long work starts)."""
+        check_precision(self.precision, check_device(device))
 
     def autocast(self, device: str | torch.device) -> contextlib.AbstractContextManager[None]:
         """The autocast context for the network's forward pass on ``device``."""
