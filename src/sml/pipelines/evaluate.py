@@ -192,7 +192,7 @@ def plan(model: Any, dataset: Any, out: str | os.PathLike, config: EvalConfig, s
     methods = list(config.methods)
     if not methods:
         raise InputError("no method to evaluate; give one or more with --method")
-    scorers = build_scorers(methods, stats, config.sml_settings)
+    scorers = build_scorers(methods, stats, config.sml_settings, model_kind=getattr(model, "kind", "logits"))
     indices = common.frame_indices(len(dataset), config.limit)
     formats = writers.parse_formats(config.save_maps)
     if config.report and "npy16" not in formats:

@@ -147,7 +147,7 @@ def predict_files(
     if not 0.0 <= alpha <= 1.0:
         raise InputError(f"--alpha must be between 0 (image only) and 1 (heatmap only), got {alpha}")
     items = collect_inputs(inputs)
-    job = _Job(model, build_scorers(list(methods), stats, sml_settings or {}), Path(out), vmin, vmax, alpha,
+    job = _Job(model, build_scorers(list(methods), stats, sml_settings or {}, model_kind=getattr(model, "kind", "logits")), Path(out), vmin, vmax, alpha,
                save_npy)
     images = [it for it in items if not it.video]
     videos = [it for it in items if it.video]

@@ -352,6 +352,8 @@ def metrics_json(dataset: Any, kind: str, frames: list[dict[str, Any]], settings
     out["notes"] = list(dict.fromkeys([*(getattr(dataset, "notes", None) or []), *proto.notes]))
     if (meta or {}).get("label_mapping") is not None:
         out["label_mapping"] = meta["label_mapping"]  # type: ignore[index]
+    if (meta or {}).get("inference"):
+        out["inference"] = meta["inference"]  # type: ignore[index]  # precision, compile, tf32
     if track is not None:
         out["component_track"] = track
     for m, r in results.items():
