@@ -3,32 +3,34 @@
 Pooled AUROC, AP and FPR@95 depend only on how many anomaly and inlier pixels
 share each distinct score value. Scores are evaluated as float32 and mapped to
 order-preserving int32 *keys* (ties stay ties, ``-0.0`` equals ``0.0``). The
-state counts pixels per distinct key, in two tables of sorted distinct keys and
-their counts: every evaluated pixel, and the anomaly pixels. New keys go into a
-pending buffer first (one write per pixel, no sort on the update path); when it
-holds ``compact_at`` keys (default :data:`COMPACT_AT`, 2**25) it is sorted, its
-runs counted and merged into the table (one search and one linear merge).
-``compute()`` counts what is pending, then takes, for each distinct anomaly
-score, the evaluated pixels at and above it from cumulative sums of the
-counts. No binning: the numbers equal scikit-learn's ``roc_auc_score`` /
-``average_precision_score`` to rounding, whatever the compaction points.
+state counts pixels per distinct key, for every evaluated pixel and for the
+anomaly pixels, each as two sorted arrays: the keys seen once, and the other
+keys with their counts. New keys go into a pending buffer first (one write per
+pixel, no sort on the update path); when it holds ``compact_at`` keys (default
+:data:`COMPACT_AT`, 2**25) it is sorted, its runs counted and merged into the
+tables (searches and one linear merge). ``compute()`` counts what is pending,
+then takes, for each distinct anomaly score, the evaluated pixels at and above
+it from cumulative sums of the counts. No binning: the numbers equal
+scikit-learn's ``roc_auc_score`` / ``average_precision_score`` to rounding,
+whatever the compaction points.
 
-Memory per metric is bounded by the number of *distinct* float32 scores D
-(evaluated) and D+ (anomaly pixels), not by the pixel count:
-``8 * (D + D+)`` bytes of tables (int32 key + uint32 count; int64 counts, 12
-bytes a key, once a state holds 2**32 pixels) plus the pending buffer,
-``4 * compact_at`` bytes (128 MiB), plus at a compaction transient temporaries
-of about ``16 * min(compact_at, D)`` bytes. The worst case is honest: D is at
-most the number of float32 values in the scores' range, and at most the
-evaluated pixel count. There are 2**23 float32 values in each binade [2^e,
-2^(e+1)): a max logit in [2, 32) can take 33.5M values, a softmax probability
-in [0.25, 1) 16.8M, any score in [0, 1) about 1.07e9 (most of them tiny), all
-finite float32 ~4.3e9. When nearly every pixel has its own score (D close to
-the pixel count, e.g. scores spread over many binades near zero) the tables
-cost 8 bytes a pixel, twice the pending keys. Measured on Lost and Found sized
-frames (benchmarks/bench_memory.py), D grows far slower than the pixel count
-for real score maps. Time: one pass per frame plus one sort per ``compact_at``
-keys and a merge linear in the table.
+Memory per metric, with D1 distinct scores seen once and D2 seen more often
+(evaluated pixels; the same again for the anomaly pixels): ``4 * D1 + 8 * D2``
+bytes (int32 key, uint32 count; 12 bytes per repeated key once a state holds
+2**32 pixels), plus the pending buffer, ``4 * compact_at`` bytes (128 MiB),
+plus at a compaction the method's new tables while the old ones are alive and
+the run temporaries of ``compact_at`` keys (~20 bytes each). So the state is
+never more than 4 bytes per evaluated pixel (+4 per anomaly pixel), the old
+multiset's size, and far less when scores repeat: it is bounded by the number
+of distinct float32 values, at most ``8 * D``. The worst case is honest: D can
+be as large as the number of float32 values in the scores' range, and the
+evaluated pixel count. Each binade [2^e, 2^(e+1)) holds 2**23 float32 values: a
+max logit in [2, 32) can take 33.5M values, a softmax probability in [0.25, 1)
+16.8M, a score in [0, 1) about 1.07e9 (most of them tiny), all finite float32
+~4.3e9. Scores spread over many binades near zero (entropy, standardized max
+logits) keep finding new values; benchmarks/bench_memory.py measures the
+growth on Lost and Found sized frames. Time: one pass per frame, one sort per
+``compact_at`` keys and a merge linear in the tables.
 
 States are plain NumPy arrays (tables and pending keys): picklable, mergeable
 in any order with identical results (counts do not depend on order), and
@@ -282,37 +284,114 @@ def _search_sorted(a: np.ndarray, v: np.ndarray, side: str, block: int = 2048,
     return out
 
 
-def _build_table(keys: np.ndarray, cnt: np.ndarray, pkeys: np.ndarray, pcnt: np.ndarray,
-                 n_pos: int, n_neg: int) -> _Table:
-    """The metric table from the counted tables of every evaluated pixel and of the anomaly pixels."""
-    min_key = int(keys[0]) if keys.size else 0
+class _Counts:
+    """A multiset of keys as sorted arrays: keys seen once (``single``) and the others with their counts.
+
+    Splitting off the keys seen once keeps the state at most 4 bytes a pixel
+    (a repeated key costs 8 bytes for at least two pixels) whatever the scores.
+    ``single`` and ``keys`` are disjoint; arrays are replaced, never changed in place.
+    """
+
+    __slots__ = ("single", "keys", "cnt")
+
+    def __init__(self, single: np.ndarray = _EMPTY, keys: np.ndarray = _EMPTY,
+                 cnt: np.ndarray | None = None) -> None:
+        self.single, self.keys = single, keys
+        self.cnt = np.empty(0, np.uint32) if cnt is None else cnt
+
+    @property
+    def total(self) -> int:
+        return self.single.size + int(self.cnt.sum(dtype=np.int64))
+
+    @property
+    def distinct(self) -> int:
+        return self.single.size + self.keys.size
+
+    @property
+    def nbytes(self) -> int:
+        return self.single.nbytes + self.keys.nbytes + self.cnt.nbytes
+
+    def add_runs(self, k2: np.ndarray, c2: np.ndarray, dtype: type) -> None:
+        """Add ``c2[i]`` pixels at each distinct sorted key ``k2[i]``."""
+        if k2.size == 0:
+            self.cnt = self.cnt.astype(dtype, copy=False)
+            return
+        s, m = self.single, self.keys
+        i_s = _search_sorted(s, k2, "left")
+        hit_s = i_s < s.size
+        hit_s[hit_s] = s[i_s[hit_s]] == k2[hit_s]
+        i_m = _search_sorted(m, k2, "left")
+        hit_m = i_m < m.size
+        hit_m[hit_m] = m[i_m[hit_m]] == k2[hit_m]
+        del i_m
+        new_single = ~(hit_s | hit_m)
+        new_single &= c2 == 1
+        to_m = ~new_single
+        self.keys, self.cnt = _merge_counts(m, self.cnt, k2[to_m], c2[to_m] + hit_s[to_m], dtype)
+        if hit_s.any() or new_single.any():
+            kept = np.delete(s, i_s[hit_s]) if hit_s.any() else s
+            ns = k2[new_single]
+            self.single = np.insert(kept, _search_sorted(kept, ns, "left"), ns) if ns.size else kept
+
+    def unified(self) -> tuple[np.ndarray, np.ndarray]:
+        """One table of every distinct key and its count (int64)."""
+        return _merge_counts(self.keys, self.cnt.astype(np.int64), self.single,
+                             np.ones(self.single.size, np.int64), np.int64)
+
+    def merge(self, other: "_Counts", dtype: type) -> None:
+        if other.distinct:
+            self.add_runs(*other.unified(), dtype)
+        else:
+            self.cnt = self.cnt.astype(dtype, copy=False)
+
+
+def _build_table(ev: _Counts, pkeys: np.ndarray, pcnt: np.ndarray, n_pos: int, n_neg: int) -> _Table:
+    """The metric table from the evaluated pixels' counted keys and the anomaly pixels' table."""
+    s, m = ev.single, ev.keys
+    ends = [int(a[0]) for a in (s, m) if a.size]
+    min_key = min(ends) if ends else 0
     if n_pos == 0:
         e = np.empty(0, dtype=np.int64)
         return _Table(n_pos, n_neg, _EMPTY, e, e, e, e, _EMPTY, min_key)
-    # every anomaly key is an evaluated key: idx is its exact row in the full table
-    idx = _search_sorted(keys, pkeys, "left")
-    if idx[-1] >= keys.size or not np.array_equal(keys[idx], pkeys):
+    # every anomaly key is an evaluated key, seen once (in single) or more (in keys)
+    i_s = _search_sorted(s, pkeys, "left")
+    i_m = _search_sorted(m, pkeys, "left")
+    at_s = i_s < s.size
+    at_s[at_s] = s[i_s[at_s]] == pkeys[at_s]
+    at_m = i_m < m.size
+    at_m[at_m] = m[i_m[at_m]] == pkeys[at_m]
+    if not np.all(at_s | at_m):
         raise InputError("metric state: an anomaly-pixel key is missing from the evaluated pixels' keys "
                          "(the state was not written by AnomalyMetrics)")
-    # evaluated pixels at or above (>=) each anomaly key: the counts from its row up, summed from the top
-    ge = np.add.reduceat(cnt, idx, dtype=np.int64)
-    ge = np.cumsum(ge[::-1])
-    at = cnt[idx[::-1]].astype(np.int64)
-    after = keys[np.minimum(idx + 1, keys.size - 1)][::-1]  # the smallest evaluated key above (if any)
-    del idx
+    cs = np.zeros(m.size + 1, np.int64)   # cs[i]: pixels at the i smallest repeated keys
+    np.cumsum(ev.cnt, out=cs[1:])
+    ge = cs[-1] - cs[i_m]                 # evaluated pixels at or above (>=) each anomaly key
+    ge += s.size - i_s
+    at = np.where(at_m, cs[np.minimum(i_m + 1, m.size)] - cs[i_m], 1)
+    del cs
+    # the smallest evaluated key above each anomaly key (the key itself above the highest)
+    big = np.int64(2 ** 31)
+    j = i_s + at_s
+    nxt = np.where(j < s.size, s[np.minimum(j, max(s.size - 1, 0))] if s.size else big, big)
+    j = i_m + at_m
+    np.minimum(nxt, np.where(j < m.size, m[np.minimum(j, max(m.size - 1, 0))] if m.size else big, big), out=nxt)
+    after = np.where(nxt == big, pkeys, nxt).astype(np.int32)[::-1]
+    del i_s, i_m, at_s, at_m, j, nxt
     # highest score first
+    ge, at = ge[::-1], at[::-1]
     u, count = pkeys[::-1], pcnt[::-1].astype(np.int64)
     tp = np.cumsum(count)
-    fp_above = np.subtract(ge, at, out=at)     # evaluated pixels strictly above
+    fp_above = np.subtract(ge, at)     # evaluated pixels strictly above
     fp_above -= tp
     fp_above += count
-    fp = np.subtract(ge, tp, out=ge)
+    fp = np.subtract(ge, tp)
     return _Table(n_pos, n_neg, u, count, tp, fp, fp_above, after, min_key)
 
 
 def _table_of_sorted(all_sorted: np.ndarray, pos_sorted: np.ndarray, n_pos: int, n_neg: int) -> _Table:
     """:func:`_build_table` of one sorted key multiset and its sorted anomaly keys (one image's AP)."""
-    return _build_table(*_runs(all_sorted), *_runs(pos_sorted), n_pos, n_neg)
+    k, c = _runs(all_sorted)
+    return _build_table(_Counts(_EMPTY, k, c), *_runs(pos_sorted), n_pos, n_neg)
 
 
 def _nan_result() -> dict[str, Any]:
@@ -498,8 +577,7 @@ class AnomalyMetrics(Stateful):
         self._n_pos_pending = 0
         # Counted: distinct keys (sorted) and their counts, of every evaluated pixel and of the
         # anomaly pixels. Arrays here are replaced, never modified in place (state dicts share them).
-        self._keys, self._cnt = _EMPTY, np.empty(0, np.uint32)
-        self._pkeys, self._pcnt = _EMPTY, np.empty(0, np.uint32)
+        self._ev, self._an = _Counts(), _Counts()
         self.n_pos = 0
         self.n_neg = 0
         self.n_ignored = 0
@@ -512,14 +590,16 @@ class AnomalyMetrics(Stateful):
         """Settings, counters, the counted tables and the keys not yet counted.
 
         ``keys`` / ``pos_keys``: pending keys of evaluated / anomaly pixels (multisets);
-        ``table_keys`` / ``table_counts`` and ``pos_table_keys`` / ``pos_table_counts``:
-        distinct sorted keys and their pixel counts. A pixel is in exactly one of the two forms.
+        ``table_single`` (keys seen once), ``table_keys`` / ``table_counts`` (the others
+        and their counts), sorted, and the same with ``pos_`` for the anomaly pixels.
+        A pixel is in exactly one of these forms.
         """
         pos = self._pos[0] if len(self._pos) == 1 else (np.concatenate(self._pos) if self._pos else _EMPTY)
         return {"ignore_index": self.ignore_index, "compact_at": self.compact_at,
                 "keys": self._buf[:self._n], "pos_keys": pos,
-                "table_keys": self._keys, "table_counts": self._cnt,
-                "pos_table_keys": self._pkeys, "pos_table_counts": self._pcnt,
+                "table_single": self._ev.single, "table_keys": self._ev.keys, "table_counts": self._ev.cnt,
+                "pos_table_single": self._an.single, "pos_table_keys": self._an.keys,
+                "pos_table_counts": self._an.cnt,
                 "n_pos": int(self.n_pos), "n_neg": int(self.n_neg), "n_ignored": int(self.n_ignored),
                 "images": int(self.images)}
 
@@ -531,26 +611,32 @@ class AnomalyMetrics(Stateful):
         AnomalyMetrics.__init__(self, state["ignore_index"], state.get("compact_at"))
         keys, pos = np.asarray(state["keys"]), np.asarray(state["pos_keys"])
         tables = []
-        for kk, ck in (("table_keys", "table_counts"), ("pos_table_keys", "pos_table_counts")):
+        for pre in ("", "pos_"):
+            kk, ck, sk = f"{pre}table_keys", f"{pre}table_counts", f"{pre}table_single"
             k = np.asarray(state.get(kk, _EMPTY))
             c = np.asarray(state.get(ck, np.empty(0, np.uint32)))
-            if (k.dtype != np.int32 or k.ndim != 1 or c.ndim != 1 or c.size != k.size
-                    or (c.size and c.dtype.kind not in "iu")):
-                raise InputError(f"metric state: {kk!r} must be a 1-D int32 array and {ck!r} integer counts "
-                                 "of the same length")
-            if k.size and (np.any(k[1:] <= k[:-1]) or int(c.min()) < 1):
-                raise InputError(f"metric state: {kk!r} must be strictly increasing with positive counts")
-            tables.append((k, c))
+            one = np.asarray(state.get(sk, _EMPTY))
+            if (k.dtype != np.int32 or one.dtype != np.int32 or k.ndim != 1 or one.ndim != 1 or c.ndim != 1
+                    or c.size != k.size or (c.size and c.dtype.kind not in "iu")):
+                raise InputError(f"metric state: {kk!r} and {sk!r} must be 1-D int32 arrays and {ck!r} integer "
+                                 f"counts as long as {kk!r}")
+            for a in (k, one):
+                if a.size > 1 and np.any(a[1:] <= a[:-1]):
+                    raise InputError(f"metric state: {kk!r} and {sk!r} must be strictly increasing")
+            if (c.size and int(c.min()) < 1) or (one.size and k.size and np.isin(one, k).any()):
+                raise InputError(f"metric state: {ck!r} must be positive and {sk!r} disjoint from {kk!r}")
+            tables.append(_Counts(one, k, c))
         if keys.dtype != np.int32 or pos.dtype != np.int32 or keys.ndim != 1 or pos.ndim != 1:
             raise InputError("metric state: 'keys' and 'pos_keys' must be 1-D int32 arrays")
         counts = [int(state[k]) for k in ("n_pos", "n_neg", "n_ignored", "images")]
-        n_all = keys.size + int(tables[0][1].sum(dtype=np.int64))
-        n_pos = pos.size + int(tables[1][1].sum(dtype=np.int64))
+        n_all = keys.size + tables[0].total
+        n_pos = pos.size + tables[1].total
         if min(counts) < 0 or counts[0] != n_pos or counts[0] + counts[1] != n_all:
             raise InputError("metric state: pixel counts do not match its key arrays")
         dtype = _count_dtype(n_all)
-        self._keys, self._cnt = tables[0][0], tables[0][1].astype(dtype, copy=False)
-        self._pkeys, self._pcnt = tables[1][0], tables[1][1].astype(dtype, copy=False)
+        for t in tables:
+            t.cnt = t.cnt.astype(dtype, copy=False)
+        self._ev, self._an = tables
         # we grow and sort the buffer in place: it must be our own, writable memory
         self._buf = keys if keys.flags.owndata and keys.flags.writeable else keys.copy()
         self._n = keys.size
@@ -667,7 +753,7 @@ class AnomalyMetrics(Stateful):
             k, c = _runs(pend)
             del pend
             self._n = 0
-            self._keys, self._cnt = _merge_counts(self._keys, self._cnt, k, c, dtype)
+            self._ev.add_runs(k, c, dtype)
         if release or self._buf.size > self.compact_at:  # a buffer loaded or merged beyond the bound
             self._buf = np.empty(0, dtype=np.int32)
         self._compact_pos()
@@ -677,7 +763,7 @@ class AnomalyMetrics(Stateful):
             k, c = _runs(_consolidate(self._pos))
             self._n_pos_pending = 0
             dtype = _count_dtype(self.n_pos + self.n_neg)
-            self._pkeys, self._pcnt = _merge_counts(self._pkeys, self._pcnt, k, c, dtype)
+            self._an.add_runs(k, c, dtype)
 
     def merge(self, other: "AnomalyMetrics") -> "AnomalyMetrics":
         """Add ``other``'s pixels to this metric; returns ``self``."""
@@ -701,8 +787,8 @@ class AnomalyMetrics(Stateful):
         self.n_ignored += other.n_ignored
         self.images += other.images
         dtype = _count_dtype(self.n_pos + self.n_neg)
-        self._keys, self._cnt = _merge_counts(self._keys, self._cnt, other._keys, other._cnt, dtype)
-        self._pkeys, self._pcnt = _merge_counts(self._pkeys, self._pcnt, other._pkeys, other._pcnt, dtype)
+        self._ev.merge(other._ev, dtype)
+        self._an.merge(other._an, dtype)
         if self._n > self.compact_at or self._n_pos_pending > self.compact_at:
             self._compact_pending()
         self._table = None
@@ -711,19 +797,18 @@ class AnomalyMetrics(Stateful):
     @property
     def nbytes(self) -> int:
         """Bytes held by the metric state (pending key buffer and chunks, counted tables)."""
-        return (self._buf.nbytes + sum(c.nbytes for c in self._pos) + self._keys.nbytes + self._cnt.nbytes
-                + self._pkeys.nbytes + self._pcnt.nbytes)
+        return self._buf.nbytes + sum(c.nbytes for c in self._pos) + self._ev.nbytes + self._an.nbytes
 
     @property
     def distinct(self) -> int:
         """Distinct evaluated scores counted so far (the size of the table; pending keys not included)."""
-        return int(self._keys.size)
+        return self._ev.distinct
 
     # ------------------------------------------------------------------ results
     def _get_table(self) -> _Table:
         if self._table is None:
             self._compact_pending(release=True)
-            self._table = _build_table(self._keys, self._cnt, self._pkeys, self._pcnt, self.n_pos, self.n_neg)
+            self._table = _build_table(self._ev, *self._an.unified(), self.n_pos, self.n_neg)
         return self._table
 
     def compute(self) -> dict[str, Any]:
