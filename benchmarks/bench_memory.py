@@ -148,6 +148,7 @@ def run_child(src: str, cache: Path, n: int, roi: str, every: int) -> dict:
     env = dict(os.environ, PYTHONPATH=src, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
     out = subprocess.run([sys.executable, __file__, "--child", str(cache), str(n), roi, str(every)], env=env,
                          check=True, capture_output=True, text=True).stdout
+    (cache / f"result.{Path(src).resolve().parent.name}.{roi}.{n}.json").write_text(out.strip().splitlines()[-1])
     return json.loads(out.strip().splitlines()[-1])
 
 

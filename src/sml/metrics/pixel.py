@@ -552,7 +552,8 @@ class AnomalyMetrics(Stateful):
     evaluated as float32) of shape ``H x W`` or ``B x H x W`` and labels of the
     same shape: 1 anomaly, 0 inlier, ``ignore_index`` excluded, anything else an
     error. ``compute()`` returns every pixel of every update pooled (the
-    benchmark number).
+    benchmark number). ``compact_at``: pending keys counted into the tables at
+    once (default :data:`COMPACT_AT`; smaller bounds memory tighter, results never change).
     ``state_dict()`` / ``load_state_dict()`` / ``merge`` / ``sync`` follow
     :class:`sml.utils.state.Stateful`.
     """
