@@ -563,3 +563,20 @@ def test_device_path_on_cpu_tensors(monkeypatch, dtype):
     with pytest.raises(InputError, match="does not match"):
         dev.update(s[0, :10], y[0])
     assert dev.images == 3
+
+
+def test_counted_tables_never_exceed_four_bytes_a_pixel():
+    """Distinct scores cost 4 B (seen once) or 8 B (repeated, so >= 2 pixels): never more than the key multiset."""
+    rng = np.random.default_rng(4)
+    for s in (rng.normal(size=60_000).astype(np.float32),                 # nearly all distinct
+              np.round(rng.normal(size=60_000), 1).astype(np.float32)):   # ~80 distinct values
+        y = (rng.random(s.size) < 0.05).astype(np.uint8)
+        m = AnomalyMetrics(compact_at=7000)
+        for k in range(0, s.size, 5000):
+            m.update(s[k:k + 5000], y[k:k + 5000])
+        m.compute()  # everything counted, the buffer released
+        assert m._buf.size == 0 and m.nbytes <= 4 * (s.size + int(y.sum()))
+        assert m.distinct == np.unique(s).size
+    # repeated scores: bytes follow the distinct values (8 B each), not the pixels
+    assert m.nbytes <= 8 * (np.unique(s).size + np.unique(s[y == 1]).size) < 2000
+    assert_matches(m.compute(), reference(s, y))
