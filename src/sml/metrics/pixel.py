@@ -203,6 +203,41 @@ def _runs(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return a[starts], np.diff(starts, append=n)
 
 
+def _split_sorted(a: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Of the sorted multiset ``a``: the keys seen once, and the other distinct keys with their counts (int64).
+
+    Two boolean passes find the keys seen once; only the rest pays for positions.
+    """
+    n = a.size
+    if n == 0:
+        return _EMPTY, _EMPTY, np.empty(0, np.int64)
+    edge = np.empty(n + 1, bool)
+    edge[0] = edge[n] = True
+    np.not_equal(a[1:], a[:-1], out=edge[1:n])
+    one = edge[:-1] & edge[1:]
+    del edge
+    single = a[one]
+    if single.size == n:
+        return single, _EMPTY, np.empty(0, np.int64)
+    np.logical_not(one, out=one)
+    k, c = _runs(a[one])
+    return single, k, c
+
+
+def _insert_sorted(a: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """The sorted union of two sorted, disjoint int32 arrays."""
+    if v.size == 0:
+        return a
+    at = _search_sorted(a, v, "left")
+    at += np.arange(v.size)
+    slot = np.ones(a.size + v.size, bool)
+    slot[at] = False
+    out = np.empty(slot.size, np.int32)
+    out[slot] = a
+    out[at] = v
+    return out
+
+
 def _merge_counts(k1: np.ndarray, c1: np.ndarray, k2: np.ndarray, c2: np.ndarray,
                   dtype: type) -> tuple[np.ndarray, np.ndarray]:
     """The union of two counted tables (distinct sorted keys, counts) with the counts of shared keys added.
@@ -331,7 +366,15 @@ class _Counts:
         if hit_s.any() or new_single.any():
             kept = np.delete(s, i_s[hit_s]) if hit_s.any() else s
             ns = k2[new_single]
-            self.single = np.insert(kept, _search_sorted(kept, ns, "left"), ns) if ns.size else kept
+            self.single = _insert_sorted(kept, ns)
+
+    def add_sorted(self, a: np.ndarray, dtype: type) -> None:
+        """Add the sorted multiset ``a``."""
+        if self.distinct == 0:  # nothing to merge with: split it directly
+            self.single, self.keys, cnt = _split_sorted(a)
+            self.cnt = cnt.astype(dtype)
+        else:
+            self.add_runs(*_runs(a), dtype)
 
     def unified(self) -> tuple[np.ndarray, np.ndarray]:
         """One table of every distinct key and its count (int64)."""
@@ -751,20 +794,17 @@ class AnomalyMetrics(Stateful):
         if self._n:
             pend = self._buf[:self._n]
             pend.sort()  # in place: NumPy's SIMD sort, no second copy
-            k, c = _runs(pend)
+            self._ev.add_sorted(pend, dtype)
             del pend
             self._n = 0
-            self._ev.add_runs(k, c, dtype)
         if release or self._buf.size > self.compact_at:  # a buffer loaded or merged beyond the bound
             self._buf = np.empty(0, dtype=np.int32)
         self._compact_pos()
 
     def _compact_pos(self) -> None:
         if self._pos:
-            k, c = _runs(_consolidate(self._pos))
+            self._an.add_sorted(_consolidate(self._pos), _count_dtype(self.n_pos + self.n_neg))
             self._n_pos_pending = 0
-            dtype = _count_dtype(self.n_pos + self.n_neg)
-            self._an.add_runs(k, c, dtype)
 
     def merge(self, other: "AnomalyMetrics") -> "AnomalyMetrics":
         """Add ``other``'s pixels to this metric; returns ``self``."""
