@@ -7,7 +7,7 @@ state counts pixels per distinct key, for every evaluated pixel and for the
 anomaly pixels, each as two sorted arrays: the keys seen once, and the other
 keys with their counts. New keys go into a pending buffer first (one write per
 pixel, no sort on the update path); when it holds ``compact_at`` keys (default
-:data:`COMPACT_AT`, 2**25) it is sorted, its runs counted and merged into the
+:data:`COMPACT_AT`, 2**26) it is sorted, its runs counted and merged into the
 tables (searches and one linear merge). ``compute()`` counts what is pending,
 then takes, for each distinct anomaly score, the evaluated pixels at and above
 it from cumulative sums of the counts. No binning: the numbers equal
@@ -17,7 +17,7 @@ whatever the compaction points.
 Memory per metric, with D1 distinct scores seen once and D2 seen more often
 (evaluated pixels; the same again for the anomaly pixels): ``4 * D1 + 8 * D2``
 bytes (int32 key, uint32 count; 12 bytes per repeated key once a state holds
-2**32 pixels), plus the pending buffer, ``4 * compact_at`` bytes (128 MiB),
+2**32 pixels), plus the pending buffer, ``4 * compact_at`` bytes (256 MiB),
 plus at a compaction the method's new tables while the old ones are alive and
 the run temporaries of ``compact_at`` keys (~20 bytes each). So the state is
 never more than 4 bytes per evaluated pixel (+4 per anomaly pixel), the old
@@ -57,8 +57,8 @@ _EMPTY = np.empty(0, dtype=np.int32)
 # keys of -inf and +inf: a key strictly between them is a finite score (NaNs lie outside)
 _KEY_NEG_INF = -2139095041
 _KEY_POS_INF = 0x7F800000
-#: pending keys (per metric) after which they are counted into the tables: 2**25 keys, 128 MiB
-COMPACT_AT = 1 << 25
+#: pending keys (per metric) after which they are counted into the tables: 2**26 keys, 256 MiB
+COMPACT_AT = 1 << 26
 # tests: send CPU tensors through the accelerator path (torch ops, masked copy to the host)
 _DEVICE_PATH_ON_CPU = False
 
@@ -369,12 +369,31 @@ class _Counts:
             self.single = _insert_sorted(kept, ns)
 
     def add_sorted(self, a: np.ndarray, dtype: type) -> None:
-        """Add the sorted multiset ``a``."""
-        if self.distinct == 0:  # nothing to merge with: split it directly
-            self.single, self.keys, cnt = _split_sorted(a)
-            self.cnt = cnt.astype(dtype)
+        """Add the sorted multiset ``a``.
+
+        The keys seen once join ``a`` in one sorted merge (timsort finds the two
+        runs), whose split gives the new keys seen once and the repeated ones; the
+        repeated keys' table is the smaller one, searched and merged last.
+        """
+        if self.single.size:
+            b = np.concatenate((self.single, a))
+            b.sort(kind="stable")  # two sorted runs: one linear merge
         else:
-            self.add_runs(*_runs(a), dtype)
+            b = a
+        single, k, c = _split_sorted(b)
+        del b
+        m = self.keys
+        if m.size and single.size:
+            # a key seen once so far (or once in a) that is already repeated moves to the counts
+            at = _search_sorted(single, m, "left")
+            hit = at < single.size
+            hit[hit] = single[at[hit]] == m[hit]
+            if hit.any():
+                moved = at[hit]
+                k, c = _merge_counts(k, c, single[moved], np.ones(moved.size, np.int64), np.int64)
+                single = np.delete(single, moved)
+        self.single = single
+        self.keys, self.cnt = _merge_counts(m, self.cnt, k, c, dtype)
 
     def unified(self) -> tuple[np.ndarray, np.ndarray]:
         """One table of every distinct key and its count (int64)."""
