@@ -451,9 +451,42 @@ def _build_table(ev: _Counts, pkeys: np.ndarray, pcnt: np.ndarray, n_pos: int, n
 
 
 def _table_of_sorted(all_sorted: np.ndarray, pos_sorted: np.ndarray, n_pos: int, n_neg: int) -> _Table:
-    """:func:`_build_table` of one sorted key multiset and its sorted anomaly keys (one image's AP)."""
-    k, c = _runs(all_sorted)
-    return _build_table(_Counts(_EMPTY, k, c), *_runs(pos_sorted), n_pos, n_neg)
+    """:func:`_build_table` straight from a sorted key multiset and its sorted anomaly keys (no tables).
+
+    For one image's AP, and for compute() while nothing was counted yet: the
+    positives bracket each tie group with one search.
+    """
+    n_all = all_sorted.size
+    if n_pos == 0:
+        e = np.empty(0, dtype=np.int64)
+        return _Table(n_pos, n_neg, _EMPTY, e, e, e, e, _EMPTY, int(all_sorted[0]) if n_all else 0)
+    first = np.empty(n_pos, bool)
+    first[0] = True
+    np.not_equal(pos_sorted[1:], pos_sorted[:-1], out=first[1:])
+    starts = np.flatnonzero(first)
+    del first
+    u = pos_sorted[starts]
+    cnt = np.diff(starts, append=n_pos)
+    del starts
+    # the positives are part of all_sorted, so these bracket each tie group exactly
+    lo = _search_sorted(all_sorted, u, "left")
+    # each tie group holds its cnt anomaly pixels; only where inliers tie too do we search again
+    hi = lo + cnt
+    after = all_sorted[np.minimum(hi, n_all - 1)]  # the smallest evaluated key above the group (if hi < n)
+    more = np.flatnonzero((after == u) & (hi < n_all))
+    if more.size:
+        hi[more] = _search_sorted(all_sorted, u[more], "right")
+        after[more] = all_sorted[np.minimum(hi[more], n_all - 1)]
+    # evaluated pixels at or above (>=) and strictly above (>) each key, in place of the positions
+    np.subtract(n_all, lo, out=lo)
+    np.subtract(n_all, hi, out=hi)
+    # highest score first (reversed views: every array here is our own)
+    u, cnt, fp, fp_above, after = u[::-1], cnt[::-1], lo[::-1], hi[::-1], after[::-1]
+    tp = np.cumsum(cnt)
+    fp -= tp
+    fp_above -= tp
+    fp_above += cnt
+    return _Table(n_pos, n_neg, u, cnt, tp, fp, fp_above, after, int(all_sorted[0]))
 
 
 def _nan_result() -> dict[str, Any]:
@@ -867,8 +900,17 @@ class AnomalyMetrics(Stateful):
     # ------------------------------------------------------------------ results
     def _get_table(self) -> _Table:
         if self._table is None:
-            self._compact_pending(release=True)
-            self._table = _build_table(self._ev, *self._an.unified(), self.n_pos, self.n_neg)
+            if self._ev.distinct == 0 and self._an.distinct == 0:
+                # nothing counted yet (under compact_at keys in all): the sorted keys give the table
+                # directly, without building counted tables
+                pend = self._buf[:self._n]
+                pend.sort()
+                self._pos = [_consolidate(self._pos)] if self._pos else []
+                self._n_pos_pending = self._pos[0].size if self._pos else 0
+                self._table = _table_of_sorted(pend, self._pos[0] if self._pos else _EMPTY, self.n_pos, self.n_neg)
+            else:
+                self._compact_pending(release=True)
+                self._table = _build_table(self._ev, *self._an.unified(), self.n_pos, self.n_neg)
         return self._table
 
     def compute(self) -> dict[str, Any]:
