@@ -30,7 +30,11 @@ max logit in [2, 32) can take 33.5M values, a softmax probability in [0.25, 1)
 ~4.3e9. Scores spread over many binades near zero (entropy, standardized max
 logits) keep finding new values; benchmarks/bench_memory.py measures the
 growth on Lost and Found sized frames. Time: one pass per frame, one sort per
-``compact_at`` keys and a merge linear in the tables.
+``compact_at`` keys and a merge linear in the tables. Below ``compact_at`` keys
+``compute()`` takes the table straight from the sorted keys (as fast as the
+plain multiset was); with compactions (200M pixels: three) update + compute
+take ~2.4x the multiset's time (``bench_metrics.py --against``), the price of
+the bound.
 
 States are plain NumPy arrays (tables and pending keys): picklable, mergeable
 in any order with identical results (counts do not depend on order), and
