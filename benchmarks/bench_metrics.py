@@ -14,6 +14,10 @@ unless ``--sklearn-200m`` is given.
 
     python benchmarks/bench_metrics.py                 # 10M, 50M, 200M
     python benchmarks/bench_metrics.py --sizes 10M --repeats 2
+    python benchmarks/bench_metrics.py --against /old/src --sizes 10M,50M,200M   # this sml vs another
+
+``--against SRC`` times only sml's update + compute, this tree's and the one in
+``SRC`` each in a fresh process, alternating, and prints the ratio per frame.
 """
 from __future__ import annotations
 
@@ -129,14 +133,53 @@ def gb(n: float) -> str:
 
 
 
+def against(old_src: str, sizes: list[int], repeats: int) -> int:
+    """Time this tree's sml against ``old_src``'s (update + compute, fresh processes, alternating)."""
+    import json
+    import subprocess
+    import sys
+
+    new_src = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src")
+    print("| pixels | frames | old s (median) | new s (median) | new/old | per frame old -> new ms |")
+    print("|---|---|---|---|---|---|")
+    for size in sizes:
+        n_frames = max(1, round(size / FRAME))
+        times: dict[str, list[float]] = {"old": [], "new": []}
+        results = {}
+        for _ in range(repeats):
+            for name, src in (("old", old_src), ("new", new_src)):
+                env = dict(os.environ, PYTHONPATH=src)
+                out = subprocess.run([sys.executable, __file__, "--child-time", str(n_frames)], env=env,
+                                     check=True, capture_output=True, text=True).stdout
+                t, res = json.loads(out.strip().splitlines()[-1])
+                times[name].append(t)
+                results[name] = res
+        to, tn = statistics.median(times["old"]), statistics.median(times["new"])
+        same = results["old"] == results["new"]
+        print(f"| {n_frames * FRAME / 1e6:.1f}M | {n_frames} | {to:.2f} | {tn:.2f} | {tn / to:.3f} | "
+              f"{to / n_frames * 1e3:.0f} -> {tn / n_frames * 1e3:.0f} |" + ("" if same else " RESULTS DIFFER"))
+    return 0
+
+
 def main() -> int:
+    import sys
+
+    if len(sys.argv) == 3 and sys.argv[1] == "--child-time":
+        import json
+
+        t, res, _, _ = run_sml(int(sys.argv[2]))
+        print(json.dumps([t, [res[k] for k in KEYS]]))
+        return 0
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", default="10M,50M,200M", help="pixel counts, comma separated (default 10M,50M,200M)")
     ap.add_argument("--repeats", type=int, default=3, help="timed repeats per path and size (median reported)")
     ap.add_argument("--sklearn-max", default="50M", help="largest size run through scikit-learn (default 50M)")
     ap.add_argument("--sklearn-200m", action="store_true", help="run scikit-learn at every size (~10 GB at 200M)")
+    ap.add_argument("--against", metavar="SRC", help="time this sml against the one in SRC (a src/ folder) only")
     args = ap.parse_args()
     sizes = [parse_size(s) for s in args.sizes.split(",")]
+    if args.against:
+        return against(args.against, sizes, args.repeats)
     sk_max = math.inf if args.sklearn_200m else parse_size(args.sklearn_max)
 
     rows = []

@@ -410,3 +410,173 @@ def test_summary_equals_compute_and_curves(levels):
     m.update(s[:100], np.zeros(100, np.uint8))
     res, cur = m.summary()
     assert cur is None and res["reason"] and math.isnan(res["auroc"])
+
+
+# ---------------------------------------------------------------- counted tables (compaction) and the device path
+def _feed(frames, compact_at=None, split=None):
+    m = AnomalyMetrics(compact_at=compact_at)
+    for s, y in frames:
+        m.update(s, y)
+    return m
+
+
+def _curves_equal(a: dict, b: dict) -> bool:
+    return all(np.array_equal(a[p][k], b[p][k]) for p in ("roc", "pr") for k in a[p])
+
+
+EDGE_CASES = [
+    # (scores, labels): hand-built ties across classes, signed zeros, one class at one value, extremes
+    (np.array([-0.0, 0.0, 0.0, -0.0, 1.0, 1.0, -1.0, -0.0], np.float32), np.array([1, 0, 1, 0, 0, 1, 0, 0])),
+    (np.full(9, 0.25, np.float32), np.array([0, 1, 0, 0, 1, 0, 255, 1, 0])),
+    (np.array([3, 3, 3, 2, 2, 1, 1, 1, 0, 0], np.float32), np.array([1, 0, 1, 1, 0, 0, 1, 0, 0, 1])),
+    (np.array([-3e38, 3e38, 1e-45, -1e-45, 0, 5, 5, 5], np.float32), np.array([0, 1, 1, 0, 0, 1, 0, 255])),
+    (np.concatenate([np.linspace(5, 6, 19), [0.5], np.linspace(1, 4, 30), np.linspace(-1, 0.4, 50), [0.5, 0.5]])
+     .astype(np.float32), np.concatenate([np.ones(20), np.zeros(82)])),
+]
+
+
+@pytest.mark.parametrize("case", range(len(EDGE_CASES)))
+@pytest.mark.parametrize("compact_at", [1, 2, 3, 7, None])
+def test_compacted_state_matches_sklearn_on_ties(case, compact_at):
+    """Counting keys into tables at any point (down to every pixel) keeps every metric equal to scikit-learn's."""
+    s, y = EDGE_CASES[case]
+    y = y.astype(np.uint8)
+    frames = [(s[i:i + 3], y[i:i + 3]) for i in range(0, s.size, 3)]  # several updates, compactions between
+    m = _feed(frames, compact_at)
+    if compact_at is not None and compact_at < int((y != 255).sum()):
+        assert m.distinct > 0  # tables in use before compute()
+    assert_matches(m.compute(), reference(s, y))
+    full = m.curves(max_points=10**9)
+    fpr, tpr, _ = roc_curve(y[y != 255], s[y != 255])
+    assert abs(np.trapezoid(full["roc"]["tpr"], full["roc"]["fpr"]) - np.trapezoid(tpr, fpr)) < 1e-12
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_compaction_points_and_merge_order_do_not_change_results(data):
+    """compute() and curves() are bit-identical whatever the compaction points, frame order and split into parts."""
+    n_frames = data.draw(st.integers(1, 6))
+    levels = data.draw(st.sampled_from([2, 5, 40, 10_000]))
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+    frames = []
+    for _ in range(n_frames):
+        n = int(rng.integers(1, 40))
+        s = (rng.integers(0, levels, n) / levels - 0.5).astype(np.float32)
+        y = rng.choice(np.array([0, 0, 1, 255], np.uint8), n)
+        frames.append((s, y))
+    ref = _feed(frames)
+    order = data.draw(st.permutations(range(n_frames)))
+    parts = data.draw(st.integers(1, 3))
+    ms = [AnomalyMetrics(compact_at=data.draw(st.integers(1, 50))) for _ in range(parts)]
+    for j, i in enumerate(order):
+        ms[j % parts].update(*frames[i])
+        if data.draw(st.booleans()):
+            ms[j % parts].compute()  # compacts everything pending; more updates follow
+    total = ms[-1]
+    for m in ms[-2::-1]:
+        total.merge(AnomalyMetrics.from_state_dict(m.state_dict()) if data.draw(st.booleans()) else m)
+    r1, r2 = ref.compute(), total.compute()
+    assert _same_result(r1, r2)
+    if r1["reason"] is None:
+        assert _curves_equal(ref.curves(40), total.curves(40))
+
+
+def test_counted_state_dict_round_trip_and_old_format(tmp_path):
+    from sml.pipelines.resume import read_chunk, write_chunk
+
+    rng = np.random.default_rng(21)
+    s, y = random_case(rng, 5000, 200, 0.1, 0.1)
+    m = AnomalyMetrics(compact_at=700)
+    for k in range(0, s.size, 400):
+        m.update(s[k:k + 400], y[k:k + 400])
+    st_ = m.state_dict()
+    assert st_["table_keys"].size and st_["keys"].size  # both counted and pending pixels
+    write_chunk(tmp_path / "c.npz", {"m": st_})
+    back = AnomalyMetrics.from_state_dict(read_chunk(tmp_path / "c.npz")["m"])
+    assert back.compact_at == 700
+    assert _same_result(back.compute(), m.compute()) and _curves_equal(back.curves(), m.curves())
+    assert_matches(back.compute(), reference(s, y))
+    # a state written before the tables existed (only the key multisets) loads as pending keys
+    v = y != 255
+    old = {"ignore_index": 255, "keys": scores_to_keys(s[v]), "pos_keys": scores_to_keys(s[y == 1]),
+           "n_pos": int((y == 1).sum()), "n_neg": int((y == 0).sum()), "n_ignored": int((~v).sum()), "images": 1}
+    assert_matches(AnomalyMetrics.from_state_dict(old).compute(), reference(s, y))
+    # inconsistent tables are refused
+    bad = dict(st_, table_keys=st_["table_keys"][::-1].copy())
+    with pytest.raises(InputError, match="strictly increasing"):
+        AnomalyMetrics.from_state_dict(bad)
+    bad = dict(st_, pos_table_keys=st_["pos_table_keys"] + 1, pos_table_counts=st_["pos_table_counts"])
+    with pytest.raises(InputError, match="missing from the evaluated"):
+        AnomalyMetrics.from_state_dict(bad).compute()
+    with pytest.raises(InputError, match="compact_at"):
+        AnomalyMetrics(compact_at=0)
+
+
+def test_counts_beyond_uint32_switch_to_int64():
+    """Tables hold uint32 counts until a state reaches 2**32 pixels; merging past it widens them, nothing wraps."""
+    big = 2_500_000_000
+    k = scores_to_keys(np.array([0.5, 2.0], np.float32))
+    part = {"ignore_index": 255, "keys": _EMPTY32(), "pos_keys": _EMPTY32(), "table_keys": k,
+            "table_counts": np.array([big - 1000, 1000], np.uint32), "pos_table_keys": k[1:],
+            "pos_table_counts": np.array([1000], np.uint32), "n_pos": 1000, "n_neg": big - 1000, "n_ignored": 0,
+            "images": 1}
+    a = AnomalyMetrics.from_state_dict(part)
+    assert a.state_dict()["table_counts"].dtype == np.uint32
+    a.merge(AnomalyMetrics.from_state_dict(part))
+    assert a.state_dict()["table_counts"].dtype == np.int64
+    res = a.compute()
+    assert res["pixels"] == {"anomaly": 2000, "inlier": 2 * big - 2000} and res["auroc"] == 1.0
+    assert res["ap"] == 1.0 and res["fpr95"] == 0.0
+
+
+def _EMPTY32():
+    return np.empty(0, np.int32)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16, torch.float16])
+def test_device_path_on_cpu_tensors(monkeypatch, dtype):
+    """The accelerator path (torch keys, masked on the tensor's device, copied to the host) equals the NumPy path."""
+    import sml.metrics.pixel as px
+
+    rng = np.random.default_rng(8)
+    s = torch.from_numpy(rng.normal(size=(3, 20, 30))).to(dtype)
+    s[0, 0, :4] = torch.tensor([-0.0, 0.0, -0.0, 0.0], dtype=dtype)
+    y = (rng.random((3, 20, 30)) < 0.2).astype(np.uint8)
+    y[:, :2] = 255
+    host = AnomalyMetrics()
+    host.update(s, y)  # CPU tensor: the NumPy path
+    monkeypatch.setattr(px, "_DEVICE_PATH_ON_CPU", True)
+    dev = AnomalyMetrics(compact_at=1000)
+    dev.update(s[:2], torch.from_numpy(y[:2]))     # batch with tensor labels
+    fl = FrameLabels(torch.from_numpy(y[2]))        # labels already on the device: their mask is made there
+    ap = dev.update(s[2], fl, frame_ap=True)
+    assert fl._keep_on and ap == pytest.approx(average_precision_score(y[2][y[2] != 255],
+                                                                       s[2].float().numpy()[y[2] != 255]))
+    assert _same_result(dev.compute(), host.compute())
+    assert_matches(dev.compute(), reference(s.float().numpy(), y))
+    bad = s[0].clone()
+    bad[5, 5] = float("nan")
+    with pytest.raises(InputError, match="1 NaN or infinite"):
+        dev.update(bad, y[0])
+    with pytest.raises(InputError, match="real numbers"):
+        dev.update(torch.zeros(20, 30, dtype=torch.complex64), y[0])
+    with pytest.raises(InputError, match="does not match"):
+        dev.update(s[0, :10], y[0])
+    assert dev.images == 3
+
+
+def test_counted_tables_never_exceed_four_bytes_a_pixel():
+    """Distinct scores cost 4 B (seen once) or 8 B (repeated, so >= 2 pixels): never more than the key multiset."""
+    rng = np.random.default_rng(4)
+    for s in (rng.normal(size=60_000).astype(np.float32),                 # nearly all distinct
+              np.round(rng.normal(size=60_000), 1).astype(np.float32)):   # ~80 distinct values
+        y = (rng.random(s.size) < 0.05).astype(np.uint8)
+        m = AnomalyMetrics(compact_at=7000)
+        for k in range(0, s.size, 5000):
+            m.update(s[k:k + 5000], y[k:k + 5000])
+        m.compute()  # everything counted, the buffer released
+        assert m._buf.size == 0 and m.nbytes <= 4 * (s.size + int(y.sum()))
+        assert m.distinct == np.unique(s).size
+    # repeated scores: bytes follow the distinct values (8 B each), not the pixels
+    assert m.nbytes <= 8 * (np.unique(s).size + np.unique(s[y == 1]).size) < 2000
+    assert_matches(m.compute(), reference(s, y))

@@ -2,21 +2,45 @@
 
 Pooled AUROC, AP and FPR@95 depend only on how many anomaly and inlier pixels
 share each distinct score value. Scores are evaluated as float32 and mapped to
-order-preserving int32 *keys* (ties stay ties, ``-0.0`` equals ``0.0``); the
-state is two multisets of keys: every evaluated pixel, and the anomaly pixels.
-``compute()`` sorts them once (NumPy's SIMD sort) and counts, for each distinct
-anomaly score, the pixels at and above it with two ``searchsorted`` calls over
-the sorted array. Memory is 4 bytes per evaluated pixel (plus at most 1/8
-growth slack, and 4 bytes per anomaly pixel); time is one pass per frame plus
-one sort: 200M pixels take about 0.8 GB and a few seconds, where scikit-learn
-needs ~10 GB and minutes. No binning, so the numbers equal scikit-learn's
-``roc_auc_score`` / ``average_precision_score`` to rounding. The state grows
-with the number of evaluated pixels (exactness needs every distinct score);
-for billions of pixels, evaluate on a data set's region of interest only.
+order-preserving int32 *keys* (ties stay ties, ``-0.0`` equals ``0.0``). The
+state counts pixels per distinct key, for every evaluated pixel and for the
+anomaly pixels, each as two sorted arrays: the keys seen once, and the other
+keys with their counts. New keys go into a pending buffer first (one write per
+pixel, no sort on the update path); when it holds ``compact_at`` keys (default
+:data:`COMPACT_AT`, 2**26) it is sorted, its runs counted and merged into the
+tables (searches and one linear merge). ``compute()`` counts what is pending,
+then takes, for each distinct anomaly score, the evaluated pixels at and above
+it from cumulative sums of the counts. No binning: the numbers equal
+scikit-learn's ``roc_auc_score`` / ``average_precision_score`` to rounding,
+whatever the compaction points.
 
-States are plain NumPy arrays: picklable, mergeable in any order with identical
-results (the multisets do not depend on order), and gathered over
-``torch.distributed`` by :meth:`AnomalyMetrics.sync`.
+Memory per metric, with D1 distinct scores seen once and D2 seen more often
+(evaluated pixels; the same again for the anomaly pixels): ``4 * D1 + 8 * D2``
+bytes (int32 key, uint32 count; 12 bytes per repeated key once a state holds
+2**32 pixels), plus the pending buffer, ``4 * compact_at`` bytes (256 MiB),
+plus at a compaction the method's new tables while the old ones are alive and
+the run temporaries of ``compact_at`` keys (~20 bytes each). So the state is
+never more than 4 bytes per evaluated pixel (+4 per anomaly pixel), the old
+multiset's size, and far less when scores repeat: it is bounded by the number
+of distinct float32 values, at most ``8 * D``. The worst case is honest: D can
+be as large as the number of float32 values in the scores' range, and the
+evaluated pixel count. Each binade [2^e, 2^(e+1)) holds 2**23 float32 values: a
+max logit in [2, 32) can take 33.5M values, a softmax probability in [0.25, 1)
+16.8M, a score in [0, 1) about 1.07e9 (most of them tiny), all finite float32
+~4.3e9. Scores spread over many binades near zero (entropy, standardized max
+logits) keep finding new values; benchmarks/bench_memory.py measures the
+growth on Lost and Found sized frames. Time: one pass per frame, one sort per
+``compact_at`` keys and a merge linear in the tables. Below ``compact_at`` keys
+``compute()`` takes the table straight from the sorted keys (as fast as the
+plain multiset was); with compactions (200M pixels: three) update + compute
+take ~2.4x the multiset's time (``bench_metrics.py --against``), the price of
+the bound.
+
+States are plain NumPy arrays (tables and pending keys): picklable, mergeable
+in any order with identical results (counts do not depend on order), and
+gathered over ``torch.distributed`` by :meth:`AnomalyMetrics.sync`. Torch maps
+on an accelerator become keys on that device; only the evaluated pixels' int32
+keys are copied to the host.
 """
 from __future__ import annotations
 
@@ -37,6 +61,10 @@ _EMPTY = np.empty(0, dtype=np.int32)
 # keys of -inf and +inf: a key strictly between them is a finite score (NaNs lie outside)
 _KEY_NEG_INF = -2139095041
 _KEY_POS_INF = 0x7F800000
+#: pending keys (per metric) after which they are counted into the tables: 2**26 keys, 256 MiB
+COMPACT_AT = 1 << 26
+# tests: send CPU tensors through the accelerator path (torch ops, masked copy to the host)
+_DEVICE_PATH_ON_CPU = False
 
 
 class FrameLabels:
@@ -62,6 +90,55 @@ class FrameLabels:
         kept = flat[self.keep] if self.keep is not None else flat
         #: anomaly pixels among the evaluated ones (None: no anomaly pixel)
         self.positive = kept == 1 if self.n_pos else None
+        self._labels = labels if hasattr(labels, "detach") else None
+        self._keep_on: dict[str, Any] = {}
+
+    def keep_on(self, device: Any) -> Any:
+        """``keep`` as a torch bool tensor on ``device`` (None: every pixel), made once per device.
+
+        From the labels themselves when they already live there, else copied from the host.
+        """
+        if self.keep is None:
+            return None
+        key = str(device)
+        if key not in self._keep_on:
+            import torch
+
+            lab = self._labels
+            if lab is not None and lab.device == torch.device(device):
+                self._keep_on[key] = lab.detach().reshape(-1) != self.ignore_index
+            else:
+                self._keep_on[key] = torch.from_numpy(self.keep).to(device)
+        return self._keep_on[key]
+
+
+def _on_device(x: Any) -> bool:
+    """Whether ``x`` is a torch tensor off the CPU (its keys are then made where it lives)."""
+    dev = getattr(x, "device", None)
+    return dev is not None and hasattr(x, "detach") and (getattr(dev, "type", "cpu") != "cpu" or _DEVICE_PATH_ON_CPU)
+
+
+def _check_tensor_dtype(x: Any) -> None:
+    if x.is_complex() or str(x.dtype) == "torch.bool":
+        raise InputError(f"anomaly scores must be real numbers, got dtype {x.dtype}")
+
+
+def _device_keys(scores: Any, fl: FrameLabels, out: np.ndarray) -> None:
+    """Keys of the evaluated pixels of a torch map, made on its device and copied into ``out`` (host int32).
+
+    The same float32 rounding, ``-0.0`` -> ``+0.0`` and bit flip as the NumPy
+    path, in torch ops; only the kept keys cross to the host.
+    """
+    import torch
+
+    x = scores.detach().reshape(-1)
+    x = x.float() + 0.0 if x.dtype != torch.float32 else x + 0.0  # a new tensor of our own
+    k = x.view(torch.int32)
+    keep = fl.keep_on(x.device)
+    if keep is not None:
+        k = k[keep]
+    k ^= (k >> 31) & 0x7FFFFFFF
+    torch.from_numpy(out).copy_(k)
 
 
 def _flip(k: np.ndarray) -> None:
@@ -96,7 +173,7 @@ def _consolidate(chunks: list[np.ndarray]) -> np.ndarray:
     """One sorted array from ``chunks`` (emptied as it goes, so peak memory is the total plus one chunk).
 
     Sorting in place is safe even for chunks shared with a merged metric: a
-    state is a multiset, so reordering a chunk changes nothing anyone can observe.
+    pending chunk is a multiset, so reordering it changes nothing anyone can observe.
     """
     if len(chunks) == 1:
         out = chunks.pop()
@@ -110,6 +187,93 @@ def _consolidate(chunks: list[np.ndarray]) -> np.ndarray:
         chunks.clear()
     out.sort()  # in place: no second copy of the largest array we hold
     return out
+
+
+def _count_dtype(total: int) -> type:
+    """Counts of a table whose counts sum to ``total``: uint32 while no count can overflow it."""
+    return np.uint32 if total < 2 ** 32 else np.int64
+
+
+def _runs(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct keys of the sorted ``a`` and how often each occurs (int64)."""
+    n = a.size
+    if n == 0:
+        return _EMPTY, np.empty(0, np.int64)
+    first = np.empty(n, bool)
+    first[0] = True
+    np.not_equal(a[1:], a[:-1], out=first[1:])
+    starts = np.flatnonzero(first)
+    del first
+    return a[starts], np.diff(starts, append=n)
+
+
+def _split_sorted(a: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Of the sorted multiset ``a``: the keys seen once, and the other distinct keys with their counts (int64).
+
+    Two boolean passes find the keys seen once; only the rest pays for positions.
+    """
+    n = a.size
+    if n == 0:
+        return _EMPTY, _EMPTY, np.empty(0, np.int64)
+    edge = np.empty(n + 1, bool)
+    edge[0] = edge[n] = True
+    np.not_equal(a[1:], a[:-1], out=edge[1:n])
+    one = edge[:-1] & edge[1:]
+    del edge
+    single = a[one]
+    if single.size == n:
+        return single, _EMPTY, np.empty(0, np.int64)
+    np.logical_not(one, out=one)
+    k, c = _runs(a[one])
+    return single, k, c
+
+
+def _insert_sorted(a: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """The sorted union of two sorted, disjoint int32 arrays."""
+    if v.size == 0:
+        return a
+    at = _search_sorted(a, v, "left")
+    at += np.arange(v.size)
+    slot = np.ones(a.size + v.size, bool)
+    slot[at] = False
+    out = np.empty(slot.size, np.int32)
+    out[slot] = a
+    out[at] = v
+    return out
+
+
+def _merge_counts(k1: np.ndarray, c1: np.ndarray, k2: np.ndarray, c2: np.ndarray,
+                  dtype: type) -> tuple[np.ndarray, np.ndarray]:
+    """The union of two counted tables (distinct sorted keys, counts) with the counts of shared keys added.
+
+    One search of ``k2`` in ``k1``, then both written into new arrays at their
+    final places (the inputs are not modified: they may be shared with a state dict).
+    """
+    if k2.size == 0:
+        return k1, c1.astype(dtype, copy=False)
+    if k1.size == 0:
+        return k2, c2.astype(dtype, copy=False)
+    ins = _search_sorted(k1, k2, "left")
+    hit = ins < k1.size
+    hit[hit] = k1[ins[hit]] == k2[hit]
+    new = ~hit
+    n_new = int(np.count_nonzero(new))
+    # old entry p moves up by the number of new keys inserted before it
+    before = np.cumsum(new, dtype=np.int64)
+    before -= new
+    at_new = ins[new] + before[new]
+    old_slot = np.ones(k1.size + n_new, bool)
+    old_slot[at_new] = False
+    keys = np.empty(old_slot.size, np.int32)
+    cnt = np.empty(old_slot.size, dtype)
+    keys[old_slot] = k1
+    cnt[old_slot] = c1
+    keys[at_new] = k2[new]
+    cnt[at_new] = c2[new]
+    del old_slot, at_new
+    at_hit = ins[hit] + before[hit]
+    cnt[at_hit] += c2[hit].astype(dtype, copy=False)
+    return keys, cnt
 
 
 @dataclass
@@ -159,7 +323,143 @@ def _search_sorted(a: np.ndarray, v: np.ndarray, side: str, block: int = 2048,
     return out
 
 
-def _build_table(all_sorted: np.ndarray, pos_sorted: np.ndarray, n_pos: int, n_neg: int) -> _Table:
+class _Counts:
+    """A multiset of keys as sorted arrays: keys seen once (``single``) and the others with their counts.
+
+    Splitting off the keys seen once keeps the state at most 4 bytes a pixel
+    (a repeated key costs 8 bytes for at least two pixels) whatever the scores.
+    ``single`` and ``keys`` are disjoint; arrays are replaced, never changed in place.
+    """
+
+    __slots__ = ("single", "keys", "cnt")
+
+    def __init__(self, single: np.ndarray = _EMPTY, keys: np.ndarray = _EMPTY,
+                 cnt: np.ndarray | None = None) -> None:
+        self.single, self.keys = single, keys
+        self.cnt = np.empty(0, np.uint32) if cnt is None else cnt
+
+    @property
+    def total(self) -> int:
+        return self.single.size + int(self.cnt.sum(dtype=np.int64))
+
+    @property
+    def distinct(self) -> int:
+        return self.single.size + self.keys.size
+
+    @property
+    def nbytes(self) -> int:
+        return self.single.nbytes + self.keys.nbytes + self.cnt.nbytes
+
+    def add_runs(self, k2: np.ndarray, c2: np.ndarray, dtype: type) -> None:
+        """Add ``c2[i]`` pixels at each distinct sorted key ``k2[i]``."""
+        if k2.size == 0:
+            self.cnt = self.cnt.astype(dtype, copy=False)
+            return
+        s, m = self.single, self.keys
+        i_s = _search_sorted(s, k2, "left")
+        hit_s = i_s < s.size
+        hit_s[hit_s] = s[i_s[hit_s]] == k2[hit_s]
+        i_m = _search_sorted(m, k2, "left")
+        hit_m = i_m < m.size
+        hit_m[hit_m] = m[i_m[hit_m]] == k2[hit_m]
+        del i_m
+        new_single = ~(hit_s | hit_m)
+        new_single &= c2 == 1
+        to_m = ~new_single
+        self.keys, self.cnt = _merge_counts(m, self.cnt, k2[to_m], c2[to_m] + hit_s[to_m], dtype)
+        if hit_s.any() or new_single.any():
+            kept = np.delete(s, i_s[hit_s]) if hit_s.any() else s
+            ns = k2[new_single]
+            self.single = _insert_sorted(kept, ns)
+
+    def add_sorted(self, a: np.ndarray, dtype: type) -> None:
+        """Add the sorted multiset ``a``.
+
+        The keys seen once join ``a`` in one sorted merge (timsort finds the two
+        runs), whose split gives the new keys seen once and the repeated ones; the
+        repeated keys' table is the smaller one, searched and merged last.
+        """
+        if self.single.size:
+            b = np.concatenate((self.single, a))
+            b.sort(kind="stable")  # two sorted runs: one linear merge
+        else:
+            b = a
+        single, k, c = _split_sorted(b)
+        del b
+        m = self.keys
+        if m.size and single.size:
+            # a key seen once so far (or once in a) that is already repeated moves to the counts
+            at = _search_sorted(single, m, "left")
+            hit = at < single.size
+            hit[hit] = single[at[hit]] == m[hit]
+            if hit.any():
+                moved = at[hit]
+                k, c = _merge_counts(k, c, single[moved], np.ones(moved.size, np.int64), np.int64)
+                single = np.delete(single, moved)
+        self.single = single
+        self.keys, self.cnt = _merge_counts(m, self.cnt, k, c, dtype)
+
+    def unified(self) -> tuple[np.ndarray, np.ndarray]:
+        """One table of every distinct key and its count (int64)."""
+        return _merge_counts(self.keys, self.cnt.astype(np.int64), self.single,
+                             np.ones(self.single.size, np.int64), np.int64)
+
+    def merge(self, other: "_Counts", dtype: type) -> None:
+        if other.distinct:
+            self.add_runs(*other.unified(), dtype)
+        else:
+            self.cnt = self.cnt.astype(dtype, copy=False)
+
+
+def _build_table(ev: _Counts, pkeys: np.ndarray, pcnt: np.ndarray, n_pos: int, n_neg: int) -> _Table:
+    """The metric table from the evaluated pixels' counted keys and the anomaly pixels' table."""
+    s, m = ev.single, ev.keys
+    ends = [int(a[0]) for a in (s, m) if a.size]
+    min_key = min(ends) if ends else 0
+    if n_pos == 0:
+        e = np.empty(0, dtype=np.int64)
+        return _Table(n_pos, n_neg, _EMPTY, e, e, e, e, _EMPTY, min_key)
+    # every anomaly key is an evaluated key, seen once (in single) or more (in keys)
+    i_s = _search_sorted(s, pkeys, "left")
+    i_m = _search_sorted(m, pkeys, "left")
+    at_s = i_s < s.size
+    at_s[at_s] = s[i_s[at_s]] == pkeys[at_s]
+    at_m = i_m < m.size
+    at_m[at_m] = m[i_m[at_m]] == pkeys[at_m]
+    if not np.all(at_s | at_m):
+        raise InputError("metric state: an anomaly-pixel key is missing from the evaluated pixels' keys "
+                         "(the state was not written by AnomalyMetrics)")
+    cs = np.zeros(m.size + 1, np.int64)   # cs[i]: pixels at the i smallest repeated keys
+    np.cumsum(ev.cnt, out=cs[1:])
+    ge = cs[-1] - cs[i_m]                 # evaluated pixels at or above (>=) each anomaly key
+    ge += s.size - i_s
+    at = np.where(at_m, cs[np.minimum(i_m + 1, m.size)] - cs[i_m], 1)
+    del cs
+    # the smallest evaluated key above each anomaly key (the key itself above the highest)
+    big = np.int64(2 ** 31)
+    j = i_s + at_s
+    nxt = np.where(j < s.size, s[np.minimum(j, max(s.size - 1, 0))] if s.size else big, big)
+    j = i_m + at_m
+    np.minimum(nxt, np.where(j < m.size, m[np.minimum(j, max(m.size - 1, 0))] if m.size else big, big), out=nxt)
+    after = np.where(nxt == big, pkeys, nxt).astype(np.int32)[::-1]
+    del i_s, i_m, at_s, at_m, j, nxt
+    # highest score first
+    ge, at = ge[::-1], at[::-1]
+    u, count = pkeys[::-1], pcnt[::-1].astype(np.int64)
+    tp = np.cumsum(count)
+    fp_above = np.subtract(ge, at)     # evaluated pixels strictly above
+    fp_above -= tp
+    fp_above += count
+    fp = np.subtract(ge, tp)
+    return _Table(n_pos, n_neg, u, count, tp, fp, fp_above, after, min_key)
+
+
+def _table_of_sorted(all_sorted: np.ndarray, pos_sorted: np.ndarray, n_pos: int, n_neg: int) -> _Table:
+    """:func:`_build_table` straight from a sorted key multiset and its sorted anomaly keys (no tables).
+
+    For one image's AP, and for compute() while nothing was counted yet: the
+    positives bracket each tie group with one search.
+    """
     n_all = all_sorted.size
     if n_pos == 0:
         e = np.empty(0, dtype=np.int64)
@@ -351,56 +651,98 @@ class AnomalyMetrics(Stateful):
     evaluated as float32) of shape ``H x W`` or ``B x H x W`` and labels of the
     same shape: 1 anomaly, 0 inlier, ``ignore_index`` excluded, anything else an
     error. ``compute()`` returns every pixel of every update pooled (the
-    benchmark number).
+    benchmark number). ``compact_at``: pending keys counted into the tables at
+    once (default :data:`COMPACT_AT`; smaller bounds memory tighter, results never change).
     ``state_dict()`` / ``load_state_dict()`` / ``merge`` / ``sync`` follow
     :class:`sml.utils.state.Stateful`.
     """
 
-    def __init__(self, ignore_index: int = 255) -> None:
+    def __init__(self, ignore_index: int = 255, compact_at: int | None = None) -> None:
         if isinstance(ignore_index, bool) or not isinstance(ignore_index, (int, np.integer)) or ignore_index in (0, 1):
             raise InputError(f"ignore_index must be an integer other than 0 and 1, got {ignore_index!r}")
+        compact_at = COMPACT_AT if compact_at is None else compact_at
+        if isinstance(compact_at, bool) or not isinstance(compact_at, (int, np.integer)) or compact_at < 1:
+            raise InputError(f"compact_at must be a positive number of keys, got {compact_at!r}")
         self.ignore_index = int(ignore_index)
+        self.compact_at = int(compact_at)
         self.reset()
 
     def reset(self) -> None:
         """Forget every pixel added so far."""
-        # int32 keys of every evaluated pixel: one growable buffer, used up to _n. Keys are written
-        # straight into it and it grows in place (realloc), so 200M pixels cost one pass of page
-        # faults and no concatenation; compute() sorts _buf[:_n] in place.
+        # Pending: int32 keys of evaluated pixels not yet counted, in one growable buffer used up to
+        # _n (keys are written straight into it), and the anomaly pixels' keys as chunks.
         self._buf = np.empty(0, dtype=np.int32)
         self._n = 0
-        self._pos: list[np.ndarray] = []   # int32 keys of the anomaly pixels (few): chunks
+        self._pos: list[np.ndarray] = []
+        self._n_pos_pending = 0
+        # Counted: distinct keys (sorted) and their counts, of every evaluated pixel and of the
+        # anomaly pixels. Arrays here are replaced, never modified in place (state dicts share them).
+        self._ev, self._an = _Counts(), _Counts()
         self.n_pos = 0
         self.n_neg = 0
         self.n_ignored = 0
         self.images = 0
         self._synced = False
-        self._sorted = True   # _buf[:_n] is sorted and _pos holds at most one sorted array
         self._table: _Table | None = None
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
-        """Settings, counters and the key multisets (``keys``: every evaluated pixel, ``pos_keys``: anomaly pixels)."""
+        """Settings, counters, the counted tables and the keys not yet counted.
+
+        ``keys`` / ``pos_keys``: pending keys of evaluated / anomaly pixels (multisets);
+        ``table_single`` (keys seen once), ``table_keys`` / ``table_counts`` (the others
+        and their counts), sorted, and the same with ``pos_`` for the anomaly pixels.
+        A pixel is in exactly one of these forms.
+        """
         pos = self._pos[0] if len(self._pos) == 1 else (np.concatenate(self._pos) if self._pos else _EMPTY)
-        return {"ignore_index": self.ignore_index, "keys": self._buf[:self._n], "pos_keys": pos,
+        return {"ignore_index": self.ignore_index, "compact_at": self.compact_at,
+                "keys": self._buf[:self._n], "pos_keys": pos,
+                "table_single": self._ev.single, "table_keys": self._ev.keys, "table_counts": self._ev.cnt,
+                "pos_table_single": self._an.single, "pos_table_keys": self._an.keys,
+                "pos_table_counts": self._an.cnt,
                 "n_pos": int(self.n_pos), "n_neg": int(self.n_neg), "n_ignored": int(self.n_ignored),
                 "images": int(self.images)}
 
     def load_state_dict(self, state: dict[str, Any]) -> "AnomalyMetrics":
-        """Replace the state with ``state`` (from :meth:`state_dict`; arrays are copied when not ours to sort)."""
-        AnomalyMetrics.__init__(self, state["ignore_index"])
+        """Replace the state with ``state`` (from :meth:`state_dict`; arrays are copied when not ours to sort).
+
+        States without the counted tables (written before they existed) load as all pending.
+        """
+        AnomalyMetrics.__init__(self, state["ignore_index"], state.get("compact_at"))
         keys, pos = np.asarray(state["keys"]), np.asarray(state["pos_keys"])
+        tables = []
+        for pre in ("", "pos_"):
+            kk, ck, sk = f"{pre}table_keys", f"{pre}table_counts", f"{pre}table_single"
+            k = np.asarray(state.get(kk, _EMPTY))
+            c = np.asarray(state.get(ck, np.empty(0, np.uint32)))
+            one = np.asarray(state.get(sk, _EMPTY))
+            if (k.dtype != np.int32 or one.dtype != np.int32 or k.ndim != 1 or one.ndim != 1 or c.ndim != 1
+                    or c.size != k.size or (c.size and c.dtype.kind not in "iu")):
+                raise InputError(f"metric state: {kk!r} and {sk!r} must be 1-D int32 arrays and {ck!r} integer "
+                                 f"counts as long as {kk!r}")
+            for a in (k, one):
+                if a.size > 1 and np.any(a[1:] <= a[:-1]):
+                    raise InputError(f"metric state: {kk!r} and {sk!r} must be strictly increasing")
+            if (c.size and int(c.min()) < 1) or (one.size and k.size and np.isin(one, k).any()):
+                raise InputError(f"metric state: {ck!r} must be positive and {sk!r} disjoint from {kk!r}")
+            tables.append(_Counts(one, k, c))
         if keys.dtype != np.int32 or pos.dtype != np.int32 or keys.ndim != 1 or pos.ndim != 1:
             raise InputError("metric state: 'keys' and 'pos_keys' must be 1-D int32 arrays")
         counts = [int(state[k]) for k in ("n_pos", "n_neg", "n_ignored", "images")]
-        if min(counts) < 0 or counts[0] != pos.size or counts[0] + counts[1] != keys.size:
+        n_all = keys.size + tables[0].total
+        n_pos = pos.size + tables[1].total
+        if min(counts) < 0 or counts[0] != n_pos or counts[0] + counts[1] != n_all:
             raise InputError("metric state: pixel counts do not match its key arrays")
+        dtype = _count_dtype(n_all)
+        for t in tables:
+            t.cnt = t.cnt.astype(dtype, copy=False)
+        self._ev, self._an = tables
         # we grow and sort the buffer in place: it must be our own, writable memory
         self._buf = keys if keys.flags.owndata and keys.flags.writeable else keys.copy()
         self._n = keys.size
         self._pos = [pos] if pos.size else []
+        self._n_pos_pending = pos.size
         self.n_pos, self.n_neg, self.n_ignored, self.images = counts
-        self._sorted = self._n == 0
         return self
 
     # ------------------------------------------------------------------ adding data
@@ -408,15 +750,23 @@ class AnomalyMetrics(Stateful):
         """Add an anomaly map ``H x W`` (or batch ``B x H x W``) and its labels (same shape).
 
         ``labels`` may be a :class:`FrameLabels` (one image's labels prepared once
-        for several maps). NaN or infinite scores at evaluated (non-ignored)
-        pixels are an error. With ``frame_ap=True`` (one image) it returns that
-        image's own AP, exactly scikit-learn's ``average_precision_score`` over
-        its evaluated pixels (NaN without anomaly or inlier pixels); it costs an
-        in-place sort of the image's keys. Otherwise returns None.
+        for several maps). A torch tensor on an accelerator is turned into keys
+        there; only the evaluated pixels' int32 keys come to the host. NaN or
+        infinite scores at evaluated (non-ignored) pixels are an error. With
+        ``frame_ap=True`` (one image) it returns that image's own AP, exactly
+        scikit-learn's ``average_precision_score`` over its evaluated pixels (NaN
+        without anomaly or inlier pixels); it costs an in-place sort of the
+        image's keys. Otherwise returns None.
         """
         if isinstance(labels, FrameLabels):
             return self._add_frame(anomaly, labels, frame_ap)
-        s, y = scores_and_labels(anomaly, labels)
+        if _on_device(anomaly):
+            # the checks and messages of scores_and_labels, on a stand-in that allocates nothing
+            s, y = scores_and_labels(np.broadcast_to(np.float32(0), tuple(anomaly.shape)), labels)
+            _check_tensor_dtype(anomaly)
+            s = anomaly
+        else:
+            s, y = scores_and_labels(anomaly, labels)
         if s.ndim != 3:
             return self._add_frame(s, FrameLabels(y, self.ignore_index), frame_ap)
         if frame_ap:
@@ -426,56 +776,66 @@ class AnomalyMetrics(Stateful):
         return None
 
     def _add_frame(self, anomaly: Any, fl: FrameLabels, ap: bool) -> float | None:
-        """One image's keys written straight into the state (and its own AP from one sort of them)."""
+        """One image's keys written straight into the pending buffer (and its own AP from one sort of them)."""
         if fl.ignore_index != self.ignore_index:
             raise InputError(f"labels were prepared with ignore_index {fl.ignore_index}, this metric uses "
                              f"{self.ignore_index}")
-        s = to_numpy(anomaly, "anomaly")
-        if s.shape != fl.shape:
+        device = _on_device(anomaly)
+        s = anomaly if device else to_numpy(anomaly, "anomaly")
+        if tuple(s.shape) != fl.shape:
             raise InputError(f"anomaly map shape {tuple(s.shape)} does not match labels shape {fl.shape}; "
                              "pass the map at label resolution (H x W)")
         if s.ndim not in (1, 2) and not (s.ndim == 3 and s.shape[0] == 1):
             raise InputError(f"update() with FrameLabels takes one image (H x W), got shape {tuple(s.shape)}")
-        if s.dtype.kind not in "fiub":
-            raise InputError(f"anomaly scores must be real numbers, got dtype {s.dtype}")
-        fs = np.asarray(s, dtype=np.float32).reshape(-1)
-        n = fs.size - fl.n_ignored
+        n = fl.n_pos + fl.n_neg
+        if self._n and self._n + n > self.compact_at:
+            self._compact_pending()
         keys = self._reserve(n)
-        kf = keys.view(np.float32)
-        # -0.0 -> +0.0 (equal scores must tie) on the way into the state, no temporary
-        if fl.keep is not None:
-            np.compress(fl.keep, fs, out=kf)
-            np.add(kf, np.float32(0.0), out=kf)
+        if device:
+            _check_tensor_dtype(s)
+            _device_keys(s, fl, keys)
         else:
-            np.add(fs, np.float32(0.0), out=kf)
-        _flip(keys)
+            if s.dtype.kind not in "fiub":
+                raise InputError(f"anomaly scores must be real numbers, got dtype {s.dtype}")
+            fs = np.asarray(s, dtype=np.float32).reshape(-1)
+            kf = keys.view(np.float32)
+            # -0.0 -> +0.0 (equal scores must tie) on the way into the state, no temporary
+            if fl.keep is not None:
+                np.compress(fl.keep, fs, out=kf)
+                np.add(kf, np.float32(0.0), out=kf)
+            else:
+                np.add(fs, np.float32(0.0), out=kf)
+            _flip(keys)
         if n and not (int(keys.min()) > _KEY_NEG_INF and int(keys.max()) < _KEY_POS_INF):
-            bad = ~np.isfinite(fs if fl.keep is None else fs[fl.keep])
-            raise InputError(f"anomaly map has {int(bad.sum())} NaN or infinite score(s) at evaluated pixels; "
+            bad = int(np.count_nonzero((keys <= _KEY_NEG_INF) | (keys >= _KEY_POS_INF)))
+            raise InputError(f"anomaly map has {bad} NaN or infinite score(s) at evaluated pixels; "
                              f"fix the scorer or mark those pixels with the ignore value {self.ignore_index}")
         pos = keys[fl.positive] if fl.positive is not None else _EMPTY
         if pos.size:
             self._pos.append(pos)
+            self._n_pos_pending += pos.size
         self._n += n
         self.n_pos += fl.n_pos
         self.n_neg += fl.n_neg
         self.n_ignored += fl.n_ignored
         self.images += 1
-        self._sorted = False
         self._table = None
+        if self._n_pos_pending > self.compact_at:
+            self._compact_pos()
         if not ap:
             return None
         if fl.n_pos == 0 or fl.n_neg == 0:
             return math.nan
         keys.sort()
         pos.sort()  # a copy of our own (boolean indexing), shared with nobody yet
-        return _ap(_build_table(keys, pos, fl.n_pos, fl.n_neg))
+        return _ap(_table_of_sorted(keys, pos, fl.n_pos, fl.n_neg))
 
     def _reserve(self, k: int) -> np.ndarray:
         """A writable slice of ``k`` free key slots at the end of the buffer (grown if needed)."""
         need = self._n + k
         if need > self._buf.size:
-            cap = max(need, self._buf.size + self._buf.size // 8, 1 << 16)
+            # growth slack, but no more than compaction lets the buffer fill
+            cap = max(need, min(max(self._buf.size + self._buf.size // 8, 1 << 16), self.compact_at))
             try:
                 self._buf.resize(cap)  # realloc: in place when the block can grow (mapped blocks by remapping)
             except ValueError:  # someone holds a view (or we do not own the data): copy instead
@@ -484,8 +844,26 @@ class AnomalyMetrics(Stateful):
                 self._buf = buf
         return self._buf[self._n:need]
 
+    def _compact_pending(self, release: bool = False) -> None:
+        """Count the pending keys into the tables (sort, count runs, merge); ``release`` frees the buffer."""
+        dtype = _count_dtype(self.n_pos + self.n_neg)
+        if self._n:
+            pend = self._buf[:self._n]
+            pend.sort()  # in place: NumPy's SIMD sort, no second copy
+            self._ev.add_sorted(pend, dtype)
+            del pend
+            self._n = 0
+        if release or self._buf.size > self.compact_at:  # a buffer loaded or merged beyond the bound
+            self._buf = np.empty(0, dtype=np.int32)
+        self._compact_pos()
+
+    def _compact_pos(self) -> None:
+        if self._pos:
+            self._an.add_sorted(_consolidate(self._pos), _count_dtype(self.n_pos + self.n_neg))
+            self._n_pos_pending = 0
+
     def merge(self, other: "AnomalyMetrics") -> "AnomalyMetrics":
-        """Add ``other``'s pixels (and per-image records, after ours) to this metric; returns ``self``."""
+        """Add ``other``'s pixels to this metric; returns ``self``."""
         if not isinstance(other, AnomalyMetrics):
             raise InputError(f"can only merge another AnomalyMetrics, got {type(other).__name__}")
         if other.ignore_index != self.ignore_index:
@@ -493,37 +871,50 @@ class AnomalyMetrics(Stateful):
                              f"{self.ignore_index}")
         if other is self:
             raise InputError("cannot merge a metric into itself (that would count every pixel twice)")
+        if self._n and self._n + other._n > self.compact_at:
+            self._compact_pending()
         other_keys = other._buf[:other._n]
         self._reserve(other._n)[:] = other_keys
         del other_keys
         self._n += other._n
-        self._pos.extend(other._pos)   # position chunks are never modified in place, so sharing them is safe
+        self._pos.extend(other._pos)   # pending chunks are only sorted in place (a multiset), so sharing is safe
+        self._n_pos_pending += other._n_pos_pending
         self.n_pos += other.n_pos
         self.n_neg += other.n_neg
         self.n_ignored += other.n_ignored
         self.images += other.images
-        self._sorted = False
+        dtype = _count_dtype(self.n_pos + self.n_neg)
+        self._ev.merge(other._ev, dtype)
+        self._an.merge(other._an, dtype)
+        if self._n > self.compact_at or self._n_pos_pending > self.compact_at:
+            self._compact_pending()
         self._table = None
         return self
 
     @property
     def nbytes(self) -> int:
-        """Bytes held by the metric state (the key arrays)."""
-        return self._buf.nbytes + sum(c.nbytes for c in self._pos)
+        """Bytes held by the metric state (pending key buffer and chunks, counted tables)."""
+        return self._buf.nbytes + sum(c.nbytes for c in self._pos) + self._ev.nbytes + self._an.nbytes
+
+    @property
+    def distinct(self) -> int:
+        """Distinct evaluated scores counted so far (the size of the table; pending keys not included)."""
+        return self._ev.distinct
 
     # ------------------------------------------------------------------ results
-    def _consolidate(self) -> None:
-        if not self._sorted:
-            self._buf[:self._n].sort()  # in place: NumPy's SIMD sort, no second copy
-            self._pos = [_consolidate(self._pos)] if self._pos else []
-            self._sorted = True
-
     def _get_table(self) -> _Table:
         if self._table is None:
-            self._consolidate()
-            all_sorted = self._buf[:self._n]
-            pos_sorted = self._pos[0] if self._pos else _EMPTY
-            self._table = _build_table(all_sorted, pos_sorted, self.n_pos, self.n_neg)
+            if self._ev.distinct == 0 and self._an.distinct == 0:
+                # nothing counted yet (under compact_at keys in all): the sorted keys give the table
+                # directly, without building counted tables
+                pend = self._buf[:self._n]
+                pend.sort()
+                self._pos = [_consolidate(self._pos)] if self._pos else []
+                self._n_pos_pending = self._pos[0].size if self._pos else 0
+                self._table = _table_of_sorted(pend, self._pos[0] if self._pos else _EMPTY, self.n_pos, self.n_neg)
+            else:
+                self._compact_pending(release=True)
+                self._table = _build_table(self._ev, *self._an.unified(), self.n_pos, self.n_neg)
         return self._table
 
     def compute(self) -> dict[str, Any]:
