@@ -304,9 +304,18 @@ def restore(store: ResumeStore, p: _Plan, resume: bool) -> _State:
         state.done.update(recs)
         if distributed.is_main():
             state.records.update(recs)
-            state.periods.append(period)
+            _fold(state, period)
     state.periods.append(p.new_period())
     return state
+
+
+def _fold(state: _State, period: _Period) -> None:
+    """Add a finished period to the first one, in order: exact metric tables of periods share most
+    of their distinct scores, so one pooled table per method is kept instead of one per period."""
+    if state.periods:
+        state.periods[0].merge(period)
+    else:
+        state.periods.append(period)
 
 
 def score_frames(model: Any, dataset: Any, p: _Plan, state: _State, store: ResumeStore, policy: SavePolicy,
@@ -334,6 +343,8 @@ def _save_period(store: ResumeStore, p: _Plan, state: _State, fresh: dict[int, d
     """A resume chunk with what the current period added; the next frames then start a new period."""
     store.save({"records": [[k, r] for k, r in fresh.items()], **state.periods[-1].state_dict()})
     if new_period:
+        if len(state.periods) > 1:
+            _fold(state, state.periods.pop())
         state.periods.append(p.new_period())
 
 
