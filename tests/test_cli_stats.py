@@ -50,6 +50,10 @@ def test_stats_matches_reference(setup: dict[str, Path], capsys: pytest.CaptureF
     np.testing.assert_allclose(np.array(got["mean"], float)[ok], mean[ok], rtol=1e-9, atol=1e-9)
     np.testing.assert_allclose(np.array(got["var"], float)[ok], var[ok], rtol=1e-7, atol=1e-9)
     assert got["num_classes"] == 19
+    assert got["inference"].startswith("precision fp32")   # how the network ran, for whoever reads the file
+    from sml.stats import ClassStatistics
+
+    assert ClassStatistics.load(out).inference == got["inference"]
     if (n == 0).any():
         assert "never predicted" in printed
     assert not (setup["out"] / "stats.json.partial").exists()

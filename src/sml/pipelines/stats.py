@@ -75,7 +75,7 @@ def compute_statistics(
     ``save_every`` frames, or by default every ``save_interval`` seconds, and after
     the last frame) and ``resume=True`` continues from them; the state is removed
     once the statistics are complete, and with ``out`` only after they are
-    written there (:func:`save_statistics`, with ``identity``: ``model``, ``data``).
+    written there (:func:`save_statistics`, with ``identity``: ``model``, ``data``, ``inference``).
     Runs on one process or on every rank of a ``torchrun`` job (collective call).
     """
     indices = common.frame_indices(len(dataset), limit)
@@ -145,11 +145,13 @@ def _merge_in_frame_order(model: Any, own: dict[int, Any], indices: list[int], s
 
 
 def save_statistics(stats: Any, path: str | os.PathLike, *, model: str | None = None,
-                    data: str | None = None) -> None:
-    """Write ``stats.json`` (atomically) with the model and data identity beside the numbers."""
+                    data: str | None = None, inference: str | None = None) -> None:
+    """Write ``stats.json`` (atomically) with the model, data and inference settings beside the numbers."""
     if model is not None:
         stats.model = model
     if data is not None:
         stats.data = data
+    if inference is not None:
+        stats.inference = inference
     stats.save(path)
 

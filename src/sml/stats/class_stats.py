@@ -112,6 +112,8 @@ class ClassStatistics(Stateful):
         self.class_names = class_names
         self.model = model
         self.data = data
+        #: how the network ran (precision, compile, tf32, layout), recorded by `sml stats`
+        self.inference: str | None = None
         self.created: str | None = None
         self._n = np.zeros(self.num_classes, dtype=np.float64)
         self._mean = np.zeros(self.num_classes, dtype=np.float64)
@@ -322,7 +324,7 @@ class ClassStatistics(Stateful):
             "model": self.model,
             "data": self.data,
             "created": self.created,
-        }
+        } | ({"inference": self.inference} if self.inference is not None else {})
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], source: str = "statistics") -> "ClassStatistics":
@@ -338,6 +340,7 @@ class ClassStatistics(Stateful):
             raise InputError(f"{source}: num_classes must be a positive integer, got {c!r}")
         out = cls(c, d.get("class_names"), model=d.get("model"), data=d.get("data"))
         out.created = d.get("created")
+        out.inference = d.get("inference")
         count = _floats(d["count"], c, "count", source)
         mean = _floats(d["mean"], c, "mean", source)
         var = _floats(d["var"], c, "var", source)
