@@ -61,35 +61,18 @@ def build_network(cfg: TrainConfig) -> nn.Module:
 
 
 def _build_registered(arch: str, num_classes: int, pretrained: str | None) -> nn.Module:
-    import sml.models as models
+    from sml.models import build
 
-    build = getattr(models, "build", None)
-    if build is not None:
-        kw: dict[str, Any] = {"num_classes": num_classes}
-        if pretrained:
-            kw["pretrained_backbone"] = pretrained
-        try:
-            net = build(arch, **kw)
-        except TypeError:
-            if pretrained:
-                raise InputError(f"model.pretrained_backbone is not supported for {arch!r}") from None
-            net = build(arch, num_classes=num_classes)
-        return getattr(net, "network", net)   # a SegmentationModel wrapper holds the nn.Module
-    # Compat shim while sml.models has no build(): the two built-in architectures directly.
-    if arch == "erfnet":
-        from sml.models.erfnet import ERFNet
-        if pretrained:
-            raise InputError("ERFNet has no pretrained trunk option; use model.init_weights to fine-tune")
-        return ERFNet(num_classes)
-    if arch.startswith("deeplabv3plus_r"):
-        from sml.models.deeplab import DeepLabV3Plus, load_pretrained_trunk
-        depth, os_ = arch[len("deeplabv3plus_r"):].split("_os")
-        net = DeepLabV3Plus(num_classes, depth=int(depth), output_stride=int(os_))
-        if pretrained:
-            load_pretrained_trunk(net, pretrained)
-        return net
-    raise InputError(f"unknown model.arch {arch!r}; use erfnet, deeplabv3plus_r{{50,101}}_os{{8,16}} "
-                     f"or a factory as package.module:function")
+    kw: dict[str, Any] = {"num_classes": num_classes}
+    if pretrained:
+        kw["pretrained_backbone"] = pretrained
+    try:
+        net = build(arch, **kw)
+    except TypeError:
+        if not pretrained:
+            raise
+        raise InputError(f"model.pretrained_backbone is not supported for {arch!r}") from None
+    return getattr(net, "network", net)   # a SegmentationModel wrapper holds the nn.Module
 
 
 def unused_parameters(net: nn.Module, cfg: TrainConfig, device: torch.device) -> list[str]:
