@@ -19,6 +19,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from sml.errors import InputError
+from sml.utils.state import Stateful
 
 __all__ = ["Bins", "ClassDiagnostics", "MAX_LOGIT_BINS", "SML_BINS", "FORMAT", "box_numbers", "binned_auroc",
            "count_at_or_above"]
@@ -172,7 +173,7 @@ def _json_num(v: Any) -> Any:
     return v
 
 
-class ClassDiagnostics:
+class ClassDiagnostics(Stateful):
     """Per predicted class: inlier / anomaly pixel counts and histograms of their max logit and SML score.
 
     ``stats`` (a :class:`sml.ClassStatistics`) supplies the training mean / std
@@ -224,9 +225,13 @@ class ClassDiagnostics:
         self._synced = False
 
     def state_dict(self) -> dict[str, np.ndarray]:
-        """The counted state as plain int64 arrays (for resume files and process-to-process merging)."""
+        """The state as plain arrays, numbers and strings, settings included (resume files, merging processes)."""
         return {"max_logit_hist": self.max_logit_hist.copy(), "sml_hist": self.sml_hist.copy(),
-                "frames": np.array(self.frames, dtype=np.int64), "ignored": np.array(self.ignored, dtype=np.int64)}
+                "frames": np.array(self.frames, dtype=np.int64), "ignored": np.array(self.ignored, dtype=np.int64),
+                "num_classes": self.num_classes, "class_names": list(self.class_names), "sml": self.sml,
+                "ignore_index": self.ignore_index, "train_mean": self.train_mean.copy(),
+                "train_std": self.train_std.copy(), "train_count": self.train_count.copy(),
+                "stats_source": json.dumps(self.stats_source)}
 
     def load_state_dict(self, state: dict[str, Any]) -> "ClassDiagnostics":
         """Replace the counted state with ``state`` (from :meth:`state_dict`); returns ``self``."""
@@ -237,6 +242,11 @@ class ClassDiagnostics:
         except (KeyError, TypeError, ValueError) as exc:
             raise InputError(f"not a ClassDiagnostics state (missing or bad entry: {exc}); it must come "
                              "from ClassDiagnostics.state_dict()") from None
+        if "num_classes" in state:   # settings travel with the counts (Stateful.sync, pickling)
+            self._load_settings(state)
+        elif not hasattr(self, "num_classes"):
+            raise InputError("this ClassDiagnostics state carries no settings (num_classes, bins); load it into "
+                             "a ClassDiagnostics built with them")
         shape_ml = (2, self.num_classes, MAX_LOGIT_BINS.size)
         shape_sml = (2, self.num_classes, SML_BINS.size)
         if ml.shape != shape_ml or sh.shape != shape_sml:
@@ -248,6 +258,22 @@ class ClassDiagnostics:
         self.sml_hist = sh.astype(np.int64, copy=True)
         self.frames, self.ignored = frames, ignored
         return self
+
+    def _load_settings(self, state: dict[str, Any]) -> None:
+        try:
+            self.num_classes = int(np.asarray(state["num_classes"]))
+            self.class_names = [str(c) for c in state["class_names"]]
+            self.sml = bool(np.asarray(state["sml"]))
+            self.ignore_index = int(np.asarray(state["ignore_index"]))
+            self.train_mean, self.train_std, self.train_count = (
+                np.asarray(state[k], dtype=np.float64).copy() for k in ("train_mean", "train_std", "train_count"))
+            self.stats_source = json.loads(str(np.asarray(state["stats_source"])))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InputError(f"not a ClassDiagnostics state (bad settings entry: {exc}); it must come from "
+                             "ClassDiagnostics.state_dict()") from None
+        if len(self.class_names) != self.num_classes or self.train_mean.shape != (self.num_classes,):
+            raise InputError(f"ClassDiagnostics state: {len(self.class_names)} class names and "
+                             f"{self.train_mean.shape} training means for {self.num_classes} classes")
 
     # ------------------------------------------------------------------ accumulation
     def update(self, logits: Any, labels: Any, sml_score: Any = None) -> "ClassDiagnostics":
@@ -338,36 +364,6 @@ class ClassDiagnostics:
         self.sml_hist += other.sml_hist
         self.frames += other.frames
         self.ignored += other.ignored
-        return self
-
-    def sync(self) -> "ClassDiagnostics":
-        """Sum the counts of every ``torch.distributed`` rank (one all-reduce); every rank gets the total.
-
-        Without a process group this does nothing. Call it once, after the last update.
-        """
-        from sml.utils.distributed import is_distributed
-
-        if not is_distributed():
-            return self
-        if self._synced:
-            raise InputError("sync() was already called on these diagnostics; call it once, after the last update")
-        import torch
-        import torch.distributed as dist
-
-        flat = np.concatenate([self.max_logit_hist.ravel(), self.sml_hist.ravel(),
-                               np.array([self.frames, self.ignored], dtype=np.int64)])
-        device = "cpu"
-        if dist.get_backend() == "nccl":
-            device = f"cuda:{torch.cuda.current_device()}"
-        t = torch.from_numpy(flat).to(device)
-        dist.all_reduce(t, op=dist.ReduceOp.SUM)
-        out = t.cpu().numpy()
-        a = self.max_logit_hist.size
-        b = a + self.sml_hist.size
-        self.max_logit_hist = out[:a].reshape(self.max_logit_hist.shape).copy()
-        self.sml_hist = out[a:b].reshape(self.sml_hist.shape).copy()
-        self.frames, self.ignored = int(out[b]), int(out[b + 1])
-        self._synced = True
         return self
 
     # ------------------------------------------------------------------ results

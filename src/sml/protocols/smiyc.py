@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from sml.errors import InputError
+from sml.utils.state import Stateful
 from sml.metrics._inputs import scores_and_labels
 
 __all__ = ["NUM_BINS", "SmiycPixelMetric", "frame_bins", "curve_from_bins", "to_submission"]
@@ -177,7 +178,7 @@ def curve_from_bins(thresholds: np.ndarray, tp_rel: np.ndarray, fp_rel: np.ndarr
             "thresholds": thr, "tpr": tpr, "fpr": fpr, "precision": precision, "recall": recall}
 
 
-class SmiycPixelMetric:
+class SmiycPixelMetric(Stateful):
     """``PixBinaryClass`` of the SegmentMeIfYouCan tool, accumulated frame by frame (protocol ``smiyc``).
 
     ``update`` rounds each map to float16 (the submission's dtype) and keeps its
@@ -260,19 +261,6 @@ class SmiycPixelMetric:
         self._fp = list(np.split(np.asarray(state["fp_rel"], np.int64), cuts)) if len(state["lengths"]) else []
         self.num_pos, self.num_neg = int(state["num_pos"]), int(state["num_neg"])
         self.frames, self.ignored = int(state["frames"]), int(state["ignored"])
-        return self
-
-    def sync(self) -> "SmiycPixelMetric":
-        """Gather every ``torch.distributed`` rank's frames (rank order); once, after the last update."""
-        from sml.utils import distributed
-
-        if not distributed.is_distributed():
-            return self
-        states = distributed.all_gather_object(self.state_dict())
-        merged = SmiycPixelMetric(self.ignore_index, self.num_bins)
-        for st in states:
-            merged.merge(SmiycPixelMetric().load_state_dict(st))
-        self.__dict__.update(merged.__dict__)
         return self
 
     def summary(self, max_points: int = 2000) -> tuple[dict[str, Any], Any]:
