@@ -419,6 +419,47 @@ CASES += [
 ]
 
 
+# the post-hoc scores of sml-algorithm.md section 8: a method that does not fit the network's output, bad settings
+def _api(call: Callable[..., Any], *args: Any, **kw: Any) -> Callable[[Env], Callable[[], Any]]:
+    return lambda env: (lambda: call(*args, **kw))
+
+
+def _mask_outputs(**kw: Any) -> Callable[[Env], Callable[[], Any]]:
+    from sml.scores import MaskClassificationOutput
+
+    args = dict(class_logits=torch.zeros(1, 3, 5), mask_logits=torch.zeros(1, 3, 2, 2), input_size=(4, 4))
+    return _api(MaskClassificationOutput, **{**args, **kw})
+
+
+def _build(*args: Any, **kw: Any) -> Callable[[Env], Callable[[], Any]]:
+    from sml.scores import build_scorer, build_scorers
+
+    return _api(build_scorers if isinstance(args[0], list) else build_scorer, *args, **kw)
+
+
+CASES += [
+    Case("method-rba-eam-on-logits-network", lambda env: env.eval_args(method="max_logit,rba,eam"),
+         r"rba, eam: not applicable to this network, whose output kind is logits; rba and eam need .*"
+         r"output\.kind: mask-classification"),
+    Case("predict-method-eam-on-logits-network", lambda env: env.predict_args(str(env.image()), method="eam"),
+         r"eam: not applicable"),
+    Case("api-gen-on-mask-classification", _build(["sml", "gen"], None, model_kind="mask-classification"),
+         r"gen: not applicable .* gen needs per-pixel class logits", InputError, "api"),
+    Case("api-gen-gamma-zero", _build("gen", gamma=0), r"gen gamma must be a positive", InputError, "api"),
+    Case("api-gen-m-fraction", _build("gen", M=2.5), r"gen M .* must be an integer >= 1", InputError, "api"),
+    Case("api-mask-queries-disagree", _mask_outputs(mask_logits=torch.zeros(1, 4, 2, 2)),
+         r"must agree in batch size and number of queries", InputError, "api"),
+    Case("api-mask-no-object-column-missing", _mask_outputs(class_logits=torch.zeros(1, 3, 1)),
+         r"no-object column", InputError, "api"),
+    Case("api-mask-nan-mask-logits", _mask_outputs(mask_logits=torch.full((1, 3, 2, 2), float("nan"))),
+         r"mask_logits contain 12 NaN", InputError, "api"),
+    Case("api-mask-bad-input-size", _mask_outputs(input_size=(0, 4)), r"input_size must be \(height, width\)",
+         InputError, "api"),
+    Case("api-mask-bad-upsample", _mask_outputs(upsample="nearest"), r"upsample must be one of bilinear",
+         InputError, "api"),
+]
+
+
 # `sml demo`: refused before minutes of generating and training
 CASES += [
     Case("demo-out-under-a-file", lambda env: ["demo", "--out", str(env.file() / "demo"), "--iterations", "20"],

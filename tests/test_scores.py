@@ -12,7 +12,8 @@ from scipy.special import logsumexp, softmax
 
 import sml
 from sml.errors import InputError
-from sml.scores import SCORERS, SML, build_scorer, energy, entropy, max_and_argmax, max_logit, msp
+from sml.scores import METHODS, SCORERS, SML, build_scorer, energy, entropy, max_and_argmax, max_logit, msp
+from sml.scores.registry import DEFAULT_METHODS
 from sml.scores import postprocess
 from sml.scores.reference import literal_sml
 from sml.stats import ClassStatistics
@@ -240,7 +241,7 @@ def test_context_scores_check_the_max_once(monkeypatch):
 
     stats = _stats()
     x = _logits(1, 5, 16, 16, seed=5)
-    scorers = {m: build_scorer(m, stats) for m in SCORERS}
+    scorers = {m: build_scorer(m, stats) for m in DEFAULT_METHODS}
     want = {m: sc(x) for m, sc in scorers.items()}
     monkeypatch.setattr(postprocess, "_skip_bands", lambda device: False)
     counter = _SyncCounter(monkeypatch)
@@ -248,7 +249,7 @@ def test_context_scores_check_the_max_once(monkeypatch):
     got = {m: sc.score_context(ctx) for m, sc in scorers.items()}
     assert counter.n == 2
     monkeypatch.undo()
-    for m in SCORERS:
+    for m in DEFAULT_METHODS:
         assert got[m].device == x.device and got[m].dtype == torch.float32
         torch.testing.assert_close(got[m], want[m], rtol=1e-6, atol=1e-6)
 
@@ -290,14 +291,15 @@ def test_unusable_class_falls_back_to_pooled_statistics():
 
 def test_registry_and_settings():
     stats = _stats()
-    assert set(SCORERS) == {"msp", "max_logit", "entropy", "energy", "sml"}
+    assert set(SCORERS) == {"msp", "max_logit", "entropy", "energy", "sml", "gen", "rba", "eam"} == set(METHODS)
     for name in SCORERS:
         scorer = build_scorer(name, stats)
         assert scorer.name == name and scorer.needs_stats == (name == "sml")
         json.dumps(scorer.settings())
         rebuilt = build_scorer(name, stats, **scorer.settings())
         assert rebuilt.settings() == scorer.settings()
-        assert scorer(_logits()).shape == (2, 9, 11)
+        if "logits" in scorer.output_kinds:
+            assert scorer(_logits()).shape == (2, 9, 11)
     assert build_scorer("Max-Logit").name == "max_logit"
     assert build_scorer("energy", temperature=2.0).settings() == {"temperature": 2.0}
     assert SML(stats).settings() == dict(boundary_width=4, boundary_iterations=4, smoothing_kernel=7,

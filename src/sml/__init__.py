@@ -13,6 +13,10 @@ __version__ = "0.1.0"
 _LAZY = {
     "ClassStatistics": ("sml.stats", "ClassStatistics"),
     "SML": ("sml.scores", "SML"),
+    "GEN": ("sml.scores", "GEN"),
+    "RbA": ("sml.scores", "RbA"),
+    "EAM": ("sml.scores", "EAM"),
+    "MaskClassificationOutput": ("sml.scores", "MaskClassificationOutput"),
     "AnomalyMetrics": ("sml.metrics", "AnomalyMetrics"),
     "SMLError": ("sml.errors", "SMLError"),
     "scores": ("sml.scores", None),

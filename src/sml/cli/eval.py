@@ -6,6 +6,7 @@ import argparse
 from sml.cli.args import (METHODS, HelpFormatter, add_model_args, add_resume_args, add_sml_args,
                           inference_settings)
 from sml.protocols import PROTOCOLS
+from sml.scores.registry import DEFAULT_METHODS
 
 EPILOG = """\
 examples:
@@ -53,7 +54,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "code's cityscapes_mean.npy also works with --stats-var")
     g.add_argument("--stats-var", metavar="VAR.npy", default=None,
                    help="the reference code's variance file, when --stats is its mean .npy")
-    g.add_argument("--method", default=",".join(METHODS),
+    g.add_argument("--method", default=",".join(DEFAULT_METHODS),
                    help=f"comma-separated methods among {', '.join(METHODS)}")
     g.add_argument("--out", required=True, metavar="DIR", help="run directory to write")
     g.add_argument("--overwrite", action="store_true",

@@ -21,6 +21,8 @@ __all__ = [
     "msp",
     "entropy",
     "energy",
+    "gen",
+    "check_gen_settings",
     "softmax_terms",
     "standardize",
     "row_bands",
@@ -265,6 +267,45 @@ def _check_temperature(temperature: float) -> float:
     if not (np.isfinite(t) and t > 0):
         raise InputError(f"energy temperature must be a positive finite number, got {temperature!r}")
     return t
+
+
+def check_gen_settings(gamma: float, M: int | None) -> tuple[float, int | None]:
+    """GEN's ``gamma`` (finite, > 0) and ``M`` (an integer >= 1, or None for ``min(100, C)``), checked."""
+    try:
+        g = float(gamma)
+    except (TypeError, ValueError):
+        raise InputError(f"gen gamma must be a positive number, got {gamma!r}") from None
+    if not (np.isfinite(g) and g > 0):
+        raise InputError(f"gen gamma must be a positive finite number, got {gamma!r}")
+    if M is None:
+        return g, None
+    if isinstance(M, bool) or not isinstance(M, (int, np.integer)) or M < 1:
+        raise InputError(f"gen M (how many of the largest class probabilities are summed) must be an integer "
+                         f">= 1, or None for min(100, number of classes); got {M!r}")
+    return g, int(M)
+
+
+def gen(logits: torch.Tensor, gamma: float = 0.1, M: int | None = None) -> torch.Tensor:
+    """Generalized entropy (GEN, Liu et al., CVPR 2023), float32 ``B x H x W``, higher = more anomalous.
+
+    ``sum over the M largest p_c of p_c^gamma * (1 - p_c)^gamma`` with ``p = softmax(logits)``;
+    ``M`` defaults to ``min(100, C)`` (the authors' 100) and must be at most ``C``.
+    """
+    gamma, m = check_gen_settings(gamma, M)
+    logits = as_logits(logits)
+    c = logits.shape[1]
+    m = min(100, c) if m is None else m
+    if m > c:
+        raise InputError(f"gen M={m} exceeds the {c} classes of the logits; give M <= {c} (or leave it unset)")
+    check_finite(logits)
+
+    def band(x: torch.Tensor) -> torch.Tensor:
+        p = torch.softmax(x, dim=1)
+        if m < c:  # the order of the terms is irrelevant, so an unsorted top-M suffices
+            p = torch.topk(p, m, dim=1, sorted=False).values
+        return torch.rsub(p, 1).pow_(gamma).mul_(p.pow(gamma)).sum(dim=1)
+
+    return _bandwise(logits, band)
 
 
 def standardize(max_logit_map: torch.Tensor, pred: torch.Tensor, mean: torch.Tensor, std: torch.Tensor,

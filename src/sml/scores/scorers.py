@@ -7,7 +7,11 @@ channel max and argmax (``max_logit``, ``sml``) also offer
 them between methods. :class:`LogitContext` goes further: it holds one frame's
 logits and computes, once and only on demand, what several scorers share (the
 channel max/argmax; the softmax terms behind msp, entropy and energy), and
-``scorer.score_context(ctx)`` draws from it.
+``scorer.score_context(ctx)`` draws from it. A mask-classification network's frame
+is scored through :class:`MaskClassificationContext`: its class scores ``S`` stand
+in for the logits (computed once, on demand), and EAM reads the per-query outputs.
+Each scorer declares the network outputs it applies to (``output_kinds``, from
+:data:`sml.scores.registry.APPLIES_TO`); :func:`build_scorers` refuses the others.
 """
 from __future__ import annotations
 
@@ -17,7 +21,8 @@ import torch
 
 from sml.errors import InputError
 from sml.scores import functional as F
-from sml.scores.registry import METHODS, canonical_method
+from sml.scores.mask_classification import MaskClassificationOutput, rba
+from sml.scores.registry import APPLIES_TO, METHODS, PER_QUERY, canonical_method, check_methods_apply
 from sml.scores.postprocess import (
     Border,
     boundary_suppression,
@@ -29,7 +34,9 @@ from sml.scores.postprocess import (
 if TYPE_CHECKING:
     from sml.stats import ClassStatistics
 
-__all__ = ["METHODS", "canonical_method", "build_scorers", "LogitContext", "Scorer", "MSP", "MaxLogit", "Entropy", "Energy", "SML", "SCORERS", "build_scorer"]
+__all__ = ["METHODS", "canonical_method", "check_methods_apply", "build_scorers", "LogitContext",
+           "MaskClassificationContext", "Scorer", "MSP", "MaxLogit", "Entropy", "Energy", "SML", "GEN", "RbA", "EAM",
+           "SCORERS", "build_scorer"]
 
 
 class LogitContext:
@@ -41,10 +48,15 @@ class LogitContext:
     """
 
     def __init__(self, logits: torch.Tensor) -> None:
-        self.logits = F.as_logits(logits)
+        self._logits: torch.Tensor | None = F.as_logits(logits)
         self._max: tuple[torch.Tensor, torch.Tensor] | None = None
         self._terms: tuple[torch.Tensor, torch.Tensor] | None = None
         self._max_checked = False
+
+    @property
+    def logits(self) -> torch.Tensor:
+        """The frame's per-pixel class logits ``B x C x H x W``."""
+        return self._logits
 
     def max_and_argmax(self) -> tuple[torch.Tensor, torch.Tensor]:
         """``(L, pred)`` as :func:`sml.scores.functional.max_and_argmax` (not validated)."""
@@ -70,13 +82,56 @@ class LogitContext:
         return self._terms
 
 
+class MaskClassificationContext(LogitContext):
+    """One frame of a mask-classification network (:class:`MaskClassificationOutput`).
+
+    ``logits`` are its per-pixel class scores ``S`` (sml-algorithm.md section 8), formed on first use and
+    shared, with everything :class:`LogitContext` derives from them, by sml, max_logit, msp, entropy,
+    energy and rba; :meth:`eam` is EAM's map, also formed once.
+    """
+
+    def __init__(self, output: MaskClassificationOutput) -> None:
+        if not isinstance(output, MaskClassificationOutput):
+            raise InputError(f"MaskClassificationContext needs a MaskClassificationOutput, got {type(output).__name__}")
+        self.output = output
+        self._logits = None
+        self._eam: torch.Tensor | None = None
+        self._max = None
+        self._terms = None
+        self._max_checked = False
+
+    @property
+    def logits(self) -> torch.Tensor:
+        """The class scores ``S`` ``B x K x H x W`` at the output size."""
+        if self._logits is None:
+            self._logits = self.output.class_scores()
+        return self._logits
+
+    def eam(self) -> torch.Tensor:
+        """EAM's anomaly map ``B x H x W`` (:func:`sml.scores.eam`)."""
+        if self._eam is None:
+            self._eam = self.output.eam()
+        return self._eam
+
+
 class Scorer:
-    """Base class: ``name``, ``needs_stats``, ``uses_max_only``, ``settings()``, ``__call__``."""
+    """Base class: ``name``, ``needs_stats``, ``uses_max_only``, ``output_kinds``, ``settings()``, ``__call__``."""
 
     name: ClassVar[str] = ""
     needs_stats: ClassVar[bool] = False
     #: True when ``score_from(max_logit, pred)`` is available.
     uses_max_only: ClassVar[bool] = False
+
+    #: the network output kinds the method applies to (``logits``, ``mask-classification``), from the registry
+    output_kinds: ClassVar[tuple[str, ...]] = ()
+    #: True when the method reads a mask-classification network's per-query outputs, not only ``S``
+    needs_queries: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.name in APPLIES_TO:  # one table, in the registry, says it for every method
+            cls.output_kinds = APPLIES_TO[cls.name]
+            cls.needs_queries = cls.name in PER_QUERY
 
     def __call__(self, logits: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -287,6 +342,55 @@ class SML(Scorer):
         return out.neg_() if out.dtype == torch.float32 else out.neg_().to(torch.float32)
 
 
+class GEN(Scorer):
+    """Generalized entropy (Liu et al., CVPR 2023) over the ``M`` largest softmax probabilities, exponent
+    ``gamma`` (the paper's gamma, the issue's g); ``M=None``: ``min(100, C)``."""
+
+    name = "gen"
+
+    def __init__(self, gamma: float = 0.1, M: int | None = None) -> None:
+        self.gamma, self.M = F.check_gen_settings(gamma, M)
+
+    def __call__(self, logits: torch.Tensor) -> torch.Tensor:
+        return F.gen(logits, self.gamma, self.M)
+
+    def settings(self) -> dict[str, Any]:
+        return {"gamma": self.gamma, "M": self.M}
+
+
+class RbA(Scorer):
+    """Rejected by all (Nayal et al., ICCV 2023): ``-sum_c tanh(S_c)`` of a mask-classification network's
+    class scores ``S`` (a tensor ``B x K x H x W``, or a :class:`MaskClassificationOutput`)."""
+
+    name = "rba"
+
+    def __call__(self, class_scores: torch.Tensor | MaskClassificationOutput) -> torch.Tensor:
+        if isinstance(class_scores, MaskClassificationOutput):
+            class_scores = class_scores.class_scores()
+        return rba(class_scores)
+
+
+class EAM(Scorer):
+    """EAM (Grcić et al., CVPR-W 2023) from a mask-classification network's per-query outputs
+    (:class:`MaskClassificationOutput`)."""
+
+    name = "eam"
+
+    def __call__(self, output: MaskClassificationOutput) -> torch.Tensor:
+        if not isinstance(output, MaskClassificationOutput):
+            raise InputError(_EAM_INPUT.format(type(output).__name__))
+        return output.eam()
+
+    def score_context(self, ctx: LogitContext) -> torch.Tensor:
+        if not isinstance(ctx, MaskClassificationContext):
+            raise InputError(_EAM_INPUT.format("per-pixel scores only"))
+        return ctx.eam()
+
+
+_EAM_INPUT = ("eam needs a mask-classification network's per-query class and mask logits "
+              "(a sml.scores.MaskClassificationOutput), got {}")
+
+
 def _max_map(max_logit: torch.Tensor) -> torch.Tensor:
     """The max-logit map's type and shape checked (no host sync)."""
     if not isinstance(max_logit, torch.Tensor) or max_logit.dim() != 3 or not max_logit.is_floating_point():
@@ -304,11 +408,9 @@ def _check_max_map(max_logit: torch.Tensor) -> torch.Tensor:
     return max_logit
 
 
-SCORERS: dict[str, type[Scorer]] = {cls.name: cls for cls in (MSP, MaxLogit, Entropy, Energy, SML)}
+SCORERS: dict[str, type[Scorer]] = {cls.name: cls for cls in (MSP, MaxLogit, Entropy, Energy, SML, GEN, RbA, EAM)}
 
-
-
-assert set(METHODS) == set(SCORERS), "sml.scores.registry.METHODS must name every scorer"
+assert set(METHODS) == set(SCORERS) == set(APPLIES_TO), "sml.scores.registry must name every scorer"
 
 
 #: methods that read their input as logits (softmax / log-sum-exp), not as any per-class score
@@ -319,9 +421,11 @@ def build_scorers(methods: "Sequence[str]", stats: "ClassStatistics | None",
                   sml_settings: dict[str, Any] | None = None, model_kind: str = "logits") -> dict[str, Scorer]:
     """One scorer per method, keyed by its registered name; ``sml`` gets ``stats`` and ``sml_settings``.
 
-    ``model_kind`` is the model's output kind (``SegmentationModel.kind``): with
-    ``"mask-classification"`` (per-pixel class scores, not logits) msp, entropy and energy warn.
+    ``model_kind`` is the model's output kind (``SegmentationModel.kind``): methods that do not apply to it
+    are refused (:func:`check_methods_apply`); with ``"mask-classification"`` (per-pixel class scores, not
+    logits) msp, entropy and energy warn.
     """
+    check_methods_apply(methods, model_kind)
     misread = [canonical_method(m) for m in methods if canonical_method(m) in LOGIT_ONLY]
     if model_kind == "mask-classification" and misread:
         import warnings
