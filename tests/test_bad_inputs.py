@@ -474,6 +474,19 @@ CASES += [
 ]
 
 
+# `sml train --resume`: a weights-only file (the published layout without training_state) or a missing one
+def _train_resume(env: Env, checkpoint: Path) -> list[str]:
+    return ["train", "model.arch=erfnet", f"data.root={env.tmp / 'cityscapes'}", f"train.out_dir={env.tmp / 'run'}",
+            "train.device=cpu", "--resume", str(checkpoint)]
+
+
+CASES += [
+    Case("train-resume-weights-only", lambda env: _train_resume(env, env.weights),
+         r"erfnet_cityscapes\.pth holds weights only, no training state; .*model\.init_weights="),
+    Case("train-resume-missing", lambda env: _train_resume(env, env.tmp / "last.pth"),
+         r"cannot resume: .*last\.pth does not exist"),
+]
+
 # the same program as `python -m sml`: real exit status and stderr
 CASES += [
     Case("subprocess-nan-mean", _stats_cli(STATS_MUTATIONS[0][1]), r"bad_stats\.json: class 3 'wall'", via="subprocess"),

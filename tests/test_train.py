@@ -208,6 +208,29 @@ def test_stop_and_resume_is_bit_identical(tiny_data: Path, tmp_path: Path) -> No
         [l.split('"elapsed_s"')[0] for l in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
 
 
+
+def test_checkpoint_before_the_first_step_resumes_exactly(tiny_data: Path, tmp_path: Path) -> None:
+    """A checkpoint written before any step holds iteration 0 and no loss average yet, and resuming from it
+    gives the uninterrupted run bit for bit (the old loop's save closure read the loss average from a
+    variable assigned only after it was defined, so it could not be written at this point)."""
+    from sml.train.loop import save, setup
+
+    over = {"optim.iterations": 4, "data.class_uniform.share": 0.5, "train.checkpoint_every": 1}
+    train(tiny_config(tiny_data, tmp_path / "a", **over))
+    session = setup(tiny_config(tiny_data, tmp_path / "b", **over))
+    save(session)
+    session.close()
+    ts = _params(tmp_path / "b" / "last.pth")["training_state"]
+    assert ts["iteration"] == 0 and ts["loss_avg"] is None and ts["optimizer"]["state"] == {}
+    summary = train(tiny_config(tiny_data, tmp_path / "b", **over), resume=True)
+    a, b = _params(tmp_path / "a" / "last.pth"), _params(tmp_path / "b" / "last.pth")
+    assert b["training_state"]["iteration"] == 4 and summary["loss"] == a["training_state"]["loss_avg"]
+    for k in a["state_dict"]:
+        assert torch.equal(a["state_dict"][k], b["state_dict"][k]), k
+    assert b["training_state"]["loss_avg"] == a["training_state"]["loss_avg"]
+    assert torch.equal(a["training_state"]["rng"][0]["torch"], b["training_state"]["rng"][0]["torch"])
+
+
 def _cli(args: list[str], **kw: object) -> subprocess.Popen:
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
     return subprocess.Popen([sys.executable, "-m", "sml", "train", *args], env=env, cwd=REPO,

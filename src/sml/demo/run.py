@@ -167,70 +167,105 @@ def _mean(s: Any) -> float:
     return float((n * m).sum() / n.sum()) if n.sum() > 0 else math.nan
 
 
+@dataclass
+class _Classes:
+    """The training statistics' classes as the explanation uses them: names, mean and std of the max logit,
+    and the classes with enough pixels (``present``)."""
+
+    names: list[str]
+    mu: np.ndarray
+    sd: np.ndarray
+    present: np.ndarray
+
+
+_LABEL = {"auroc": "AUROC", "ap": "AP", "fpr95": "FPR@95"}
+
+
 def explain(metrics: dict[str, Any], stats: Any, bd: Breakdown, min_share: float = 0.002) -> list[str]:
     """Sentences on what this run's numbers show, each one printed only when it is true for the run."""
-    names = list(stats.class_names)
     n, mu, sd = np.asarray(stats.count, float), np.asarray(stats.mean, float), np.asarray(stats.std, float)
     present = np.flatnonzero((n / max(n.sum(), 1) >= min_share) & np.asarray(stats.usable))
-    lines: list[str] = []
     if present.size < 2:
-        return lines
+        return []
+    cl = _Classes(list(stats.class_names), mu, sd, present)
     order = present[np.argsort(-mu[present])]
-    fmt = lambda c: f"{names[c]} {mu[c]:.1f}±{sd[c]:.1f}"   # noqa: E731
-    lines.append("On the training frames the max logit depends on the predicted class: "
-                 + ", ".join(fmt(c) for c in order) + ".")
+    lines = ["On the training frames the max logit depends on the predicted class: "
+             + ", ".join(f"{cl.names[c]} {mu[c]:.1f}±{sd[c]:.1f}" for c in order) + "."]
+    if np.asarray(bd.anomaly.count, float).sum() == 0:
+        return lines
+    v = _mean(bd.anomaly)
+    return lines + _anomaly_lines(metrics, cl, bd, v) + _boundary_lines(bd, v) + _result_lines(metrics, bd)
 
+
+def _anomaly_lines(metrics: dict[str, Any], cl: _Classes, bd: Breakdown, v: float) -> list[str]:
+    """Which classes the anomalies are taken for, and whether one max-logit threshold can separate them."""
     an = bd.anomaly
     an_n = np.asarray(an.count, float)
-    if an_n.sum() == 0:
-        return lines
-    v = _mean(an)
     share = an_n / an_n.sum()
-    top = [c for c in np.argsort(-share) if share[c] >= 0.1 and c in present]
-    if top:
-        z = [(float(an.mean[c]) - mu[c]) / sd[c] for c in top]
-        taken = ", ".join(f"{names[c]} {100 * share[c]:.0f}% (mean {float(an.mean[c]):.1f}, z {zc:+.1f})"
-                          for c, zc in zip(top, z))
-        lines.append(f"Anomaly pixels average a max logit of {v:.1f}; they are taken for {taken}.")
-        low_for_class = [names[c] for c, zc in zip(top, z) if zc < 0]
-        below = [c for c in present if mu[c] < v]
-        if low_for_class and below:
-            text = (f"That is low for {_join(low_for_class)}, yet higher than the typical max logit of whole "
-                    f"inlier classes ({', '.join(names[c] for c in below)}): one threshold on the max logit "
-                    f"cannot separate them")
-            std_only = bd.ablation.get("standardized max logit", {}).get("auroc")
-            ml_auroc = metrics["methods"].get("max_logit", {}).get("auroc")
-            if _finite(std_only) and _finite(ml_auroc) and std_only > ml_auroc:
-                text += (f"; standardizing per predicted class alone lifts the AUROC from {100 * ml_auroc:.1f}% "
-                         f"to {100 * std_only:.1f}%")
-            lines.append(text + ".")
+    top = [c for c in np.argsort(-share) if share[c] >= 0.1 and c in cl.present]
+    if not top:
+        return []
+    names, mu = cl.names, cl.mu
+    z = [(float(an.mean[c]) - mu[c]) / cl.sd[c] for c in top]
+    taken = ", ".join(f"{names[c]} {100 * share[c]:.0f}% (mean {float(an.mean[c]):.1f}, z {zc:+.1f})"
+                      for c, zc in zip(top, z))
+    lines = [f"Anomaly pixels average a max logit of {v:.1f}; they are taken for {taken}."]
+    low_for_class = [names[c] for c, zc in zip(top, z) if zc < 0]
+    below = [c for c in cl.present if mu[c] < v]
+    if low_for_class and below:
+        text = (f"That is low for {_join(low_for_class)}, yet higher than the typical max logit of whole "
+                f"inlier classes ({', '.join(names[c] for c in below)}): one threshold on the max logit "
+                f"cannot separate them")
+        std_only = bd.ablation.get("standardized max logit", {}).get("auroc")
+        ml_auroc = metrics["methods"].get("max_logit", {}).get("auroc")
+        if _finite(std_only) and _finite(ml_auroc) and std_only > ml_auroc:
+            text += (f"; standardizing per predicted class alone lifts the AUROC from {100 * ml_auroc:.1f}% "
+                     f"to {100 * std_only:.1f}%")
+        lines.append(text + ".")
+    return lines
+
+
+def _boundary_lines(bd: Breakdown, v: float) -> list[str]:
+    """Inlier pixels on class boundaries, when their max logit is lower than inside regions."""
     b, i = _mean(bd.boundary), _mean(bd.interior)
     nb, ni = float(np.sum(bd.boundary.count)), float(np.sum(bd.interior.count))
-    if b < i and nb > 0:
-        lines.append(f"Inlier pixels on class boundaries ({100 * nb / (nb + ni):.0f}% of the inlier pixels) average "
-                     f"{b:.1f} ({'below' if b < v else 'above'} the anomalies' {v:.1f}), against {i:.1f} "
-                     f"inside regions: these are the false alarms SML's boundary suppression targets, while its "
-                     f"dilated smoothing fills in the anomalies.")
+    if not (b < i and nb > 0):
+        return []
+    return [f"Inlier pixels on class boundaries ({100 * nb / (nb + ni):.0f}% of the inlier pixels) average "
+            f"{b:.1f} ({'below' if b < v else 'above'} the anomalies' {v:.1f}), against {i:.1f} "
+            f"inside regions: these are the false alarms SML's boundary suppression targets, while its "
+            f"dilated smoothing fills in the anomalies."]
+
+
+def _result_lines(metrics: dict[str, Any], bd: Breakdown) -> list[str]:
+    """SML against max_logit: the metrics it improves, what each part adds, the metrics it does not improve."""
     m = metrics["methods"]
-    if "sml" in m and "max_logit" in m:
-        s, ml = m["sml"], m["max_logit"]
-        better = [k for k, lo in (("auroc", False), ("ap", False), ("fpr95", True))
-                  if _finite(s.get(k)) and _finite(ml.get(k)) and ((s[k] < ml[k]) if lo else (s[k] > ml[k]))]
-        label = {"auroc": "AUROC", "ap": "AP", "fpr95": "FPR@95"}
-        if better:
-            nums = "; ".join(f"{label[k]} {100 * ml[k]:.1f}% -> {100 * s[k]:.1f}%" for k in better)
-            lines.append(f"Result: SML improves on max_logit in {', '.join(label[k] for k in better)} ({nums}).")
-        steps = [("max_logit", ml)] + [(k, v) for k, v in bd.ablation.items()] + [("full SML", s)]
-        aurocs = [r.get("auroc") for _, r in steps]
-        if len(steps) > 2 and all(_finite(a) for a in aurocs):
-            gains = all(b > a for a, b in zip(aurocs, aurocs[1:]))
-            lines.append(("Each part of SML adds to the AUROC: " if gains else "AUROC by part of SML: ")
-                         + " -> ".join(f"{k} {100 * float(a):.1f}%" for (k, _), a in zip(steps, aurocs))
-                         + " (AP " + " -> ".join(_pct1(r.get("ap")) for _, r in steps) + ").")
-        worse = [k for k in label if k not in better and _finite(s.get(k)) and _finite(ml.get(k))]
-        if worse:
-            lines.append(f"Not improved in this run: {', '.join(label[k] for k in worse)}.")
+    if "sml" not in m or "max_logit" not in m:
+        return []
+    s, ml = m["sml"], m["max_logit"]
+    better = [k for k, lo in (("auroc", False), ("ap", False), ("fpr95", True))
+              if _finite(s.get(k)) and _finite(ml.get(k)) and ((s[k] < ml[k]) if lo else (s[k] > ml[k]))]
+    lines = []
+    if better:
+        nums = "; ".join(f"{_LABEL[k]} {100 * ml[k]:.1f}% -> {100 * s[k]:.1f}%" for k in better)
+        lines.append(f"Result: SML improves on max_logit in {', '.join(_LABEL[k] for k in better)} ({nums}).")
+    lines += _ablation_lines(ml, s, bd)
+    worse = [k for k in _LABEL if k not in better and _finite(s.get(k)) and _finite(ml.get(k))]
+    if worse:
+        lines.append(f"Not improved in this run: {', '.join(_LABEL[k] for k in worse)}.")
     return lines
+
+
+def _ablation_lines(ml: dict[str, Any], s: dict[str, Any], bd: Breakdown) -> list[str]:
+    """AUROC (and AP) from max_logit through SML's parts to full SML, when the ablation was measured."""
+    steps = [("max_logit", ml)] + list(bd.ablation.items()) + [("full SML", s)]
+    aurocs = [r.get("auroc") for _, r in steps]
+    if not (len(steps) > 2 and all(_finite(a) for a in aurocs)):
+        return []
+    gains = all(b > a for a, b in zip(aurocs, aurocs[1:]))
+    return [("Each part of SML adds to the AUROC: " if gains else "AUROC by part of SML: ")
+            + " -> ".join(f"{k} {100 * float(a):.1f}%" for (k, _), a in zip(steps, aurocs))
+            + " (AP " + " -> ".join(_pct1(r.get("ap")) for _, r in steps) + ")."]
 
 
 def _pct1(v: Any) -> str:
@@ -274,7 +309,7 @@ def _run(out: Path, seconds: float | None, report: bool, device: str, iterations
          explain_run: bool) -> dict[str, Any]:
     from sml.data import open_dataset
     from sml.demo.net import register
-    from sml.cli.stats import print_report
+    from sml.pipelines.stats_table import print_report
     from sml.pipelines.evaluate import EvalConfig, evaluate
     from sml.pipelines.stats import compute_statistics, save_statistics
     from sml.report.rundir import print_table

@@ -22,6 +22,7 @@ antialiased edge).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -73,53 +74,115 @@ def _paint(img: np.ndarray, lab: np.ndarray | None, mask: np.ndarray, colour: np
         lab[mask] = label
 
 
+@dataclass
+class _Scene:
+    """A frame being drawn: image and labels, pixel coordinates, horizon and vanishing point, and (once the
+    ground is laid by :func:`_ground`) the road's half-widths and mask, the sidewalk width, the depth map."""
+
+    img: np.ndarray
+    lab: np.ndarray
+    xx: np.ndarray
+    yy: np.ndarray
+    hor: float
+    vx: float
+    half_l: float = 0.0
+    half_r: float = 0.0
+    walk: float = 0.0
+    tt: np.ndarray = field(default_factory=lambda: np.zeros(0))      # 0 at the horizon, 1 at the bottom
+    below: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
+    road: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
+
+    @property
+    def h(self) -> int:
+        return self.lab.shape[0]
+
+    @property
+    def w(self) -> int:
+        return self.lab.shape[1]
+
+    def ground_y(self, s: float) -> float:
+        """The image row of a ground point at depth ``s`` (0 horizon, 1 bottom edge)."""
+        return self.hor + s * (self.h - self.hor)
+
+    def beside_road(self, rng: np.random.Generator, s: float, gap: float, lo: float, hi: float) -> float:
+        """The column of a point at depth ``s`` on a random side, ``gap`` + a random share of the sidewalk out."""
+        sgn = rng.choice([-1, 1])
+        return self.vx + sgn * (gap * self.w + s * (self.half_l if sgn < 0 else self.half_r)
+                                + s * self.walk * rng.uniform(lo, hi))
+
+
 def street_scene(rng: np.random.Generator, width: int = 320, height: int = 160,
                  anomalies: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """One frame: (uint8 H x W x 3 image, uint8 Cityscapes label ids, 0/1/255 anomaly labels or None)."""
     h, w = height, width
-    img = np.zeros((h, w, 3), np.float32)
-    lab = np.zeros((h, w), np.uint8)
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     hor = rng.uniform(0.36, 0.5) * h
     vx = rng.uniform(0.35, 0.65) * w
+    sc = _Scene(np.zeros((h, w, 3), np.float32), np.zeros((h, w), np.uint8), xx, yy, hor, vx)
+    _sky(rng, sc)
+    _buildings(rng, sc)
+    _background_trees(rng, sc)
+    _ground(rng, sc)
+    _near_trees(rng, sc)
+    amask = _objects(rng, sc, anomalies)
+    image = _light_and_noise(rng, sc)
+    anomaly = _anomaly_labels(sc.lab, amask) if anomalies else None
+    return image, sc.lab, anomaly
 
-    # sky: vertical gradient + clouds
+
+def _sky(rng: np.random.Generator, sc: _Scene) -> None:
+    """Sky: a vertical gradient with clouds, over the whole frame (everything else is drawn on top)."""
     top, bottom = np.array([0.25, 0.45, 0.85]), np.array([0.70, 0.80, 0.95])
-    t = np.clip(yy / max(hor, 1), 0, 1)[..., None]
+    t = np.clip(sc.yy / max(sc.hor, 1), 0, 1)[..., None]
     sky = top * (1 - t) + bottom * t
-    clouds = np.clip(value_noise(rng, h, w, w / 4) * 2.2 - 1.0, 0, 1)[..., None] * rng.uniform(0.2, 0.9)
-    img[:] = sky * (1 - clouds) + 0.95 * clouds
-    lab[:] = SKY
+    clouds = np.clip(value_noise(rng, sc.h, sc.w, sc.w / 4) * 2.2 - 1.0, 0, 1)[..., None] * rng.uniform(0.2, 0.9)
+    sc.img[:] = sky * (1 - clouds) + 0.95 * clouds
+    sc.lab[:] = SKY
 
-    # buildings: blocks along the horizon, left and right of the vanishing point
+
+def _buildings(rng: np.random.Generator, sc: _Scene) -> None:
+    """Blocks along the horizon, left and right of the vanishing point, out to the frame's edges."""
+    w = sc.w
     for side in (-1, 1):
-        x = vx + side * rng.uniform(0.02, 0.12) * w
+        x = sc.vx + side * rng.uniform(0.02, 0.12) * w
         while 0 <= x < w or (side < 0 and x >= w) or (side > 0 and x < 0):
-            bw = rng.uniform(0.08, 0.25) * w
-            dist = abs(x - vx) / w
-            bh = rng.uniform(0.15, 0.45) * h + dist * h * 0.6
-            x0, x1 = (x - bw, x) if side < 0 else (x, x + bw)
-            y0 = max(0.0, hor - bh)
-            m = _mask(h, w, lambda d: d.rectangle([x0, y0, x1, hor + 0.1 * h * (dist + 0.2)], fill=255))
-            base = _FACADES[rng.integers(len(_FACADES))] * rng.uniform(0.85, 1.1)
-            tex = base * (0.85 + 0.3 * value_noise(rng, h, w, 6, 2))[..., None]
-            # window grid, darker glass
-            sx, sy = rng.uniform(6, 12), rng.uniform(7, 12)
-            win = ((np.mod(xx - x0, sx) > 0.45 * sx) & (np.mod(yy - y0, sy) > 0.5 * sy))
-            tex = np.where(win[..., None], tex * 0.35 + np.array([0.05, 0.08, 0.12]), tex)
-            _paint(img, lab, m, tex, BUILDING)
-            x = x1 if side > 0 else x0
+            x = _building(rng, sc, side, x)
             if x <= 0 or x >= w:
                 break
 
-    # background trees over buildings and sky
+
+def _building(rng: np.random.Generator, sc: _Scene, side: int, x: float) -> float:
+    """One block with a window grid, from ``x`` away from the vanishing point; returns its far edge."""
+    h, w, hor = sc.h, sc.w, sc.hor
+    bw = rng.uniform(0.08, 0.25) * w
+    dist = abs(x - sc.vx) / w
+    bh = rng.uniform(0.15, 0.45) * h + dist * h * 0.6
+    x0, x1 = (x - bw, x) if side < 0 else (x, x + bw)
+    y0 = max(0.0, hor - bh)
+    m = _mask(h, w, lambda d: d.rectangle([x0, y0, x1, hor + 0.1 * h * (dist + 0.2)], fill=255))
+    base = _FACADES[rng.integers(len(_FACADES))] * rng.uniform(0.85, 1.1)
+    tex = base * (0.85 + 0.3 * value_noise(rng, h, w, 6, 2))[..., None]
+    # window grid, darker glass
+    sx, sy = rng.uniform(6, 12), rng.uniform(7, 12)
+    win = ((np.mod(sc.xx - x0, sx) > 0.45 * sx) & (np.mod(sc.yy - y0, sy) > 0.5 * sy))
+    tex = np.where(win[..., None], tex * 0.35 + np.array([0.05, 0.08, 0.12]), tex)
+    _paint(sc.img, sc.lab, m, tex, BUILDING)
+    return x1 if side > 0 else x0
+
+
+def _background_trees(rng: np.random.Generator, sc: _Scene) -> None:
+    """Tree crowns over buildings and sky, near the horizon."""
+    h, w = sc.h, sc.w
     for _ in range(rng.integers(1, 6)):
         cx, r = rng.uniform(0, w), rng.uniform(0.06, 0.18) * h
-        cy = hor - r * rng.uniform(0.3, 1.2)
+        cy = sc.hor - r * rng.uniform(0.3, 1.2)
         m = _mask(h, w, lambda d: d.ellipse([cx - r * 1.2, cy - r, cx + r * 1.2, cy + r], fill=255))
-        _paint(img, lab, m, _foliage(rng, h, w), VEGETATION)
+        _paint(sc.img, sc.lab, m, _foliage(rng, h, w), VEGETATION)
 
-    # ground: grass verge (terrain), sidewalks, road, in perspective
+
+def _ground(rng: np.random.Generator, sc: _Scene) -> None:
+    """Grass verge (terrain), sidewalks and the road with lane marks, in perspective; records the layout."""
+    h, w, xx, yy, hor, vx = sc.h, sc.w, sc.xx, sc.yy, sc.hor, sc.vx
     tt = np.clip((yy - hor) / max(h - hor, 1), 0, None)
     below = yy >= hor
     half_l, half_r = rng.uniform(0.35, 0.8) * w, rng.uniform(0.35, 0.8) * w
@@ -128,7 +191,7 @@ def street_scene(rng: np.random.Generator, width: int = 320, height: int = 160,
     road = below & (xx >= rl) & (xx <= rr)
     side = below & ~road & (xx >= rl - 0.005 * w - tt * walk) & (xx <= rr + 0.005 * w + tt * walk)
     verge = below & ~road & ~side
-    _paint(img, lab, verge, _grass(rng, h, w), TERRAIN)
+    _paint(sc.img, sc.lab, verge, _grass(rng, h, w), TERRAIN)
     # paving: a grey close to the asphalt's (sidewalks are the class networks confuse with road),
     # told apart mostly by faint tile joints of varying size and contrast
     pav = np.array([0.50, 0.48, 0.46]) * rng.uniform(0.75, 1.25) * (1 + rng.uniform(-0.06, 0.06, 3))
@@ -136,7 +199,7 @@ def street_scene(rng: np.random.Generator, width: int = 320, height: int = 160,
     tiles = (np.mod(xx, tx) < 0.8) | (np.mod(yy, ty) < 0.7)
     sw = (pav * (0.88 + 0.2 * value_noise(rng, h, w, 4, 2))[..., None]
           * np.where(tiles, rng.uniform(0.75, 0.92), 1.0)[..., None])
-    _paint(img, lab, side, sw, SIDEWALK)
+    _paint(sc.img, sc.lab, side, sw, SIDEWALK)
     asphalt = np.array([0.36, 0.36, 0.38]) * rng.uniform(0.8, 1.15)
     grain = (0.85 + 0.25 * value_noise(rng, h, w, 2, 2))[..., None]
     rtex = asphalt * grain
@@ -144,109 +207,141 @@ def street_scene(rng: np.random.Generator, width: int = 320, height: int = 160,
     cxl = vx + tt * (half_r - half_l) / 2
     dash = (np.abs(xx - cxl) < 0.3 + tt * 2.5) & (np.mod(np.log1p(tt * 30) * 6, 2) < 1) & below
     rtex = np.where(dash[..., None], np.array([0.9, 0.9, 0.85]), rtex)
-    _paint(img, lab, road, rtex, ROAD)
+    _paint(sc.img, sc.lab, road, rtex, ROAD)
+    sc.half_l, sc.half_r, sc.walk, sc.tt, sc.below, sc.road = half_l, half_r, walk, tt, below, road
 
-    # near trees on the verge / sidewalk edge
+
+def _near_trees(rng: np.random.Generator, sc: _Scene) -> None:
+    """Trees (trunk and crown) on the verge / sidewalk edge."""
+    h, w = sc.h, sc.w
     for _ in range(rng.integers(0, 4)):
         s = rng.uniform(0.1, 1.0)
-        y = hor + s * (h - hor)
-        sgn = rng.choice([-1, 1])
-        x = vx + sgn * (0.02 * w + s * (half_l if sgn < 0 else half_r) + s * walk * rng.uniform(0.6, 1.3))
+        y = sc.ground_y(s)
+        x = sc.beside_road(rng, s, 0.02, 0.6, 1.3)
         r = (0.05 + 0.25 * s) * h
         trunk = _mask(h, w, lambda d: d.rectangle([x - r * 0.12, y - r * 1.6, x + r * 0.12, y], fill=255))
-        _paint(img, lab, trunk, np.array([0.3, 0.22, 0.15]), VEGETATION)
+        _paint(sc.img, sc.lab, trunk, np.array([0.3, 0.22, 0.15]), VEGETATION)
         crown = _mask(h, w, lambda d: d.ellipse([x - r, y - r * 2.8, x + r, y - r * 1.2], fill=255))
-        _paint(img, lab, crown, _foliage(rng, h, w), VEGETATION)
+        _paint(sc.img, sc.lab, crown, _foliage(rng, h, w), VEGETATION)
 
-    # cars on the road, people on the sidewalks and (anomaly frames) unseen objects lying on the road,
-    # drawn far to near so that a nearer object hides what is behind it
+
+def _objects(rng: np.random.Generator, sc: _Scene, anomalies: int) -> np.ndarray:
+    """Cars on the road, people and poles beside it and ``anomalies`` unseen objects lying on the road,
+    drawn far to near so that a nearer object hides what is behind it; returns the visible anomaly mask."""
     objs: list[tuple[str, float, float]] = [("car", rng.uniform(0.05, 1.0), 0.0)
                                             for _ in range(rng.integers(0, 5))]
     objs += [("person", rng.uniform(0.1, 1.0), 0.0) for _ in range(rng.integers(0, 4))]
     objs += [("pole", rng.uniform(0.1, 1.0), 0.0) for _ in range(rng.integers(0, 4))]
-    for _ in range(anomalies):
-        for _try in range(50):   # a ground point on the road
-            s = rng.uniform(0.2, 1.0)
-            x = vx + rng.uniform(-0.75, 0.75) * s * (half_l + half_r) / 2
-            if road[min(h - 1, int(hor + s * (h - hor))), int(np.clip(x, 0, w - 1))]:
-                objs.append(("anomaly", s, x))
-                break
-    amask_all = np.zeros((h, w), bool)
+    objs += [("anomaly", s, x) for s, x in _anomaly_spots(rng, sc, anomalies)]
+    amask_all = np.zeros((sc.h, sc.w), bool)
     for kind, s, ax in sorted(objs, key=lambda o: o[1]):
-        y = hor + s * (h - hor)
-        if kind == "car":
-            x = vx + (rng.uniform(-0.9, 0.9)) * s * (half_l + half_r) / 2
-            cw, ch = (0.06 + 0.5 * s) * w * rng.uniform(0.8, 1.1), (0.05 + 0.35 * s) * h
-            col = _CAR_COLOURS[rng.integers(len(_CAR_COLOURS))] * rng.uniform(0.8, 1.15)
-            body = _mask(h, w, lambda d: d.rounded_rectangle([x - cw / 2, y - ch * 0.62, x + cw / 2, y - ch * 0.12],
-                                                             radius=max(1, ch * 0.1), fill=255))
-            cab = _mask(h, w, lambda d: d.polygon([(x - cw * 0.35, y - ch * 0.6), (x - cw * 0.25, y - ch),
-                                                   (x + cw * 0.25, y - ch), (x + cw * 0.35, y - ch * 0.6)], fill=255))
-            shade = (0.9 + 0.2 * value_noise(rng, h, w, 3, 1))[..., None]
-            _paint(img, lab, body | cab, col * shade, CAR)
-            amask_all &= ~(body | cab)
-            glass = _mask(h, w, lambda d: d.polygon([(x - cw * 0.3, y - ch * 0.62), (x - cw * 0.22, y - ch * 0.93),
-                                                     (x + cw * 0.22, y - ch * 0.93), (x + cw * 0.3, y - ch * 0.62)], fill=255))
-            _paint(img, lab, glass, np.array([0.15, 0.2, 0.28]), CAR)
-            for wx in (x - cw * 0.32, x + cw * 0.32):
-                wr = ch * 0.17
-                wheel = _mask(h, w, lambda d: d.ellipse([wx - wr, y - ch * 0.12 - wr, wx + wr, y - ch * 0.12 + wr], fill=255))
-                _paint(img, lab, wheel, np.array([0.05, 0.05, 0.05]), CAR)
-                amask_all &= ~wheel
-        elif kind == "pole":   # street lamp or sign post at the outer edge of a sidewalk
-            sgn = rng.choice([-1, 1])
-            x = vx + sgn * (0.01 * w + s * (half_l if sgn < 0 else half_r) + s * walk * rng.uniform(0.3, 0.9))
-            ph, pw = (0.18 + 1.0 * s) * h, max(0.6, (0.004 + 0.012 * s) * w)
-            post = _mask(h, w, lambda d: d.rectangle([x - pw / 2, y - ph, x + pw / 2, y], fill=255))
-            _paint(img, lab, post, np.array([0.35, 0.36, 0.38]) * rng.uniform(0.6, 1.4), POLE)
-            amask_all &= ~post
-            if rng.random() < 0.5:
-                sw_, sh_ = pw * rng.uniform(3, 6), pw * rng.uniform(3, 5)
-                top = y - ph * rng.uniform(0.7, 0.95)
-                sign = _mask(h, w, lambda d: d.rectangle([x - sw_ / 2, top, x + sw_ / 2, top + sh_], fill=255))
-                face = [np.array([0.1, 0.3, 0.7]), np.array([0.9, 0.9, 0.9]), np.array([0.8, 0.15, 0.1]),
-                        np.array([0.9, 0.75, 0.1])][int(rng.integers(4))]
-                _paint(img, lab, sign, face * rng.uniform(0.8, 1.1), TRAFFIC_SIGN)
-                amask_all &= ~sign
-        elif kind == "person":
-            sgn = rng.choice([-1, 1])
-            x = vx + sgn * (0.01 * w + s * (half_l if sgn < 0 else half_r) + s * walk * rng.uniform(0.2, 0.8))
-            ph = (0.08 + 0.45 * s) * h
-            pw = ph * 0.28
-            col = _CLOTHES[rng.integers(len(_CLOTHES))]
-            legs = _mask(h, w, lambda d: d.rectangle([x - pw * 0.4, y - ph * 0.45, x + pw * 0.4, y], fill=255))
-            torso = _mask(h, w, lambda d: d.ellipse([x - pw / 2, y - ph * 0.85, x + pw / 2, y - ph * 0.35], fill=255))
-            head = _mask(h, w, lambda d: d.ellipse([x - pw * 0.28, y - ph, x + pw * 0.28, y - ph * 0.8], fill=255))
-            _paint(img, lab, legs, col * 0.6, PERSON)
-            _paint(img, lab, torso, col, PERSON)
-            _paint(img, lab, head, np.array([0.85, 0.67, 0.55]) * rng.uniform(0.5, 1.1), PERSON)
-            amask_all &= ~(legs | torso | head)
-        else:
-            m = _anomaly_shape(rng, h, w, ax, y, (0.06 + 0.2 * s) * h * rng.uniform(0.8, 1.3))
-            _paint(img, None, m, _anomaly_texture(rng, xx, yy))
+        y = sc.ground_y(s)
+        if kind == "anomaly":
+            m = _anomaly_shape(rng, sc.h, sc.w, ax, y, (0.06 + 0.2 * s) * sc.h * rng.uniform(0.8, 1.3))
+            _paint(sc.img, None, m, _anomaly_texture(rng, sc.xx, sc.yy))
             amask_all |= m
+        else:
+            amask_all &= ~_DRAW[kind](rng, sc, s, y)
+    return amask_all
 
-    # lighting: cast shadow on the ground, global gain and colour cast, sensor noise
+
+def _anomaly_spots(rng: np.random.Generator, sc: _Scene, n: int) -> list[tuple[float, float]]:
+    """Up to ``n`` ground points (depth, column) on the road (50 tries each)."""
+    spots = []
+    for _ in range(n):
+        for _try in range(50):
+            s = rng.uniform(0.2, 1.0)
+            x = sc.vx + rng.uniform(-0.75, 0.75) * s * (sc.half_l + sc.half_r) / 2
+            if sc.road[min(sc.h - 1, int(sc.hor + s * (sc.h - sc.hor))), int(np.clip(x, 0, sc.w - 1))]:
+                spots.append((s, x))
+                break
+    return spots
+
+
+def _car(rng: np.random.Generator, sc: _Scene, s: float, y: float) -> np.ndarray:
+    """A car standing on the road at depth ``s``; returns the pixels it covers (body, cabin, wheels)."""
+    h, w = sc.h, sc.w
+    x = sc.vx + (rng.uniform(-0.9, 0.9)) * s * (sc.half_l + sc.half_r) / 2
+    cw, ch = (0.06 + 0.5 * s) * w * rng.uniform(0.8, 1.1), (0.05 + 0.35 * s) * h
+    col = _CAR_COLOURS[rng.integers(len(_CAR_COLOURS))] * rng.uniform(0.8, 1.15)
+    body = _mask(h, w, lambda d: d.rounded_rectangle([x - cw / 2, y - ch * 0.62, x + cw / 2, y - ch * 0.12],
+                                                     radius=max(1, ch * 0.1), fill=255))
+    cab = _mask(h, w, lambda d: d.polygon([(x - cw * 0.35, y - ch * 0.6), (x - cw * 0.25, y - ch),
+                                           (x + cw * 0.25, y - ch), (x + cw * 0.35, y - ch * 0.6)], fill=255))
+    shade = (0.9 + 0.2 * value_noise(rng, h, w, 3, 1))[..., None]
+    _paint(sc.img, sc.lab, body | cab, col * shade, CAR)
+    covered = body | cab
+    glass = _mask(h, w, lambda d: d.polygon([(x - cw * 0.3, y - ch * 0.62), (x - cw * 0.22, y - ch * 0.93),
+                                             (x + cw * 0.22, y - ch * 0.93), (x + cw * 0.3, y - ch * 0.62)], fill=255))
+    _paint(sc.img, sc.lab, glass, np.array([0.15, 0.2, 0.28]), CAR)
+    for wx in (x - cw * 0.32, x + cw * 0.32):
+        wr = ch * 0.17
+        wheel = _mask(h, w, lambda d: d.ellipse([wx - wr, y - ch * 0.12 - wr, wx + wr, y - ch * 0.12 + wr], fill=255))
+        _paint(sc.img, sc.lab, wheel, np.array([0.05, 0.05, 0.05]), CAR)
+        covered = covered | wheel
+    return covered
+
+
+def _pole(rng: np.random.Generator, sc: _Scene, s: float, y: float) -> np.ndarray:
+    """A street lamp or sign post at the outer edge of a sidewalk (half of them with a sign); returns its pixels."""
+    h, w = sc.h, sc.w
+    x = sc.beside_road(rng, s, 0.01, 0.3, 0.9)
+    ph, pw = (0.18 + 1.0 * s) * h, max(0.6, (0.004 + 0.012 * s) * w)
+    post = _mask(h, w, lambda d: d.rectangle([x - pw / 2, y - ph, x + pw / 2, y], fill=255))
+    _paint(sc.img, sc.lab, post, np.array([0.35, 0.36, 0.38]) * rng.uniform(0.6, 1.4), POLE)
+    if rng.random() >= 0.5:
+        return post
+    sw_, sh_ = pw * rng.uniform(3, 6), pw * rng.uniform(3, 5)
+    top = y - ph * rng.uniform(0.7, 0.95)
+    sign = _mask(h, w, lambda d: d.rectangle([x - sw_ / 2, top, x + sw_ / 2, top + sh_], fill=255))
+    face = [np.array([0.1, 0.3, 0.7]), np.array([0.9, 0.9, 0.9]), np.array([0.8, 0.15, 0.1]),
+            np.array([0.9, 0.75, 0.1])][int(rng.integers(4))]
+    _paint(sc.img, sc.lab, sign, face * rng.uniform(0.8, 1.1), TRAFFIC_SIGN)
+    return post | sign
+
+
+def _person(rng: np.random.Generator, sc: _Scene, s: float, y: float) -> np.ndarray:
+    """A person on a sidewalk (legs, torso, head); returns their pixels."""
+    h, w = sc.h, sc.w
+    x = sc.beside_road(rng, s, 0.01, 0.2, 0.8)
+    ph = (0.08 + 0.45 * s) * h
+    pw = ph * 0.28
+    col = _CLOTHES[rng.integers(len(_CLOTHES))]
+    legs = _mask(h, w, lambda d: d.rectangle([x - pw * 0.4, y - ph * 0.45, x + pw * 0.4, y], fill=255))
+    torso = _mask(h, w, lambda d: d.ellipse([x - pw / 2, y - ph * 0.85, x + pw / 2, y - ph * 0.35], fill=255))
+    head = _mask(h, w, lambda d: d.ellipse([x - pw * 0.28, y - ph, x + pw * 0.28, y - ph * 0.8], fill=255))
+    _paint(sc.img, sc.lab, legs, col * 0.6, PERSON)
+    _paint(sc.img, sc.lab, torso, col, PERSON)
+    _paint(sc.img, sc.lab, head, np.array([0.85, 0.67, 0.55]) * rng.uniform(0.5, 1.1), PERSON)
+    return legs | torso | head
+
+
+_DRAW = {"car": _car, "pole": _pole, "person": _person}
+
+
+def _light_and_noise(rng: np.random.Generator, sc: _Scene) -> np.ndarray:
+    """Cast shadow on the ground, global gain and colour cast, sensor noise; the uint8 image."""
+    img = sc.img
     if rng.random() < 0.5:
-        sx0 = rng.uniform(0, w)
-        shadow = below & (xx - sx0 + (yy - hor) * rng.uniform(-1.5, 1.5) > 0)
+        sx0 = rng.uniform(0, sc.w)
+        shadow = sc.below & (sc.xx - sx0 + (sc.yy - sc.hor) * rng.uniform(-1.5, 1.5) > 0)
         img[shadow] *= rng.uniform(0.5, 0.75)
     gain = rng.uniform(0.55, 1.3)
     cast = 1 + rng.uniform(-0.12, 0.12, 3)
     img = img * gain * cast
     img += rng.normal(0, 0.015, img.shape)
-    image = (np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8)
+    return (np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8)
 
-    anomaly = None
-    if anomalies:
-        from scipy.ndimage import binary_dilation, binary_erosion
-        anomaly = np.zeros((h, w), np.uint8)
-        anomaly[amask_all] = 1
-        ring = binary_dilation(amask_all) & ~binary_erosion(amask_all)
-        anomaly[ring] = 255
-        lab[amask_all] = 0   # unlabelled in the Cityscapes sense
-    return image, lab, anomaly
 
+def _anomaly_labels(lab: np.ndarray, amask: np.ndarray) -> np.ndarray:
+    """0/1/255 labels (a one-pixel void ring around each object); ``lab`` gets 0 (unlabelled) under them."""
+    from scipy.ndimage import binary_dilation, binary_erosion
+    anomaly = np.zeros(lab.shape, np.uint8)
+    anomaly[amask] = 1
+    ring = binary_dilation(amask) & ~binary_erosion(amask)
+    anomaly[ring] = 255
+    lab[amask] = 0   # unlabelled in the Cityscapes sense
+    return anomaly
 
 
 def _anomaly_shape(rng: np.random.Generator, h: int, w: int, x: float, y: float, r: float) -> np.ndarray:

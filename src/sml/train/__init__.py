@@ -6,6 +6,8 @@ Public names: :class:`TrainConfig`, :func:`load_config`, :func:`train`,
 from __future__ import annotations
 
 from sml.train.config import TrainConfig, load_config, packaged_configs
-from sml.train.loop import build_network, evaluate_miou, train
+from sml.train.evaluate import evaluate_miou
+from sml.train.loop import train
+from sml.train.network import build_network
 
 __all__ = ["TrainConfig", "load_config", "packaged_configs", "train", "evaluate_miou", "build_network"]
