@@ -376,6 +376,7 @@ def _failure(exc: BaseException) -> str:
 def _import_entry(entry: str, card_dir: Path, where: str) -> Any:
     module_name, _, attr = entry.partition(":")
     sys.path.insert(0, str(card_dir))  # an entry module may sit beside its card
+    bytecode, sys.dont_write_bytecode = sys.dont_write_bytecode, True  # no __pycache__ left in the user's folder
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
@@ -386,6 +387,7 @@ def _import_entry(entry: str, card_dir: Path, where: str) -> Any:
                          f"module; sml imports it, then calls {attr}() with no arguments.") from None
     finally:
         sys.path.remove(str(card_dir))
+        sys.dont_write_bytecode = bytecode
     fn = getattr(module, attr, None)
     if not callable(fn):
         raise InputError(f"{where}: entry {entry!r}: {module_name} has no callable {attr}")
@@ -462,7 +464,7 @@ def open_file(path: str | os.PathLike, input_size: tuple[int, int] | None) -> tu
     size = input_size or native_size(network)
     if size is None and fmt in TRACED_FORMATS:
         out = dry_run(network, DRY_SIZE, str(path))[1]
-        check_size_follows(network, None, out, str(path), path.name, setting="input_size")
+        check_size_follows(network, None, out, str(path), path.name, setting="input_size", null="None")
     return network, size
 
 

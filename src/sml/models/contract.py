@@ -43,10 +43,12 @@ _UPSAMPLE = {"bilinear": dict(mode="bilinear", align_corners=False),
              "bilinear-align-corners": dict(mode="bilinear", align_corners=True)}
 
 
-def _check_pixels(shape: Sequence[int], hw: tuple[int, int]) -> None:
+def _check_pixels(shape: Sequence[int], hw: tuple[int, int], batch: int = 1) -> None:
+    if batch < 1:
+        raise InputError(f"a batch of shape {tuple(shape)} holds no image; give at least one")
     if min(hw) < 1:
         raise InputError(f"an image of shape {tuple(shape)} has {hw[0]}x{hw[1]} (HxW) pixels; every image needs at "
-                         f"least one pixel (was it cropped or decoded to nothing?)")
+                         f"least one pixel (was it cropped or decoded to nothing?). Leave it out.")
 
 
 def _tensor_batch(t: torch.Tensor) -> torch.Tensor:
@@ -61,7 +63,7 @@ def _tensor_batch(t: torch.Tensor) -> torch.Tensor:
         if t.shape[-1] != 3:
             raise InputError(f"image tensor must have 3 RGB channels, got shape {tuple(t.shape)}")
         t = t.permute(0, 3, 1, 2)
-    _check_pixels(t.shape, (t.shape[2], t.shape[3]))
+    _check_pixels(t.shape, (t.shape[2], t.shape[3]), t.shape[0])
     return t
 
 
@@ -70,11 +72,11 @@ def _array_batch(a: Any) -> torch.Tensor:
     a = np.asarray(a)
     if a.dtype != np.uint8:
         raise InputError(f"images must be uint8 RGB, got dtype {a.dtype}; read them with sml.data.read_image")
+    if a.ndim not in (3, 4) or a.shape[-1] != 3:
+        raise InputError(f"images must be H x W x 3 (RGB), got shape {a.shape}")
+    _check_pixels(a.shape, (a.shape[-3], a.shape[-2]), a.shape[0] if a.ndim == 4 else 1)
     if a.ndim == 3:
         a = a[None]
-    if a.ndim != 4 or a.shape[-1] != 3:
-        raise InputError(f"images must be H x W x 3 (RGB), got shape {a.shape}")
-    _check_pixels(a.shape, (a.shape[1], a.shape[2]))
     if not a.flags.writeable or not a.flags.c_contiguous:  # torch wants writable memory
         a = np.array(a, copy=True, order="C")
     return torch.from_numpy(a).permute(0, 3, 1, 2)

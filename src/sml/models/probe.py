@@ -4,7 +4,8 @@ whether its output size follows the input size.
 A network traced with its sizes fixed (``torch.jit.trace`` or an ONNX export of code that turns
 a size into a Python number) still runs at other sizes, but its output stays at the traced size
 (or the run fails) and its logits there are wrong. :func:`check_size_follows` runs such a file at
-a second size and refuses it at any size but the one its output shows it was traced at.
+a second size and refuses it at each image's own size, and at a given size whose output does not fit it
+(the output is neither that size nor that size divided by one stride).
 """
 from __future__ import annotations
 
@@ -92,20 +93,10 @@ def probe_sizes(network: nn.Module, size: tuple[int, int], out: tuple[int, int],
     return SizeProbe(size, out, size2, out2)
 
 
-def traced_size(network: nn.Module, probe: SizeProbe, where: str) -> tuple[int, int] | None:
-    """The input size a network with a fixed output size was traced at, when the output shows it.
-
-    A network that returns logits at its input size returns them at the traced size whatever the
-    input: that size is the one where input and output agree. None when the output says nothing.
-    """
-    if probe.out2 != probe.out:
-        return None
-    if probe.out == probe.size:
-        return probe.size
-    try:
-        return probe.out if dry_run(network, probe.out, where)[1] == probe.out else None
-    except InputError:
-        return None
+def traced_size(probe: SizeProbe) -> tuple[int, int] | None:
+    """The likely input size of a network whose output size stays fixed: that output size, which is
+    the traced size of a network that returns logits at its input size (most do). None otherwise."""
+    return probe.out if probe.out2 == probe.out else None
 
 
 def _fits(size: tuple[int, int], out: tuple[int, int]) -> bool:
@@ -116,17 +107,19 @@ def _fits(size: tuple[int, int], out: tuple[int, int]) -> bool:
 
 
 def check_size_follows(network: nn.Module, size: tuple[int, int] | None, out: tuple[int, int], where: str,
-                       name: str, setting: str = "input.size") -> None:
+                       name: str, setting: str = "input.size", null: str = "null") -> None:
     """Refuse a network file whose output does not follow the input size, unless it runs at ``size`` and
     its output ``out`` there fits it (the size it was traced at). ``size`` None: each image's own size
-    (probed at :data:`DRY_SIZE`); ``setting`` names the option that sets the size in the message."""
+    (probed at :data:`DRY_SIZE`); ``setting`` names the option that sets the size in the message, ``null``
+    how it writes None."""
     probe = probe_sizes(network, size or DRY_SIZE, out, where)
     if probe.follows or (size is not None and _fits(size, out)):
         return
-    traced = traced_size(network, probe, where)
-    shown = f"[{size[0]}, {size[1]}]" if size else "null (each image's own size)"
-    fix = (f"Set {setting} to [{traced[0]}, {traced[1]}], the size its output shows it was traced at" if traced
-           else f"Set {setting} to the [H, W] it was traced or exported at")
+    traced = traced_size(probe)
+    shown = f"[{size[0]}, {size[1]}]" if size else f"{null} (each image's own size)"
+    fix = f"Set {setting} to the [H, W] it was traced or exported at"
+    if traced is not None:
+        fix += f" (likely [{traced[0]}, {traced[1]}], its output size, if it returns logits at its input size)"
     raise InputError(f"{where}: {setting} is {shown}, but {name} does not follow the input size: {probe.describe()}. "
                      f"It was traced or exported with its sizes fixed, so its logits are right only at that size. "
                      f"{fix}, or export it with dynamic height and width (torch.jit.script, or dynamic_axes in "
@@ -139,8 +132,9 @@ def size_line(network: nn.Module, out: tuple[int, int], size: tuple[int, int], f
     probe = probe_sizes(network, size, out, "")
     if probe.follows:
         return f"{fill}          # [H, W] it was trained at, or null for each image's own size"
-    traced = traced_size(network, probe, "")
-    note = f"its output does not follow the input size ({probe.describe()}): traced with fixed sizes, so not null"
+    traced = traced_size(probe)
+    note = f"traced with fixed sizes, so never null: {probe.describe()}"
     if traced is not None:
-        return f"[{traced[0]}, {traced[1]}]          # the size it was traced at; {note}"
+        return f"[{traced[0]}, {traced[1]}]          # its output size, the size it was traced at if its logits " \
+               f"come at its input size (check); {note}"
     return f"{fill}          # [H, W] it was traced at; {note}"
