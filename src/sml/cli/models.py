@@ -117,21 +117,22 @@ def run_check(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result.as_dict(), indent=2))
     else:
-        _print_check(model.name, args.data, result)
+        _print_check(model, args.data, result)
     warnings = result.warnings()
     for w in warnings:
         print(f"sml: warning: {w}", file=sys.stderr)
     return 1 if warnings else 0
 
 
-def _print_check(name: str, data: str, result: Any) -> None:
+def _print_check(model: Any, data: str, result: Any) -> None:
     """The numbers of ``sml models check`` as a short table (``result``: a CheckResult)."""
-    print(f"{name} on {result.frames} labelled frames of {data} ({result.pixels} pixels):")
+    print(f"{model.name} on {result.frames} labelled frames of {data} ({result.pixels} pixels):")
     print(f"  pixel accuracy {result.pixel_accuracy:.1%}   mIoU {result.miou:.1%}   "
           f"(chance: {result.chance_accuracy:.1%} / {result.chance_miou:.1%})")
     if result.swapped_miou is not None:
         other = "BGR" if result.channel_order == "RGB" else "RGB"
-        print(f"  with channels as {other} (mean/std reversed too): pixel accuracy {result.swapped_accuracy:.1%}   "
+        also = " (mean/std reversed too)" if model.mean is not None else ""
+        print(f"  with channels as {other}{also}: pixel accuracy {result.swapped_accuracy:.1%}   "
               f"mIoU {result.swapped_miou:.1%}")
     if result.nonfinite_frames or result.swapped_nonfinite_frames:
         print(f"  NaN or infinite logits on {result.nonfinite_frames} frames (other order: "
