@@ -543,6 +543,8 @@ CASES += [
     Case("card-yaml-alias-bomb", _card_api(text=ALIAS_BOMB),
          r"card\.yaml uses a YAML anchor or alias \(&name / \*name\) at line 1", InputError, "api"),
     Case("eval-card-yaml-alias-bomb", _card_cli(text=ALIAS_BOMB), r"card\.yaml uses a YAML anchor or alias"),
+    Case("card-huge-file", _card_api(text="name: x\n" + "# padding\n" * 120_000),
+         r"card\.yaml is \d+ bytes; a card is a short YAML file", InputError, "api"),
     Case("card-entry-raises-at-import", _card_api(entry="gpunet:build", module=RAISES_AT_IMPORT),
          r"card\.yaml: entry 'gpunet:build': importing gpunet raised RuntimeError: no GPU found", InputError, "api"),
     Case("card-entry-syntax-error", _card_api(entry="typonet:build", module="def build(:\n"),
