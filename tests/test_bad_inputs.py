@@ -487,6 +487,151 @@ CASES += [
          r"cannot resume: .*last\.pth does not exist"),
 ]
 
+# model cards and network files (issue 19): refused at load, before any frame is read
+CARD_INPUT = {"size": [24, 40], "channel_order": "RGB", "scale": 1}
+ALIAS_BOMB = "".join(f"l{i}: &l{i} [{', '.join([f'*l{i - 1}' if i else 'lol'] * 9)}]\n" for i in range(9)) + \
+    "name: *l8\nformat: torchscript\n"
+
+
+def _fixed_output_ts(env: Env) -> Path:
+    """A TorchScript file traced at 24x40 whose output stays 24x40 whatever the input (int() made the
+    traced size a constant), as many real-time networks' traced files do."""
+    import warnings
+
+    import torch.nn.functional as F
+    from torch import nn
+
+    class FixedOut(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3, stride=4, padding=1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            h, w = int(x.shape[2]), int(x.shape[3])
+            return F.interpolate(self.conv(x), size=(h, w), mode="bilinear", align_corners=False)
+
+    p = env.tmp / "fixed.ts"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.jit.trace(FixedOut().eval(), torch.zeros(1, 3, 24, 40)).save(str(p))
+    return p
+
+
+def _card_file(env: Env, text: str | None = None, module: str | None = None, entry: str | None = None,
+               **inp: Any) -> Path:
+    """A card for the fixed-output TorchScript file (``inp`` overrides input fields), for a ``format:
+    python`` entry (``entry``, with ``module`` written beside the card as ``<module name>.py``), or ``text``."""
+    import yaml
+
+    p = env.tmp / "card.yaml"
+    if text is not None:
+        p.write_text(text)
+        return p
+    card: dict[str, Any] = {"name": "net", "format": "torchscript", "file": _fixed_output_ts(env).name,
+                            "input": {**CARD_INPUT, **inp}, "output": {"classes": ["a", "b", "c", "d"]}}
+    if entry is not None:
+        if module is not None:
+            (env.tmp / f"{entry.partition(':')[0]}.py").write_text(module)
+        (env.tmp / "w.pth").write_bytes(b"")  # never read: the entry fails first
+        del card["file"]
+        card.update(format="python", entry=entry, weights="w.pth")
+    p.write_text(yaml.safe_dump(card))
+    return p
+
+
+def _card_api(**kw: Any) -> Callable[[Env], Any]:
+    def run(env: Env) -> Callable[[], Any]:
+        import sml.models as M
+
+        path = _card_file(env, **kw)
+        return lambda: M.load(str(path))
+    return run
+
+
+def _card_cli(**kw: Any) -> Callable[[Env], list[str]]:
+    return lambda env: ["eval", "--model", str(_card_file(env, **kw)), "--data", f"folder:{env.data()}",
+                        "--method", "max_logit", "--out", str(env.tmp / "run")]
+
+
+def _predict_api(image: Any) -> Callable[[Env], Any]:
+    def run(env: Env) -> Callable[[], Any]:
+        import sml.models as M
+
+        model = M.wrap(torch.nn.Conv2d(3, 2, 1), num_classes=2)
+        return lambda: model.predict(image)
+    return run
+
+
+def _zero_width_png(env: Env) -> Path:
+    """A PNG whose header says 0 x 4 pixels (no library writes one; a damaged or hand-made file can)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    p = env.tmp / "empty_frame.png"
+    p.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 0, 4, 8, 2, 0, 0, 0))
+                  + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b""))
+    return p
+
+
+UNITS_255_AT_SCALE_1 = {"mean": [123.675, 116.28, 103.53], "std": [58.395, 57.12, 57.375]}
+UNITS_1_AT_SCALE_255 = {"scale": 255, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
+RAISES_AT_IMPORT = "raise RuntimeError('no GPU found')\n"
+EXITS_AT_IMPORT = "import sys\nsys.exit(0)\n"
+RAISES_AT_BUILD = "def build():\n    raise ValueError('unknown backbone resnet-7')\n"
+CASES += [
+    Case("card-scale-1-mean-in-0-255", _card_api(**UNITS_255_AT_SCALE_1),
+         r"card\.yaml: field input\.mean is \[123\.675, 116\.28, 103\.53\] but scale is 1 .*Set scale: 255, or "
+         r"divide both by 255", InputError, "api"),
+    Case("eval-card-scale-1-mean-in-0-255", _card_cli(**UNITS_255_AT_SCALE_1),
+         r"card\.yaml: field input\.mean is \[123\.675.*but scale is 1"),
+    Case("card-scale-1-std-in-0-255", _card_api(mean=[0.0, 0.0, 0.0], std=[58.395, 57.12, 57.375]),
+         r"card\.yaml: field input\.std is \[58\.395, 57\.12, 57\.375\] but scale is 1", InputError, "api"),
+    Case("card-scale-255-mean-in-0-1", _card_api(**UNITS_1_AT_SCALE_255),
+         r"card\.yaml: field input\.mean is \[0\.485, 0\.456, 0\.406\] but scale is 255 .*Set scale: 1, or "
+         r"multiply both by 255 \(mean \[123\.675, 116\.28, 103\.53\]", InputError, "api"),
+    Case("card-negative-mean", _card_api(mean=[-0.5, 0.0, 0.0], std=[0.5, 0.5, 0.5]),
+         r"card\.yaml: field input\.mean is \[-0\.5, 0, 0\], outside the pixel range \[0, 1\]", InputError, "api"),
+    Case("card-yaml-alias-bomb", _card_api(text=ALIAS_BOMB),
+         r"card\.yaml uses a YAML anchor or alias \(&name / \*name\) at line 1", InputError, "api"),
+    Case("eval-card-yaml-alias-bomb", _card_cli(text=ALIAS_BOMB), r"card\.yaml uses a YAML anchor or alias"),
+    Case("card-huge-file", _card_api(text="name: x\n" + "# padding\n" * 120_000),
+         r"card\.yaml is \d+ bytes; a card is a short YAML file", InputError, "api"),
+    Case("card-entry-raises-at-import", _card_api(entry="gpunet:build", module=RAISES_AT_IMPORT),
+         r"card\.yaml: entry 'gpunet:build': importing gpunet raised RuntimeError: no GPU found", InputError, "api"),
+    Case("card-entry-syntax-error", _card_api(entry="typonet:build", module="def build(:\n"),
+         r"card\.yaml: entry 'typonet:build': importing typonet raised SyntaxError", InputError, "api"),
+    Case("card-entry-exits-at-import", _card_api(entry="exitnet:build", module=EXITS_AT_IMPORT),
+         r"card\.yaml: entry 'exitnet:build': importing exitnet raised SystemExit \(it called sys\.exit\(0\)\)",
+         InputError, "api"),
+    Case("card-entry-raises-at-build", _card_api(entry="resnet7:build", module=RAISES_AT_BUILD),
+         r"card\.yaml: entry resnet7:build raised ValueError: unknown backbone resnet-7 when called to build",
+         InputError, "api"),
+    Case("eval-card-entry-raises-at-build", _card_cli(entry="resnet7b:build", module=RAISES_AT_BUILD),
+         r"entry resnet7b:build raised ValueError: unknown backbone"),
+    Case("eval-card-entry-sys-exit", _card_cli(entry="sys:exit"),
+         r"card\.yaml: entry sys:exit raised SystemExit \(it called sys\.exit\(None\)\)"),
+    Case("subprocess-card-entry-sys-exit", _card_cli(entry="sys:exit"), r"entry sys:exit raised SystemExit",
+         via="subprocess"),
+    Case("card-traced-size-null", _card_api(size=None),
+         r"card\.yaml: field input\.size is null .*fixed\.ts does not follow the input size: a 256x512 input "
+         r"gives 24x40 logits, and a 128x256 input also gives 24x40.*likely \[24, 40\]", InputError, "api"),
+    Case("eval-card-traced-size-null", _card_cli(size=None), r"field input\.size is null .*does not follow"),
+    Case("card-traced-at-another-size", _card_api(size=[30, 50]),
+         r"field input\.size is \[30, 50\], but fixed\.ts does not follow the input size", InputError, "api"),
+    Case("predict-zero-pixel-image", _predict_api(np.zeros((0, 5, 3), np.uint8)),
+         r"an image of shape \(0, 5, 3\) has 0x5 \(HxW\) pixels", InputError, "api"),
+    Case("predict-zero-pixel-tensor", _predict_api(torch.zeros((1, 3, 4, 0), dtype=torch.uint8)),
+         r"an image of shape \(1, 3, 4, 0\) has 4x0 \(HxW\) pixels", InputError, "api"),
+    Case("predict-empty-batch", _predict_api(np.zeros((0, 4, 5, 3), np.uint8)),
+         r"a batch of shape \(0, 4, 5, 3\) holds no image", InputError, "api"),
+    Case("predict-zero-pixel-png", lambda env: env.predict_args(str(_zero_width_png(env))),
+         r"empty_frame\.png is not an image"),
+]
+
+
 # the same program as `python -m sml`: real exit status and stderr
 CASES += [
     Case("subprocess-nan-mean", _stats_cli(STATS_MUTATIONS[0][1]), r"bad_stats\.json: class 3 'wall'", via="subprocess"),

@@ -3,6 +3,7 @@ every bad field refused with the card, the field and the fix, and `sml models ca
 from __future__ import annotations
 
 import hashlib
+import json
 import warnings
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 import yaml
+from PIL import Image
 from torch import nn
 
 import sml.models as M
@@ -42,8 +44,9 @@ def image(h: int = 30, w: int = 44, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
 
 
-def literal(net: nn.Module, img: np.ndarray, card: dict) -> torch.Tensor:
-    """models.md's order of operations, step by step in float64."""
+def literal(net: nn.Module, img: np.ndarray, card: dict, out_size: tuple[int, int] | None = None) -> torch.Tensor:
+    """models.md's order of operations, step by step in float64 (logits upsampled to ``out_size``,
+    default the image's size)."""
     inp, out = card["input"], card["output"]
     x = torch.from_numpy(img).permute(2, 0, 1)[None].double()
     if inp["channel_order"] == "BGR":
@@ -54,7 +57,7 @@ def literal(net: nn.Module, img: np.ndarray, card: dict) -> torch.Tensor:
     x = (x - torch.tensor(inp.get("mean", [0, 0, 0]), dtype=torch.float64).view(1, 3, 1, 1)) / torch.tensor(
         inp.get("std", [1, 1, 1]), dtype=torch.float64).view(1, 3, 1, 1)
     y = net.double()(x)[:, out.get("channels", list(range(6)))]
-    return F.interpolate(y, size=img.shape[:2], mode="bilinear",
+    return F.interpolate(y, size=out_size or img.shape[:2], mode="bilinear",
                          align_corners=out.get("upsample") == "bilinear-align-corners").float()
 
 
@@ -247,3 +250,151 @@ def test_python_entry_that_is_not_a_module_or_missing(files):
     card.update(entry="not an entry")
     with pytest.raises(InputError, match="package.module:function"):
         M.load(str(write(d / "p.yaml", card)))
+
+
+# -- issue 19: PIL resize, units, YAML aliases, traced sizes, NaN logits -----------------------------
+@pytest.mark.parametrize("resize,flt", [("pil-bilinear", Image.Resampling.BILINEAR),
+                                        ("pil-bicubic", Image.Resampling.BICUBIC)])
+def test_pil_resize_modes_follow_the_card_exactly(files, resize, flt):
+    card = base_card("mix.ts", "torchscript")
+    card["input"]["resize"] = resize
+    model = M.load(str(write(files["dir"] / f"{resize}.yaml", card)))
+    img = image(33, 47)
+    # models.md: PIL's Image.resize on the uint8 image first, then channels, scale, mean/std (no more resizing)
+    small = np.array(Image.fromarray(img).resize((28, 20), flt))
+    ref = literal(files["net"], small, {**card, "input": {**card["input"], "size": None}}, img.shape[:2])
+    torch.testing.assert_close(model.predict(img), ref, rtol=1e-4, atol=1e-4)
+
+
+UNITS_OK = [dict(scale=1, mean=[0, 0, 0], std=[1, 1, 1]), dict(scale=255, mean=[0, 0, 0], std=[1, 1, 1]),
+            dict(scale=1, mean=[0.5, 0.5, 0.5], std=[0.5, 0.5, 0.5]), dict(scale=1, mean=[1, 1, 1], std=[1, 1, 1]),
+            dict(scale=255, mean=[123.675, 116.28, 103.53], std=[58.395, 57.12, 57.375]),
+            dict(scale=255, std=[58.395, 57.12, 57.375]), dict(scale=1, mean=[0.485, 0.456, 0.406])]
+UNITS_BAD = [(dict(scale=1, mean=[123.675, 116.28, 103.53], std=[58.395, 57.12, 57.375]), "input.mean", "scale: 255"),
+             (dict(scale=1, std=[58.395, 57.12, 57.375]), "input.std", "divide both by 255"),
+             (dict(scale=1, mean=[0.485, 0.456, 0.406], std=[1.5, 1, 1]), "input.std", "scale: 255"),
+             (dict(scale=255, mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225]), "input.mean", "scale: 1"),
+             (dict(scale=255, std=[0.229, 0.224, 0.225]), "input.std", "multiply both by 255"),
+             (dict(scale=255, mean=[0, 0, 300], std=[50, 50, 50]), "input.mean", "outside the pixel range [0, 255]")]
+
+
+@pytest.mark.parametrize("inp", UNITS_OK, ids=[str(i) for i in range(len(UNITS_OK))])
+def test_mean_and_std_in_the_units_of_the_scale_are_accepted(files, inp):
+    card = base_card("mix.ts", "torchscript")
+    card["input"] = {"size": [20, 28], "channel_order": "RGB", **inp}
+    model = M.load(str(write(files["dir"] / "units.yaml", card)))
+    assert model.scale == inp["scale"]
+
+
+@pytest.mark.parametrize("inp,field,fix", UNITS_BAD, ids=[str(i) for i in range(len(UNITS_BAD))])
+def test_mean_and_std_in_the_other_units_are_refused(files, inp, field, fix):
+    card = base_card("mix.ts", "torchscript")
+    card["input"] = {"size": [20, 28], "channel_order": "RGB", **inp}
+    path = write(files["dir"] / "units.yaml", card)
+    with pytest.raises(InputError) as info:
+        M.read_card(path)
+    msg = str(info.value)
+    assert f"model card {path}: field {field} is [" in msg and fix in msg
+    assert f"scale is {inp['scale']}" in msg or f"of scale {inp['scale']}" in msg
+    with pytest.raises(InputError, match="in 0-255 units"):  # the same rule for Python's wrap()
+        M.wrap(files["net"], mean=[120, 110, 100], std=[60, 50, 70], num_classes=6)
+
+
+def test_yaml_anchors_and_aliases_are_refused_before_anything_expands(files):
+    d = files["dir"]
+    levels = "".join(f"l{i}: &l{i} [{', '.join([f'*l{i - 1}' if i else 'lol'] * 9)}]\n" for i in range(9))
+    (d / "bomb.yaml").write_text(levels + "name: *l8\n")  # 9**9 strings once expanded
+    with pytest.raises(InputError) as info:
+        M.read_card(d / "bomb.yaml")
+    msg = str(info.value)
+    assert "uses a YAML anchor or alias (&name / *name) at line 1, column 5" in msg and "lol" not in msg
+    assert len(msg) < 400
+    card = base_card("mix.ts", "torchscript")  # a harmless alias is refused as well: one rule, no expansion
+    text = yaml.safe_dump(card).replace("mean:\n", "mean: &m\n", 1)
+    (d / "alias.yaml").write_text(text)
+    with pytest.raises(InputError, match=r"alias.yaml uses a YAML anchor or alias .* at line \d+"):
+        M.read_card(d / "alias.yaml")
+    card["output"]["channels"] = ["x" * 50] * 1000  # a huge wrong value is quoted cut short
+    with pytest.raises(InputError) as info:
+        M.read_card(write(d / "long.yaml", card))
+    assert "field output.channels must be a list" in str(info.value) and len(str(info.value)) < 500
+
+
+class FixedOut(nn.Module):
+    """Returns logits at the size it was traced at, whatever the input: int() turns the traced size
+    into constants (torch.jit.trace and torch.onnx.export alike)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(5)
+        self.conv = nn.Conv2d(3, 4, 3, stride=4, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = int(x.shape[2]), int(x.shape[3])
+        return F.interpolate(self.conv(x), size=(h, w), mode="bilinear", align_corners=False)
+
+
+@pytest.fixture(scope="module")
+def fixed(files) -> dict[str, Path]:
+    d, net, x = files["dir"], FixedOut().eval(), torch.zeros(1, 3, 24, 40)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.jit.trace(net, x).save(str(d / "fixed.ts"))
+        torch.onnx.export(net, (x,), str(d / "fixed.onnx"), input_names=["x"], dynamo=False,
+                          dynamic_axes={"x": {0: "b", 2: "h", 3: "w"}})
+    return {"ts": d / "fixed.ts", "onnx": d / "fixed.onnx", "net": net}
+
+
+@pytest.mark.parametrize("kind", ["ts", "onnx"])
+def test_file_traced_with_fixed_sizes_runs_only_at_its_size(files, fixed, kind, capsys):
+    d = files["dir"]
+    card = {"name": "fixed", "format": "torchscript" if kind == "ts" else "onnx", "file": fixed[kind].name,
+            "input": {"size": None, "channel_order": "RGB", "scale": 1}, "output": {"classes": NAMES}}
+    with pytest.raises(InputError) as info:
+        M.load(str(write(d / f"fixed-{kind}.yaml", card)))
+    msg = " ".join(str(info.value).split())
+    assert ("field input.size is null (each image's own size), but " + fixed[kind].name) in msg
+    assert "a 256x512 input gives 24x40 logits, and a 128x256 input also gives 24x40" in msg
+    assert "likely [24, 40]" in msg
+    card["input"]["size"] = [30, 50]
+    with pytest.raises(InputError, match=r"field input.size is \[30, 50\], but fixed"):
+        M.load(str(write(d / f"fixed-{kind}.yaml", card)))
+    card["input"]["size"] = [24, 40]  # the traced size: runs, and gives the network's own logits
+    model = M.load(str(write(d / f"fixed-{kind}.yaml", card)))
+    img = image(50, 70)
+    torch.testing.assert_close(model.predict(img), literal(fixed["net"], img, {**card, "output": {"channels": [0, 1, 2, 3]}}),
+                               rtol=1e-4, atol=1e-4)
+    assert main(["models", "card", str(fixed[kind])]) == 0
+    out = capsys.readouterr().out
+    assert yaml.safe_load(out)["input"]["size"] == [24, 40] and "never null" in out
+    assert "null for each image's own size" not in out
+    with pytest.raises(InputError, match=r"input_size is None .* \(likely \[24, 40\]"):
+        M.wrap(fixed[kind])
+    assert M.wrap(fixed[kind], input_size=(24, 40)).num_classes == 4
+
+
+class NaNNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 19, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.conv(x)
+        return torch.where(y > 0, y, torch.full_like(y, float("nan")))
+
+
+def test_models_check_names_nan_logits_and_its_miou(tmp_path, shared, capsys):
+    torch.jit.script(NaNNet().eval()).save(str(tmp_path / "nan.ts"))
+    card = {"name": "nan", "format": "torchscript", "file": "nan.ts",
+            "input": {"size": [64, 128], "channel_order": "RGB", "scale": 1}, "output": {"classes": "cityscapes"}}
+    args = ["models", "check", "--model", str(write(tmp_path / "nan.yaml", card)),
+            "--data", f"cityscapes:{shared / 'data/cityscapes_mini'}", "--max-frames", "1"]
+    assert main(args) == 1
+    captured = capsys.readouterr()
+    err = " ".join(captured.err.split())
+    assert "sml: warning: the network returned NaN or infinite logits on 1 of 1 frames" in err
+    assert "channel_order" not in err and "near chance" not in err
+    assert "mIoU is the mean, over the classes present in the labels, of TP / (TP + FP + FN)" in captured.out
+    assert main([*args, "--json"]) == 1
+    result = json.loads(capsys.readouterr().out)
+    assert result["nonfinite_frames"] == 1 and result["miou_definition"].startswith("mIoU is the mean")

@@ -84,3 +84,45 @@ def test_bgr_card_is_flagged_by_models_check(exports, shared, capsys):
     err = " ".join(captured.err.split())
     assert "pixel accuracy" in captured.out and "mIoU" in captured.out
     assert "sml: warning:" in err and "input.channel_order is probably wrong" in err
+
+
+class ImageNetInput(torch.nn.Module):
+    """ERFNet behind ImageNet normalisation: takes (x - mean) / std of RGB in [0, 1], as many networks do."""
+
+    def __init__(self, net: torch.nn.Module) -> None:
+        super().__init__()
+        self.net = net
+        self.register_buffer("mean", torch.tensor(M.IMAGENET_MEAN).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(M.IMAGENET_STD).view(1, 3, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x * self.std + self.mean)
+
+
+def test_card_that_says_bgr_consistently_is_flagged_by_models_check(exports, shared, capsys):
+    """A card with channel_order BGR and mean/std in BGR order, for a network that takes RGB: the probe
+    must reverse mean and std with the channels (it is then exactly the right card), or a misnormalised
+    probe segments no better than the wrong card and the check passes (it did: exit 0)."""
+    d = exports["dir"]
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.jit.trace(ImageNetInput(exports["builtin"].network).eval(), torch.zeros(1, 3, 64, 128)).save(
+            str(d / "erfnet_imagenet.ts"))
+    rgb = {"name": "erfnet-imagenet", "format": "torchscript", "file": "erfnet_imagenet.ts", **CARD}
+    rgb["input"] = {**CARD["input"], "mean": list(M.IMAGENET_MEAN), "std": list(M.IMAGENET_STD)}
+    bgr = {**rgb, "input": {**rgb["input"], "channel_order": "BGR", "mean": list(M.IMAGENET_MEAN)[::-1],
+                            "std": list(M.IMAGENET_STD)[::-1]}}
+    data = f"cityscapes:{shared / 'data/cityscapes_mini'}"
+    results = {}
+    for name, card in (("rgb", rgb), ("bgr", bgr)):
+        (d / f"{name}.yaml").write_text(yaml.safe_dump(card))
+        code = main(["models", "check", "--model", str(d / f"{name}.yaml"), "--data", data, "--max-frames", "3",
+                     "--json"])
+        results[name] = (code, json.loads(capsys.readouterr().out))
+    (ok, good), (flagged, bad) = results["rgb"], results["bgr"]
+    assert ok == 0 and good["warnings"] == [] and good["pixel_accuracy"] > 0.95
+    # the probe of the BGR card is the RGB card itself: the same numbers
+    assert bad["swapped_miou"] == pytest.approx(good["miou"], abs=1e-9)
+    assert bad["swapped_accuracy"] == pytest.approx(good["pixel_accuracy"], abs=1e-9)
+    assert flagged == 1 and bad["swap_better"] and bad["miou"] < good["miou"] - 0.1
+    assert any("input.channel_order is probably wrong" in w for w in bad["warnings"])

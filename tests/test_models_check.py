@@ -63,3 +63,56 @@ def test_class_mismatch_and_no_labels_are_refused():
         check_model(Fake([], names=["a", "b"]), [], NAMES)
     with pytest.raises(InputError, match="no labelled frame"):
         check_model(Fake([]), [SimpleNamespace(image=None, labels=None)], NAMES)
+
+
+class Normalised:
+    """Segments perfectly only when fed RGB with its own mean/std (recorded per call), else predicts class 0."""
+
+    def __init__(self, order, mean, std, names=NAMES):
+        self.class_names, self.channel_order, self.mean, self.std = names, order, mean, std
+        self.labels = None
+        self.seen = []
+
+    def predict(self, image, output_size):
+        self.seen.append((self.channel_order, self.mean, self.std))
+        right = self.channel_order == "RGB" and self.mean == (0.485, 0.456, 0.406) and self.std == (0.229, 0.224, 0.225)
+        pred = self.labels[int(image[0, 0, 0])] if right else np.zeros(output_size, np.uint8)
+        return torch.nn.functional.one_hot(torch.from_numpy(pred).long(), 3).permute(2, 0, 1)[None].float()
+
+
+def test_other_order_probe_reverses_mean_and_std_with_the_channels():
+    labels = [np.array([[0, 0, 1, 2]] * 4, np.uint8)]
+    # a card that says BGR consistently (mean and std in BGR order) for a network that takes RGB
+    model = Normalised("BGR", (0.406, 0.456, 0.485), (0.225, 0.224, 0.229))
+    model.labels = labels
+    r = check_model(model, samples(labels), NAMES)
+    assert model.seen == [("BGR", (0.406, 0.456, 0.485), (0.225, 0.224, 0.229)),
+                          ("RGB", (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))]
+    assert (model.channel_order, model.mean, model.std) == ("BGR", (0.406, 0.456, 0.485), (0.225, 0.224, 0.229))
+    assert r.swapped_miou == 1.0 and r.swap_better
+    assert "mean and std reversed with them" in " ".join(r.warnings())
+
+
+def test_nan_logits_are_named_not_blamed_on_channel_order():
+    labels = [np.array([[0, 0, 1, 2]] * 4, np.uint8)]
+
+    class NaNs(Fake):
+        def predict(self, image, output_size):
+            out = super().predict(image, output_size)
+            return out * float("nan") if self.channel_order == "RGB" else out
+
+    r = check_model(NaNs([np.zeros((4, 4), np.uint8)], swapped=labels), samples(labels), NAMES)
+    assert r.nonfinite_frames == 1 and r.swapped_nonfinite_frames == 0 and not r.swap_better
+    (warning,) = r.warnings()
+    assert "NaN or infinite logits on 1 of 1 frames" in warning and "channel_order" not in warning
+    # NaN in the probe's logits (one pixel) voids the comparison too, however well the rest segments
+    class ProbeNaN(Fake):
+        def predict(self, image, output_size):
+            out = super().predict(image, output_size)
+            if self.channel_order == "BGR":
+                out[0, :, 0, 0] = float("nan")
+            return out
+
+    r = check_model(ProbeNaN([np.zeros((4, 4), np.uint8)], swapped=labels), samples(labels), NAMES)
+    assert r.swapped_nonfinite_frames == 1 and r.swapped_miou > r.miou + 0.03 and not r.swap_better
+    assert r.as_dict()["miou_definition"].startswith("mIoU is the mean, over the classes present in the labels")

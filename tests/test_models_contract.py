@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torch import nn
 
 import sml.models as M
@@ -230,3 +231,46 @@ def test_wrapped_modules_keep_their_layout_registry_networks_run_channels_last_o
     assert torch.equal(out, built.predict(img, channels_last=True))
     torch.testing.assert_close(out, built.predict(img, channels_last=False), rtol=1e-5, atol=1e-5)
     assert built.network[0].weight.is_contiguous()  # an explicit False switches back
+
+
+@pytest.mark.parametrize("resize,flt", [("pil-bilinear", Image.Resampling.BILINEAR),
+                                        ("pil-bicubic", Image.Resampling.BICUBIC)])
+@pytest.mark.parametrize("size", [(24, 40), (70, 90), (31, 120)])  # down, up, and down in one axis up in the other
+def test_pil_resize_is_pils_own_filter_bit_for_bit(resize, flt, size):
+    img = rng_image(50, 70, seed=3)
+    expected = np.asarray(Image.fromarray(img).resize((size[1], size[0]), flt))
+    for scale in (1, 255):
+        model = M.wrap(Identity3(), input_size=size, class_names=["r", "g", "b"], resize=resize, scale=scale)
+        x = model.preprocess(img)[0].permute(1, 2, 0).numpy()
+        got = x * 255 if scale == 1 else x
+        np.testing.assert_array_equal(np.rint(got).astype(np.uint8), expected)
+        assert np.abs(got - np.rint(got)).max() < 1e-4  # whole grey levels: nothing resized after PIL
+    # BGR reorders after PIL's resize, on PIL's pixels
+    bgr = M.wrap(Identity3(), input_size=size, class_names=["b", "g", "r"], resize=resize, scale=255,
+                 channel_order="BGR")
+    np.testing.assert_array_equal(bgr.preprocess(img)[0].permute(1, 2, 0).numpy().astype(np.uint8),
+                                  expected[..., ::-1])
+    # torch's own bilinear differs from PIL's (models.md): the control that the modes are distinct
+    torch_model = M.wrap(Identity3(), input_size=size, class_names=["r", "g", "b"], scale=255)
+    assert not np.array_equal(np.rint(torch_model.preprocess(img)[0].permute(1, 2, 0).numpy()), expected)
+
+
+def test_zero_pixel_images_and_empty_batches_are_refused():
+    model = M.wrap(Identity3(), class_names=["r", "g", "b"])
+    for images, shape in ((np.zeros((0, 7, 3), np.uint8), r"\(0, 7, 3\) has 0x7"),
+                          ([rng_image(4, 4), np.zeros((5, 0, 3), np.uint8)], r"\(5, 0, 3\) has 5x0"),
+                          (torch.zeros(2, 3, 6, 0, dtype=torch.uint8), r"\(2, 3, 6, 0\) has 6x0")):
+        with pytest.raises(InputError, match=shape + r" \(HxW\) pixels"):
+            model.predict(images)
+        with pytest.raises(InputError, match=shape):
+            model.preprocess(images)
+    with pytest.raises(InputError, match=r"a batch of shape \(0, 4, 4, 3\) holds no image"):
+        model.predict(np.zeros((0, 4, 4, 3), np.uint8))
+
+
+def test_mean_std_outside_the_scale_are_refused_by_the_contract():
+    with pytest.raises(InputError, match=r"net: mean is \[123\.675, 116\.28, 103\.53\] but scale is 1"):
+        M.wrap(Identity3(), name="net", num_classes=3, mean=(123.675, 116.28, 103.53), std=(58.395, 57.12, 57.375))
+    with pytest.raises(InputError, match=r"std is \[0\.229, 0\.224, 0\.225\] but scale is 255"):
+        M.wrap(Identity3(), num_classes=3, scale=255, mean=(0, 0, 0), std=(0.229, 0.224, 0.225))
+    assert M.wrap(Identity3(), num_classes=3, scale=255, mean=(0, 0, 0), std=(1, 1, 1)).std == (1, 1, 1)

@@ -124,6 +124,19 @@ def test_card_overrides_and_refusals(models, tmp_path):
         M.load(str(tmp_path / "c.yaml"))
 
 
+def test_card_scale_must_fit_the_processors_mean_and_std(models, tmp_path):
+    card = {"name": "s", "format": "transformers", "source": str(models["dir"] / "segformer"),
+            "input": {"scale": 255}}  # the processor's mean/std are in [0, 1] units
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(card))
+    with pytest.raises(InputError, match=rf"model card {path}: field input.mean is \[0.4, 0.45, 0.5\] but scale is "
+                                         r"255 .*Set scale: 1, or multiply both by 255"):
+        M.load(str(path))
+    card["input"] = {"scale": 255, "mean": [102.0, 114.75, 127.5], "std": [51.0, 63.75, 76.5]}
+    path.write_text(yaml.safe_dump(card))
+    assert M.load(str(path)).scale == 255
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["segformer", "mask2former"])
 def test_stats_and_eval_cli_on_two_shared_frames(models, name, shared, tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import Any
 
 from sml.errors import InputError
 
@@ -37,17 +38,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     c = actions.add_parser("card", help="write a model card template for a network file (from one dry run)",
                            description="Write a model card for a TorchScript, ONNX or .pt2 network file: "
                                        "format, file, sha256, output channels and (when the file fixes it) "
-                                       "input size come from one dry run; the preprocessing fields are "
-                                       "marked FILL-IN, and a card is refused until they are filled in.")
+                                       "input size come from dry runs (a file traced with fixed sizes, whose "
+                                       "output does not follow the input size, gets the size it was traced at, "
+                                       "never null); the preprocessing fields are marked FILL-IN, and a card "
+                                       "is refused until they are filled in.")
     c.add_argument("file", metavar="FILE", help="the network file")
     c.add_argument("-o", "--output", metavar="CARD.yaml", default=None,
                    help="write the card here (default: print it)")
     c.set_defaults(func=run_card)
     k = actions.add_parser("check", help="pixel accuracy and mIoU on labelled frames (a misread network shows)",
                            description="Run the model on labelled in-distribution frames and print pixel "
-                                       "accuracy and mIoU; warn when they are near chance or when the other "
-                                       "channel order segments better, where a wrong channel order or "
-                                       "normalisation shows first. Exit status 1 when warned.")
+                                       "accuracy and mIoU (mean over the classes present in the labels of "
+                                       "TP / (TP + FP + FN), pooled over all frames); warn when they are near "
+                                       "chance, when the other channel order (mean and std reversed with it) "
+                                       "segments better, where a wrong channel order or normalisation shows "
+                                       "first, or when the logits hold NaN or infinity. Exit status 1 when warned.")
     k.add_argument("--model", required=True, metavar="NAME|CARD.yaml", help="registered name or model card")
     k.add_argument("--weights", default=None, metavar="PATH", help="checkpoint for a registered name")
     k.add_argument("--trust-checkpoint", action="store_true",
@@ -109,22 +114,32 @@ def run_check(args: argparse.Namespace) -> int:
     model = load(args.model, weights=args.weights, device=args.device, trust=args.trust_checkpoint)
     labelled = (ds.load(f) for f in ds.frames if f.label_path is not None)
     result = check_model(model, itertools.islice(labelled, args.max_frames), list(names))
-    warnings = result.warnings()
     if args.json:
         print(json.dumps(result.as_dict(), indent=2))
     else:
-        print(f"{model.name} on {result.frames} labelled frames of {args.data} ({result.pixels} pixels):")
-        print(f"  pixel accuracy {result.pixel_accuracy:.1%}   mIoU {result.miou:.1%}   "
-              f"(chance: {result.chance_accuracy:.1%} / {result.chance_miou:.1%})")
-        if result.swapped_miou is not None:
-            other = "BGR" if result.channel_order == "RGB" else "RGB"
-            print(f"  with channels as {other}: pixel accuracy {result.swapped_accuracy:.1%}   "
-                  f"mIoU {result.swapped_miou:.1%}")
-        for cls, iou in result.per_class_iou.items():
-            print(f"    {cls:<14} IoU {iou:.1%}")
+        _print_check(model, args.data, result)
+    warnings = result.warnings()
     for w in warnings:
         print(f"sml: warning: {w}", file=sys.stderr)
     return 1 if warnings else 0
+
+
+def _print_check(model: Any, data: str, result: Any) -> None:
+    """The numbers of ``sml models check`` as a short table (``result``: a CheckResult)."""
+    print(f"{model.name} on {result.frames} labelled frames of {data} ({result.pixels} pixels):")
+    print(f"  pixel accuracy {result.pixel_accuracy:.1%}   mIoU {result.miou:.1%}   "
+          f"(chance: {result.chance_accuracy:.1%} / {result.chance_miou:.1%})")
+    if result.swapped_miou is not None:
+        other = "BGR" if result.channel_order == "RGB" else "RGB"
+        also = " (mean/std reversed too)" if model.mean is not None else ""
+        print(f"  with channels as {other}{also}: pixel accuracy {result.swapped_accuracy:.1%}   "
+              f"mIoU {result.swapped_miou:.1%}")
+    if result.nonfinite_frames or result.swapped_nonfinite_frames:
+        print(f"  NaN or infinite logits on {result.nonfinite_frames} frames (other order: "
+              f"{result.swapped_nonfinite_frames})")
+    for cls, iou in result.per_class_iou.items():
+        print(f"    {cls:<14} IoU {iou:.1%}")
+    print(f"  ({result.miou_definition})")
 
 
 def run_download(args: argparse.Namespace) -> int:

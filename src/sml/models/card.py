@@ -1,11 +1,14 @@
 """Model cards (models.md, "Your own network: the model card"): a YAML file saying how to feed a
 network and how to read its output. :func:`read_card` validates every field into a
 :class:`~sml.models.registry.ModelConfig`; :func:`load_card` opens the network, dry-runs it
-once and returns a :class:`~sml.models.contract.SegmentationModel`; :func:`card_template`
-writes a card for a network file from one dry run, preprocessing left to be filled in.
+(a traced file at two sizes, see :mod:`sml.models.probe`) and returns a :class:`~sml.models.contract.SegmentationModel`; :func:`card_template`
+writes a card for a network file from dry runs, preprocessing left to be filled in. Cards are
+read with a YAML loader that refuses anchors and aliases; a ``format: python`` entry point that
+raises (or exits) at import or build is refused naming the card and the entry.
 """
 from __future__ import annotations
 
+import functools
 import importlib
 import os
 import re
@@ -19,7 +22,9 @@ import torch
 from torch import nn
 
 from sml.errors import CheckpointError, InputError
-from sml.models.contract import CITYSCAPES_CLASSES, _RESIZE, _UPSAMPLE, OnnxNetwork, SegmentationModel, _eval
+from sml.models.contract import (CITYSCAPES_CLASSES, RESIZE_MODES, _UPSAMPLE, OnnxNetwork, SegmentationModel,
+                                 normalisation_problem)
+from sml.models.probe import DRY_SIZE, TRACED_FORMATS, check_size_follows, dry_run, native_size, size_line
 from sml.models.registry import ModelConfig
 
 CARD_SUFFIXES = (".yaml", ".yml")
@@ -29,7 +34,6 @@ TO_FILL = "FILL-IN"  # placeholder of card_template; read_card refuses it
 _TOP = ("name", "format", "file", "entry", "weights", "source", "sha256", "input", "output", "licence", "license")
 _INPUT = ("size", "channel_order", "scale", "mean", "std", "resize")
 _OUTPUT = ("kind", "classes", "channels", "upsample")
-_DRY_SIZE = (256, 512)  # dry-run size of a network that runs at each image's own size
 
 EXAMPLE = """\
   name: my-network
@@ -75,6 +79,69 @@ def needs_card_message(path: Path, fmt: str) -> str:
             f"or sml.models.wrap(...) with the preprocessing as arguments). A card looks like:\n{EXAMPLE}")
 
 
+MAX_CARD_BYTES = 1 << 20  # a card is a few hundred bytes; anything this large is not one
+
+
+class _AnchorRefused(Exception):
+    """A YAML anchor or alias, refused before anything is expanded."""
+
+    def __init__(self, mark: Any) -> None:
+        super().__init__(f"line {mark.line + 1}, column {mark.column + 1}")
+
+
+@functools.lru_cache(maxsize=1)
+def _card_loader() -> type:
+    """yaml.SafeLoader that refuses anchors (&a) and aliases (*a) as it meets them, so a card can
+    never expand into more than its own text (a "billion laughs" alias bomb stops at its first anchor)."""
+    import yaml
+
+    class CardLoader(yaml.SafeLoader):
+        def compose_node(self, parent: Any, index: Any) -> Any:
+            event = self.peek_event()
+            if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
+                raise _AnchorRefused(event.start_mark)
+            return super().compose_node(parent, index)
+
+    return CardLoader
+
+
+def _show(value: Any, limit: int = 80) -> str:
+    """``repr(value)`` cut to ``limit`` characters, for messages that quote a card's value."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + " ..."
+
+
+def _key(key: Any) -> str:
+    """A card key as a message shows it (cut to 40 characters)."""
+    text = str(key)
+    return text if len(text) <= 40 else text[:40] + " ..."
+
+
+def _read_yaml(path: Path) -> dict:
+    """The mapping a card file holds (InputError for a missing, huge, non-YAML or non-mapping file)."""
+    import yaml
+
+    if not path.is_file():
+        raise InputError(f"model card {path} does not exist; check the --model path (a card is a YAML file, "
+                         f"`sml models card NETWORK_FILE` writes one)")
+    if path.stat().st_size > MAX_CARD_BYTES:
+        raise InputError(f"model card {path} is {path.stat().st_size} bytes; a card is a short YAML file (under "
+                         f"{MAX_CARD_BYTES // 1024} KiB). Check that --model names the card, not the network file.")
+    try:
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_card_loader())  # noqa: S506 - a SafeLoader
+    except _AnchorRefused as exc:
+        raise InputError(f"model card {path} uses a YAML anchor or alias (&name / *name) at {exc}; a card "
+                         f"refuses them, so that it always means just what it shows. Write each value out "
+                         f"in full.") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise InputError(f"model card {path} is not valid YAML: {str(exc).splitlines()[0][:200]}. Check the "
+                         f"indentation and quoting around that place.") from None
+    if not isinstance(data, dict):
+        raise InputError(f"model card {path} must be a YAML mapping of fields (name, format, file, input, "
+                         f"output, ...), got {type(data).__name__}. Example:\n{EXAMPLE}")
+    return data
+
+
 class _Card:
     """Reads and checks fields of one card, every refusal naming the card, the field and the fix."""
 
@@ -91,11 +158,11 @@ class _Card:
                 raise self.fail(key, "is missing", f"Add an '{key}:' section with {', '.join(allowed)}.")
             return {}
         if not isinstance(value, dict):
-            raise self.fail(key, f"must be a mapping of {', '.join(allowed)}, got {value!r}",
+            raise self.fail(key, f"must be a mapping of {', '.join(allowed)}, got {_show(value)}",
                             f"Write it as '{key}:' followed by indented 'field: value' lines.")
-        unknown = sorted(set(value) - set(allowed))
+        unknown = sorted(set(value) - set(allowed), key=str)
         if unknown:
-            raise self.fail(f"{key}.{unknown[0]}", "is not a card field",
+            raise self.fail(f"{key}.{_key(unknown[0])}", "is not a card field",
                             f"Fields of {key}: {', '.join(allowed)} (check the spelling).")
         for k, v in value.items():
             if v == TO_FILL:
@@ -115,9 +182,9 @@ class _Card:
         if value == TO_FILL:
             raise self.fail(prefix + key, f"is still {TO_FILL}", "Fill it in; sml never guesses preprocessing.")
         if not isinstance(value, str) or not value.strip():
-            raise self.fail(prefix + key, f"must be a non-empty string, got {value!r}", "Quote it if in doubt.")
+            raise self.fail(prefix + key, f"must be a non-empty string, got {_show(value)}", "Quote it if in doubt.")
         if allowed is not None and value not in allowed:
-            raise self.fail(prefix + key, f"is {value!r}", f"Use one of: {', '.join(allowed)}.")
+            raise self.fail(prefix + key, f"is {_show(value)}", f"Use one of: {', '.join(allowed)}.")
         return value
 
     def file(self, key: str, required: bool) -> str | None:
@@ -127,7 +194,7 @@ class _Card:
         p = Path(value).expanduser()
         p = p if p.is_absolute() else self.path.parent / p
         if not p.exists():
-            raise self.fail(key, f"names {value!r}, and {p} does not exist",
+            raise self.fail(key, f"names {_show(value)}, and {p} does not exist",
                             "Paths in a card are relative to the card's folder; fix the path.")
         return str(p)
 
@@ -139,156 +206,226 @@ class _Card:
             isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
         if not ok or (positive and min(value) <= 0):
             raise self.fail(f"input.{key}", f"must be three numbers{' > 0' if positive else ''} (one per channel, "
-                            f"in channel_order and scale units), got {value!r}",
+                            f"in channel_order and scale units), got {_show(value)}",
                             f"E.g. {key}: [{', '.join([str(default)] * 3)}]; leave it out for {default}.")
         return tuple(float(v) for v in value)  # type: ignore[return-value]
+
+    # -- the card's parts -------------------------------------------------------------------------
+    def network_fields(self, fmt: str) -> dict[str, Any]:
+        """Where the network comes from: file / entry and weights / source, sha256, licence."""
+        needed = {"torchscript": ("file",), "onnx": ("file",), "export": ("file",), "python": ("entry", "weights"),
+                  "transformers": ("source",)}[fmt]
+        for key in ("file", "entry", "weights", "source"):
+            if key not in needed and self.data.get(key) is not None:
+                raise self.fail(key, f"does not apply to format {fmt}",
+                                f"format {fmt} takes {' and '.join(needed)}; remove '{key}' or change the format.")
+        fields: dict[str, Any] = {}
+        if fmt in FILE_FORMATS:
+            fields["file"] = self.file("file", True)
+        elif fmt == "python":
+            entry = self.text("entry", True)
+            if not re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", entry):
+                raise self.fail("entry", f"is {_show(entry)}", "Write it as package.module:function (a callable "
+                                "returning an nn.Module), e.g. mynets.espnet:build.")
+            fields["entry"], fields["weights"] = entry, self.file("weights", True)
+        else:
+            source = self.text("source", True)
+            local = Path(source).expanduser()
+            local = local if local.is_absolute() else self.path.parent / local
+            fields["source"] = str(local) if local.exists() else source  # else a hub id, resolved by transformers
+        fields.update(self.checksum(fmt == "transformers"))
+        licence = self.data.get("licence", self.data.get("license"))
+        if licence is not None:
+            fields["licence"] = str(licence)
+        return fields
+
+    def checksum(self, hf: bool) -> dict[str, str]:
+        sha = self.data.get("sha256")
+        if sha is None:
+            return {}
+        if hf:
+            raise self.fail("sha256", "does not apply to format transformers", "The hub checks its own files; "
+                            "remove sha256.")
+        if not isinstance(sha, str) or not re.fullmatch(r"[0-9a-fA-F]{64}", sha):
+            raise self.fail("sha256", f"must be 64 hex digits, got {_show(sha)}", "Compute it with `sha256sum FILE`.")
+        return {"sha256": sha.lower()}
+
+    def input_fields(self, inp: dict, hf: bool) -> dict[str, Any]:
+        """size, channel_order, resize, scale, mean and std, the last three checked against each other."""
+        fields = self.size(inp, hf)
+        for key, allowed in (("channel_order", ("RGB", "BGR")), ("resize", RESIZE_MODES)):
+            value = self.text(key, key == "channel_order" and not hf, allowed, inp, "input.")
+            if value is not None:
+                fields[key] = value
+        if "scale" in inp or not hf:
+            scale = inp.get("scale")
+            if scale is None or isinstance(scale, bool) or scale not in (1, 255):
+                raise self.fail("input.scale", "is missing" if scale is None else f"is {_show(scale)}",
+                                "Use 1 when the network takes pixels in [0, 1], 255 when in [0, 255].")
+            fields["scale"] = int(scale)
+        mean, std = self.triple(inp, "mean", 0, False), self.triple(inp, "std", 1, True)
+        if mean is not None or std is not None:
+            fields["mean"], fields["std"] = mean or (0.0, 0.0, 0.0), std or (1.0, 1.0, 1.0)
+        if "scale" in fields:  # a transformers card may leave the scale to the image processor
+            check_units(self.path, fields["scale"], fields.get("mean"), fields.get("std"))
+        return fields
+
+    def size(self, inp: dict, hf: bool) -> dict[str, Any]:
+        if "size" not in inp:
+            if hf:
+                return {}
+            raise self.fail("input.size", "is missing", "Give [H, W], the size the network runs at, or null to run "
+                            "each image at its own size.")
+        size = inp["size"]
+        if size is None:
+            return {"input_size": None}
+        if not (isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) and not isinstance(v, bool)
+                                                                  and v > 0 for v in size)):
+            raise self.fail("input.size", f"must be [height, width] in pixels or null, got {_show(size)}",
+                            "E.g. size: [512, 1024].")
+        return {"input_size": (size[0], size[1])}
+
+    def output_fields(self, out: dict, hf: bool) -> dict[str, Any]:
+        """kind, classes, channels and upsample."""
+        fields: dict[str, Any] = {}
+        kind = self.text("kind", False, ("logits", "mask-classification"), out, "output.")
+        if kind is not None:
+            fields["kind"] = kind
+        names = self.classes(out, hf)
+        if names is not None:
+            fields["class_names"] = names
+        channels = self.channels(out, names)
+        if channels is not None:
+            fields["class_channels"] = channels
+        upsample = self.text("upsample", False, tuple(_UPSAMPLE), out, "output.")
+        if upsample is not None:
+            fields["upsample"] = upsample
+        return fields
+
+    def classes(self, out: dict, hf: bool) -> tuple[str, ...] | None:
+        classes = out.get("classes")
+        if classes is None:
+            if hf:
+                return None
+            raise self.fail("output.classes", "is missing", "Give 'cityscapes' (the 19 train-id classes) or a list "
+                            "of class names in class order.")
+        if classes == "cityscapes":
+            return CITYSCAPES_CLASSES
+        if not (isinstance(classes, list) and classes and all(isinstance(n, str) and n for n in classes)):
+            raise self.fail("output.classes", f"must be 'cityscapes' or a list of class names, got {_show(classes)}",
+                            "E.g. classes: cityscapes, or classes: [road, car, person].")
+        if len(set(classes)) != len(classes):
+            raise self.fail("output.classes", "repeats a class name", "Give each class once, in class order.")
+        return tuple(classes)
+
+    def channels(self, out: dict, names: tuple[str, ...] | None) -> tuple[int, ...] | None:
+        channels = out.get("channels")
+        if channels is None:
+            return None
+        if not (isinstance(channels, list) and channels and all(isinstance(v, int) and not isinstance(v, bool)
+                                                                and v >= 0 for v in channels)):
+            raise self.fail("output.channels", f"must be a list of output channel indices (>= 0), got "
+                            f"{_show(channels)}", "E.g. channels: [0, 1, 2] picks the first three output channels "
+                            "as the classes.")
+        if len(set(channels)) != len(channels):
+            raise self.fail("output.channels", "repeats a channel", "Give each class's channel once.")
+        if names is not None and len(channels) != len(names):
+            raise self.fail("output.channels", f"lists {len(channels)} channels for {len(names)} classes",
+                            "Give one channel per class, in class order.")
+        return tuple(channels)
+
+
+def check_units(card: Any, scale: float, mean: Any, std: Any) -> None:
+    """Refuse a card whose mean/std are not in its scale's units (see :func:`normalisation_problem`)."""
+    problem = normalisation_problem(scale, mean, std)
+    if problem is not None:
+        field, what, fix = problem
+        raise InputError(f"model card {card}: field input.{field} {what}. {fix}")
 
 
 def read_card(path: str | os.PathLike) -> ModelConfig:
     """Parse and validate a model card into a :class:`ModelConfig` (InputError naming card, field, fix)."""
-    import yaml
-
     path = Path(path).expanduser()
-    if not path.is_file():
-        raise InputError(f"model card {path} does not exist; check the --model path (a card is a YAML file, "
-                         f"`sml models card NETWORK_FILE` writes one)")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise InputError(f"model card {path} is not valid YAML: {str(exc).splitlines()[0]}. Check the "
-                         f"indentation and quoting around that place.") from None
-    if not isinstance(data, dict):
-        raise InputError(f"model card {path} must be a YAML mapping of fields (name, format, file, input, "
-                         f"output, ...), got {type(data).__name__}. Example:\n{EXAMPLE}")
+    data = _read_yaml(path)
     c = _Card(path, data)
-    unknown = sorted(set(data) - set(_TOP))
+    unknown = sorted(set(data) - set(_TOP), key=str)
     if unknown:
-        raise c.fail(unknown[0], "is not a card field", f"Fields: {', '.join(_TOP[:-1])} (check the spelling).")
+        raise c.fail(_key(unknown[0]), "is not a card field",
+                     f"Fields: {', '.join(_TOP[:-1])} (check the spelling).")
     name = c.text("name", True)
     fmt = c.text("format", True, CARD_FORMATS)
     hf = fmt == "transformers"
-    fields: dict[str, Any] = {"name": name, "format": fmt, "card": str(path)}
-    needed = {"torchscript": ("file",), "onnx": ("file",), "export": ("file",), "python": ("entry", "weights"),
-              "transformers": ("source",)}[fmt]
-    for key in ("file", "entry", "weights", "source"):
-        if key not in needed and data.get(key) is not None:
-            raise c.fail(key, f"does not apply to format {fmt}",
-                         f"format {fmt} takes {' and '.join(needed)}; remove '{key}' or change the format.")
-    if fmt in FILE_FORMATS:
-        fields["file"] = c.file("file", True)
-    elif fmt == "python":
-        entry = c.text("entry", True)
-        if not re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", entry):
-            raise c.fail("entry", f"is {entry!r}", "Write it as package.module:function (a callable returning "
-                         "an nn.Module), e.g. mynets.espnet:build.")
-        fields["entry"], fields["weights"] = entry, c.file("weights", True)
-    else:
-        source = c.text("source", True)
-        local = Path(source).expanduser()
-        local = local if local.is_absolute() else path.parent / local
-        fields["source"] = str(local) if local.exists() else source  # else a hub id, resolved by transformers
-    sha = data.get("sha256")
-    if sha is not None:
-        if hf:
-            raise c.fail("sha256", "does not apply to format transformers", "The hub checks its own files; "
-                         "remove sha256.")
-        if not isinstance(sha, str) or not re.fullmatch(r"[0-9a-fA-F]{64}", sha):
-            raise c.fail("sha256", f"must be 64 hex digits, got {sha!r}", "Compute it with `sha256sum FILE`.")
-        fields["sha256"] = sha.lower()
-    licence = data.get("licence", data.get("license"))
-    if licence is not None:
-        fields["licence"] = str(licence)
-
+    fields: dict[str, Any] = {"name": name, "format": fmt, "card": str(path), **c.network_fields(fmt)}
     inp = c.section("input", _INPUT, required=not hf)
-    if "size" not in inp and not hf:
-        raise c.fail("input.size", "is missing", "Give [H, W], the size the network runs at, or null to run "
-                     "each image at its own size.")
-    if inp.get("size") is not None:
-        size = inp["size"]
-        if not (isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) and not isinstance(v, bool)
-                                                                  and v > 0 for v in size)):
-            raise c.fail("input.size", f"must be [height, width] in pixels or null, got {size!r}",
-                         "E.g. size: [512, 1024].")
-        fields["input_size"] = (size[0], size[1])
-    elif "size" in inp:
-        fields["input_size"] = None
-    for key, allowed in (("channel_order", ("RGB", "BGR")), ("resize", tuple(_RESIZE))):
-        value = c.text(key, key == "channel_order" and not hf, allowed, inp, "input.")
-        if value is not None:
-            fields[key] = value
-    if "scale" in inp or not hf:
-        scale = inp.get("scale")
-        if scale is None or isinstance(scale, bool) or scale not in (1, 255):
-            raise c.fail("input.scale", "is missing" if scale is None else f"is {scale!r}",
-                         "Use 1 when the network takes pixels in [0, 1], 255 when in [0, 255].")
-        fields["scale"] = int(scale)
-    mean, std = c.triple(inp, "mean", 0, False), c.triple(inp, "std", 1, True)
-    if mean is not None or std is not None:
-        fields["mean"], fields["std"] = mean or (0.0, 0.0, 0.0), std or (1.0, 1.0, 1.0)
-
+    fields.update(c.input_fields(inp, hf))
     out = c.section("output", _OUTPUT, required=not hf)
-    kind = c.text("kind", False, ("logits", "mask-classification"), out, "output.")
-    if kind is not None:
-        fields["kind"] = kind
-    classes = out.get("classes")
-    if classes is None and not hf:
-        raise c.fail("output.classes", "is missing", "Give 'cityscapes' (the 19 train-id classes) or a list of "
-                     "class names in class order.")
-    if classes is not None:
-        if classes == "cityscapes":
-            fields["class_names"] = CITYSCAPES_CLASSES
-        elif isinstance(classes, list) and classes and all(isinstance(n, str) and n for n in classes):
-            if len(set(classes)) != len(classes):
-                raise c.fail("output.classes", "repeats a class name", "Give each class once, in class order.")
-            fields["class_names"] = tuple(classes)
-        else:
-            raise c.fail("output.classes", f"must be 'cityscapes' or a list of class names, got {classes!r}",
-                         "E.g. classes: cityscapes, or classes: [road, car, person].")
-    channels = out.get("channels")
-    if channels is not None:
-        if not (isinstance(channels, list) and channels and all(isinstance(v, int) and not isinstance(v, bool)
-                                                                and v >= 0 for v in channels)):
-            raise c.fail("output.channels", f"must be a list of output channel indices (>= 0), got {channels!r}",
-                         "E.g. channels: [0, 1, 2] picks the first three output channels as the classes.")
-        if len(set(channels)) != len(channels):
-            raise c.fail("output.channels", "repeats a channel", "Give each class's channel once.")
-        if "class_names" in fields and len(channels) != len(fields["class_names"]):
-            raise c.fail("output.channels", f"lists {len(channels)} channels for {len(fields['class_names'])} "
-                         f"classes", "Give one channel per class, in class order.")
-        fields["class_channels"] = tuple(channels)
-    upsample = c.text("upsample", False, tuple(_UPSAMPLE), out, "output.")
-    if upsample is not None:
-        fields["upsample"] = upsample
+    fields.update(c.output_fields(out, hf))
     rename = {"size": "input_size", "classes": "class_names", "channels": "class_channels"}
     fields["given"] = tuple(rename.get(k, k) for k in (*inp, *out))
     return ModelConfig(**fields)
 
 
-def _import_entry(entry: str, card_dir: Path) -> Any:
+def _failure(exc: BaseException) -> str:
+    """What an exception says, in one short line (SystemExit: the exit status it asked for)."""
+    if isinstance(exc, SystemExit):
+        return f"SystemExit (it called sys.exit({exc.code!r}))"
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0][:300]}" if text else type(exc).__name__
+
+
+def _import_entry(entry: str, card_dir: Path, where: str) -> Any:
     module_name, _, attr = entry.partition(":")
     sys.path.insert(0, str(card_dir))  # an entry module may sit beside its card
+    bytecode, sys.dont_write_bytecode = sys.dont_write_bytecode, True  # no __pycache__ left in the user's folder
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        raise InputError(f"model entry {entry!r}: cannot import {module_name} ({exc}); install the package or "
-                         f"put the module beside the card") from None
+        raise InputError(f"{where}: entry {entry!r}: cannot import {module_name} ({exc}); install the package "
+                         f"or put the module beside the card") from None
+    except (Exception, SystemExit) as exc:  # the user's module ran and failed (SyntaxError, sys.exit, ...)
+        raise InputError(f"{where}: entry {entry!r}: importing {module_name} raised {_failure(exc)}. Fix that "
+                         f"module; sml imports it, then calls {attr}() with no arguments.") from None
     finally:
         sys.path.remove(str(card_dir))
+        sys.dont_write_bytecode = bytecode
     fn = getattr(module, attr, None)
     if not callable(fn):
-        raise InputError(f"model entry {entry!r}: {module_name} has no callable {attr}")
+        raise InputError(f"{where}: entry {entry!r}: {module_name} has no callable {attr}")
     return fn
+
+
+def build_entry(cfg: ModelConfig) -> nn.Module:
+    """The network a ``format: python`` card's entry point builds (its weights not yet loaded).
+
+    Whatever the entry's module or callable raises, ``SystemExit`` included, is refused naming
+    the card and the entry.
+    """
+    where = f"model card {cfg.card}"
+    fn = _import_entry(cfg.entry, Path(cfg.card or ".").parent, where)
+    try:
+        network = fn()
+    except (Exception, SystemExit) as exc:
+        raise InputError(f"{where}: entry {cfg.entry} raised {_failure(exc)} when called to build the network. "
+                         f"Fix the entry point: called with no arguments, it must return a torch.nn.Module.") from None
+    if not isinstance(network, nn.Module):
+        raise InputError(f"{where}: entry {cfg.entry} returned a {type(network).__name__}, not a torch.nn.Module")
+    return network
+
+
+def _where(cfg: ModelConfig) -> str:
+    return f"model card {cfg.card}" if cfg.card else str(cfg.file)
 
 
 def open_network(cfg: ModelConfig) -> nn.Module:
     """The network a card's configuration names (file formats and python), on the CPU, eval mode."""
+    where = _where(cfg)
     if cfg.sha256 is not None:
         from sml.models.zoo import sha256_of
 
         target = cfg.file or cfg.weights
         actual = sha256_of(target)
         if actual != cfg.sha256:
-            raise CheckpointError(f"model card {cfg.card}: {target} has sha256 {actual}, the card says {cfg.sha256}. "
+            raise CheckpointError(f"{where}: {target} has sha256 {actual}, the card says {cfg.sha256}. "
                                   f"The file changed or is another release; fix the file or the card's sha256.")
     if cfg.format == "onnx":
         return OnnxNetwork(cfg.file)
@@ -296,7 +433,7 @@ def open_network(cfg: ModelConfig) -> nn.Module:
         try:
             return torch.export.load(cfg.file).module()
         except Exception as exc:
-            raise CheckpointError(f"model card {cfg.card}: cannot load {cfg.file} as a torch.export .pt2 archive "
+            raise CheckpointError(f"{where}: cannot load {cfg.file} as a torch.export .pt2 archive "
                                   f"({type(exc).__name__}: {str(exc)[:200]}); check format and file") from None
     if cfg.format == "torchscript":
         try:
@@ -304,61 +441,51 @@ def open_network(cfg: ModelConfig) -> nn.Module:
                 warnings.simplefilter("ignore", DeprecationWarning)
                 return torch.jit.load(cfg.file, map_location="cpu")
         except Exception as exc:
-            raise CheckpointError(f"model card {cfg.card}: {cfg.file} is not a TorchScript file "
+            raise CheckpointError(f"{where}: {cfg.file} is not a TorchScript file "
                                   f"({type(exc).__name__}); check format and file") from None
     if cfg.format == "python":
         from sml.models.checkpoint import load_checkpoint, load_into
 
-        network = _import_entry(cfg.entry, Path(cfg.card or ".").parent)()
-        if not isinstance(network, nn.Module):
-            raise InputError(f"model card {cfg.card}: entry {cfg.entry} returned a {type(network).__name__}, "
-                             f"not a torch.nn.Module")
-        return load_into(network, load_checkpoint(cfg.weights), source=cfg.weights)
+        return load_into(build_entry(cfg), load_checkpoint(cfg.weights), source=cfg.weights)
     raise InputError(f"format {cfg.format!r} has no network file")  # pragma: no cover - read_card refuses it
 
 
-def _first_output(out: Any) -> torch.Tensor:
-    if isinstance(out, (tuple, list)):
-        out = out[0]
-    if isinstance(out, dict):
-        out = out.get("out", next(iter(out.values())))
-    return out
+def open_file(path: str | os.PathLike, input_size: tuple[int, int] | None) -> tuple[nn.Module, tuple[int, int] | None]:
+    """A network file for :func:`~sml.models.contract.wrap` and the size to run it at: ``input_size``,
+    else the size the file is fixed to, else None after the size probe (:func:`check_size_follows`)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"model file {path} does not exist")
+    fmt = file_format(path)
+    if fmt is None:
+        raise CheckpointError(f"{path} is not a TorchScript, ONNX or .pt2 network file. A checkpoint of weights "
+                              f"needs its architecture: sml.models.load(ARCH, weights='{path}') (see `sml models`).")
+    network = open_network(ModelConfig(name=path.stem, format=fmt, file=str(path)))
+    size = input_size or native_size(network)
+    if size is None and fmt in TRACED_FORMATS:
+        out = dry_run(network, DRY_SIZE, str(path))[1]
+        check_size_follows(network, None, out, str(path), path.name, setting="input_size", null="None")
+    return network, size
 
 
-def dry_run(network: nn.Module, size: tuple[int, int], where: str) -> tuple[int, tuple[int, int]]:
-    """(output channels, output H x W) of one forward pass on a zero batch at ``size``."""
-    try:
-        with torch.inference_mode():
-            out = _first_output(_eval(network)(torch.zeros(1, 3, *size)))
-    except InputError:
-        raise
-    except Exception as exc:
-        raise InputError(f"{where}: the network failed on a 1 x 3 x {size[0]} x {size[1]} input "
-                         f"({type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}); check "
-                         f"input.size (the size it runs at; fixed-size exports run at exactly their size)") from None
-    if not isinstance(out, torch.Tensor) or out.dim() != 4 or out.shape[0] != 1 or min(out.shape[2:]) < 1:
-        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-        raise InputError(f"{where}: for a 1 x 3 x {size[0]} x {size[1]} input the network returned {shape}, "
-                         f"not 1 x K x h x w class scores")
-    return int(out.shape[1]), (int(out.shape[2]), int(out.shape[3]))
-
-
-def load_card(card: str | os.PathLike | ModelConfig, device: str | torch.device = "cpu") -> SegmentationModel:
-    """A ready :class:`SegmentationModel` from a model card (path or read configuration), dry-run checked."""
-    cfg = card if isinstance(card, ModelConfig) else read_card(card)
-    where = f"model card {cfg.card}"
+def _open_for_card(cfg: ModelConfig, where: str) -> tuple[nn.Module, ModelConfig]:
+    """The card's network, and its configuration completed (transformers) and checked against the file."""
     if cfg.format == "transformers":
         from sml.models.hf import complete_config
 
         network, cfg = complete_config(cfg)
-    else:
-        network = open_network(cfg)
-        fixed = native_size(network)
-        if fixed is not None and cfg.input_size != fixed:
-            raise InputError(f"{where}: field input.size is {list(cfg.input_size) if cfg.input_size else None} but "
-                             f"{Path(cfg.file).name} is exported for a fixed {fixed[0]}x{fixed[1]} (HxW) input. Set input.size: "
-                             f"[{fixed[0]}, {fixed[1]}], or export with dynamic height and width.")
-    channels, _ = dry_run(network, cfg.input_size or _DRY_SIZE, where)
+        check_units(cfg.card, cfg.scale, cfg.mean, cfg.std)  # the processor may have filled mean/std/scale
+        return network, cfg
+    network = open_network(cfg)
+    fixed = native_size(network)
+    if fixed is not None and cfg.input_size != fixed:
+        raise InputError(f"{where}: field input.size is {list(cfg.input_size) if cfg.input_size else None} but "
+                         f"{Path(cfg.file).name} is exported for a fixed {fixed[0]}x{fixed[1]} (HxW) input. Set "
+                         f"input.size: [{fixed[0]}, {fixed[1]}], or export with dynamic height and width.")
+    return network, cfg
+
+
+def _check_channels(cfg: ModelConfig, channels: int, where: str) -> None:
     names = cfg.class_names
     if cfg.class_channels is None:
         if channels != len(names):
@@ -368,29 +495,34 @@ def load_card(card: str | os.PathLike | ModelConfig, device: str | torch.device 
     elif max(cfg.class_channels) >= channels:
         raise InputError(f"{where}: field output.channels goes up to {max(cfg.class_channels)} but the network "
                          f"returns {channels} channels (0-{channels - 1}). Fix output.channels.")
+
+
+def load_card(card: str | os.PathLike | ModelConfig, device: str | torch.device = "cpu") -> SegmentationModel:
+    """A ready :class:`SegmentationModel` from a model card (path or read configuration), dry-run checked.
+
+    A TorchScript or ONNX file with no fixed input size is also run at a second size: one traced
+    with its sizes fixed runs only at the size it was traced at (:func:`check_size_follows`).
+    """
+    cfg = card if isinstance(card, ModelConfig) else read_card(card)
+    where = f"model card {cfg.card}"
+    network, cfg = _open_for_card(cfg, where)
+    channels, out = dry_run(network, cfg.input_size or DRY_SIZE, where)
+    if cfg.format in TRACED_FORMATS and native_size(network) is None:
+        check_size_follows(network, cfg.input_size, out, where, Path(cfg.file).name, setting="field input.size")
+    _check_channels(cfg, channels, where)
     mean_std = {} if cfg.mean is None else {"mean": cfg.mean, "std": cfg.std}
-    return SegmentationModel(network, name=cfg.name, input_size=cfg.input_size, class_names=names,
+    return SegmentationModel(network, name=cfg.name, input_size=cfg.input_size, class_names=cfg.class_names,
                              class_channels=cfg.class_channels or range(channels), device=device,
                              channel_order=cfg.channel_order, scale=cfg.scale, resize=cfg.resize,
                              upsample=cfg.upsample, kind=cfg.kind, **mean_std)
 
 
-def native_size(network: nn.Module) -> tuple[int, int] | None:
-    """(H, W) a network file is fixed to (ONNX with a fixed input, ``.pt2`` with static shapes), else None."""
-    if isinstance(network, OnnxNetwork):
-        return network.fixed_size
-    if isinstance(network, torch.fx.GraphModule) and not isinstance(network, torch.jit.ScriptModule):
-        try:  # static input shapes of an exported program are plain ints
-            val = next(n for n in network.graph.nodes if n.op == "placeholder").meta["val"]
-            h, w = val.shape[2], val.shape[3]
-            return (h, w) if isinstance(h, int) and isinstance(w, int) else None
-        except (StopIteration, KeyError, AttributeError, IndexError):
-            return None
-    return None
-
-
 def card_template(file: str | os.PathLike, card_dir: str | os.PathLike | None = None) -> str:
-    """A card for a network file, filled from one dry run; preprocessing fields are ``FILL-IN``."""
+    """A card for a network file, filled from dry runs; preprocessing fields are ``FILL-IN``.
+
+    The size is the file's fixed size, or for a file traced with fixed sizes the size its output
+    shows it was traced at (never null: see :func:`check_size_follows`).
+    """
     path = Path(file).expanduser()
     if not path.is_file():
         raise InputError(f"{path} does not exist; give the network file (TorchScript, .onnx or .pt2)")
@@ -401,30 +533,30 @@ def card_template(file: str | os.PathLike, card_dir: str | os.PathLike | None = 
                          f"and weights: {path.name}")
     network = open_network(ModelConfig(name=path.stem, format=fmt, file=str(path)))
     native = native_size(network)
-    channels, out_size = dry_run(network, native or (512, 1024), str(path))
+    ran = native or (512, 1024)
+    channels, out_size = dry_run(network, ran, str(path))
     rel = os.path.relpath(path.resolve(), Path(card_dir or path.parent).resolve())
-    size_line = (f"[{native[0]}, {native[1]}]          # fixed by the file" if native else
-                 f"{TO_FILL}          # [H, W] it was trained at, or null for each image's own size")
-    ran = f"{native[0]}x{native[1]}" if native else "512x1024"
+    size = (f"[{native[0]}, {native[1]}]          # fixed by the file" if native else
+            size_line(network, out_size, ran, TO_FILL))
     from sml.models.zoo import sha256_of
 
     chan_line = (f"# channels: [0, 1, ...]   # the network returns {channels} channels: list the ones that are "
                  f"the classes, in class order (default: all {channels})")
     return f"""\
-# Model card for {path.name}, written by `sml models card` from one dry run
-# (a {ran} input gave {channels} output channels at {out_size[0]}x{out_size[1]}).
+# Model card for {path.name}, written by `sml models card` from a dry run
+# (a {ran[0]}x{ran[1]} input gave {channels} output channels at {out_size[0]}x{out_size[1]}).
 # Replace every {TO_FILL} from the network's training code; sml never guesses preprocessing.
 name: {path.stem}
 format: {fmt}
 file: {rel}
 sha256: {sha256_of(path)}
 input:
-  size: {size_line}
+  size: {size}
   channel_order: {TO_FILL}   # RGB | BGR
   scale: {TO_FILL}           # 1: pixels in [0, 1]; 255: in [0, 255]
   mean: {TO_FILL}            # [m0, m1, m2] in channel_order and scale units; remove for no mean
   std: {TO_FILL}             # [s0, s1, s2]; remove for no std
-  resize: bilinear-antialias  # | bilinear | nearest
+  resize: bilinear-antialias  # | bilinear | nearest | pil-bilinear | pil-bicubic
 output:
   kind: logits               # | mask-classification
   classes: {TO_FILL}         # cityscapes (the 19 train ids) or a list of class names

@@ -127,6 +127,20 @@ def describe_mismatch(missing: list[str], unexpected: list[str],
     return "; ".join(parts)
 
 
+def _mismatch_hint(missing: list[str], unexpected: list[str], shapes: list[tuple[str, tuple, tuple]]) -> str:
+    """What to check for a checkpoint that does not fit: the architecture, and the class count when
+    every mismatch is one dimension with the same (checkpoint, network) sizes (the class layer: dim 0
+    of convolutions, dim 1 of transposed convolutions)."""
+    hint = "Check that --model names the architecture the weights were trained with"
+    if not shapes or missing or unexpected:
+        return hint
+    pairs = {(x, y) for _, a, b in shapes if len(a) == len(b) for x, y in zip(a, b) if x != y}
+    one_dim = all(len(a) == len(b) and sum(x != y for x, y in zip(a, b)) == 1 for _, a, b in shapes)
+    if one_dim and len(pairs) == 1:
+        hint += f" and the class count (num_classes={next(iter(pairs))[0]} fits the checkpoint)"
+    return hint
+
+
 def load_into(network: nn.Module, state_dict: Mapping[str, Any], source: str = "checkpoint") -> nn.Module:
     """Load tensors into ``network`` strictly, after :func:`unwrap_state_dict`; returns ``network``.
 
@@ -141,15 +155,9 @@ def load_into(network: nn.Module, state_dict: Mapping[str, Any], source: str = "
     shapes = sorted((k, tuple(sd[k].shape), tuple(own[k].shape)) for k in own.keys() & sd.keys()
                     if tuple(sd[k].shape) != tuple(own[k].shape))
     if missing or unexpected or shapes:
-        hint = "Check that --model names the architecture the weights were trained with"
-        # When every mismatch is one dimension with the same (checkpoint, network) sizes, it is the
-        # class layer (in dim 0 of convs, dim 1 of transposed convs): say which count fits.
-        pairs = {(x, y) for _, a, b in shapes if len(a) == len(b) for x, y in zip(a, b) if x != y}
-        one_dim = all(len(a) == len(b) and sum(x != y for x, y in zip(a, b)) == 1 for _, a, b in shapes)
-        if shapes and not missing and not unexpected and one_dim and len(pairs) == 1:
-            hint += f" and the class count (num_classes={next(iter(pairs))[0]} fits the checkpoint)"
-        raise CheckpointError(f"{source} does not fit {type(network).__name__}: "
-                              f"{describe_mismatch(missing, unexpected, shapes)}. {hint}.")
+        detail = describe_mismatch(missing, unexpected, shapes)
+        raise CheckpointError(f"{source} does not fit {type(network).__name__}: {detail}. "
+                              f"{_mismatch_hint(missing, unexpected, shapes)}.")
     for k in own.keys() - sd.keys():  # only num_batches_tracked can remain here
         sd[k] = own[k]
     network.load_state_dict(sd, strict=True)

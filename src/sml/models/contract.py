@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import contextlib
 import os
-import warnings
 from pathlib import Path
 from typing import Any, Iterator, Sequence, Union
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torch import nn
 
 from sml.errors import CheckpointError, InputError
@@ -35,46 +35,120 @@ Images = Union[np.ndarray, torch.Tensor, Sequence[np.ndarray]]
 _RESIZE = {"bilinear-antialias": dict(mode="bilinear", antialias=True, align_corners=False),
            "bilinear": dict(mode="bilinear", antialias=False, align_corners=False),
            "nearest": dict(mode="nearest")}
+# resize names that are PIL's own filters, applied to the uint8 image before anything else (models.md)
+_PIL_RESIZE = {"pil-bilinear": Image.Resampling.BILINEAR, "pil-bicubic": Image.Resampling.BICUBIC}
+#: every ``input.resize`` name a card or :class:`SegmentationModel` takes
+RESIZE_MODES: tuple[str, ...] = (*_RESIZE, *_PIL_RESIZE)
 _UPSAMPLE = {"bilinear": dict(mode="bilinear", align_corners=False),
              "bilinear-align-corners": dict(mode="bilinear", align_corners=True)}
+
+
+def _check_pixels(shape: Sequence[int], hw: tuple[int, int], batch: int = 1) -> None:
+    if batch < 1:
+        raise InputError(f"a batch of shape {tuple(shape)} holds no image; give at least one")
+    if min(hw) < 1:
+        raise InputError(f"an image of shape {tuple(shape)} has {hw[0]}x{hw[1]} (HxW) pixels; every image needs at "
+                         f"least one pixel (was it cropped or decoded to nothing?). Leave it out.")
+
+
+def _tensor_batch(t: torch.Tensor) -> torch.Tensor:
+    """A uint8 image tensor (``3 x H x W``, ``B x 3 x H x W`` or channels-last) as ``B x 3 x H x W``."""
+    if t.dtype != torch.uint8:
+        raise InputError(f"image tensor must be uint8 RGB, got {t.dtype}; convert with (x * 255).round().byte()")
+    if t.dim() == 3:
+        t = t.unsqueeze(0)
+    if t.dim() != 4:
+        raise InputError(f"image tensor must be B x 3 x H x W or B x H x W x 3, got shape {tuple(t.shape)}")
+    if t.shape[1] != 3:  # tensors are channels-first unless the channel axis is clearly last
+        if t.shape[-1] != 3:
+            raise InputError(f"image tensor must have 3 RGB channels, got shape {tuple(t.shape)}")
+        t = t.permute(0, 3, 1, 2)
+    _check_pixels(t.shape, (t.shape[2], t.shape[3]), t.shape[0])
+    return t
+
+
+def _array_batch(a: Any) -> torch.Tensor:
+    """A uint8 ``H x W x 3`` or ``B x H x W x 3`` array as a ``B x 3 x H x W`` tensor."""
+    a = np.asarray(a)
+    if a.dtype != np.uint8:
+        raise InputError(f"images must be uint8 RGB, got dtype {a.dtype}; read them with sml.data.read_image")
+    if a.ndim not in (3, 4) or a.shape[-1] != 3:
+        raise InputError(f"images must be H x W x 3 (RGB), got shape {a.shape}")
+    _check_pixels(a.shape, (a.shape[-3], a.shape[-2]), a.shape[0] if a.ndim == 4 else 1)
+    if a.ndim == 3:
+        a = a[None]
+    if not a.flags.writeable or not a.flags.c_contiguous:  # torch wants writable memory
+        a = np.array(a, copy=True, order="C")
+    return torch.from_numpy(a).permute(0, 3, 1, 2)
 
 
 def _as_batches(images: Images) -> list[torch.Tensor]:
     """uint8 images in any accepted form -> list of uint8 ``1 x 3 x H x W`` or ``B x 3 x H x W`` tensors."""
     if isinstance(images, torch.Tensor):
-        t = images
-        if t.dtype != torch.uint8:
-            raise InputError(f"image tensor must be uint8 RGB, got {t.dtype}; convert with (x * 255).round().byte()")
-        if t.dim() == 3:
-            t = t.unsqueeze(0)
-        if t.dim() != 4:
-            raise InputError(f"image tensor must be B x 3 x H x W or B x H x W x 3, got shape {tuple(t.shape)}")
-        if t.shape[1] != 3:  # tensors are channels-first unless the channel axis is clearly last
-            if t.shape[-1] != 3:
-                raise InputError(f"image tensor must have 3 RGB channels, got shape {tuple(t.shape)}")
-            t = t.permute(0, 3, 1, 2)
-        return [t]
+        return [_tensor_batch(images)]
     if isinstance(images, np.ndarray):
-        arrays = [images]
-    elif isinstance(images, (list, tuple)):
-        if not images:
-            raise InputError("no images given to predict")
-        arrays = list(images)
-    else:
+        return [_array_batch(images)]
+    if not isinstance(images, (list, tuple)):
         raise InputError(f"images must be a uint8 H x W x 3 array, a list of them, or a uint8 tensor; "
                          f"got {type(images).__name__}")
-    out = []
-    for a in arrays:
-        a = np.asarray(a)
-        if a.dtype != np.uint8:
-            raise InputError(f"images must be uint8 RGB, got dtype {a.dtype}; read them with sml.data.read_image")
-        if a.ndim == 3:
-            a = a[None]
-        if a.ndim != 4 or a.shape[-1] != 3:
-            raise InputError(f"images must be H x W x 3 (RGB), got shape {a.shape}")
-        if not a.flags.writeable or not a.flags.c_contiguous:  # torch wants writable memory
-            a = np.array(a, copy=True, order="C")
-        out.append(torch.from_numpy(a).permute(0, 3, 1, 2))
+    if not images:
+        raise InputError("no images given to predict")
+    return [_array_batch(a) for a in images]
+
+
+def _pil_resize(batch: torch.Tensor, size: tuple[int, int], resample: Image.Resampling) -> torch.Tensor:
+    """uint8 ``B x 3 x H x W`` resized to ``size`` by PIL's ``Image.resize`` with ``resample``, image by image."""
+    frames = batch.cpu().permute(0, 2, 3, 1).numpy()
+    out = [np.asarray(Image.fromarray(f).resize((size[1], size[0]), resample)) for f in frames]
+    return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2)
+
+
+def normalisation_problem(scale: float, mean: Sequence[float] | None,
+                          std: Sequence[float] | None) -> tuple[str, str, str] | None:
+    """(field, problem, fix) when mean/std cannot be in the units of ``scale``, else None.
+
+    Pixels are in [0, scale], so a mean must lie there and a std cannot exceed it. Values in
+    the other unit are what such a mistake leaves: a mean above 1 (or a std above 1) with
+    ``scale`` 1; a mean of at most one grey level that is not 0, or a std below one grey level,
+    with ``scale`` 255. The identity (mean 0, std 1) is valid at both scales.
+    """
+    if mean is None or std is None:
+        return None
+    m, s = [float(v) for v in mean], [float(v) for v in std]
+    problem = _other_units(int(scale), m, s)
+    if problem is None and (min(m) < 0 or max(m) > scale):
+        problem = ("mean", f"is {_fmt(m)}, outside the pixel range [0, {int(scale)}] of scale {int(scale)}",
+                   "A mean is the per-channel average pixel value in the card's scale; check its sign and units.")
+    return problem
+
+
+def _other_units(scale: int, m: list[float], s: list[float]) -> tuple[str, str, str] | None:
+    """(field, problem, fix) when mean and std are in the units of the other scale."""
+    if scale == 1:
+        field = "mean" if max(m) > 1 else "std" if max(s) > 1 else None
+        factor, units, verb, other = 1 / 255, "0-255", "divide", 255
+    else:
+        field = "mean" if 0 < max(m) <= 1 else "std" if min(s) < 1 else None
+        factor, units, verb, other = 255.0, "[0, 1]", "multiply", 1
+    if field is None:
+        return None
+    return (field, f"is {_fmt(m if field == 'mean' else s)} but scale is {scale} (pixels in [0, {scale}]), so "
+            f"mean {_fmt(m)} and std {_fmt(s)} are in {units} units",
+            f"Set scale: {other}, or {verb} both by 255 (mean {_fmt([v * factor for v in m])}, std "
+            f"{_fmt([v * factor for v in s])}).")
+
+
+def _fmt(values: Sequence[float]) -> str:
+    return "[" + ", ".join(f"{v:.6g}" for v in values) + "]"
+
+
+def _first_output(out: Any) -> Any:
+    """The class scores of a network's output: the first of a tuple/list (e.g. (main, aux) heads), the
+    "out" entry of a dict (else its first)."""
+    if isinstance(out, (tuple, list)):
+        out = out[0]
+    if isinstance(out, dict):
+        out = out.get("out", next(iter(out.values())))
     return out
 
 
@@ -84,6 +158,63 @@ def _eval(network: nn.Module) -> nn.Module:
         return network.eval()
     except NotImplementedError:
         return network
+
+
+def _check_choices(channel_order: str, scale: float, resize: str, upsample: str, kind: str) -> None:
+    if channel_order not in ("RGB", "BGR"):
+        raise InputError(f"channel_order must be 'RGB' or 'BGR', got {channel_order!r}")
+    if scale not in (1, 255):
+        raise InputError(f"scale must be 1 (pixels in [0, 1]) or 255 (pixels in [0, 255]), got {scale!r}")
+    if resize not in RESIZE_MODES:
+        raise InputError(f"resize must be one of {', '.join(RESIZE_MODES)}, got {resize!r}")
+    if upsample not in _UPSAMPLE:
+        raise InputError(f"upsample must be one of {', '.join(_UPSAMPLE)}, got {upsample!r}")
+    if kind not in ("logits", "mask-classification"):
+        raise InputError(f"kind must be 'logits' or 'mask-classification', got {kind!r}")
+
+
+def _input_size(input_size: Sequence[int] | None) -> tuple[int, int] | None:
+    if input_size is None:
+        return None
+    if len(input_size) != 2 or min(int(v) for v in input_size) < 1:
+        raise InputError(f"input_size must be (height, width), got {input_size!r}")
+    return int(input_size[0]), int(input_size[1])
+
+
+def _mean_std(mean: Sequence[float] | None, std: Sequence[float] | None, scale: int,
+              name: str) -> tuple[tuple[float, ...] | None, tuple[float, ...] | None]:
+    """Checked per-channel mean and std as float tuples (None, None: no normalization)."""
+    if (mean is None) != (std is None):
+        raise InputError("give both mean and std, or neither (no normalization)")
+    if mean is None or std is None:
+        return None, None
+    if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
+        raise InputError(f"mean/std must be 3 values each with std > 0, got mean={mean!r} std={std!r}")
+    problem = normalisation_problem(scale, mean, std)
+    if problem is not None:
+        field, what, fix = problem
+        raise InputError(f"{name}: {field} {what}. {fix}")
+    return tuple(float(v) for v in mean), tuple(float(v) for v in std)
+
+
+def _classes(class_channels: Sequence[int] | None, class_names: Sequence[str] | None,
+             num_classes: int | None) -> tuple[list[int], list[str]]:
+    """The class channels and names, from whichever of the three is given (see SegmentationModel)."""
+    if class_channels is None:
+        n = num_classes if num_classes is not None else (len(class_names) if class_names else None)
+        if n is None:
+            raise InputError("give class_channels, class_names or num_classes so the classes are known")
+        class_channels = range(n)
+    channels = [int(c) for c in class_channels]
+    if not channels or min(channels) < 0:
+        raise InputError(f"class_channels must be non-negative channel indices, got {class_channels!r}")
+    if num_classes is not None and num_classes != len(channels):
+        raise InputError(f"num_classes={num_classes} but {len(channels)} class_channels were given")
+    if class_names is None:
+        class_names = CITYSCAPES_CLASSES if len(channels) == 19 else [f"class_{i}" for i in range(len(channels))]
+    if len(class_names) != len(channels):
+        raise InputError(f"{len(class_names)} class_names for {len(channels)} classes")
+    return channels, [str(c) for c in class_names]
 
 
 def _windows(size: int, window: int, stride: int) -> list[int]:
@@ -118,46 +249,14 @@ class SegmentationModel:
                  num_classes: int | None = None, device: str | torch.device = "cpu",
                  cpu_channels_last: bool = False, channel_order: str = "RGB", scale: float = 1,
                  resize: str = "bilinear-antialias", upsample: str = "bilinear", kind: str = "logits") -> None:
-        if channel_order not in ("RGB", "BGR"):
-            raise InputError(f"channel_order must be 'RGB' or 'BGR', got {channel_order!r}")
-        if scale not in (1, 255):
-            raise InputError(f"scale must be 1 (pixels in [0, 1]) or 255 (pixels in [0, 255]), got {scale!r}")
-        if resize not in _RESIZE:
-            raise InputError(f"resize must be one of {', '.join(_RESIZE)}, got {resize!r}")
-        if upsample not in _UPSAMPLE:
-            raise InputError(f"upsample must be one of {', '.join(_UPSAMPLE)}, got {upsample!r}")
-        if kind not in ("logits", "mask-classification"):
-            raise InputError(f"kind must be 'logits' or 'mask-classification', got {kind!r}")
+        _check_choices(channel_order, scale, resize, upsample, kind)
         self.channel_order, self.scale, self.resize, self.upsample, self.kind = (
             channel_order, int(scale), resize, upsample, kind)
-        if input_size is not None:
-            if len(input_size) != 2 or min(int(v) for v in input_size) < 1:
-                raise InputError(f"input_size must be (height, width), got {input_size!r}")
-            input_size = (int(input_size[0]), int(input_size[1]))
-        if (mean is None) != (std is None):
-            raise InputError("give both mean and std, or neither (no normalization)")
-        if mean is not None and (len(mean) != 3 or len(std) != 3 or min(std) <= 0):
-            raise InputError(f"mean/std must be 3 values each with std > 0, got mean={mean!r} std={std!r}")
-        if class_channels is None:
-            n = num_classes if num_classes is not None else (len(class_names) if class_names else None)
-            if n is None:
-                raise InputError("give class_channels, class_names or num_classes so the classes are known")
-            class_channels = range(n)
-        self.class_channels = [int(c) for c in class_channels]
-        if not self.class_channels or min(self.class_channels) < 0:
-            raise InputError(f"class_channels must be non-negative channel indices, got {class_channels!r}")
+        self.class_channels, self.class_names = _classes(class_channels, class_names, num_classes)
         self.num_classes = len(self.class_channels)
-        if num_classes is not None and num_classes != self.num_classes:
-            raise InputError(f"num_classes={num_classes} but {self.num_classes} class_channels were given")
-        if class_names is None:
-            class_names = CITYSCAPES_CLASSES if self.num_classes == 19 else [f"class_{i}" for i in range(self.num_classes)]
-        if len(class_names) != self.num_classes:
-            raise InputError(f"{len(class_names)} class_names for {self.num_classes} classes")
-        self.class_names = [str(c) for c in class_names]
         self.name = name
-        self.input_size = input_size
-        self.mean = tuple(float(v) for v in mean) if mean is not None else None
-        self.std = tuple(float(v) for v in std) if std is not None else None
+        self.input_size = _input_size(input_size)
+        self.mean, self.std = _mean_std(mean, std, int(scale), name)
         # Used as is, not copied (a trainer may wrap its live network for validation): only
         # switched to eval mode; parameters keep requires_grad, predict runs in inference_mode.
         self.network = _eval(network)
@@ -221,6 +320,8 @@ class SegmentationModel:
 
     def _to_float(self, batch: torch.Tensor, size: tuple[int, int] | None) -> torch.Tensor:
         """uint8 ``B x 3 x H x W`` -> float [0, 1] on the device, resized to ``size`` (models.md), normalized."""
+        if size is not None and self.resize in _PIL_RESIZE and tuple(batch.shape[2:]) != tuple(size):
+            batch = _pil_resize(batch, size, _PIL_RESIZE[self.resize])  # on the uint8 image, first of all
         x = batch.to(self.device, non_blocking=True)
         if self.channel_order == "BGR":
             x = x.flip(1)
@@ -246,11 +347,7 @@ class SegmentationModel:
         Keeps only ``class_channels``. No inference mode here: gradients flow, so training and
         evaluation code can reuse it (with the network in whichever mode they set).
         """
-        out = self._net(x)
-        if isinstance(out, (tuple, list)):  # e.g. (main, aux) heads
-            out = out[0]
-        if isinstance(out, dict):
-            out = out.get("out", next(iter(out.values())))
+        out = _first_output(self._net(x))
         if out.dim() != 4 or out.shape[0] != x.shape[0]:
             raise InputError(f"{self.name}: the network returned shape {tuple(out.shape)} for input "
                              f"{tuple(x.shape)}; a segmentation network must return B x K x h x w logits")
@@ -327,39 +424,54 @@ class SegmentationModel:
         if precision is None:
             precision = "bf16" if amp else self.settings.precision
         batches = _as_batches(images)
-        sizes = {tuple(b.shape[2:]) for b in batches}
-        if output_size is None:
-            if len(sizes) > 1:
-                raise InputError("images of different sizes: pass output_size (e.g. the label size) or "
-                                 "predict them one at a time")
-            output_size = next(iter(sizes))
-        output_size = (int(output_size[0]), int(output_size[1]))
+        output_size = _output_size(batches, output_size)
         if sliding_window:
-            window = window or self.input_size
-            if window is None:
-                raise InputError(f"{self.name} has no fixed input size: pass window=(h, w) for sliding-window mode")
-            if not 0 <= overlap < 1:
-                raise InputError(f"overlap must be in [0, 1), got {overlap}")
+            window = self._window(window, overlap)
         # Split list input into single frames so that batches of differently sized frames work.
         frames = [b[i:i + 1] for b in batches for i in range(b.shape[0])]
-        raw: list[torch.Tensor] = []  # network-resolution logits, inference tensors
         with self._mode(precision, channels_last):
             if sliding_window:
-                for f in frames:
-                    raw.append(self._sliding(self._to_float(f, None), window, overlap, channels_last, batch_size))
+                raw = [self._sliding(self._to_float(f, None), window, overlap, channels_last, batch_size)
+                       for f in frames]
             else:
-                for i in range(0, len(frames), batch_size):
-                    chunk = frames[i:i + batch_size]
-                    if self.input_size is None and len({tuple(f.shape[2:]) for f in chunk}) > 1:
-                        raw.extend(self._forward(self._to_float(f, None), channels_last) for f in chunk)
-                    else:
-                        x = torch.cat([self._to_float(f, self.input_size) for f in chunk])
-                        raw.append(self._forward(x, channels_last))
+                raw = self._whole_images(frames, channels_last, batch_size)
         # Resize outside inference mode so the caller gets ordinary tensors (in-place ops allowed).
         with torch.no_grad():
             out = [F.interpolate(r, size=output_size, **_UPSAMPLE[self.upsample])
                    if tuple(r.shape[2:]) != output_size else r.clone() for r in raw]
             return (torch.cat(out) if len(out) > 1 else out[0]).float().contiguous()
+
+    def _window(self, window: tuple[int, int] | None, overlap: float) -> tuple[int, int]:
+        """The sliding window's size (default ``input_size``), with ``overlap`` checked."""
+        window = window or self.input_size
+        if window is None:
+            raise InputError(f"{self.name} has no fixed input size: pass window=(h, w) for sliding-window mode")
+        if not 0 <= overlap < 1:
+            raise InputError(f"overlap must be in [0, 1), got {overlap}")
+        return window
+
+    def _whole_images(self, frames: list[torch.Tensor], channels_last: bool, batch_size: int) -> list[torch.Tensor]:
+        """Network-resolution logits (inference tensors) of whole frames, ``batch_size`` at a time."""
+        raw: list[torch.Tensor] = []
+        for i in range(0, len(frames), batch_size):
+            chunk = frames[i:i + batch_size]
+            if self.input_size is None and len({tuple(f.shape[2:]) for f in chunk}) > 1:
+                raw.extend(self._forward(self._to_float(f, None), channels_last) for f in chunk)
+            else:
+                x = torch.cat([self._to_float(f, self.input_size) for f in chunk])
+                raw.append(self._forward(x, channels_last))
+        return raw
+
+
+def _output_size(batches: list[torch.Tensor], output_size: Sequence[int] | None) -> tuple[int, int]:
+    """``output_size`` as ints, or the one size all the images share."""
+    if output_size is None:
+        sizes = {tuple(b.shape[2:]) for b in batches}
+        if len(sizes) > 1:
+            raise InputError("images of different sizes: pass output_size (e.g. the label size) or "
+                             "predict them one at a time")
+        output_size = next(iter(sizes))
+    return int(output_size[0]), int(output_size[1])
 
 
 # -- wrapping foreign networks --------------------------------------------------------------------
@@ -419,44 +531,20 @@ def wrap(module_or_path: nn.Module | str | os.PathLike, input_size: tuple[int, i
     The network must map a normalized float ``B x 3 x h x w`` batch to ``B x K x h' x w'`` logits
     (a tuple/dict output uses its first/"out" entry). Without ``class_channels``/``class_names``/
     ``num_classes`` the output channel count is found by one dry run at ``input_size`` (or 64x64).
-    A file fixed to one input size (ONNX, static ``.pt2``) runs at that size unless ``input_size`` is given.
+    A file fixed to one input size (ONNX, static ``.pt2``) runs at that size unless ``input_size`` is given;
+    a TorchScript or ONNX file traced with its sizes fixed needs ``input_size`` (see :mod:`sml.models.probe`).
     """
     if isinstance(module_or_path, nn.Module):
         network, default_name = module_or_path, type(module_or_path).__name__
-    else:
-        path = Path(module_or_path)
-        if not path.is_file():
-            raise InputError(f"model file {path} does not exist")
-        default_name = path.stem
-        if path.suffix.lower() == ".onnx":
-            network = OnnxNetwork(path)
-        elif path.suffix.lower() == ".pt2":  # torch.export archive, TorchScript's successor
-            try:
-                network = torch.export.load(str(path)).module()
-            except Exception as exc:
-                raise CheckpointError(f"cannot load exported program {path}: {exc}") from None
-        else:
-            try:
-                with warnings.catch_warnings():  # TorchScript is deprecated upstream but still the common format
-                    warnings.simplefilter("ignore", DeprecationWarning)
-                    network = torch.jit.load(str(path), map_location="cpu")
-            except Exception as exc:
-                raise CheckpointError(
-                    f"{path} is not a TorchScript file ({type(exc).__name__}). A checkpoint of weights needs "
-                    f"its architecture: sml.models.load(ARCH, weights='{path}') (see `sml models`).") from None
-    if input_size is None and not isinstance(module_or_path, nn.Module):
-        from sml.models.card import native_size
+    else:  # the card module opens network files (and builds on this one: imported here)
+        from sml.models.card import open_file
 
-        input_size = native_size(network)  # a file exported for one size runs at that size
+        network, input_size = open_file(module_or_path, input_size)
+        default_name = Path(module_or_path).stem
     if class_channels is None and class_names is None and num_classes is None:
-        h, w = input_size or (64, 64)
-        with torch.inference_mode():
-            probe = _eval(network)(torch.zeros(1, 3, h, w))
-        if isinstance(probe, (tuple, list)):
-            probe = probe[0]
-        if isinstance(probe, dict):
-            probe = probe.get("out", next(iter(probe.values())))
-        num_classes = int(probe.shape[1])
+        from sml.models.probe import dry_run
+
+        num_classes = dry_run(network, input_size or (64, 64), default_name)[0]
     return SegmentationModel(network, name=name or default_name, input_size=input_size, mean=mean, std=std,
                              class_channels=class_channels, class_names=class_names, num_classes=num_classes,
                              device=device, **kw)

@@ -83,16 +83,8 @@ def _processor_fields(proc: Any, where: str) -> dict[str, Any]:
     return out
 
 
-def complete_config(cfg: ModelConfig) -> tuple[nn.Module, ModelConfig]:
-    """Load the model of a ``format: transformers`` card and fill the fields the card leaves out."""
-    tf = _transformers()
-    where = f"model card {cfg.card}"
-    logging.getLogger("transformers").setLevel(logging.ERROR)  # torchvision-fallback notices
-    try:
-        config = tf.AutoConfig.from_pretrained(cfg.source)
-    except (OSError, ValueError) as exc:
-        raise InputError(f"{where}: source {cfg.source!r} is neither a folder with a transformers model nor a "
-                         f"hub id available here ({str(exc).splitlines()[0][:200]})") from None
+def _network(tf: Any, cfg: ModelConfig, config: Any, where: str) -> tuple[nn.Module, str]:
+    """The model of ``cfg.source`` behind an ``nn.Module`` face returning class scores, and its output kind."""
     universal = type(config) in tf.MODEL_FOR_UNIVERSAL_SEGMENTATION_MAPPING
     kind = "mask-classification" if universal else "logits"
     if "kind" in cfg.given and cfg.kind != kind:
@@ -103,16 +95,18 @@ def complete_config(cfg: ModelConfig) -> tuple[nn.Module, ModelConfig]:
             raise InputError(f"{where}: {cfg.source} is a {config.model_type} model, whose output sml cannot read "
                              f"yet (OneFormer needs text task inputs); supported mask-classification models: "
                              f"{', '.join(_MASK_MODELS)}")
-        model = tf.AutoModelForUniversalSegmentation.from_pretrained(cfg.source)
-        network: nn.Module = MaskClassificationScores(model)
-    else:
-        try:
-            model = tf.AutoModelForSemanticSegmentation.from_pretrained(cfg.source)
-        except ValueError as exc:
-            raise InputError(f"{where}: {cfg.source} ({config.model_type}) is not a semantic-segmentation model "
-                             f"({str(exc).splitlines()[0][:200]})") from None
-        network = SemanticLogits(model)
-    filled: dict[str, Any] = {"kind": kind}
+        return MaskClassificationScores(tf.AutoModelForUniversalSegmentation.from_pretrained(cfg.source)), kind
+    try:
+        model = tf.AutoModelForSemanticSegmentation.from_pretrained(cfg.source)
+    except ValueError as exc:
+        raise InputError(f"{where}: {cfg.source} ({config.model_type}) is not a semantic-segmentation model "
+                         f"({str(exc).splitlines()[0][:200]})") from None
+    return SemanticLogits(model), kind
+
+
+def _model_fields(tf: Any, cfg: ModelConfig, config: Any, where: str) -> dict[str, Any]:
+    """Card fields from the image processor (if any) and ``id2label``."""
+    filled: dict[str, Any] = {}
     try:
         proc = tf.AutoImageProcessor.from_pretrained(cfg.source)
     except (OSError, ValueError):
@@ -124,6 +118,21 @@ def complete_config(cfg: ModelConfig) -> tuple[nn.Module, ModelConfig]:
         names = tuple(str(id2label[i]) for i in sorted(id2label, key=int))
         same = [n.lower() for n in names] == list(CITYSCAPES_CLASSES)
         filled["class_names"] = CITYSCAPES_CLASSES if same else names
+    return filled
+
+
+def complete_config(cfg: ModelConfig) -> tuple[nn.Module, ModelConfig]:
+    """Load the model of a ``format: transformers`` card and fill the fields the card leaves out."""
+    tf = _transformers()
+    where = f"model card {cfg.card}"
+    logging.getLogger("transformers").setLevel(logging.ERROR)  # torchvision-fallback notices
+    try:
+        config = tf.AutoConfig.from_pretrained(cfg.source)
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{where}: source {cfg.source!r} is neither a folder with a transformers model nor a "
+                         f"hub id available here ({str(exc).splitlines()[0][:200]})") from None
+    network, kind = _network(tf, cfg, config, where)
+    filled = {"kind": kind, **_model_fields(tf, cfg, config, where)}
     filled = {k: v for k, v in filled.items() if k not in cfg.given}
     missing = [f for f in ("input_size", "scale") if f not in cfg.given and f not in filled]
     if missing:
