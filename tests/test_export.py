@@ -173,3 +173,21 @@ def test_fishyscapes_cli_full_size(tmp_path: Path) -> None:
     assert main(["export", "fishyscapes", str(tmp_path / "run"), str(tmp_path / "out")]) == 0
     assert np.load(tmp_path / "out" / "0000_segmentation.npy").shape == (1024, 2048)
     assert json.loads((tmp_path / "out" / "frame_ids.json").read_text())["frames"] == {"0000": "frankfurt_000000_000294"}
+
+
+def test_help_names_every_data_kind(capsys: pytest.CaptureFixture) -> None:
+    from sml.data.registry import DATASETS
+
+    assert "fishyscapes-static" in DATASETS
+    with pytest.raises(SystemExit):
+        main(["eval", "--help"])
+    text = capsys.readouterr().out
+    for kind in DATASETS:
+        assert f"  {kind}: " in text, kind
+    assert "fishyscapes-static:PATH" in " ".join(text.split())
+    with pytest.raises(SystemExit):
+        main(["export", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "fishyscapes-laf or fishyscapes-static" in text and "--overwrite" in text
+    readme = " ".join((Path(__file__).resolve().parents[1] / "README.md").read_text().split())
+    assert all(f"`{kind}`" in readme for kind in DATASETS)
