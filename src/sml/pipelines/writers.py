@@ -121,9 +121,10 @@ def _refuse_non_finite(anomaly: np.ndarray, dtype: type, path: Path, method: str
     with np.errstate(over="ignore", invalid="ignore"):
         bad = int(np.count_nonzero(~np.isfinite(anomaly.astype(dtype, copy=False))))
     if bad:
+        why = " (float16 overflows above 65504)" if dtype == np.float16 else ""
         raise InputError(f"{path}: the {method} map of frame {frame_id!r} has {bad} NaN or infinite value(s) as "
-                         f"{np.dtype(dtype).name} (float16 overflows above 65504); it would enter a benchmark "
-                         "submission, so it is not written. Check the model output and the method's settings.")
+                         f"{np.dtype(dtype).name}{why}; it would enter a benchmark submission, so it is not "
+                         "written. Check the model output and the method's settings.")
 
 
 def write_map(out: str | os.PathLike, fmt: str, method: str, dataset: str, frame_id: str,
