@@ -632,6 +632,148 @@ CASES += [
 ]
 
 
+# `sml export` (issue 19): damaged or non-finite maps and existing outputs. The bad map is a later frame's,
+# so a refusal after the first frame was packed shows that nothing reaches OUT's final name.
+FS_SIZE = (1024, 2048)
+
+
+def _fs_map(nan: int = 0, inf: int = 0, dtype: Any = np.float32, shape: tuple[int, ...] = FS_SIZE) -> np.ndarray:
+    a = np.full(shape, 0.5, np.float64)
+    a.flat[:nan] = np.nan
+    a.flat[nan:nan + inf] = np.inf
+    return a.astype(dtype)
+
+
+def _fishy_run(env: Env, anomaly: Callable[[Path], Any] | None = None,
+               segmentation: Callable[[Path], Any] | None = None) -> Path:
+    """A run with Fishyscapes maps of frames a (good) and b (its anomaly / segmentation file rewritten)."""
+    d = env.tmp / "run" / "fishyscapes" / "sml"
+    d.mkdir(parents=True)
+    for fid in ("a", "b"):
+        np.save(d / f"{fid}_anomaly.npy", _fs_map())
+        np.save(d / f"{fid}_segmentation.npy", np.full(FS_SIZE, 7, np.uint8))
+    for suffix, bad in (("anomaly", anomaly), ("segmentation", segmentation)):
+        if bad is not None:
+            bad(d / f"b_{suffix}.npy")
+    return env.tmp / "run"
+
+
+def _saved(make: Callable[[], np.ndarray]) -> Callable[[Path], None]:
+    return lambda p: np.save(p, make(), allow_pickle=False)
+
+
+def _object_array(p: Path) -> None:
+    np.save(p, np.array([{"scores": 1.0}, None], dtype=object), allow_pickle=True)
+
+
+def _cut(keep: int) -> Callable[[Path], None]:
+    return lambda p: p.write_bytes(p.read_bytes()[:keep])
+
+
+def _export_fs(*extra: str, out: Callable[[Env], Any] | None = None, **bad: Any) -> Callable[[Env], list[str]]:
+    def run(env: Env) -> list[str]:
+        run_dir = _fishy_run(env, **bad)
+        if out is not None:
+            out(env)
+        return ["export", "fishyscapes", str(run_dir), str(env.tmp / "sub"), *extra]
+    return run
+
+
+def _h5(**datasets: Any) -> Callable[[Path], None]:
+    def write(p: Path) -> None:
+        import h5py
+
+        with h5py.File(p, "w") as h:
+            for k, v in datasets.items():
+                h.create_dataset(k, data=v)
+    return write
+
+
+def _export_smiyc(*extra: str, bad: Callable[[Path], Any] | None = None,
+                  out: Callable[[Env], Any] | None = None) -> Callable[[Env], list[str]]:
+    def run(env: Env) -> list[str]:
+        from sml.pipelines.writers import write_hdf5
+        from sml.protocols.releases import ANOMALY_SPLITS
+
+        d = env.tmp / "run" / "anomaly_p" / "sml" / "AnomalyTrack-all"
+        for fid in ANOMALY_SPLITS["all"]:
+            write_hdf5(d / f"{fid}.hdf5", np.full((4, 6), 0.5, np.float32))
+        if bad is not None:
+            bad(d / "validation0003.hdf5")
+        if out is not None:
+            out(env)
+        return ["export", "smiyc", str(env.tmp / "run"), str(env.tmp / "sub.zip"), *extra]
+    return run
+
+
+def _someone_elses_folder(env: Env) -> None:
+    (env.tmp / "sub").mkdir()
+    (env.tmp / "sub" / "0000_anomaly.npy").write_bytes(b"theirs")
+
+
+def _write_map(fmt: str, anomaly: np.ndarray) -> Callable[[Env], Any]:
+    from sml.pipelines.writers import write_map
+
+    return lambda env: lambda: write_map(env.tmp / "run", fmt, "max_logit", "folder", "f0", anomaly)
+
+
+CASES += [
+    Case("export-fs-object-array", _export_fs(anomaly=_object_array),
+         r"b_anomaly\.npy is not a readable plain \.npy array \(Object arrays cannot be loaded"),
+    Case("export-fs-truncated", _export_fs(anomaly=_cut(5000)),
+         r"b_anomaly\.npy is not a readable plain \.npy array.*not fully written.*--save-maps fishyscapes"),
+    Case("export-fs-truncated-header", _export_fs(segmentation=_cut(30)), r"b_segmentation\.npy is not a readable"),
+    Case("export-fs-empty-file", _export_fs(segmentation=_cut(0)), r"b_segmentation\.npy is not a readable"),
+    Case("export-fs-pickle", _export_fs(anomaly=lambda p: p.write_bytes(pickle.dumps({"a": 1}))),
+         r"b_anomaly\.npy is not a readable plain \.npy array.*pickled"),
+    Case("export-fs-npz", _export_fs(anomaly=lambda p: np.savez(open(p, "wb"), a=_fs_map())),
+         r"b_anomaly\.npy is an \.npz archive"),
+    Case("export-fs-integer-scores", _export_fs(anomaly=_saved(lambda: _fs_map(dtype=np.int32))),
+         r"b_anomaly\.npy holds int32 of shape \(1024, 2048\); the submission takes float scores"),
+    Case("export-fs-wrong-shape", _export_fs(anomaly=_saved(lambda: _fs_map(shape=(512, 1024)))),
+         r"b_anomaly\.npy holds float32 of shape \(512, 1024\).*1024 x 2048"),
+    Case("export-fs-float-segmentation", _export_fs(segmentation=_saved(lambda: _fs_map())),
+         r"b_segmentation\.npy holds float32.*integer train ids"),
+    Case("export-fs-segmentation-ids", _export_fs(segmentation=_saved(lambda: np.full(FS_SIZE, 19, np.int64))),
+         r"b_segmentation\.npy: segmentation values 19\.\.19"),
+    Case("export-fs-nan", _export_fs(anomaly=_saved(lambda: _fs_map(nan=3))),
+         r"b_anomaly\.npy: the map has 3 NaN and 0 infinite score\(s\)"),
+    Case("export-fs-all-nan", _export_fs(anomaly=_saved(lambda: _fs_map(nan=FS_SIZE[0] * FS_SIZE[1]))),
+         r"b_anomaly\.npy: the map has 2097152 NaN"),
+    Case("export-fs-inf", _export_fs(anomaly=_saved(lambda: _fs_map(inf=2))),
+         r"b_anomaly\.npy: the map has 0 NaN and 2 infinite"),
+    Case("export-fs-float64-overflow", _export_fs(anomaly=_saved(lambda: _fs_map(dtype=np.float64) * 1e300)),
+         r"b_anomaly\.npy: the map has 0 NaN and 2097152 infinite"),
+    Case("export-fs-out-exists", _export_fs(out=_someone_elses_folder), r"sub exists; pass --overwrite"),
+    Case("export-fs-overwrite-someone-elses", _export_fs("--overwrite", out=_someone_elses_folder),
+         r"sub exists and was not written by `sml export fishyscapes`"),
+    Case("export-fs-out-is-a-file", _export_fs("--overwrite", out=lambda env: env.file("sub")), r"sub is a file"),
+    Case("export-smiyc-all-nan", _export_smiyc(bad=_h5(value=np.full((4, 6), np.nan, np.float16))),
+         r"validation0003\.hdf5: the map has 24 NaN and 0 infinite score\(s\)"),
+    Case("export-smiyc-inf", _export_smiyc(bad=_h5(value=np.array([[np.inf, 1.0]], np.float16))),
+         r"validation0003\.hdf5: the map has 0 NaN and 1 infinite"),
+    Case("export-smiyc-truncated", _export_smiyc(bad=_cut(300)),
+         r"validation0003\.hdf5 is not a usable SegmentMeIfYouCan map: it cannot be read as HDF5"),
+    Case("export-smiyc-not-hdf5", _export_smiyc(bad=lambda p: p.write_bytes(b"\x93NUMPY")),
+         r"validation0003\.hdf5 is not a usable.*cannot be read as HDF5.*--save-maps hdf5"),
+    Case("export-smiyc-float32", _export_smiyc(bad=_h5(value=np.zeros((4, 6), np.float32))),
+         r"validation0003\.hdf5 is not a usable.*'value' is float32 of shape \(4, 6\)"),
+    Case("export-smiyc-1d", _export_smiyc(bad=_h5(value=np.zeros(24, np.float16))),
+         r"'value' is float16 of shape \(24,\)"),
+    Case("export-smiyc-no-value", _export_smiyc(bad=_h5(scores=np.zeros((4, 6), np.float16))),
+         r"validation0003\.hdf5 is not a usable.*no dataset 'value'"),
+    Case("export-smiyc-out-exists", _export_smiyc(out=lambda env: env.file("sub.zip")), r"sub\.zip exists; pass --overwrite"),
+    Case("export-smiyc-overwrite-someone-elses", _export_smiyc("--overwrite", out=lambda env: env.file("sub.zip")),
+         r"sub\.zip exists and was not written by `sml export smiyc`"),
+    Case("writers-hdf5-float16-overflow", _write_map("hdf5", np.full((4, 4), 1e5, np.float32)),
+         r"f0\.hdf5: the max_logit map of frame 'f0' has 16 NaN or infinite value\(s\) as float16",
+         InputError, "api"),
+    Case("writers-fishyscapes-nan", _write_map("fishyscapes", np.array([[np.nan, 1.0]], np.float32)),
+         r"f0_anomaly\.npy: the max_logit map of frame 'f0' has 1 NaN or infinite value\(s\) as float32",
+         InputError, "api"),
+]
+
+
 # the same program as `python -m sml`: real exit status and stderr
 CASES += [
     Case("subprocess-nan-mean", _stats_cli(STATS_MUTATIONS[0][1]), r"bad_stats\.json: class 3 'wall'", via="subprocess"),
@@ -714,6 +856,45 @@ def test_malicious_reference_npy_is_refused_without_running_it(tmp_path: Path,
     # positive control: an ordinary unpickler does run the payload, so the file really is malicious
     pickle.loads(pickle.dumps(Evil()))
     assert marker.exists()
+
+
+class _CornerLogits(torch.nn.Module):
+    """19-class logits 0 everywhere except ``value`` for class 3 in the top-left 4 x 4 pixels."""
+
+    def __init__(self, value: float) -> None:
+        super().__init__()
+        self.value = value
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = torch.zeros(x.shape[0], 19, x.shape[2], x.shape[3]) + 0.0 * x.mean()
+        out[:, 3, :4, :4] = self.value
+        return out
+
+
+@pytest.mark.parametrize("value, formats, fragment", [
+    # the eval side refuses non-finite logits before any score is written (sml.scores)
+    (NAN, "hdf5,fishyscapes", r"max_logit contains NaN or infinite values"),
+    (INF, "fishyscapes", r"max_logit contains NaN or infinite values"),
+    # finite logits whose score overflows float16: the HDF5 writer refuses the map (sml.pipelines.writers)
+    (1e5, "hdf5", r"f0\.hdf5: the max_logit map of frame 'f0' has 16 NaN or infinite value\(s\) as float16"),
+    (1e5, "fishyscapes", None),  # the positive control: float32 holds it, the map is written
+])
+def test_eval_never_writes_a_non_finite_submission_map(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                       value: float, formats: str, fragment: str | None) -> None:
+    torch.jit.script(_CornerLogits(value)).save(str(tmp_path / "net.pt"))
+    card = tmp_path / "net.yaml"
+    card.write_text("name: corner\nformat: torchscript\nfile: net.pt\ninput:\n  size: null\n  channel_order: RGB\n"
+                    "  scale: 1\noutput:\n  classes: cityscapes\n")
+    env = Env(tmp_path, tmp_path / "unused.pth")
+    run = tmp_path / "run"
+    code, err = _run_cli(["eval", "--model", str(card), "--data", f"folder:{env.data()}", "--method", "max_logit",
+                          "--save-maps", formats, "--out", str(run)], capsys)
+    maps = sorted(run.glob("anomaly_p/**/*.hdf5")) + sorted(run.glob("fishyscapes/**/*.npy"))
+    if fragment is None:
+        assert code == 0 and len(maps) == 4, err  # 2 frames, anomaly + segmentation
+        return
+    assert code == 2 and "Traceback" not in err and _search(fragment, err), err
+    assert maps == []
 
 
 # ----------------------------------------------------------------------------- how outputs are written

@@ -9,7 +9,7 @@ from sml.scores.registry import METHODS, canonical_method
 from sml.utils.precision import InferenceSettings, add_inference_args
 
 __all__ = ["METHODS", "HelpFormatter", "add_model_args", "add_resume_args", "add_sml_args",
-           "sml_settings", "parse_methods", "inference_settings"]
+           "sml_settings", "parse_methods", "inference_settings", "data_kinds_help"]
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
@@ -34,6 +34,13 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
                    help="allow checkpoints that need full pickle loading (only for files you trust)")
     g.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1, ...")
     add_inference_args(g)
+
+
+def data_kinds_help() -> str:
+    """The epilog lines naming every ``--data`` kind with its layout (from the loaders, so none is left out)."""
+    from sml.data.registry import dataset_help
+
+    return "data-set kinds (--data KIND:PATH):\n" + dataset_help()
 
 
 def inference_settings(args: argparse.Namespace) -> InferenceSettings:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 
 from sml.cli.args import (METHODS, HelpFormatter, add_model_args, add_resume_args, add_sml_args,
-                          inference_settings)
+                          data_kinds_help, inference_settings)
 from sml.protocols import PROTOCOLS
 from sml.scores.registry import DEFAULT_METHODS
 
@@ -42,12 +42,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Score every frame of an anomaly benchmark with SML and the baselines "
                                    "(one forward pass per frame) and report AUROC, AP and FPR@95 "
                                    "(and the SegmentMeIfYouCan component metrics with --components).",
-                       epilog=EPILOG, formatter_class=HelpFormatter)
+                       epilog=EPILOG + "\n" + data_kinds_help(), formatter_class=HelpFormatter)
     add_model_args(p)
     g = p.add_argument_group("data, methods and output")
     g.add_argument("--data", required=True, metavar="KIND:PATH",
                    help="benchmark, e.g. road-anomaly:PATH, smiyc-anomaly:PATH, smiyc-obstacle:PATH, "
-                        "fishyscapes-laf:PATH")
+                        "fishyscapes-laf:PATH, fishyscapes-static:PATH, lost-and-found:PATH (every kind: below)")
     g.add_argument("--split", default=None, help="split, for kinds that have splits")
     g.add_argument("--stats", metavar="stats.json", default=None,
                    help="class statistics from `sml stats` (needed by method sml); the reference "

@@ -66,7 +66,7 @@ class Folder(Dataset):
     """Images (and optional masks paired by stem) from plain folders, with a user-given value mapping."""
 
     kind = "folder"
-    description = "plain folders: folder:ROOT (images/ + labels/|masks/) or folder:IMAGES_DIR[,MASKS_DIR]; --mapping RAW:TARGET,..."
+    description = "plain folders: folder:ROOT (images/ + labels/|masks/) or folder:IMAGES_DIR[,MASKS_DIR]; --label-mapping RAW:TARGET,..."
     labels_required_default = False
 
     def __init__(

@@ -116,6 +116,17 @@ def read_png16(path: str | os.PathLike) -> np.ndarray:
     return (lo + v / 65535.0 * (hi - lo)).astype(np.float32)
 
 
+def _refuse_non_finite(anomaly: np.ndarray, dtype: type, path: Path, method: str, frame_id: str) -> None:
+    """A benchmark submission takes finite scores only: refuse a map that is not finite in its stored dtype."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        bad = int(np.count_nonzero(~np.isfinite(anomaly.astype(dtype, copy=False))))
+    if bad:
+        why = " (float16 overflows above 65504)" if dtype == np.float16 else ""
+        raise InputError(f"{path}: the {method} map of frame {frame_id!r} has {bad} NaN or infinite value(s) as "
+                         f"{np.dtype(dtype).name}{why}; it would enter a benchmark submission, so it is not "
+                         "written. Check the model output and the method's settings.")
+
+
 def write_map(out: str | os.PathLike, fmt: str, method: str, dataset: str, frame_id: str,
               anomaly: np.ndarray, prediction: np.ndarray | None = None) -> Path:
     """Write one frame's anomaly map (``H x W``) in ``fmt``; returns the path of the score file."""
@@ -123,6 +134,8 @@ def write_map(out: str | os.PathLike, fmt: str, method: str, dataset: str, frame
     if anomaly.ndim != 2:
         raise InputError(f"anomaly map of frame {frame_id!r} must be H x W, got shape {anomaly.shape}")
     path = map_path(out, fmt, method, dataset, frame_id)
+    if fmt in ("hdf5", "fishyscapes"):
+        _refuse_non_finite(anomaly, np.float16 if fmt == "hdf5" else np.float32, path, method, frame_id)
     if fmt == "hdf5":
         write_hdf5(path, anomaly)
     elif fmt == "fishyscapes":

@@ -8,6 +8,8 @@ denied, name too long) removes the temporary file and raises
 :class:`~sml.errors.OutputError` naming the path and the fix. New files get
 ``0666 & ~umask``, as ``open()`` would give them; a replaced file keeps its mode.
 Commands call :func:`check_writable` on their output location before long work.
+A folder of files that belong together (a submission) is built under a
+temporary sibling name and renamed into place once complete (:func:`atomic_folder`).
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ import errno
 import io
 import json
 import os
+import shutil
 import tempfile
 import threading
 from pathlib import Path
@@ -26,7 +29,7 @@ import numpy as np
 from sml.errors import OutputError
 
 __all__ = ["atomic_write", "write_json", "write_text", "write_bytes", "save_npy", "check_writable",
-           "make_dirs", "output_error"]
+           "make_dirs", "output_error", "atomic_folder"]
 
 # Errors that only a write can cause: converted even when raised inside the caller's block
 # (a large write goes to the OS directly), unlike e.g. EACCES, which a read there may raise too.
@@ -200,3 +203,45 @@ def save_npy(path: str | os.PathLike, array: np.ndarray) -> None:
     buf = io.BytesIO()
     np.save(buf, np.asarray(array), allow_pickle=False)
     write_bytes(path, buf.getvalue())
+
+
+@contextlib.contextmanager
+def atomic_folder(path: str | os.PathLike, replace: bool = False) -> Iterator[Path]:
+    """Yield an empty temporary sibling folder of ``path``; on success it becomes ``path``, on error it is removed.
+
+    ``path`` must be absent or an empty folder; with ``replace`` an existing
+    ``path`` is moved aside and removed once the new folder is in place (the
+    caller has checked that everything in it may be deleted). OS errors become
+    :class:`OutputError` naming ``path``.
+    """
+    path = Path(path)
+    make_dirs(path.parent)
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name[:64]}.", suffix=".tmp", dir=path.parent))
+    except OSError as exc:
+        raise output_error(path, exc) from None
+    try:
+        with contextlib.suppress(OSError):  # mkdtemp makes 0700; a folder sml creates honours the umask
+            os.chmod(tmp, 0o777 & ~_umask())
+        yield tmp
+        _swap_in(tmp, path, replace)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _swap_in(tmp: Path, path: Path, replace: bool) -> None:
+    """Rename folder ``tmp`` to ``path``; an existing ``path`` goes aside first when ``replace``, back on failure."""
+    old: Path | None = None
+    try:
+        if replace and path.is_dir() and any(path.iterdir()):
+            old = Path(tempfile.mkdtemp(prefix=f".{path.name[:64]}.", suffix=".old", dir=path.parent))
+            os.replace(path, old)  # onto the empty placeholder: POSIX rename replaces an empty folder
+        os.replace(tmp, path)
+    except OSError as exc:
+        if old is not None:
+            with contextlib.suppress(OSError):  # put the old folder back, or drop the unused placeholder
+                os.replace(old, path) if not path.exists() else os.rmdir(old)
+        raise output_error(path, exc) from None
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
