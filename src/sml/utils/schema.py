@@ -227,7 +227,7 @@ class Context:
         for says in ((f.says if f else {}), self.schema.says):
             if step in says:
                 return says[step]
-            if step in _INVALID and "invalid" in says:
+            if (step in _INVALID or step == "invalid") and "invalid" in says:
                 return says["invalid"]
         return SAYS[step]
 
@@ -497,9 +497,9 @@ def _length(f: Field, value: Any, ctx: Context, path: str, given: Any) -> Any:
         return value
     n = _expected_length(f, ctx)
     if n is not None and len(value) != n:
-        raise ctx.refuse(f, "length", path, value, length=n, count=len(value))
+        raise ctx.refuse(f, "length", path, given, length=n, count=len(value))
     if f.nonempty and len(value) == 0:
-        raise ctx.refuse(f, "length", path, value, length="1 or more", count=0)
+        raise ctx.refuse(f, "length", path, given, length="1 or more", count=0)
     return value
 
 
@@ -514,11 +514,20 @@ def _items(f: Field, value: Any, ctx: Context, path: str, given: Any) -> Any:
             problems.append(i)
     if not problems:
         return out
-    if "item" not in f.says and "invalid" in f.says:  # the field words its elements' problems as its own
-        raise ctx.refuse(f, "invalid", path, value)
+    if _whole(f, ctx):  # the field words its elements' problems as its own
+        raise ctx.refuse(f, "invalid", path, given)
     expected = _field_words(f.item)["expected"]
     raise _Refused([ctx.refuse(f, "item", path, value[i], index=i, expected=expected,
                                label=f.label(i, ctx) if f.label else "").problems[0] for i in problems])
+
+
+def _whole(f: Field, ctx: Context) -> bool:
+    """Whether bad elements are worded as one problem of the field (an ``invalid`` wording and no ``item``
+    wording at the nearest level that has either)."""
+    for says in (f.says, ctx.schema.says):
+        if "item" in says or "invalid" in says:
+            return "item" not in says
+    return False
 
 
 def _read_item(item: Field, v: Any, ctx: Context, path: str) -> Any:
@@ -531,13 +540,13 @@ def _read_item(item: Field, v: Any, ctx: Context, path: str) -> Any:
 
 def _unique(f: Field, value: Any, ctx: Context, path: str, given: Any) -> Any:
     if f.unique and len(set(value)) != len(value):
-        raise ctx.refuse(f, "unique", path, value)
+        raise ctx.refuse(f, "unique", path, given)
     return value
 
 
 def _pattern(f: Field, value: Any, ctx: Context, path: str, given: Any) -> Any:
     if f.pattern is not None and not re.fullmatch(f.pattern, value):
-        raise ctx.refuse(f, "pattern", path, value)
+        raise ctx.refuse(f, "pattern", path, given)
     return value
 
 
