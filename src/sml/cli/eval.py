@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 
 from sml.cli.args import (METHODS, HelpFormatter, add_model_args, add_resume_args, add_sml_args,
-                          inference_settings)
+                          add_stats_pairing_arg, inference_settings)
 from sml.protocols import PROTOCOLS
 
 EPILOG = """\
@@ -53,6 +53,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "code's cityscapes_mean.npy also works with --stats-var")
     g.add_argument("--stats-var", metavar="VAR.npy", default=None,
                    help="the reference code's variance file, when --stats is its mean .npy")
+    add_stats_pairing_arg(g)
     g.add_argument("--method", default=",".join(METHODS),
                    help=f"comma-separated methods among {', '.join(METHODS)}")
     g.add_argument("--out", required=True, metavar="DIR", help="run directory to write")
@@ -126,7 +127,8 @@ def run(args: argparse.Namespace) -> int:
                         save_maps=args.save_maps, report=args.report, limit=args.limit, resume=args.resume,
                         save_every=args.save_every, save_interval=args.save_interval, track=args.track,
                         frame_ap=True if args.frame_ap else None, overwrite=args.overwrite,
-                        protocol=args.protocol, diagnostics=not args.no_diagnostics)
+                        protocol=args.protocol, diagnostics=not args.no_diagnostics,
+                        stats_from_other_network=args.stats_from_other_network)
     inference = inference_settings(args)   # device, precision: checked once, before anything opens
     stats = load_stats(args.stats, args.stats_var)
     atomic.check_writable(args.out)  # before the model loads, not at the first file written
