@@ -131,9 +131,8 @@ def check_pairing(model: Any, stats: Any, stats_path: Any = None,
         warnings.warn(f"{where}, computed with {said}, are used with the network {_show(net)} as "
                       f"{OVERRIDE} asks; the results record it", UserWarning, stacklevel=3)
         return {**record, "verdict": verdict, "override": OVERRIDE}
-    fix = (f"Compute statistics for this network with `sml stats --model ... -o stats.json` (about a minute "
-           f"for ERFNet on the shared Cityscapes frames), or, if you mean to use these anyway, add "
-           f"{_OVERRIDE_TEXT}; the run then records the pairing in its results.")
+    fix = (f"Compute statistics for this network with `sml stats --model ... -o stats.json`, or, if you mean "
+           f"to use these anyway, add {_OVERRIDE_TEXT}; the run then records the pairing in its results.")
     if verdict == "unverified" and theirs is None:
         said = getattr(stats, "model", None)
         said_text = f" (they name only {said!r})" if said not in (None, "", {}) else ""

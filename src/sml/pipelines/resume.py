@@ -255,7 +255,9 @@ class ResumeStore:
         if not isinstance(saved, dict):
             saved = {}
         diff = sorted(k for k in set(saved) | set(self.meta) if saved.get(k) != self.meta.get(k))
-        said = [_frame_changes(saved.get(k), self.meta.get(k)) if k == "frame_files" else k for k in diff]
+        # frame by frame only within one data set (another data set differs in every frame)
+        said = [_frame_changes(saved.get(k), self.meta.get(k)) if k == "frame_files" and "dataset" not in diff
+                else k for k in diff]
         raise InputError(
             f"the partial state in {self.folder} belongs to a different run, or its frames changed on disk since "
             f"it was saved (differs in: {'; '.join(said)}); its numbers cannot be combined with this run's. Run "

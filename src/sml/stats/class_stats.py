@@ -404,7 +404,7 @@ class ClassStatistics(Stateful):
     def save(self, path: str | Path) -> None:
         """Write the statistics as human-readable JSON (atomically), after the checks :meth:`load` applies:
         a file that would be refused when read back is never written."""
-        from sml.stats.validate import check_stats_dict
+        from sml.stats.validate import READ_FIX, check_stats_dict
         from sml.utils.atomic import write_json
 
         if self.created is None:
@@ -413,7 +413,9 @@ class ClassStatistics(Stateful):
         try:
             check_stats_dict(json.loads(json.dumps(d)), path)
         except InputError as exc:
-            raise InputError(f"refusing to write inconsistent statistics: {exc}") from None
+            fix = ("Such numbers come from a damaged or edited resume chunk or from code that changed the "
+                   "statistics' arrays; compute them again with `sml stats` (without --resume).")
+            raise InputError(f"refusing to write inconsistent statistics: {str(exc).replace(READ_FIX, fix)}") from None
         write_json(path, d)
 
     @classmethod
