@@ -44,7 +44,7 @@ def _refuse(path: Path | str, problem: str, fix: str) -> None:
                      f"counted. {fix}")
 
 
-def _claimed(path: Path | str, indices: set[int], claimed: list[int], dataset: Any, fix: str) -> None:
+def _claimed(path: Path | str, indices: set[int], claimed: list[int], fix: str) -> None:
     outside = [i for i in claimed if i not in indices]
     if outside:
         _refuse(path, f"claims frame index {outside[0]}, which is not among this run's "
@@ -54,7 +54,7 @@ def _claimed(path: Path | str, indices: set[int], claimed: list[int], dataset: A
 def check_stats_partials(partials: dict[int, Any], path: Path | str, dataset: Any, indices: set[int],
                          class_names: list[str] | None, pixels: FramePixels, fix: str) -> None:
     """Refuse per-frame statistics that claim frames outside the run, other classes, or more pixels than their frame."""
-    _claimed(path, indices, list(partials), dataset, fix)
+    _claimed(path, indices, list(partials), fix)
     for i, part in partials.items():
         if class_names is not None and list(part.class_names) != list(class_names):
             _refuse(path, f"holds statistics of other classes for frame {dataset.frames[i].id}", fix)
@@ -74,26 +74,34 @@ def metric_counts(metric: Any) -> tuple[int, int, int, int]:
     return int(r["pixels"]["anomaly"]), int(r["pixels"]["inlier"]), int(r.get("ignored", 0)), int(r["images"])
 
 
+def _record(path: Path | str, i: int, rec: Any, frame: Any, methods: list[str], pixels: FramePixels,
+            fix: str) -> tuple[int, int] | None:
+    """A frame record checked against its frame: its ``(anomaly, inlier)`` pixels, None for an unlabelled frame."""
+    if not isinstance(rec, dict) or rec.get("id") != frame.id:
+        _refuse(path, f"holds a record for frame index {i} that is not frame {frame.id}", fix)
+    if not isinstance(rec.get("methods"), dict) or set(rec["methods"]) != set(methods):
+        _refuse(path, f"records other methods than this run's for frame {frame.id}", fix)
+    px = rec.get("pixels")
+    if (px is None) != (frame.label_path is None):
+        _refuse(path, f"records frame {frame.id} as {'un' if px is None else ''}labelled", fix)
+    if px is None:
+        return None
+    a, n = (px.get("anomaly"), px.get("inlier")) if isinstance(px, dict) else (None, None)
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in (a, n)) or a + n > pixels(i):
+        _refuse(path, f"records {a} anomaly and {n} inlier pixels for frame {frame.id}, which has {pixels(i)} "
+                      f"pixels", fix)
+    return a, n
+
+
 def _record_pixels(path: Path | str, recs: dict[int, dict[str, Any]], dataset: Any, methods: list[str],
                    pixels: FramePixels, fix: str) -> tuple[int, int, int, int]:
     """Each record checked against its frame; the totals ``(anomaly, inlier, ignored, labelled frames)``."""
     tot = [0, 0, 0, 0]
     for i, rec in recs.items():
-        frame = dataset.frames[i]
-        if not isinstance(rec, dict) or rec.get("id") != frame.id:
-            _refuse(path, f"holds a record for frame index {i} that is not frame {frame.id}", fix)
-        if not isinstance(rec.get("methods"), dict) or set(rec["methods"]) != set(methods):
-            _refuse(path, f"records other methods than this run's for frame {frame.id}", fix)
-        px = rec.get("pixels")
-        if (px is None) != (frame.label_path is None):
-            _refuse(path, f"records frame {frame.id} as {'un' if px is None else ''}labelled", fix)
-        if px is None:
-            continue
-        a, n = px.get("anomaly") if isinstance(px, dict) else None, px.get("inlier") if isinstance(px, dict) else None
-        if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in (a, n)) or a + n > pixels(i):
-            _refuse(path, f"records {a} anomaly and {n} inlier pixels for frame {frame.id}, which has {pixels(i)} "
-                          f"pixels", fix)
-        tot = [tot[0] + a, tot[1] + n, tot[2] + pixels(i) - a - n, tot[3] + 1]
+        px = _record(path, i, rec, dataset.frames[i], methods, pixels, fix)
+        if px is not None:
+            a, n = px
+            tot = [tot[0] + a, tot[1] + n, tot[2] + pixels(i) - a - n, tot[3] + 1]
     return tot[0], tot[1], tot[2], tot[3]
 
 
@@ -101,7 +109,7 @@ def check_eval_chunk(path: Path | str, recs: dict[int, dict[str, Any]], period: 
                      indices: set[int], methods: list[str], fresh_diagnostics: Any, pixels: FramePixels,
                      fix: str) -> None:
     """Refuse an eval chunk whose records, pixel metrics or diagnostics do not count exactly its frames' pixels."""
-    _claimed(path, indices, list(recs), dataset, fix)
+    _claimed(path, indices, list(recs), fix)
     want = _record_pixels(path, recs, dataset, methods, pixels, fix)
     for m, metric in period.metrics.items():
         got = metric_counts(metric)

@@ -150,19 +150,14 @@ def frame_files(dataset: Any, indices: list[int]) -> list[list[Any]]:
 
 def _frame_changes(saved: Any, current: Any) -> str:
     """Which frames differ between two :func:`frame_files` lists, in words."""
-    if not isinstance(saved, list) or not all(isinstance(r, list) and r for r in saved):
+    if not isinstance(saved, list) or not all(isinstance(r, list) and len(r) == 7 for r in saved):
         return "the frame list"
     old = {r[0]: r for r in saved}
     new = {r[0]: r for r in current}
-    changed = []
-    for fid, row in new.items():
-        was = old.get(fid)
-        if was is None:
-            continue
-        for k, what in ((1, "image"), (4, "labels")):
-            if was[k:k + 3] != row[k:k + 3]:
-                changed.append(f"frame {fid}: {what} {row[k] or was[k]} ({_file_change(was[k:k + 3], row[k:k + 3])})")
-    gone, added = sorted(set(old) - set(new)), sorted(set(new) - set(old))
+    changed = [f"frame {fid}: {what} {row[k] or old[fid][k]} ({_file_change(old[fid][k:k + 3], row[k:k + 3])})"
+               for fid, row in new.items() if fid in old
+               for k, what in ((1, "image"), (4, "labels")) if old[fid][k:k + 3] != row[k:k + 3]]
+    gone, added = set(old) - set(new), set(new) - set(old)
     if gone or added:
         changed.append(f"{len(added)} frames not in the saved run, {len(gone)} saved frames not in this one")
     if not changed:
