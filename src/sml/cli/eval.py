@@ -32,7 +32,11 @@ reported (metrics.json and metrics.csv say which). Map formats (--save-maps, com
   png16        OUT/png16/METHOD/ID.png, 16-bit, each frame scaled min..max -> 0..65535,
                the range stored in the PNG text keys sml_min / sml_max
 Scores are "higher = more anomalous" for every method. Every file is written
-atomically; a partial state in OUT/.partial/ makes --resume possible.
+atomically; a partial state in OUT/.partial/ makes --resume possible (only for
+the same data, frame files, network, statistics and settings). The statistics
+must be this network's: same class names in the same order, and the network
+`sml stats` recorded (else refused; --stats-from-other-network accepts another
+network's and metrics.json records it under stats_pairing).
 """
 
 

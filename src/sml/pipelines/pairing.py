@@ -120,16 +120,20 @@ def check_pairing(model: Any, stats: Any, stats_path: Any = None,
     theirs = stats_identity(stats)
     record: dict[str, Any] = {"network": net, "stats_network": theirs}
     if theirs is None:
-        record["stats_model"] = getattr(stats, "model", None)
+        said = getattr(stats, "model", None)   # what they say instead, as JSON can hold it
+        record["stats_model"] = said if isinstance(said, (str, dict, type(None))) else repr(said)
     verdict = _verdict(net, theirs)
     if verdict in ("same-network", "published"):
         return {**record, "verdict": verdict}
     if stats_from_other_network:
         import warnings
 
+        from sml.utils import distributed
+
         said = _show(theirs) if theirs is not None else "a network they do not name"
-        warnings.warn(f"{where}, computed with {said}, are used with the network {_show(net)} as "
-                      f"{OVERRIDE} asks; the results record it", UserWarning, stacklevel=3)
+        if distributed.is_main():  # once per run, not once per process
+            warnings.warn(f"{where}, computed with {said}, are used with the network {_show(net)} as "
+                          f"{OVERRIDE} asks; the results record it", UserWarning, stacklevel=3)
         return {**record, "verdict": verdict, "override": OVERRIDE}
     fix = (f"Compute statistics for this network with `sml stats --model ... -o stats.json`, or, if you mean "
            f"to use these anyway, add {_OVERRIDE_TEXT}; the run then records the pairing in its results.")

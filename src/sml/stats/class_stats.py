@@ -120,6 +120,10 @@ class ClassStatistics(Stateful):
     ``std`` are float64 NumPy arrays of length ``num_classes``; classes with
     fewer than 2 pixels have NaN variance, classes with no pixel NaN mean.
     Statistics read from the reference ``.npy`` files have no counts (NaN).
+    ``model`` identifies the network they came from (``SegmentationModel.identity``:
+    name, sha256 of its weights or network file; `sml stats` records it), which
+    `sml eval` / `sml predict` compare with the network in use
+    (:mod:`sml.pipelines.pairing`); ``class_names`` are the network's, in order.
     ``state_dict()`` / ``load_state_dict()`` / ``merge`` / ``sync`` follow
     :class:`sml.utils.state.Stateful`.
     """
@@ -431,7 +435,9 @@ class ClassStatistics(Stateful):
         """Read the reference implementation's ``*_mean.npy`` / ``*_var.npy`` without running pickle code.
 
         These files carry no pixel counts: every class with a finite positive
-        variance is usable; merging is not possible.
+        variance is usable; merging is not possible. They name no network; the
+        pipelines recognise the published ones by their values as the zoo entry
+        ``deeplabv3plus_r101_os8``'s (:mod:`sml.pipelines.pairing`).
         """
         from sml.stats.reference_npy import read_reference_npy
 
