@@ -574,8 +574,7 @@ def _diagnostics_beyond_frames(payload: dict[str, Any]) -> None:
     d = payload["diagnostics"]
     for key in ("max_logit_hist", "sml_hist"):   # consistent in itself: both histograms gain the same pixels
         d[key] = d[key].copy()
-        d[key][1, 0, 5] += 1000
-    payload["metrics"]["max_logit"]["n_pos"] += 0   # the metrics untouched
+        d[key][1, 0, 5] += 1000   # the metrics and frame records untouched
 
 
 def _stats_resume(edit: Callable[[dict[str, Any]], Any]) -> Callable[[Env], list[str]]:
