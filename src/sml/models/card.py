@@ -511,10 +511,14 @@ def load_card(card: str | os.PathLike | ModelConfig, device: str | torch.device 
         check_size_follows(network, cfg.input_size, out, where, Path(cfg.file).name, setting="field input.size")
     _check_channels(cfg, channels, where)
     mean_std = {} if cfg.mean is None else {"mean": cfg.mean, "std": cfg.std}
-    return SegmentationModel(network, name=cfg.name, input_size=cfg.input_size, class_names=cfg.class_names,
-                             class_channels=cfg.class_channels or range(channels), device=device,
-                             channel_order=cfg.channel_order, scale=cfg.scale, resize=cfg.resize,
-                             upsample=cfg.upsample, kind=cfg.kind, **mean_std)
+    model = SegmentationModel(network, name=cfg.name, input_size=cfg.input_size, class_names=cfg.class_names,
+                              class_channels=cfg.class_channels or range(channels), device=device,
+                              channel_order=cfg.channel_order, scale=cfg.scale, resize=cfg.resize,
+                              upsample=cfg.upsample, kind=cfg.kind, **mean_std)
+    # identity: the network or weights file (its sha256 already checked when the card gives one);
+    # transformers models, read from a hub cache or folder, are identified by their tensors
+    file = cfg.file or cfg.weights
+    return model.identify(file, cfg.sha256) if cfg.format != "transformers" and file else model
 
 
 def card_template(file: str | os.PathLike, card_dir: str | os.PathLike | None = None) -> str:
