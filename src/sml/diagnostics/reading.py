@@ -195,26 +195,22 @@ def _bxp_stats(b: dict[str, Any], label: str) -> dict[str, Any] | None:
             "fliers": [], "label": label}
 
 
-def plot_diagnostics(diag: ClassDiagnostics | dict[str, Any], out_stem: str | Path, top: int = 10,
-                     title: str = "", formats: Sequence[str] = ("png", "svg")) -> list[Path]:
-    """Per class (largest anomaly share first, at most ``top``): box plots of the max logit of inlier and
-    anomaly pixels, the training mean ± std, and the class's share of anomaly pixels. Returns the files."""
-    from matplotlib.lines import Line2D
-    from matplotlib.patches import Patch, Rectangle
-
-    s = _summary(diag)
-    classes = ranked_classes(s, top)
-    n = max(1, len(classes))
-    fig = new_figure((max(6.0, 1.0 * n + 2.0), 5.6), layout="constrained")
-    ax_share, ax = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [1, 3.2]})
-    xs = list(range(len(classes)))
+def _draw_shares(ax, xs: list[int], classes: list[dict[str, Any]]) -> None:
+    """Top row: each class's share of the anomaly pixels, labelled in percent."""
     shares = [100 * _f(c["anomaly_share"]) if math.isfinite(_f(c["anomaly_share"])) else 0.0 for c in classes]
-    ax_share.bar(xs, shares, color=ANOMALY_COLOUR, width=0.6)
+    ax.bar(xs, shares, color=ANOMALY_COLOUR, width=0.6)
     for x, v in zip(xs, shares):
-        ax_share.text(x, v, f"{v:.0f}%" if v >= 1 or v == 0 else "<1%", ha="center", va="bottom", fontsize=8)
-    ax_share.set_ylabel("share of\nanomaly px %")
-    ax_share.set_ylim(0, max(shares + [1.0]) * 1.25)
-    ax_share.spines[["top", "right"]].set_visible(False)
+        ax.text(x, v, f"{v:.0f}%" if v >= 1 or v == 0 else "<1%", ha="center", va="bottom", fontsize=8)
+    ax.set_ylabel("share of\nanomaly px %")
+    ax.set_ylim(0, max(shares + [1.0]) * 1.25)
+    ax.spines[["top", "right"]].set_visible(False)
+
+
+def _draw_boxes(ax, xs: list[int], classes: list[dict[str, Any]]) -> None:
+    """Main row: per class the training mean ± std band and the inlier / anomaly box plots; the y range
+    fits them all."""
+    from matplotlib.patches import Rectangle
+
     lo_all, hi_all = math.inf, -math.inf
     for x, c in zip(xs, classes):
         mu, sd = _f(c["train_mean"]), _f(c["train_std"])
@@ -234,6 +230,23 @@ def plot_diagnostics(diag: ClassDiagnostics | dict[str, Any], out_stem: str | Pa
     if math.isfinite(lo_all):
         pad = 0.05 * (hi_all - lo_all + 1e-9)
         ax.set_ylim(lo_all - pad, hi_all + pad)
+
+
+def plot_diagnostics(diag: ClassDiagnostics | dict[str, Any], out_stem: str | Path, top: int = 10,
+                     title: str = "", formats: Sequence[str] = ("png", "svg")) -> list[Path]:
+    """Per class (largest anomaly share first, at most ``top``): box plots of the max logit of inlier and
+    anomaly pixels, the training mean ± std, and the class's share of anomaly pixels. Returns the files."""
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    s = _summary(diag)
+    classes = ranked_classes(s, top)
+    n = max(1, len(classes))
+    fig = new_figure((max(6.0, 1.0 * n + 2.0), 5.6), layout="constrained")
+    ax_share, ax = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [1, 3.2]})
+    xs = list(range(len(classes)))
+    _draw_shares(ax_share, xs, classes)
+    _draw_boxes(ax, xs, classes)
     ax.set_xlim(-0.6, len(classes) - 0.4)
     ax.set_xticks(xs)
     ax.set_xticklabels([f"{c['name']}\n{_short(c['anomaly_pixels'])} / {_short(c['inlier_pixels'])}"
