@@ -208,6 +208,7 @@ def _read_run(path: Path, name: str) -> ComparedRun:
     metrics = _read_json(path / "metrics.json")
     _check_metrics(path / "metrics.json", metrics)
     curves = _optional_json(path / "curves.json", dict, "an object of curves per method")
+    _check_curves(path / "curves.json", curves or {})
     frames = _optional_json(path / "frames.json", list, "a list of frames")
     if frames is not None and not all(isinstance(f, dict) and "id" in f for f in frames):
         raise InputError(f"{path / 'frames.json'} must be a list of objects with an 'id'; evaluate again with "
@@ -223,6 +224,22 @@ def _optional_json(path: Path, kind: type, what: str) -> Any:
         raise InputError(f"{path} must hold {what} (docs/design.md, Run directory); evaluate again with "
                          f"`sml eval ... --out {path.parent} --overwrite`")
     return data
+
+
+_CURVE_KEYS = {"roc": ("fpr", "tpr"), "pr": ("precision", "recall")}
+
+
+def _check_curves(path: Path, curves: dict[str, Any]) -> None:
+    """Each curve is a pair of equal-length lists: a broken one is refused before any figure is drawn."""
+    for method, c in curves.items():
+        for kind, (x, y) in _CURVE_KEYS.items():
+            pts = c.get(kind) if isinstance(c, dict) else None
+            if isinstance(c, dict) and pts is None:
+                continue  # a curve the run did not record is simply not drawn
+            ok = isinstance(pts, dict) and isinstance(pts.get(x), list) and isinstance(pts.get(y), list)
+            if not ok or len(pts[x]) != len(pts[y]):
+                raise InputError(f"{path}: the {kind} curve of {method!r} is not two equal-length lists {x!r} and "
+                                 f"{y!r}; evaluate again with `sml eval ... --out {path.parent} --overwrite`")
 
 
 def _check_folder(path: Path) -> None:
