@@ -124,7 +124,9 @@ def test_protocols_are_separate_labelled_columns_with_a_note(runs: dict[str, Pat
 
 def test_differing_settings_are_listed_and_split_rows(runs: dict[str, Path]) -> None:
     c = compare_runs([runs["a0"], runs["a0w"], runs["a1"]])
-    assert c.differing == ["model", "stats", "sml.boundary_width", "sml.boundary_iterations"]
+    # a2's tiny network is another network (its identity), and without statistics nothing is paired
+    assert c.differing == ["model", "stats", "network", "stats_pairing", "sml.boundary_width",
+                           "sml.boundary_iterations"]
     sml_rows = [r for r in c.rows if r.method == "sml"]
     assert [r.variant for r in sml_rows] == ["boundary_width=4; boundary_iterations=4",
                                              "boundary_width=2; boundary_iterations=2"]
@@ -136,7 +138,8 @@ def test_differing_settings_are_listed_and_split_rows(runs: dict[str, Path]) -> 
     assert "| sml.boundary_width | 4 | 2 | - |" in settings  # a1 has no sml
     assert re.search(r"\| stats \| stats0\.json #[0-9a-f]{8} \| stats0\.json #[0-9a-f]{8} \| none \|", settings)
     header = next(csv.reader(io.StringIO(c.to_csv())))
-    assert header[-4:] == c.differing
+    extra = [k for k in c.differing if k not in header[:8]]  # "network" is a fixed column already
+    assert header[-len(extra):] == extra and len(extra) == 5
     html = c.to_html()
     assert "Settings that differ" in html and "sml.boundary_iterations" in html
     one = compare_runs([runs["a0"]])

@@ -25,7 +25,7 @@ from sml.report.rundir import LOCK, MANIFEST as RUN_MANIFEST, run_files, slug
 __all__ = ["compare_runs", "Comparison", "ComparedRun", "Column", "Row", "Cell", "METRICS"]
 
 #: run-level settings of the network side: runs that differ in one of them give separate rows
-ROW_SETTINGS = ("weights", "stats", "inference")
+ROW_SETTINGS = ("network", "weights", "stats", "inference")
 #: metrics.json keys that are results, not settings
 _NOT_SETTINGS = ("methods", "pixels", "notes")
 
@@ -304,6 +304,8 @@ def _check_method(path: Path, method: str, entry: Any, fix: str) -> None:
 
 
 def _show(v: Any) -> str:
+    if isinstance(v, dict) and "sha256" in v:  # a network identity (metrics.json "network"): name and digest
+        return f"{v.get('name')} #{str(v.get('sha256'))[:8]}"
     if isinstance(v, str):
         return v
     return "none" if v is None else json.dumps(v, sort_keys=True)
