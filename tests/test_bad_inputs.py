@@ -782,6 +782,270 @@ CASES += [
 ]
 
 
+# statistics paired with another network, resume state of another run (issue 19). Tiny TorchScript
+# networks behind model cards (test_pipeline_fixtures); statistics and runs made here, in the case folder.
+REORDERED = ["sidewalk", "road", *ClassStatistics(19).class_names[2:]]
+
+
+def _card(env: Env, seed: int = 0, classes: list[str] | None = None, name: str | None = None) -> Path:
+    """The tiny network ``seed`` behind a card; ``classes`` and ``name`` give a second card for the same file."""
+    from test_pipeline_fixtures import make_model
+
+    card = make_model(env.tmp, seed)
+    if classes is None and name is None:
+        return card
+    other = env.tmp / f"{name or card.stem}_{'x' if classes else 'n'}.yaml"
+    text = card.read_text().replace(f"name: tiny{seed}", f"name: {name or f'tiny{seed}'}")
+    if classes is not None:
+        text = text.replace("classes: cityscapes", "classes: " + json.dumps(classes))
+    other.write_text(text)
+    return other
+
+
+def _tiny_stats(env: Env, card: Path, name: str = "stats.json") -> Path:
+    from sml.cli.main import main
+    from test_pipeline_fixtures import make_cityscapes
+
+    cs = make_cityscapes(env.tmp / "cs", n=3)
+    out = env.tmp / name
+    assert main(["stats", "--model", str(card), "--data", f"cityscapes:{cs}", "-o", str(out)]) == 0
+    return out
+
+
+def _smiyc(env: Env, seed: int = 0) -> Path:
+    from test_pipeline_fixtures import make_smiyc
+
+    return make_smiyc(env.tmp / f"smiyc{seed}", n=3, seed=seed)
+
+
+def _tiny_eval(env: Env, card: Path, stats: Path, *extra: str, data: Path | None = None,
+               out: str = "run") -> list[str]:
+    return ["eval", "--model", str(card), "--stats", str(stats), "--data",
+            f"smiyc-anomaly:{data or _smiyc(env)}", "--out", str(env.tmp / out), "--method", "sml,max_logit",
+            *extra]
+
+
+def _interrupted(args: list[str], after: int) -> None:
+    """Run the command in process and stop it (as Ctrl-C does) in the forward pass after ``after`` frames."""
+    from sml.cli.main import main
+    from sml.pipelines import common
+
+    real, calls = common.forward, {"n": 0}
+
+    def dies(*a: Any, **k: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] > after:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    common.forward = dies
+    try:
+        assert main(args) == 130
+    finally:
+        common.forward = real
+
+
+def _pair_cli(classes: list[str] | None = None, seed: int = 1, predict: bool = False) -> Callable[[Env], Any]:
+    """Statistics of tiny network 0, used with tiny network ``seed`` or with the same one's ``classes``."""
+    def run(env: Env) -> list[str]:
+        stats = _tiny_stats(env, _card(env, 0))
+        card = _card(env, 0, classes=classes) if classes is not None else _card(env, seed)
+        if predict:
+            return ["predict", "--model", str(card), "--stats", str(stats), "--out", str(env.tmp / "pred"),
+                    str(env.image())]
+        return _tiny_eval(env, card, stats)
+    return run
+
+
+def _unnamed_stats(env: Env) -> list[str]:
+    return env.eval_args(stats=env.stats(name="unnamed.json"))   # as older sml wrote them: no network identity
+
+
+def _published_stats_with_erfnet(env: Env) -> list[str]:
+    ref = env.weights.parents[1] / "reference"
+    return env.eval_args("--stats-var", str(ref / "cityscapes_var.npy"), stats=ref / "cityscapes_mean.npy")
+
+
+def _resume_case(change: Callable[[Env, Path, list[str]], Any], after: int = 2) -> Callable[[Env], list[str]]:
+    """An eval stopped after ``after`` frames (a chunk per frame), ``change`` applied, then ``--resume``."""
+    def run(env: Env) -> list[str]:
+        card = _card(env, 0)
+        stats = _tiny_stats(env, card)
+        args = _tiny_eval(env, card, stats, "--save-every", "1")
+        _interrupted(args, after)
+        return change(env, env.tmp / "run" / ".partial" / "state", args) or [*args, "--resume"]
+    return run
+
+
+def _chunk_of_other_data(env: Env, state: Path, args: list[str]) -> None:
+    other = _tiny_eval(env, _card(env, 0), env.tmp / "stats.json", "--save-every", "1", data=_smiyc(env, 5),
+                       out="other")
+    _interrupted(other, 1)
+    (state / "g0.r0.c0.npz").unlink()   # the foreign chunk takes the place of one of ours
+    os.replace(env.tmp / "other" / ".partial" / "state" / "g0.r0.c0.npz", state / "g0.r0.c9.npz")
+
+
+def _other_data_same_out(env: Env, state: Path, args: list[str]) -> list[str]:
+    i = args.index("--data")
+    return [*args[:i + 1], f"smiyc-anomaly:{_smiyc(env, 5)}", *args[i + 2:], "--resume"]
+
+
+def _frame_replaced(env: Env, state: Path, args: list[str]) -> None:
+    image = env.tmp / "smiyc0" / "images" / "frame00.png"
+    Image.fromarray(np.full((48, 64, 3), 7, np.uint8)).save(image)   # same size, other pixels
+
+
+def _edit_chunk(edit: Callable[[dict[str, Any]], Any], name: str = "g0.r0.c0.npz"
+                ) -> Callable[[Env, Path, list[str]], None]:
+    """Rewrite a chunk with ``edit`` applied to its payload, keeping its run identity (a deliberate edit)."""
+    def change(env: Env, state: Path, args: list[str]) -> None:
+        from sml.pipelines import resume
+
+        chunk = resume.read_chunk(state / name)
+        edit(chunk["payload"])
+        resume.write_chunk(state / name, chunk)
+    return change
+
+
+def _impossible_anomaly_count(payload: dict[str, Any]) -> None:
+    payload["records"][0][1]["pixels"]["anomaly"] = 1000004773
+
+
+def _diagnostics_beyond_frames(payload: dict[str, Any]) -> None:
+    d = payload["diagnostics"]
+    for key in ("max_logit_hist", "sml_hist"):   # consistent in itself: both histograms gain the same pixels
+        d[key] = d[key].copy()
+        d[key][1, 0, 5] += 1000   # the metrics and frame records untouched
+
+
+def _stats_resume(edit: Callable[[dict[str, Any]], Any]) -> Callable[[Env], list[str]]:
+    """`sml stats` stopped after 2 frames (a chunk per frame), its first chunk edited, then ``--resume``."""
+    def run(env: Env) -> list[str]:
+        from test_pipeline_fixtures import make_cityscapes
+
+        cs = make_cityscapes(env.tmp / "cs", n=3)
+        args = ["stats", "--model", str(_card(env, 0)), "--data", f"cityscapes:{cs}", "-o",
+                str(env.tmp / "stats.json"), "--save-every", "1"]
+        _interrupted(args, 2)
+        _edit_chunk(lambda p: edit(next(iter(p["partials"].values()))))(env, env.tmp / "stats.json.partial", args)
+        return [*args, "--resume"]
+    return run
+
+
+def _busiest(part: dict[str, Any]) -> int:
+    return int(np.argmax(part["n"]))
+
+
+def _nan_mean(part: dict[str, Any]) -> None:
+    part["mean"] = part["mean"].copy()
+    part["mean"][_busiest(part)] = np.nan
+
+
+def _more_pixels_than_the_frame(part: dict[str, Any]) -> None:
+    part["n"] = part["n"].copy()
+    part["n"][_busiest(part)] += 10 ** 6
+
+
+def _save_inconsistent_stats(env: Env) -> Callable[[], Any]:
+    s = ClassStatistics(19).update_from_predictions(np.array([3, 3, 3]), np.array([1.0, 2.0, 3.5]))
+    s._mean[3] = np.nan   # what a tampered chunk produced before: a class with pixels and no mean
+    return lambda: s.save(env.tmp / "stats.json")
+
+
+def _diagnostics_state(edit: Callable[[dict[str, Any]], Any]) -> Callable[[Env], Any]:
+    def run(env: Env) -> Callable[[], Any]:
+        from sml.diagnostics import ClassDiagnostics
+
+        d = ClassDiagnostics(19, sml=True)
+        rng = np.random.default_rng(0)
+        d.update_from_predictions(rng.integers(0, 19, (8, 8)), rng.normal(5, 2, (8, 8)),
+                                  rng.integers(0, 2, (8, 8)), rng.normal(0, 1, (8, 8)))
+        state = d.state_dict()
+        edit(state)
+        return lambda: ClassDiagnostics(19, sml=True).load_state_dict(state)
+    return run
+
+
+def _component_state(edit: Callable[[dict[str, Any]], Any]) -> Callable[[Env], Any]:
+    def run(env: Env) -> Callable[[], Any]:
+        from sml.metrics import ComponentMetrics
+
+        labels = np.zeros((20, 20), np.uint8)
+        labels[5:12, 5:12] = 1
+        cm = ComponentMetrics("obstacle", threshold=0.5)
+        cm.update(labels.astype(np.float32), labels)
+        state = cm.state_dict()
+        edit(state)
+        return lambda: ComponentMetrics().load_state_dict(state)
+    return run
+
+
+def _chunk_of_another_run(env: Env) -> Callable[[], Any]:
+    from sml.pipelines import resume
+
+    a, b = resume.ResumeStore(env.tmp / "a", {"data": "A"}), resume.ResumeStore(env.tmp / "b", {"data": "B"})
+    a.start(resume=False)
+    b.start(resume=False)
+    a.save({"n": 1})
+    os.replace(next((env.tmp / "a").glob("*.npz")), env.tmp / "b" / "g0.r0.c0.npz")
+    return lambda: resume.ResumeStore(env.tmp / "b", {"data": "B"}).start(resume=True)
+
+
+_FIX_PAIR = r"sml stats.*--stats-from-other-network"
+CASES += [
+    Case("pair-classes-reordered", _pair_cli(classes=REORDERED),
+         r"stats\.json do not have the class names of the network 'tiny0'.*2 of 19 classes differ \(class 0 is "
+         r"'road' in the statistics but 'sidewalk' in the network.*Compute statistics for this network"),
+    Case("pair-classes-other", _pair_cli(classes=[f"thing{i}" for i in range(19)]),
+         r"stats\.json do not have the class names.*19 of 19 classes differ.*network: \[thing0, thing1"),
+    Case("pair-classes-predict", _pair_cli(classes=REORDERED, predict=True),
+         r"stats\.json do not have the class names of the network"),
+    Case("pair-other-network", _pair_cli(seed=1),
+         r"stats\.json come from another network: they were computed with 'tiny0', tiny0\.pt \(sha256 [0-9a-f]{12}"
+         r"\.\.\.\), but the network in use is 'tiny1', tiny1\.pt.*" + _FIX_PAIR),
+    Case("pair-other-network-predict", _pair_cli(seed=1, predict=True),
+         r"stats\.json come from another network.*'tiny1'.*" + _FIX_PAIR),
+    Case("pair-unnamed-stats", _unnamed_stats,
+         r"unnamed\.json do not say which network they were computed with.*'erfnet', erfnet_cityscapes\.pth.*"
+         + _FIX_PAIR),
+    Case("pair-published-stats-other-network", _published_stats_with_erfnet,
+         r"cityscapes_mean\.npy come from another network: the published statistics of deeplabv3plus_r101_os8 "
+         r"belong to its weights file r101_os8_base_cty\.pth.*'erfnet'.*" + _FIX_PAIR),
+    Case("resume-chunk-of-other-data", _resume_case(_chunk_of_other_data),
+         r"resume chunk .*g0\.r0\.c9\.npz belongs to another run.*run again without --resume"),
+    Case("resume-other-data-same-out", _resume_case(_other_data_same_out),
+         r"partial state in .*belongs to a different run.*differs in: data; dataset; frame_files\).*without --resume"),
+    Case("resume-frame-replaced", _resume_case(_frame_replaced),
+         r"frames changed on disk.*frame frame00: image .*frame00\.png \(.*\).*without --resume"),
+    Case("resume-impossible-anomaly-count", _resume_case(_edit_chunk(_impossible_anomaly_count)),
+         r"g0\.r0\.c0\.npz records 1000004773 anomaly and \d+ inlier pixels for frame frame00, which has 3072 "
+         r"pixels.*run again without --resume"),
+    Case("resume-diagnostics-beyond-frames", _resume_case(_edit_chunk(_diagnostics_beyond_frames)),
+         r"g0\.r0\.c0\.npz holds diagnostics of \(anomaly, inlier, ignored pixels, frames\) = \(\d+, .*but its "
+         r"frames have"),
+    Case("stats-resume-nan-mean", _stats_resume(_nan_mean),
+         r"resume chunk .*g0\.r0\.c0\.npz holds no valid statistics \(statistics state: class \d+ '[a-z ]+' has "
+         r"\d+ pixels but mean nan\).*without --resume"),
+    Case("stats-resume-more-pixels-than-frame", _stats_resume(_more_pixels_than_the_frame),
+         r"g0\.r0\.c0\.npz counts \d+ pixels for frame testcity_000000_000019, which has 2048"),
+    Case("stats-save-inconsistent", _save_inconsistent_stats,
+         r"refusing to write inconsistent statistics: .*stats\.json: class 3 'wall' has 3 pixels but mean null",
+         InputError, "api"),
+    Case("diagnostics-state-histograms-disagree",
+         _diagnostics_state(lambda st: st["sml_hist"].__setitem__((0, 0, 0), st["sml_hist"][0, 0, 0] + 1)),
+         r"SML-score histograms do not count the same pixels", InputError, "api"),
+    Case("diagnostics-state-pixels-without-frames", _diagnostics_state(lambda st: st.__setitem__("frames", 0)),
+         r"pixels are counted but no frame", InputError, "api"),
+    Case("components-state-siou-above-one",
+         _component_state(lambda st: st.__setitem__("siou_gt", np.array([1.5]))),
+         r"siou_gt holds values outside \[0, 1\]", InputError, "api"),
+    Case("components-state-without-frames", _component_state(lambda st: st.__setitem__("frames", 0)),
+         r"recorded but no frame", InputError, "api"),
+    Case("resume-api-chunk-of-another-run", _chunk_of_another_run,
+         r"g0\.r0\.c0\.npz belongs to another run", InputError, "api"),
+]
+
+
 # ----------------------------------------------------------------------------- runner
 
 def _files(root: Path) -> set[Path]:

@@ -225,6 +225,20 @@ def test_plot_diagnostics_writes_png_and_svg(tmp_path):
     assert svg.lstrip().startswith("<?xml") and "<svg" in svg
 
 
+def test_diagnostics_import_nothing_from_the_report():
+    """diagnostics sits below report (the report draws the diagnostics section): its figures are saved
+    through sml.utils.figures, never through report's (private) helpers."""
+    import ast
+
+    import sml.diagnostics
+
+    for path in Path(sml.diagnostics.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([node.module or ""] if isinstance(node, ast.ImportFrom) else
+                     [a.name for a in node.names] if isinstance(node, ast.Import) else [])
+            assert not any(n == "sml.report" or n.startswith("sml.report.") for n in names), (path.name, names)
+
+
 def test_cli_diagnose(tmp_path, capsys):
     from sml.cli.main import main
 

@@ -27,7 +27,7 @@ def real(shared, erfnet_weights):
     model = sml.models.load("erfnet", weights=erfnet_weights)
     # honest statistics for this network: its own max logits on a real Cityscapes training frame
     city = open_dataset(f"cityscapes:{shared / 'data/cityscapes_mini'}", split="train", allow_subset=True)
-    stats = sml.ClassStatistics(19)
+    stats = sml.ClassStatistics(19, model=model.identity)  # named after their network: eval pairs them
     with torch.no_grad():
         stats.update(model.predict(city[0].image))
     ra = open_dataset(f"road-anomaly:{shared / 'data/road_anomaly/RoadAnomaly_jpg'}")

@@ -244,6 +244,53 @@ def test_plot_curves_png_svg_and_legend(tmp_path):
     assert "AUROC 95.00%" in text and "AP 80.00%" in text and "n/a" in text
     with pytest.raises(InputError, match="no 'tpr'"):
         plot_curves({"x": {"roc": {"fpr": [0, 1]}}}, tmp_path / "d")
+    # the same curves give the same bytes (no date stamp, no random SVG ids): a report re-run changes nothing
+    png2, svg2 = plot_curves(curves, tmp_path / "again", title="t")
+    assert png2.read_bytes() == png.read_bytes() and svg2.read_bytes() == svg.read_bytes()
+
+
+def test_render_page_from_report_data_alone():
+    """The view needs no run: a hand-made ReportData gives the page, with the packaged CSS and JS inline."""
+    from importlib import resources
+
+    from sml.report.content import (Figure, Gallery, MethodRow, MethodSettings, MetricCell, MetricsTable,
+                                    ReportData, RunSummary, StatsRow, StatsTable)
+    from sml.report.gallery import FrameRow
+    from sml.report.html import render_page
+
+    nan = math.nan
+    table = MetricsTable(
+        ["AUROC %", "threshold at 95% TPR (score)"], ["sIoU %"],
+        [MethodRow("sml", [MetricCell(0.91234, best=True), MetricCell(1.23456, "num")], [MetricCell(0.5)]),
+         MethodRow("msp<x>", [MetricCell(0.8), MetricCell(nan, "num", reason="no <threshold>", note=1)],
+                   [MetricCell(nan)])],
+        ["msp<x>, threshold_at_95tpr: no <threshold>"],
+        [MethodSettings("sml", '{"a": 1}', [("component threshold (score)", 1.25)])])
+    summary = RunSummary("road-anomaly", "2", "erfnet", None, (10, 990), "interpolated", "exact", None, None,
+                         ["hand-made"], "per image.")
+    row = FrameRow("f<1>", 0, {"sml": {"ap": 0.5, "fp_area": None}}, ["labels x not found"],
+                   "img/panels/f1.png", "img/thumbs/f1.jpg", (130, 40))
+    data = ReportData("sml report: t", "/runs/t", 2, "2024-01-01 00:00", summary, table,
+                      Figure("curves.png", "curves.svg"), None,
+                      StatsTable([StatsRow(0, "road", 1.0, 5.0, 1.0, 1.0)], [("model", "erfnet")]),
+                      Gallery([row], ["sml"], 3, None, False), [])
+    page = render_page(data, 1.25)
+    static = resources.files("sml.report") / "static"
+    css, js = (static / "report.css").read_text(), (static / "report.js").read_text()
+    assert "sortable" in css and "lightbox" in js  # the real files, not empty stand-ins
+    assert f"<style>\n{css}</style>" in page and f"<script>\n{js}</script>" in page
+    assert "stylesheet" not in page and "<script src" not in page
+    metrics = re.search(r'<table id="metrics".*?</table>', page, re.S).group(0)
+    assert '<td class="best">91.23</td>' in metrics and "<td>1.235</td>" in metrics and "<td>50.00</td>" in metrics
+    assert '<td class="na" title="no &lt;threshold&gt;">n/a<sup>1</sup></td>' in metrics
+    assert '<td class="na">n/a</td>' in metrics and "msp&lt;x&gt;" in metrics
+    assert '<li>msp&lt;x&gt;, threshold_at_95tpr: no &lt;threshold&gt;</li>' in page
+    assert "component threshold (score) 1.25" in page and "10 anomaly and 990 in-distribution" in page
+    assert 'class="unused"' in page and "sec-diagnostics" not in page  # 1 pixel of road; no diagnostics
+    gallery = re.search(r'<table id="gallery".*?</table>', page, re.S).group(0)
+    assert 'data-id="f&lt;1&gt;"' in gallery and 'data-ap0="0.5"' in gallery and 'data-fp0=""' in gallery
+    assert '<div class="warn">labels x not found</div></td>' in gallery and "1 of 3 frames" in page
+    assert "in 1.2 s.</p>" in page  # 1.25 printed with one decimal
 
 
 # ------------------------------------------------------------------ the report

@@ -9,7 +9,7 @@ from sml.scores.registry import METHODS, canonical_method
 from sml.utils.precision import InferenceSettings, add_inference_args
 
 __all__ = ["METHODS", "HelpFormatter", "add_model_args", "add_resume_args", "add_sml_args",
-           "sml_settings", "parse_methods", "inference_settings", "data_kinds_help"]
+           "add_stats_pairing_arg", "sml_settings", "parse_methods", "inference_settings", "data_kinds_help"]
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
@@ -58,6 +58,14 @@ def add_resume_args(g: argparse._ArgumentGroup, where: str) -> None:
     g.add_argument("--save-interval", type=float, default=300.0, metavar="SECONDS",
                    help="save partial progress once SECONDS of work have passed since the last save "
                         "(default 300: an interruption loses at most about 5 minutes)")
+
+
+def add_stats_pairing_arg(g: argparse._ArgumentGroup) -> None:
+    """``--stats-from-other-network`` (eval and predict): accept statistics that do not name this network."""
+    g.add_argument("--stats-from-other-network", action="store_true",
+                   help="use --stats although they were computed with another network, or name none (older "
+                        "files, the reference code's .npy files other than the published ones); the run "
+                        "records it. Class names must still be the network's, in order")
 
 
 def add_sml_args(p: argparse.ArgumentParser) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 
 from sml.cli.args import (METHODS, HelpFormatter, add_model_args, add_resume_args, add_sml_args,
-                          data_kinds_help, inference_settings)
+                          add_stats_pairing_arg, data_kinds_help, inference_settings)
 from sml.protocols import PROTOCOLS
 from sml.scores.registry import DEFAULT_METHODS
 
@@ -33,7 +33,11 @@ reported (metrics.json and metrics.csv say which). Map formats (--save-maps, com
   png16        OUT/png16/METHOD/ID.png, 16-bit, each frame scaled min..max -> 0..65535,
                the range stored in the PNG text keys sml_min / sml_max
 Scores are "higher = more anomalous" for every method. Every file is written
-atomically; a partial state in OUT/.partial/ makes --resume possible.
+atomically; a partial state in OUT/.partial/ makes --resume possible (only for
+the same data, frame files, network, statistics and settings). The statistics
+must be this network's: same class names in the same order, and the network
+`sml stats` recorded (else refused; --stats-from-other-network accepts another
+network's and metrics.json records it under stats_pairing).
 """
 
 
@@ -54,6 +58,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "code's cityscapes_mean.npy also works with --stats-var")
     g.add_argument("--stats-var", metavar="VAR.npy", default=None,
                    help="the reference code's variance file, when --stats is its mean .npy")
+    add_stats_pairing_arg(g)
     g.add_argument("--method", default=",".join(DEFAULT_METHODS),
                    help=f"comma-separated methods among {', '.join(METHODS)}")
     g.add_argument("--out", required=True, metavar="DIR", help="run directory to write")
@@ -127,7 +132,8 @@ def run(args: argparse.Namespace) -> int:
                         save_maps=args.save_maps, report=args.report, limit=args.limit, resume=args.resume,
                         save_every=args.save_every, save_interval=args.save_interval, track=args.track,
                         frame_ap=True if args.frame_ap else None, overwrite=args.overwrite,
-                        protocol=args.protocol, diagnostics=not args.no_diagnostics)
+                        protocol=args.protocol, diagnostics=not args.no_diagnostics,
+                        stats_from_other_network=args.stats_from_other_network)
     inference = inference_settings(args)   # device, precision: checked once, before anything opens
     stats = load_stats(args.stats, args.stats_var)
     atomic.check_writable(args.out)  # before the model loads, not at the first file written

@@ -14,7 +14,7 @@ from sml.utils.progress import route_warnings
 
 # Sub-commands, in the order `sml --help` lists them. Each module defines
 # `register(subparsers)`, which adds its parser and sets `func=run(args) -> int`.
-COMMANDS = ["stats", "eval", "predict", "train", "demo", "report", "diagnose", "export", "models"]
+COMMANDS = ["stats", "eval", "predict", "train", "demo", "report", "compare", "diagnose", "export", "models"]
 
 DESCRIPTION = """\
 Standardized Max Logits (Jung et al., ICCV 2021): find unexpected obstacles on

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import argparse
 
-from sml.cli.args import METHODS, HelpFormatter, add_model_args, add_sml_args, inference_settings
+from sml.cli.args import (METHODS, HelpFormatter, add_model_args, add_sml_args, add_stats_pairing_arg,
+                          inference_settings)
 
 EPILOG = """\
 examples:
@@ -18,6 +19,8 @@ Outputs per input NAME and method M: OUT/M/NAME.npy (float32 anomaly score at
 the image size, higher = more anomalous), OUT/M/NAME_heatmap.png and
 OUT/M/NAME_overlay.png (the heatmap blended over the photo; strong colour =
 likely anomaly). Videos give a folder of per-frame maps and OUT/M/CLIP_overlay.mp4.
+With statistics, OUT/predict.json records the network, the statistics and how
+they were paired (checked before any image is read).
 """
 
 
@@ -32,6 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--stats", metavar="stats.json", default=None, help="class statistics (needed by sml)")
     g.add_argument("--stats-var", metavar="VAR.npy", default=None,
                    help="the reference code's variance file, when --stats is its mean .npy")
+    add_stats_pairing_arg(g)
     g.add_argument("--method", default="sml", help=f"comma-separated methods among {', '.join(METHODS)}")
     g.add_argument("--out", required=True, metavar="DIR", help="output folder")
     g.add_argument("--vmin", type=float, default=None, help="score drawn darkest (default: per image, 1st percentile)")
@@ -65,7 +69,8 @@ def run(args: argparse.Namespace) -> int:
                               settings=inference)
     result = predict_files(model, args.inputs, args.out, methods, stats=stats, sml_settings=settings,
                            vmin=args.vmin, vmax=args.vmax, alpha=args.alpha, every=args.every,
-                           save_npy=not args.no_npy)
+                           save_npy=not args.no_npy, stats_path=args.stats,
+                           stats_from_other_network=args.stats_from_other_network)
     done = distributed.all_gather_object((result.images, result.video_frames))
     if distributed.is_main():
         imgs, vids = sum(d[0] for d in done), sum(d[1] for d in done)

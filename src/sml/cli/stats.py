@@ -68,8 +68,7 @@ def run(args: argparse.Namespace) -> int:
     result = compute_statistics(model, dataset, valid_only=args.valid_only, limit=args.limit,
                                 state_dir=out.with_name(out.name + ".partial"), resume=args.resume,
                                 save_every=args.save_every, save_interval=args.save_interval, meta=meta,
-                                out=out, identity={"model": args.model, "data": data,
-                                          "inference": model.describe()})
+                                out=out, identity={"data": data, "inference": model.describe()})
     if distributed.is_main():
         print_report(result.stats, result.frames, out)
     return 0

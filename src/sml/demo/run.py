@@ -337,7 +337,7 @@ def _run(out: Path, seconds: float | None, report: bool, device: str, iterations
     train_set = open_dataset(f"cityscapes:{cs_root}", split="train")
     stats_run = compute_statistics(model, train_set, limit=stats_frames, show_progress=False)
     stats_path = out / "stats.json"
-    save_statistics(stats_run.stats, stats_path, model="demo_net", data=f"cityscapes:{cs_root}")
+    save_statistics(stats_run.stats, stats_path, data=f"cityscapes:{cs_root}")
     if not quiet_stats:
         print_report(stats_run.stats, stats_run.frames, stats_path, file=sys.stderr)
 

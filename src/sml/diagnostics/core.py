@@ -173,6 +173,21 @@ def _json_num(v: Any) -> Any:
     return v
 
 
+def _check_counts(ml: np.ndarray, sh: np.ndarray, frames: int, ignored: int, sml: bool) -> None:
+    """Refuse histograms and counters that no frames could have produced (a damaged or edited state):
+    both histograms count the same pixels per (label, class), and nothing is counted without a frame."""
+    if frames < 0 or ignored < 0:
+        raise InputError(f"ClassDiagnostics state: frames ({frames}) and ignored pixels ({ignored}) must be >= 0")
+    if frames == 0 and (ignored or ml.any() or sh.any()):
+        raise InputError("ClassDiagnostics state: pixels are counted but no frame")
+    if sml and not np.array_equal(ml.sum(axis=2), sh.sum(axis=2)):
+        raise InputError("ClassDiagnostics state: the SML-score histograms do not count the same pixels as the "
+                         "max-logit histograms (per label and class totals differ)")
+    if not sml and sh.any():
+        raise InputError("ClassDiagnostics state: SML-score histograms hold pixels but these diagnostics have "
+                         "no SML score (sml=False)")
+
+
 class ClassDiagnostics(Stateful):
     """Per predicted class: inlier / anomaly pixel counts and histograms of their max logit and SML score.
 
@@ -254,6 +269,7 @@ class ClassDiagnostics(Stateful):
                              f"{shape_ml} / {shape_sml} (other number of classes or bins)")
         if ml.dtype.kind not in "iu" or sh.dtype.kind not in "iu" or (ml < 0).any() or (sh < 0).any():
             raise InputError("ClassDiagnostics state histograms must hold non-negative integers")
+        _check_counts(ml, sh, frames, ignored, self.sml)
         self.max_logit_hist = ml.astype(np.int64, copy=True)
         self.sml_hist = sh.astype(np.int64, copy=True)
         self.frames, self.ignored = frames, ignored

@@ -165,9 +165,11 @@ class ComponentMetrics(Stateful):
         if any(a.ndim != 1 for a in arrays) or arrays[1].size != arrays[2].size:
             raise InputError("component metric state: siou_gt, siou_pred and precision_pred must be 1-D "
                              "(the last two of equal length)")
+        frames, thresholds = int(state["frames"]), [float(t) for t in state["thresholds"]]
+        _check_state(arrays, frames, thresholds)
         self._siou_gt, self._siou_pred, self._prec = ([a] if a.size else [] for a in arrays)
-        self.frames = int(state["frames"])
-        self._thresholds = {float(t) for t in state["thresholds"]}
+        self.frames = frames
+        self._thresholds = set(thresholds)
         return self
 
     def compute(self) -> dict[str, Any]:
@@ -216,6 +218,23 @@ class ComponentMetrics(Stateful):
     def __repr__(self) -> str:
         return (f"ComponentMetrics(track={self.track!r}, min_pred_size={self.min_pred_size}, "
                 f"min_gt_size={self.min_gt_size}, frames={self.frames})")
+
+
+def _check_state(arrays: list[np.ndarray], frames: int, thresholds: list[float]) -> None:
+    """Refuse a component state no frames could have produced: sIoU and precision values in [0, 1],
+    components only with frames, a finite pixel threshold for every state with frames."""
+    if frames < 0:
+        raise InputError(f"component metric state: frames is {frames}; it counts frames (>= 0)")
+    for name, a in zip(("siou_gt", "siou_pred", "precision_pred"), arrays):
+        if a.size and not (np.isfinite(a).all() and a.min() >= 0 and a.max() <= 1):
+            raise InputError(f"component metric state: {name} holds values outside [0, 1] (or NaN); sIoU and "
+                             f"precision are fractions")
+    if not all(math.isfinite(t) for t in thresholds):
+        raise InputError("component metric state: a pixel threshold is not finite")
+    if frames == 0 and (thresholds or any(a.size for a in arrays)):
+        raise InputError("component metric state: components or thresholds are recorded but no frame")
+    if frames > 0 and not thresholds:
+        raise InputError("component metric state: frames are counted but no pixel threshold was recorded")
 
 
 def _check_threshold(t: Any) -> float:

@@ -114,4 +114,4 @@ def _from_checkpoint(cfg: ModelConfig, ckpt: dict, source: str, device: str | to
                 "channel_order": cfg.channel_order, "scale": cfg.scale, "resize": cfg.resize,
                 "upsample": cfg.upsample, **contract}
     return SegmentationModel(network, name=arch.name, class_names=names,
-                             device=device, **settings)
+                             device=device, **settings).identify(source)

@@ -447,8 +447,13 @@ def load_card(card: str | os.PathLike | ModelConfig, device: str | torch.device 
                     class_channels=list(cfg.class_channels or range(channels)), channel_order=cfg.channel_order,
                     scale=cfg.scale, resize=cfg.resize, upsample=cfg.upsample, kind=cfg.kind)
     if isinstance(card, ModelConfig) or cfg.format == "transformers":  # not (all) read through the card's schema
-        return SegmentationModel(network, name=cfg.name, device=device, **settings)
-    return SegmentationModel.from_checked(network, name=cfg.name, device=device, **settings)
+        model = SegmentationModel(network, name=cfg.name, device=device, **settings)
+    else:
+        model = SegmentationModel.from_checked(network, name=cfg.name, device=device, **settings)
+    # identity: the network or weights file (its sha256 already checked when the card gives one);
+    # transformers models, read from a hub cache or folder, are identified by their tensors
+    file = cfg.file or cfg.weights
+    return model.identify(file, cfg.sha256) if cfg.format != "transformers" and file else model
 
 
 def card_template(file: str | os.PathLike, card_dir: str | os.PathLike | None = None) -> str:

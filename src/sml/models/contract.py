@@ -251,6 +251,18 @@ def _settings(values: dict[str, Any]) -> dict[str, Any]:
     return {**values, "class_channels": channels, "class_names": names}
 
 
+def _tensors_sha256(network: nn.Module) -> str:
+    """sha256 over a module's state dict (names, dtypes, shapes and bytes, in name order)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for key, t in sorted(network.state_dict().items()):
+        t = t.detach().cpu().contiguous()
+        h.update(f"{key}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
 def _windows(size: int, window: int, stride: int) -> list[int]:
     """Window starts covering ``[0, size)``; the last window is aligned to the end."""
     if size <= window:
@@ -318,11 +330,33 @@ class SegmentationModel:
         self.device = torch.device("cpu")
         self._channels_last = False
         self.cpu_channels_last = bool(cpu_channels_last)
+        self._identity: dict[str, Any] | None = None
         self.to(device)
 
     def __repr__(self) -> str:
         return (f"SegmentationModel(name={self.name!r}, input_size={self.input_size}, classes={self.num_classes}, "
                 f"device={self.device})")
+
+    @property
+    def identity(self) -> dict[str, Any]:
+        """Which network this is, to pair it with statistics and resume state: ``{"name", "sha256", "file"}``.
+
+        ``sha256`` is that of the weights or network file the network was read from (recorded by
+        :meth:`identify`, which :func:`sml.models.load` and :func:`wrap` call), else of its tensors
+        (a module built in memory; computed at the first use, once).
+        """
+        if self._identity is None:
+            self._identity = {"name": self.name, "sha256": _tensors_sha256(self.network), "file": None}
+        return dict(self._identity)
+
+    def identify(self, path: str | os.PathLike, sha256: str | None = None) -> "SegmentationModel":
+        """Record that the network was read from ``path`` (its sha256, computed now unless given); returns self."""
+        if sha256 is None:
+            from sml.models.zoo import sha256_of
+
+            sha256 = sha256_of(path)
+        self._identity = {"name": self.name, "sha256": sha256.lower(), "file": Path(path).name}
+        return self
 
     @property
     def precision(self) -> str:
@@ -598,6 +632,7 @@ def wrap(module_or_path: nn.Module | str | os.PathLike, input_size: tuple[int, i
         from sml.models.probe import dry_run
 
         num_classes = dry_run(network, input_size or (64, 64), default_name)[0]
-    return SegmentationModel(network, name=name or default_name, input_size=input_size, mean=mean, std=std,
-                             class_channels=class_channels, class_names=class_names, num_classes=num_classes,
-                             device=device, **kw)
+    model = SegmentationModel(network, name=name or default_name, input_size=input_size, mean=mean, std=std,
+                              class_channels=class_channels, class_names=class_names, num_classes=num_classes,
+                              device=device, **kw)
+    return model if isinstance(module_or_path, nn.Module) else model.identify(module_or_path)

@@ -35,7 +35,9 @@ import torch
 
 from sml.errors import InputError
 from sml.pipelines import common, writers
-from sml.pipelines.resume import ResumeStore, SavePolicy
+from sml.pipelines.consistency import FramePixels, check_eval_chunk, check_eval_results
+from sml.pipelines.pairing import network_identity
+from sml.pipelines.resume import ResumeStore, SavePolicy, dataset_identity, frame_files
 from sml.report import rundir
 from sml.scores.scorers import build_scorers
 from sml.utils import atomic, distributed
@@ -65,6 +67,7 @@ class EvalConfig:
     overwrite: bool = False        # replace a finished run in ``out`` (its maps and report removed first)
     protocol: str = "exact"        # whose numbers (sml.protocols.PROTOCOLS; docs/protocols.md)
     diagnostics: bool = True       # per-class diagnostics (diagnostics.json) of labelled frames
+    stats_from_other_network: bool = False  # use statistics of another / an unnamed network (recorded)
 
 
 @dataclass
@@ -130,6 +133,7 @@ class _Plan:
     protocol: str
     new_diagnostics: Any  # () -> a fresh ClassDiagnostics, or None (no diagnostics)
     map_folder: str       # HDF5 maps: anomaly_p/<method>/<map_folder>/, the SegmentMeIfYouCan tool's name
+    pairing: dict[str, Any] | None = None  # statistics vs network (sml.pipelines.pairing), recorded in metrics.json
 
     def new_period(self) -> "_Period":
         """Fresh states for the frames of one save period."""
@@ -182,9 +186,11 @@ class _State:
 
 
 def plan(model: Any, dataset: Any, out: str | os.PathLike, config: EvalConfig, stats: Any = None,
-         meta: dict[str, Any] | None = None) -> _Plan:
-    """Check every setting of a run and resolve its defaults (no file is touched)."""
+         meta: dict[str, Any] | None = None, stats_path: str | os.PathLike | None = None) -> _Plan:
+    """Check every setting of a run and resolve its defaults (no file is touched); the statistics
+    must belong to the network (:func:`sml.pipelines.pairing.check_pairing`)."""
     from sml import protocols
+    from sml.pipelines.pairing import check_pairing
 
     kind = common.dataset_kind(dataset)
     protocols.get_protocol(config.protocol)  # an unknown name is refused naming the choices
@@ -203,10 +209,11 @@ def plan(model: Any, dataset: Any, out: str | os.PathLike, config: EvalConfig, s
         raise InputError("--track sets the component-metric size limits: add --components, or leave --track out")
     SavePolicy(config.save_every, config.save_interval)  # its checks, before anything runs
     frame_ap = config.report if config.frame_ap is None else bool(config.frame_ap)
+    pairing = check_pairing(model, stats, stats_path, config.stats_from_other_network)
     return _Plan(Path(out), kind, methods, scorers, indices, formats, config.track or TRACKS.get(kind, "anomaly"),
                  config.components, frame_ap, dict(meta or {}), config.protocol,
                  _diagnostics_factory(model, stats, "sml" in methods) if config.diagnostics else None,
-                 getattr(dataset, "smiyc_name", None) or kind)
+                 getattr(dataset, "smiyc_name", None) or kind, pairing)
 
 
 def _diagnostics_factory(model: Any, stats: Any, sml: bool) -> Any:
@@ -243,19 +250,17 @@ def evaluate(
     """Score ``dataset`` with ``config.methods`` and write the run directory ``out`` (collective call)."""
     from sml.pipelines import threshold_metrics
 
-    p = plan(model, dataset, out, config, stats, meta)
+    p = plan(model, dataset, out, config, stats, meta, stats_path)
     timer = common.Timer()
+    pixels = FramePixels(dataset)
     with rundir.RunLock(p.out, resume=config.resume, overwrite=config.overwrite) as lock:
-        store = ResumeStore(p.out / PARTIAL / "state", {
-            "kind": "eval", "frames": [dataset.frames[i].id for i in p.indices], "methods": p.methods,
-            "settings": {m: scorer_settings(s) for m, s in p.scorers.items()}, "formats": p.formats,
-            "components": p.components, "protocol": p.protocol, "diagnostics": p.new_diagnostics is not None,
-            **p.meta})
-        state = restore(store, p, config.resume)
+        store = ResumeStore(p.out / PARTIAL / "state", _identity(model, dataset, p, stats))
+        state = restore(store, p, config.resume, dataset, pixels)
         score_frames(model, dataset, p, state, store, SavePolicy(config.save_every, config.save_interval), timer,
                      show_progress)
         pooled, records, results, curves = finalize(p, state, timer)
         frame_list = [records[i] for i in p.indices]
+        check_eval_results(results, frame_list, dataset, p.indices, pixels, p.out, _fix(p))
         if p.components or "npy16" in p.formats:
             with timer("post"):
                 threshold_metrics.add_threshold_metrics(
@@ -271,6 +276,19 @@ def evaluate(
     return EvalRun(metrics, frame_list, timer.seconds, p.out)
 
 
+def _identity(model: Any, dataset: Any, p: _Plan, stats: Any) -> dict[str, Any]:
+    """What the run's resume state depends on (:class:`~sml.pipelines.resume.ResumeStore`)."""
+    return {"kind": "eval", "dataset": dataset_identity(dataset), "frame_files": frame_files(dataset, p.indices),
+            "methods": p.methods, "settings": {m: scorer_settings(s) for m, s in p.scorers.items()},
+            "formats": p.formats, "components": p.components, "protocol": p.protocol,
+            "diagnostics": p.new_diagnostics is not None, "network": network_identity(model),
+            "stats_digest": None if stats is None else stats.digest(), **p.meta}
+
+
+def _fix(p: _Plan) -> str:
+    return f"Delete {p.out / PARTIAL} and run again without --resume."
+
+
 def _write_results(model: Any, dataset: Any, p: _Plan, frame_list: list[dict[str, Any]],
                    results: dict[str, dict[str, Any]], curves: dict[str, Any], stats: Any, stats_path: Any,
                    run_id: str, timer: common.Timer, diagnostics: Any = None) -> dict[str, Any]:
@@ -279,6 +297,9 @@ def _write_results(model: Any, dataset: Any, p: _Plan, frame_list: list[dict[str
     metrics = rundir.metrics_json(dataset, p.kind, frame_list, settings, results,
                                   p.meta.get("model") or common.model_name(model), stats_path, p.meta,
                                   p.track if p.components else None, protocol=p.protocol)
+    metrics["network"] = network_identity(model)
+    if p.pairing is not None:
+        metrics["stats_pairing"] = p.pairing
     diag = diagnostics.to_json() if diagnostics is not None and diagnostics.frames else None
     if distributed.is_main():
         with timer("results"):
@@ -288,16 +309,22 @@ def _write_results(model: Any, dataset: Any, p: _Plan, frame_list: list[dict[str
     return metrics
 
 
-def restore(store: ResumeStore, p: _Plan, resume: bool) -> _State:
-    """The frames an interrupted run finished (``resume``), else a fresh state; rank 0 carries the loaded ones."""
+def restore(store: ResumeStore, p: _Plan, resume: bool, dataset: Any, pixels: FramePixels | None = None) -> _State:
+    """The frames an interrupted run finished (``resume``), else a fresh state; rank 0 carries the loaded ones.
+
+    Each chunk is checked against the frames it claims (:mod:`sml.pipelines.consistency`).
+    """
     state = _State([], {}, set())
-    for payload in store.start(resume):
+    pixels = pixels or FramePixels(dataset)
+    for chunk in store.start(resume):
         try:
-            recs = {int(i): r for i, r in payload["records"]}
-            period = p.new_period().load_state_dict(payload)
+            recs = {int(i): r for i, r in chunk["records"]}
+            period = p.new_period().load_state_dict(chunk)
         except (InputError, KeyError, TypeError, ValueError) as exc:
-            raise InputError(f"a resume chunk in {store.folder} does not hold this run's state ({exc}); delete "
+            raise InputError(f"the resume chunk {chunk.path} does not hold this run's state ({exc}); delete "
                              f"{p.out / PARTIAL} and run again without --resume") from None
+        check_eval_chunk(chunk.path, recs, period, dataset, set(p.indices), p.methods,
+                         p.new_diagnostics() if p.new_diagnostics else None, pixels, _fix(p))
         if set(recs) & state.done:
             raise InputError(f"the partial state in {store.folder} counts a frame twice; delete "
                              f"{p.out / PARTIAL} and run again without --resume")

@@ -138,9 +138,16 @@ def predict_files(
     every: int = 1,
     save_npy: bool = True,
     show_progress: bool = True,
+    stats_path: str | os.PathLike | None = None,
+    stats_from_other_network: bool = False,
 ) -> PredictRun:
-    """Score images / folders / videos with ``methods`` and write maps and overlays under ``out``."""
+    """Score images / folders / videos with ``methods`` and write maps and overlays under ``out``.
+
+    ``stats`` must belong to ``model`` (:func:`sml.pipelines.pairing.check_pairing`, before any image is
+    read); with statistics, ``out/predict.json`` records the network, the statistics and their pairing.
+    """
     from sml.data import read_image
+    from sml.pipelines.pairing import check_pairing
 
     if every < 1:
         raise InputError(f"--every must be at least 1 (got {every})")
@@ -149,10 +156,13 @@ def predict_files(
     items = collect_inputs(inputs)
     job = _Job(model, build_scorers(list(methods), stats, sml_settings or {}, model_kind=getattr(model, "kind", "logits")), Path(out), vmin, vmax, alpha,
                save_npy)
+    pairing = check_pairing(model, stats, stats_path, stats_from_other_network)
     images = [it for it in items if not it.video]
     videos = [it for it in items if it.video]
     if videos:
         _cv2()  # fail before any work when OpenCV is missing
+    if pairing is not None:
+        _write_record(Path(out), model, methods, stats_path, pairing)
     for it in progress(distributed.shard(images), total=len(images), desc="predict", unit="image",
                        disable=None if show_progress else True):
         job.process(read_image(it.path), Path(it.name))
@@ -160,6 +170,29 @@ def predict_files(
     for it in distributed.shard(videos):
         _predict_video(job, it, every, show_progress)
     return job.run
+
+
+RECORD = "predict.json"
+RECORD_FORMAT = "sml-predict/1"
+
+
+def _write_record(out: Path, model: Any, methods: Sequence[str], stats_path: Any, pairing: dict[str, Any]) -> None:
+    """``out/predict.json``: which network and statistics made the maps, and how they were paired (rank 0)."""
+    import json
+
+    path = out / RECORD
+    if path.exists():  # replace only a record sml wrote
+        try:
+            ours = json.loads(path.read_text(encoding="utf-8")).get("format") == RECORD_FORMAT
+        except (OSError, ValueError, AttributeError):
+            ours = False
+        if not ours:
+            raise InputError(f"{path} exists and was not written by `sml predict`; move it away or choose "
+                             f"another --out")
+    if distributed.is_main():
+        atomic.write_json(path, {"format": RECORD_FORMAT, "model": common.model_name(model),
+                                 "network": pairing["network"], "stats": None if stats_path is None else
+                                 str(stats_path), "methods": list(methods), "stats_pairing": pairing})
 
 
 @dataclass

@@ -16,6 +16,7 @@ code; a damaged one is refused naming the file and the recovery.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -120,9 +121,81 @@ class SavePolicy:
         self._last = time.monotonic()
 
 
+# ---------------------------------------------------------------- what identifies a run
+def dataset_identity(dataset: Any) -> dict[str, Any]:
+    """The data set a run reads: its kind, root folder and split."""
+    root = getattr(dataset, "root", None)
+    return {"kind": str(getattr(dataset, "kind", "") or type(dataset).__name__),
+            "root": None if root is None else str(Path(root).resolve()), "split": getattr(dataset, "split", None)}
+
+
+def _signature(path: Any) -> list[Any]:
+    if path is None:
+        return [None, None, None]
+    try:
+        st = os.stat(path)
+    except OSError:
+        return [str(path), None, None]
+    return [str(path), int(st.st_size), int(st.st_mtime_ns)]
+
+
+def frame_files(dataset: Any, indices: list[int]) -> list[list[Any]]:
+    """Per frame ``[id, image, size, mtime_ns, labels, size, mtime_ns]``: what a resumed run must find unchanged."""
+    out = []
+    for i in indices:
+        f = dataset.frames[i]
+        out.append([f.id, *_signature(getattr(f, "image_path", None)), *_signature(getattr(f, "label_path", None))])
+    return out
+
+
+def _frame_changes(saved: Any, current: Any) -> str:
+    """Which frames differ between two :func:`frame_files` lists, in words."""
+    if not isinstance(saved, list) or not all(isinstance(r, list) and len(r) == 7 for r in saved):
+        return "the frame list"
+    old = {r[0]: r for r in saved}
+    new = {r[0]: r for r in current}
+    changed = [f"frame {fid}: {what} {row[k] or old[fid][k]} ({_file_change(old[fid][k:k + 3], row[k:k + 3])})"
+               for fid, row in new.items() if fid in old
+               for k, what in ((1, "image"), (4, "labels")) if old[fid][k:k + 3] != row[k:k + 3]]
+    gone, added = set(old) - set(new), set(new) - set(old)
+    if gone or added:
+        changed.append(f"{len(added)} frames not in the saved run, {len(gone)} saved frames not in this one")
+    if not changed:
+        return "the frame order"
+    return "; ".join(changed[:3]) + (f"; and {len(changed) - 3} more" if len(changed) > 3 else "")
+
+
+def _file_change(was: list[Any], now: list[Any]) -> str:
+    if was[0] != now[0]:
+        return f"another file: {was[0]} before"
+    if now[1] is None:
+        return "it is gone"
+    if was[1] != now[1]:
+        return f"{was[1]} bytes when saved, {now[1]} now"
+    return "modified since the partial state was saved"
+
+
+def run_digest(meta: dict[str, Any]) -> str:
+    """sha256 of a run's identity (its ``meta``, keys sorted): what every chunk of that run carries."""
+    return hashlib.sha256(json.dumps(meta, sort_keys=True, allow_nan=True).encode()).hexdigest()
+
+
 # ---------------------------------------------------------------- the store
+class Chunk(dict):
+    """A chunk's payload (a dict) with ``path``, the file it was read from (for messages that name it)."""
+
+    path: Path
+
+
 class ResumeStore:
-    """Partial-state folder of one run; ``meta`` identifies the run (model, data, settings).
+    """Partial-state folder of one run; ``meta`` identifies the run.
+
+    ``meta`` holds everything the state depends on: the data set (kind, root,
+    split), its frames with their files' sizes and modification times
+    (:func:`frame_files`), the methods and their settings, the protocol, the
+    network's and the statistics' identities. It is kept in ``meta.json`` and
+    its digest in every chunk, so a resumed run refuses a folder of another run
+    or whose frames changed on disk, and any chunk copied in from another run.
 
     State is append-only: every save writes a new chunk holding only the frames
     finished since the previous save (so saving costs O(new frames), not
@@ -133,6 +206,7 @@ class ResumeStore:
     def __init__(self, folder: str | os.PathLike, meta: dict[str, Any]):
         self.folder = Path(folder)
         self.meta = json.loads(json.dumps(meta))  # normalised as it will read back
+        self.digest = run_digest(self.meta)
         self.generation = 0
         self._chunk = 0
 
@@ -145,23 +219,16 @@ class ResumeStore:
                     gens.setdefault(int(m.group(1)), []).append(p)
         return gens
 
-    def start(self, resume: bool) -> list[Any]:
-        """Load every saved chunk (``resume``) or clear old state; collective call."""
-        payloads: list[Any] = []
+    def start(self, resume: bool) -> list[Chunk]:
+        """Every saved chunk of this run (``resume``), or clear old state; collective call.
+
+        Refused, naming the fix: a folder of another run (or whose frames changed since), a chunk of another run.
+        """
+        chunks: list[Chunk] = []
         gens = self._files()
         if resume and (self.folder / "meta.json").is_file():
-            try:
-                saved = json.loads((self.folder / "meta.json").read_text(encoding="utf-8"))
-            except (OSError, ValueError) as exc:
-                raise InputError(f"{self.folder / 'meta.json'} cannot be read ({exc}); delete {self.folder} and "
-                                 f"run again without --resume") from None
-            if saved != self.meta:
-                diff = sorted(k for k in set(saved) | set(self.meta) if saved.get(k) != self.meta.get(k))
-                raise InputError(
-                    f"the partial state in {self.folder} belongs to a different run (differs in: "
-                    f"{', '.join(diff)}); run again without --resume to start over, or with the same "
-                    f"settings to continue")
-            payloads = [read_chunk(p) for g in sorted(gens) for p in sorted(gens[g])]
+            self._check_meta()
+            chunks = [self._own(p, read_chunk(p)) for g in sorted(gens) for p in sorted(gens[g])]
         self.generation = (max(gens) + 1) if gens and resume else 0
         distributed.barrier()
         if distributed.is_main():
@@ -169,11 +236,51 @@ class ResumeStore:
                 shutil.rmtree(self.folder)
             atomic.write_json(self.folder / "meta.json", self.meta)
         distributed.barrier()
-        return payloads
+        return chunks
+
+    def _check_meta(self) -> None:
+        path = self.folder / "meta.json"
+        try:
+            saved = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise InputError(f"{path} cannot be read ({exc}); delete {self.folder} and run again without "
+                             f"--resume") from None
+        if saved == self.meta:
+            return
+        if not isinstance(saved, dict):
+            saved = {}
+        diff = sorted(k for k in set(saved) | set(self.meta) if saved.get(k) != self.meta.get(k))
+        # frame by frame only within one data set (another data set differs in every frame)
+        said = [_frame_changes(saved.get(k), self.meta.get(k)) if k == "frame_files" and "dataset" not in diff
+                else k for k in diff]
+        raise InputError(
+            f"the partial state in {self.folder} belongs to a different run, or its frames changed on disk since "
+            f"it was saved (differs in: {'; '.join(said)}); its numbers cannot be combined with this run's. Run "
+            f"again without --resume to start over, or with the same data, network, statistics and settings to "
+            f"continue")
+
+    def _own(self, path: Path, chunk: dict[str, Any]) -> Chunk:
+        """``chunk``'s payload after checking it was written by this run (its digest)."""
+        run = chunk.get("run") if isinstance(chunk, dict) else None
+        if run != self.digest:
+            whose = ("carries no run identity (written by an older sml?)" if run is None else
+                     f"belongs to another run (other data set, frames, network, statistics or settings; identity "
+                     f"{str(run)[:12]}..., this run's {self.digest[:12]}...)")
+            raise InputError(f"the resume chunk {path} {whose}; its frames cannot be counted in this run. Delete "
+                             f"that file to compute its frames again with --resume, or run again without --resume "
+                             f"to start over")
+        payload = chunk.get("payload")
+        if not isinstance(payload, dict):
+            raise InputError(f"the resume chunk {path} holds no state; delete that file to compute its frames again "
+                             f"with --resume, or run again without --resume to start over")
+        out = Chunk(payload)
+        out.path = path
+        return out
 
     def save(self, payload: Any) -> None:
-        """Write a new chunk of this rank atomically (only what is new since the last save)."""
-        write_chunk(self.folder / f"g{self.generation}.r{distributed.rank()}.c{self._chunk}.npz", payload)
+        """Write a new chunk of this rank atomically (only what is new since the last save), with the run's digest."""
+        write_chunk(self.folder / f"g{self.generation}.r{distributed.rank()}.c{self._chunk}.npz",
+                    {"run": self.digest, "payload": payload})
         self._chunk += 1
 
     def clear(self) -> None:

@@ -17,7 +17,9 @@ import torch
 
 from sml.errors import InputError
 from sml.pipelines import common
-from sml.pipelines.resume import ResumeStore, SavePolicy
+from sml.pipelines.consistency import FramePixels, check_stats_partials, check_stats_total
+from sml.pipelines.pairing import network_identity
+from sml.pipelines.resume import ResumeStore, SavePolicy, dataset_identity, frame_files
 from sml.utils import distributed
 from sml.utils.progress import progress
 
@@ -36,14 +38,18 @@ def _merge(a: Any, b: Any) -> Any:
     return a if out is None else out
 
 
-def _stats_from_state(state: Any, folder: Path) -> Any:
+def _restore(chunk: Any, folder: Path, dataset: Any, indices: list[int], model: Any,
+             pixels: FramePixels) -> dict[int, Any]:
+    """A chunk's per-frame statistics, each checked in itself and against the frame it claims."""
     from sml.stats import ClassStatistics
 
+    fix = f"Delete {folder} and run again without --resume."
     try:
-        return ClassStatistics.from_state_dict(state)
-    except (InputError, KeyError, TypeError, ValueError) as exc:
-        raise InputError(f"a resume chunk in {folder} holds no valid statistics ({exc}); delete {folder} and "
-                         f"run again without --resume") from None
+        partials = {int(i): ClassStatistics.from_state_dict(st) for i, st in chunk["partials"].items()}
+    except (InputError, KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise InputError(f"the resume chunk {chunk.path} holds no valid statistics ({exc}). {fix}") from None
+    check_stats_partials(partials, chunk.path, dataset, set(indices), _new_stats(model).class_names, pixels, fix)
+    return partials
 
 
 def _new_stats(model: Any) -> Any:
@@ -75,24 +81,34 @@ def compute_statistics(
     ``save_every`` frames, or by default every ``save_interval`` seconds, and after
     the last frame) and ``resume=True`` continues from them; the state is removed
     once the statistics are complete, and with ``out`` only after they are
-    written there (:func:`save_statistics`, with ``identity``: ``model``, ``data``, ``inference``).
+    written there (:func:`save_statistics`, with ``identity``: ``data``, ``inference``; the
+    network's identity, ``model.identity``, is recorded in ``stats.model``).
     Runs on one process or on every rank of a ``torchrun`` job (collective call).
     """
     indices = common.frame_indices(len(dataset), limit)
     policy = SavePolicy(save_every, save_interval)
     store = None
     partials: dict[int, Any] = {}
+    pixels = FramePixels(dataset)
     if state_dir is not None:
-        store = ResumeStore(state_dir, {"kind": "stats", "frames": [dataset.frames[i].id for i in indices],
-                                        "valid_only": bool(valid_only), **(meta or {})})
-        for payload in store.start(resume):
-            partials.update({int(i): _stats_from_state(st, store.folder) for i, st in payload["partials"].items()})
+        store = ResumeStore(state_dir, {"kind": "stats", "dataset": dataset_identity(dataset),
+                                        "frame_files": frame_files(dataset, indices), "valid_only": bool(valid_only),
+                                        "network": network_identity(model), **(meta or {})})
+        for chunk in store.start(resume):
+            restored = _restore(chunk, store.folder, dataset, indices, model, pixels)
+            if set(restored) & set(partials):
+                raise InputError(f"the partial state in {store.folder} counts a frame twice; delete {store.folder} "
+                                 f"and run again without --resume")
+            partials.update(restored)
     # rank 0 carries the frames loaded from the state; every rank adds what it computes
     own: dict[int, Any] = dict(partials) if distributed.is_main() else {}
     timer = common.Timer()
     todo = [i for i in indices if i not in partials]
     _frame_statistics(model, dataset, todo, valid_only, own, store, policy, timer, show_progress, on_frame)
     stats = _merge_in_frame_order(model, own, indices, state_dir)
+    stats.model = network_identity(model)
+    check_stats_total(stats, indices, pixels, out or "the statistics",
+                      f"Delete {state_dir} and run again without --resume." if state_dir else "")
     if out is not None and distributed.is_main():
         save_statistics(stats, out, **(identity or {}))
     if store is not None:
@@ -144,9 +160,13 @@ def _merge_in_frame_order(model: Any, own: dict[int, Any], indices: list[int], s
     return total
 
 
-def save_statistics(stats: Any, path: str | os.PathLike, *, model: str | None = None,
+def save_statistics(stats: Any, path: str | os.PathLike, *, model: Any = None,
                     data: str | None = None, inference: str | None = None) -> None:
-    """Write ``stats.json`` (atomically) with the model, data and inference settings beside the numbers."""
+    """Write ``stats.json`` (atomically) with the model, data and inference settings beside the numbers.
+
+    ``model`` replaces the network identity :func:`compute_statistics` recorded (``model.identity``,
+    which `sml eval` and `sml predict` check); leave it out to keep that.
+    """
     if model is not None:
         stats.model = model
     if data is not None:

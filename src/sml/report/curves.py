@@ -1,7 +1,6 @@
 """ROC / precision-recall figures and colour legends (matplotlib, Agg backend)."""
 from __future__ import annotations
 
-import io
 import math
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -9,30 +8,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from sml.errors import InputError
-from sml.utils.atomic import write_bytes
-
-
-def _figure(figsize: tuple[float, float]):
-    # The object-oriented API with an Agg canvas: no pyplot global state, no display needed.
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=figsize, dpi=100)
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def _save(fig, stem: Path, formats: Sequence[str]) -> list[Path]:
-    out = []
-    for fmt in formats:
-        buf = io.BytesIO()
-        # Fixed metadata keep the SVG byte-identical between runs (no date stamp).
-        meta = {"Date": None} if fmt == "svg" else {}
-        fig.savefig(buf, format=fmt, dpi=150 if fmt == "png" else None, metadata=meta)
-        path = stem.with_name(f"{stem.name}.{fmt}")
-        write_bytes(path, buf.getvalue())
-        out.append(path)
-    return out
+from sml.utils.figures import new_figure, save_figure
 
 
 def _label(method: str, key: str, value: Any) -> str:
@@ -71,7 +47,7 @@ def plot_curves(curves: Mapping[str, Mapping[str, Any]], out_stem: str | Path, t
     if not curves:
         raise InputError("plot_curves needs at least one method's curves")
     stem = Path(out_stem)
-    fig = _figure((11.0, 4.6))
+    fig = new_figure((11.0, 4.6))
     ax_roc, ax_pr = fig.subplots(1, 2)
     import matplotlib
 
@@ -104,7 +80,7 @@ def plot_curves(curves: Mapping[str, Mapping[str, Any]], out_stem: str | Path, t
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    return _save(fig, stem, formats)
+    return save_figure(fig, stem, formats)
 
 
 def colour_legend(ranges: Mapping[str, tuple[float, float]], out_stem: str | Path,
@@ -120,7 +96,7 @@ def colour_legend(ranges: Mapping[str, tuple[float, float]], out_stem: str | Pat
 
     colormap_lut(cmap)  # clear InputError for an unknown name
     n = len(ranges)
-    fig = _figure((6.0, 0.25 + 0.62 * n))
+    fig = new_figure((6.0, 0.25 + 0.62 * n))
     axes = fig.subplots(n, 1, squeeze=False)[:, 0]
     for ax, (method, (lo, hi)) in zip(axes, ranges.items()):
         fig.colorbar(ScalarMappable(Normalize(lo, hi), cmap=cmap), cax=ax, orientation="horizontal")
@@ -129,4 +105,4 @@ def colour_legend(ranges: Mapping[str, tuple[float, float]], out_stem: str | Pat
     if note:
         fig.text(0.01, 0.005, note, fontsize=7, color="0.35", va="bottom")
     fig.tight_layout(rect=(0, 0.04 if note else 0, 1, 1))
-    return _save(fig, Path(out_stem), formats)
+    return save_figure(fig, out_stem, formats)

@@ -376,6 +376,34 @@ def frame_panel(image: np.ndarray, labels: np.ndarray | None, maps: Mapping[str,
     im = _as_image(image)
     methods = list(method_order) if method_order is not None else list(maps)
     arrays = {m: _as_map(maps[m], f"anomaly map of {m!r}") for m in methods}
+    labels, (h, w) = _panel_inputs(im, labels, arrays, tile_width)
+    thresholds = thresholds or {}
+    numbers = numbers or {}
+    rng = resolve_ranges(arrays, ranges)
+    legend = _legend_items(labels is not None, any(thresholds.get(m) is not None for m in methods))
+    panel = _Panel(int(tile_width), (h, w), 1 + len(methods), bool(title), bool(legend), cmap)
+    img_tile = _resize_rgb(im, panel.size)
+    if title:
+        panel.draw.text((panel.pad, 6), _fit(panel.draw, title, panel.font, panel.width - 2 * panel.pad),
+                        fill=TEXT, font=panel.font)
+    panel.cell(0, 0, img_tile, "image", footer=f"{w} x {h}")
+    if labels is not None:
+        frac_void = float(np.mean(labels == 255))
+        frac_anom = float(np.mean(labels == 1))
+        panel.cell(0, 1, label_tile(img_tile, labels, panel.size), "ground truth",
+                   footer=f"anomaly {100 * frac_anom:.1f}%, void {100 * frac_void:.1f}%")
+    else:
+        panel.cell(0, 1, None, "ground truth", note="no labels for this frame")
+    for j, m in enumerate(methods, start=1):
+        _method_cells(panel, j, m, arrays[m], rng[m], thresholds.get(m), numbers.get(m, {}), img_tile, labels)
+    if legend:
+        panel.legend(legend)
+    return np.asarray(panel.canvas)
+
+
+def _panel_inputs(im: np.ndarray, labels: np.ndarray | None, arrays: Mapping[str, np.ndarray],
+                  tile_width: int) -> tuple[np.ndarray | None, tuple[int, int]]:
+    """Checked labels and the one H x W that maps and labels share (the photo's when there are none)."""
     shapes = {a.shape for a in arrays.values()}
     if labels is not None:
         labels = np.asarray(labels)
@@ -384,95 +412,89 @@ def frame_panel(image: np.ndarray, labels: np.ndarray | None, maps: Mapping[str,
         shapes.add(labels.shape)
     if len(shapes) > 1:
         raise InputError(f"anomaly maps and labels must share one H x W, got {sorted(shapes)}")
-    h, w = next(iter(shapes)) if shapes else im.shape[:2]
+    hw = next(iter(shapes)) if shapes else im.shape[:2]
     if tile_width < 32:
         raise InputError(f"tile_width must be at least 32 pixels, got {tile_width}")
-    thresholds = thresholds or {}
-    numbers = numbers or {}
-    rng = resolve_ranges(arrays, ranges)
+    return labels, hw
 
-    tw = int(tile_width)
-    th = max(1, round(tw * h / w))
-    size = (tw, th)
-    fs = max(11, min(16, tw // 26))
-    font, small = _font(fs), _font(max(10, fs - 2))
-    title_h, foot_h, pad = fs + 10, fs + 16, 6
-    has_labels = labels is not None
-    has_det = any(thresholds.get(m) is not None for m in methods)
-    legend = _legend_items(has_labels, has_det)
-    head_h = (fs + 14) if title else 0
-    legend_h = (fs + 14) if legend else 0
-    cols = 1 + len(methods)
-    cell_h = title_h + th + foot_h
-    W = pad + cols * (tw + pad)
-    H = head_h + pad + 2 * (cell_h + pad) + legend_h
 
-    canvas = Image.new("RGB", (W, H), BACKGROUND)
-    draw = ImageDraw.Draw(canvas)
-    img_tile = _resize_rgb(im, size) if im.shape[:2] == (h, w) else \
-        np.asarray(Image.fromarray(im).resize(size, Image.BILINEAR, reducing_gap=2.0))
-    lut = colormap_lut(cmap)
+def _method_cells(panel: _Panel, col: int, m: str, a: np.ndarray, rng: Range, t: float | None,
+                  nums: Mapping[str, float | None], img_tile: np.ndarray, labels: np.ndarray | None) -> None:
+    """One method's column: its heatmap with the colour range, below it its detections and numbers."""
+    vmin, vmax = rng
+    panel.cell(col, 0, heatmap(_resize_map(a, panel.size), vmin, vmax, panel.cmap), f"{m}: score",
+               bar=(vmin, vmax))
+    if t is None:
+        panel.cell(col, 1, None, f"{m}: detections", note="no 95%-TPR threshold in metrics.json")
+        return
+    parts = [f"t={_fmt(float(t))}"]
+    for key, label in (("ap", "AP"), ("fp_area", "FP area")):
+        v = nums.get(key)
+        if v is not None and np.isfinite(v):
+            parts.append(f"{label} {100 * float(v):.1f}%")
+    panel.cell(col, 1, detection_tile(img_tile, a, float(t), labels, panel.size),
+               f"{m}: detections @95% TPR", footer=", ".join(parts))
 
-    def cell(col: int, row: int, tile: np.ndarray | None, heading: str, footer: str = "",
+
+class _Panel:
+    """The canvas of :func:`frame_panel`: a title row, two rows of ``cols`` cells (heading, tile,
+    footer) and a legend row; sizes follow the tile width."""
+
+    def __init__(self, tw: int, hw: tuple[int, int], cols: int, title: bool, legend: bool, cmap: str):
+        h, w = hw
+        self.tw, self.th = tw, max(1, round(tw * h / w))
+        self.size = (self.tw, self.th)
+        self.fs = fs = max(11, min(16, tw // 26))
+        self.font, self.small = _font(fs), _font(max(10, fs - 2))
+        self.title_h, self.foot_h, self.pad = fs + 10, fs + 16, 6
+        self.head_h = (fs + 14) if title else 0
+        self.legend_h = (fs + 14) if legend else 0
+        self.cell_h = self.title_h + self.th + self.foot_h
+        self.width = self.pad + cols * (tw + self.pad)
+        self.height = self.head_h + self.pad + 2 * (self.cell_h + self.pad) + self.legend_h
+        self.canvas = Image.new("RGB", (self.width, self.height), BACKGROUND)
+        self.draw = ImageDraw.Draw(self.canvas)
+        self.cmap = cmap
+        self.lut = colormap_lut(cmap)
+
+    def cell(self, col: int, row: int, tile: np.ndarray | None, heading: str, footer: str = "",
              bar: Range | None = None, note: str = "") -> None:
-        x = pad + col * (tw + pad)
-        y = head_h + pad + row * (cell_h + pad)
-        draw.text((x, y + 3), _fit(draw, heading, font, tw), fill=TEXT, font=font)
-        ty = y + title_h
+        """Heading, then ``tile`` (or a grey box with ``note``), then the colour ``bar`` or ``footer``."""
+        tw, th, fs = self.tw, self.th, self.fs
+        x = self.pad + col * (tw + self.pad)
+        y = self.head_h + self.pad + row * (self.cell_h + self.pad)
+        self.draw.text((x, y + 3), _fit(self.draw, heading, self.font, tw), fill=TEXT, font=self.font)
+        ty = y + self.title_h
         if tile is not None:
-            canvas.paste(Image.fromarray(tile), (x, ty))
+            self.canvas.paste(Image.fromarray(tile), (x, ty))
         else:
-            draw.rectangle([x, ty, x + tw - 1, ty + th - 1], fill=(235, 235, 238))
-            draw.text((x + 8, ty + th // 2 - fs // 2), _fit(draw, note, small, tw - 16),
-                      fill=MUTED, font=small)
+            self.draw.rectangle([x, ty, x + tw - 1, ty + th - 1], fill=(235, 235, 238))
+            self.draw.text((x + 8, ty + th // 2 - fs // 2), _fit(self.draw, note, self.small, tw - 16),
+                           fill=MUTED, font=self.small)
         fy = ty + th + 3
         if bar is not None:
-            lo_s, hi_s = _fmt(bar[0]), _fmt(bar[1])
-            lw = int(_text_width(draw, lo_s, small)) + 6
-            rw = int(_text_width(draw, hi_s, small)) + 6
-            bw = max(8, tw - lw - rw)
-            strip = np.repeat(lut[np.linspace(0, 255, bw).astype(np.int64)][None], 8, axis=0)
-            canvas.paste(Image.fromarray(strip), (x + lw, fy + 4))
-            draw.text((x, fy), lo_s, fill=TEXT, font=small)
-            draw.text((x + lw + bw + 5, fy), hi_s, fill=TEXT, font=small)
+            self._bar(x, fy, bar)
         elif footer:
-            draw.text((x, fy), _fit(draw, footer, small, tw), fill=MUTED, font=small)
+            self.draw.text((x, fy), _fit(self.draw, footer, self.small, tw), fill=MUTED, font=self.small)
 
-    if title:
-        draw.text((pad, 6), _fit(draw, title, font, W - 2 * pad), fill=TEXT, font=font)
-    cell(0, 0, img_tile, "image", footer=f"{w} x {h}")
-    if has_labels:
-        frac_void = float(np.mean(labels == 255))
-        frac_anom = float(np.mean(labels == 1))
-        cell(0, 1, label_tile(img_tile, labels, size), "ground truth",
-             footer=f"anomaly {100 * frac_anom:.1f}%, void {100 * frac_void:.1f}%")
-    else:
-        cell(0, 1, None, "ground truth", note="no labels for this frame")
-    for j, m in enumerate(methods, start=1):
-        a = arrays[m]
-        vmin, vmax = rng[m]
-        cell(j, 0, heatmap(_resize_map(a, size), vmin, vmax, cmap), f"{m}: score", bar=(vmin, vmax))
-        t = thresholds.get(m)
-        nums = numbers.get(m, {})
-        parts = [] if t is None else [f"t={_fmt(float(t))}"]
-        for key, label in (("ap", "AP"), ("fp_area", "FP area")):
-            v = nums.get(key)
-            if v is not None and np.isfinite(v):
-                parts.append(f"{label} {100 * float(v):.1f}%")
-        if t is None:
-            cell(j, 1, None, f"{m}: detections", note="no 95%-TPR threshold in metrics.json")
-        else:
-            cell(j, 1, detection_tile(img_tile, a, float(t), labels, size),
-                 f"{m}: detections @95% TPR", footer=", ".join(parts))
+    def _bar(self, x: int, y: int, bar: Range) -> None:
+        lo_s, hi_s = _fmt(bar[0]), _fmt(bar[1])
+        lw = int(_text_width(self.draw, lo_s, self.small)) + 6
+        rw = int(_text_width(self.draw, hi_s, self.small)) + 6
+        bw = max(8, self.tw - lw - rw)
+        strip = np.repeat(self.lut[np.linspace(0, 255, bw).astype(np.int64)][None], 8, axis=0)
+        self.canvas.paste(Image.fromarray(strip), (x + lw, y + 4))
+        self.draw.text((x, y), lo_s, fill=TEXT, font=self.small)
+        self.draw.text((x + lw + bw + 5, y), hi_s, fill=TEXT, font=self.small)
 
-    if legend:
-        x, y = pad, H - legend_h + 4
-        for text, colour in legend:
+    def legend(self, items: Sequence[tuple[str, object]]) -> None:
+        """The colour key along the bottom row: a swatch (stripes for void) and its text per item."""
+        fs = self.fs
+        x, y = self.pad, self.height - self.legend_h + 4
+        for text, colour in items:
             if colour == "void":
-                sw = _stripes(fs, fs).astype(np.uint8)
-                canvas.paste(Image.fromarray(sw), (x, y))
+                self.canvas.paste(Image.fromarray(_stripes(fs, fs).astype(np.uint8)), (x, y))
             else:
-                draw.rectangle([x, y, x + fs - 1, y + fs - 1], fill=colour)
-            draw.text((x + fs + 5, y - 1), text, fill=TEXT, font=small)
-            x += fs + 5 + int(_text_width(draw, text, small)) + 16
-    return np.asarray(canvas)
+                self.draw.rectangle([x, y, x + fs - 1, y + fs - 1], fill=colour)
+            self.draw.text((x + fs + 5, y - 1), text, fill=TEXT, font=self.small)
+            x += fs + 5 + int(_text_width(self.draw, text, self.small)) + 16

@@ -10,6 +10,7 @@ rounding, and memory does not grow with the data.
 from __future__ import annotations
 
 import datetime as _dt
+import json
 import math
 from pathlib import Path
 from typing import Any, Sequence
@@ -86,6 +87,32 @@ def _device_moments(pred: torch.Tensor, values: torch.Tensor, valid: torch.Tenso
     return out[0], out[1], out[2]
 
 
+def _check_moments(n: np.ndarray, mean: np.ndarray, m2: np.ndarray, ref_var: np.ndarray | None,
+                   names: Sequence[str]) -> None:
+    """Refuse ``(n, mean, M2)`` that no data could have produced (a damaged or edited state)."""
+    with np.errstate(invalid="ignore"):
+        checks = [
+            (~(np.isfinite(n) & (n >= 0) & (n == np.round(n))),
+             lambda i: f"has count {float(n[i])!r}; counts are pixel numbers (non-negative integers)"),
+            (~np.isfinite(mean), lambda i: f"has {n[i]:.0f} pixels but mean {float(mean[i])!r}"),
+            (~(np.isfinite(m2) & (m2 >= 0)),
+             lambda i: f"has {n[i]:.0f} pixels but a sum of squared deviations (m2) of {float(m2[i])!r}; it "
+                       f"is finite and >= 0"),
+            ((n < 2) & (m2 != 0),
+             lambda i: f"has {n[i]:.0f} pixel(s) but m2 {float(m2[i])!r}; fewer than 2 pixels deviate by nothing"),
+        ]
+        if ref_var is not None:
+            if ref_var.shape != n.shape or (n != 0).any():
+                raise InputError("statistics state: reference statistics (ref_var) carry one variance per class "
+                                 "and no pixel counts")
+            checks.append((~(np.isfinite(ref_var) & (ref_var >= 0)),
+                           lambda i: f"has variance {float(ref_var[i])!r}; a variance is finite and >= 0"))
+    for bad, problem in checks:
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise InputError(f"statistics state: class {i} '{names[i]}' {problem(i)}")
+
+
 class ClassStatistics(Stateful):
     """Streaming per-class count / mean / unbiased variance of the max logit over predicted classes.
 
@@ -93,6 +120,10 @@ class ClassStatistics(Stateful):
     ``std`` are float64 NumPy arrays of length ``num_classes``; classes with
     fewer than 2 pixels have NaN variance, classes with no pixel NaN mean.
     Statistics read from the reference ``.npy`` files have no counts (NaN).
+    ``model`` identifies the network they came from (``SegmentationModel.identity``:
+    name, sha256 of its weights or network file; `sml stats` records it), which
+    `sml eval` / `sml predict` compare with the network in use
+    (:mod:`sml.pipelines.pairing`); ``class_names`` are the network's, in order.
     ``state_dict()`` / ``load_state_dict()`` / ``merge`` / ``sync`` follow
     :class:`sml.utils.state.Stateful`.
     """
@@ -292,17 +323,31 @@ class ClassStatistics(Stateful):
                 "m2": self._m2.copy(), "ref_var": None if self._ref_var is None else self._ref_var.copy()}
 
     def load_state_dict(self, state: dict[str, Any]) -> "ClassStatistics":
-        """Replace the state with ``state`` (from :meth:`state_dict`)."""
+        """Replace the state with ``state`` (from :meth:`state_dict`); an inconsistent state is refused.
+
+        Counts are non-negative integers; means and sums of squares are finite, ``m2 >= 0``, and
+        ``m2 == 0`` for a class with fewer than 2 pixels; reference statistics (``ref_var``) have no counts.
+        """
         ClassStatistics.__init__(self, state["num_classes"], state["class_names"], state.get("model"),
                                  state.get("data"))
         self.created = state.get("created")
         arrays = [np.array(state[k], dtype=np.float64) for k in ("n", "mean", "m2")]
         if any(a.shape != (self.num_classes,) for a in arrays):
             raise InputError(f"statistics state: n, mean and m2 must have {self.num_classes} entries each")
-        self._n, self._mean, self._m2 = arrays
         ref = state.get("ref_var")
-        self._ref_var = None if ref is None else np.array(ref, dtype=np.float64)
+        ref_var = None if ref is None else np.array(ref, dtype=np.float64)
+        _check_moments(*arrays, ref_var, self.class_names)
+        self._n, self._mean, self._m2 = arrays
+        self._ref_var = ref_var
         return self
+
+    def digest(self) -> str:
+        """sha256 of the classes and numbers (not the provenance): what a resumed run checks is unchanged."""
+        import hashlib
+
+        numbers = {"class_names": self.class_names, "n": self._n.tolist(), "mean": self._mean.tolist(),
+                   "m2": self._m2.tolist(), "ref_var": None if self._ref_var is None else self._ref_var.tolist()}
+        return hashlib.sha256(json.dumps(numbers, allow_nan=True).encode()).hexdigest()
 
     def _require_counts(self, what: str) -> None:
         if not self.has_counts:
@@ -361,12 +406,21 @@ class ClassStatistics(Stateful):
         return out
 
     def save(self, path: str | Path) -> None:
-        """Write the statistics as human-readable JSON (atomically)."""
+        """Write the statistics as human-readable JSON (atomically), after the checks :meth:`load` applies:
+        a file that would be refused when read back is never written."""
+        from sml.stats.validate import READ_FIX, check_stats_dict
         from sml.utils.atomic import write_json
 
         if self.created is None:
             self.created = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-        write_json(path, self.to_dict())
+        d = self.to_dict()
+        try:
+            check_stats_dict(json.loads(json.dumps(d)), path)
+        except InputError as exc:
+            fix = ("Such numbers come from a damaged or edited resume chunk or from code that changed the "
+                   "statistics' arrays; compute them again with `sml stats` (without --resume).")
+            raise InputError(f"refusing to write inconsistent statistics: {str(exc).replace(READ_FIX, fix)}") from None
+        write_json(path, d)
 
     @classmethod
     def load(cls, path: str | Path) -> "ClassStatistics":
@@ -381,7 +435,9 @@ class ClassStatistics(Stateful):
         """Read the reference implementation's ``*_mean.npy`` / ``*_var.npy`` without running pickle code.
 
         These files carry no pixel counts: every class with a finite positive
-        variance is usable; merging is not possible.
+        variance is usable; merging is not possible. They name no network; the
+        pipelines recognise the published ones by their values as the zoo entry
+        ``deeplabv3plus_r101_os8``'s (:mod:`sml.pipelines.pairing`).
         """
         from sml.stats.reference_npy import read_reference_npy
 

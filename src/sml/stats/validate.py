@@ -23,7 +23,7 @@ __all__ = ["read_stats_json", "check_stats_dict", "check_reference_stats"]
 #: float64 numbers, so anything beyond rounding means one of them was changed.
 VAR_M2_RTOL = 1e-9
 
-_FIX = "Recompute the file with `sml stats` (or restore the one it wrote)."
+_FIX = READ_FIX = "Recompute the file with `sml stats` (or restore the one it wrote)."
 _MAX_LISTED = 3
 
 
