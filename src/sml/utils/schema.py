@@ -279,8 +279,11 @@ def _format(template: str, words: Mapping[str, Any]) -> str:
 
 
 def show(value: Any, limit: int = 80) -> str:
-    """``repr(value)`` cut to ``limit`` characters, for messages that quote a user's value."""
-    text = repr(value)
+    """``repr(value)`` on one line, cut to ``limit`` characters, for messages that quote a user's value (an
+    array is described by its dtype and shape)."""
+    if getattr(value, "ndim", 0) and hasattr(value, "dtype"):
+        return f"a {value.dtype} array of shape {tuple(value.shape)}"
+    text = " ".join(repr(value).split())
     return text if len(text) <= limit else text[:limit] + " ..."
 
 
