@@ -283,6 +283,8 @@ def show(value: Any, limit: int = 80) -> str:
     array is described by its dtype and shape)."""
     if getattr(value, "ndim", 0) and hasattr(value, "dtype"):
         return f"a {value.dtype} array of shape {tuple(value.shape)}"
+    if _numpy_kind(value) is not None:
+        value = value.item()  # a NumPy scalar or 0-d array, shown as its number
     text = " ".join(repr(value).split())
     return text if len(text) <= limit else text[:limit] + " ..."
 
@@ -431,10 +433,10 @@ def _as_float(value: Any, f: Field) -> Any:
         return float(value)
     if _numpy_kind(value) in ("i", "u", "f"):
         return float(value)
-    if f.coerce and isinstance(value, str):
-        try:
+    if f.coerce and not isinstance(value, (list, tuple, dict)):
+        try:  # what float() takes: numeric strings, tensors of one element, ...
             return float(value)
-        except ValueError:
+        except (TypeError, ValueError):
             return MISSING
     return MISSING
 
@@ -465,7 +467,7 @@ def _as_array(value: Any, f: Field) -> Any:
 
 _TYPES: dict[str, Callable[[Any, Field], Any]] = {
     "int": _as_int, "number": _as_float, "float": _as_float, "str": _as_str,
-    "bool": lambda v, f: v if isinstance(v, bool) else MISSING,
+    "bool": lambda v, f: v if isinstance(v, bool) else bool(v) if _numpy_kind(v) == "b" else MISSING,
     "list": _as_list, "array": _as_array,
     "mapping": lambda v, f: v if isinstance(v, Mapping) else MISSING,
     "any": lambda v, f: v,
