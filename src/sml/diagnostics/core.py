@@ -250,19 +250,12 @@ class ClassDiagnostics(Stateful):
             if int(num_classes) != stats.num_classes:
                 raise InputError(f"the statistics have {stats.num_classes} classes but num_classes is {num_classes}")
             class_names = class_names or stats.class_names
-        if num_classes is None:
-            num_classes = 19
-        if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) or num_classes < 1:
-            raise InputError(f"num_classes must be a positive integer, got {num_classes!r}")
-        self.num_classes = int(num_classes)
-        if class_names is None:
-            from sml.stats.class_stats import CITYSCAPES_CLASSES
+        from sml.stats import validate  # the classes are declared as statistics declare theirs
 
-            class_names = CITYSCAPES_CLASSES if self.num_classes == 19 else \
-                [f"class_{i}" for i in range(self.num_classes)]
-        self.class_names = [str(c) for c in class_names]
-        if len(self.class_names) != self.num_classes:
-            raise InputError(f"class_names has {len(self.class_names)} names for {self.num_classes} classes")
+        args = validate.ARGUMENTS.read({"num_classes": 19 if num_classes is None else num_classes,
+                                        "class_names": class_names})
+        self.num_classes = args["num_classes"]
+        self.class_names = args["class_names"] or validate.default_names(self.num_classes)
         self.sml = bool(sml)
         self.ignore_index = int(ignore_index)
         nan = np.full(self.num_classes, np.nan)
