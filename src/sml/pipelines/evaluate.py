@@ -24,7 +24,6 @@ rank 0 writes every run-level file.
 from __future__ import annotations
 
 import os
-import shutil
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -245,7 +244,8 @@ def evaluate(
 
     p = plan(model, dataset, out, config, stats, meta)
     timer = common.Timer()
-    with rundir.RunLock(p.out, resume=config.resume, overwrite=config.overwrite) as lock:
+    with rundir.RunLock(p.out, resume=config.resume, overwrite=config.overwrite,
+                        expected=planned_files(p, dataset)) as lock:
         store = ResumeStore(p.out / PARTIAL / "state", {
             "kind": "eval", "frames": [dataset.frames[i].id for i in p.indices], "methods": p.methods,
             "settings": {m: scorer_settings(s) for m, s in p.scorers.items()}, "formats": p.formats,
@@ -265,10 +265,19 @@ def evaluate(
         metrics = _write_results(model, dataset, p, frame_list, results, curves, stats, stats_path, lock.run_id,
                                  timer, pooled.diagnostics)
         store.clear()
-        if distributed.is_main():  # the temporary maps and the (now empty) state folder
-            shutil.rmtree(p.out / PARTIAL, ignore_errors=True)
+        lock.remove(PARTIAL)  # the temporary maps and the (now empty) state folder: this run's files only
         distributed.barrier()
     return EvalRun(metrics, frame_list, timer.seconds, p.out)
+
+
+def planned_files(p: _Plan, dataset: Any) -> list[str]:
+    """The per-frame files the run will write (relative to its folder), checked before it starts."""
+    files = [f.relative_to(p.out).as_posix() for i in p.indices for m in p.methods for fmt in p.formats
+             for f in writers.map_files(p.out, fmt, m, p.map_folder, dataset.frames[i].id)]
+    if p.components:
+        files += [(p.tmp32 / m / f"{writers.safe_name(dataset.frames[i].id)}.npy").relative_to(p.out).as_posix()
+                  for i in p.indices for m in p.methods]
+    return files
 
 
 def _write_results(model: Any, dataset: Any, p: _Plan, frame_list: list[dict[str, Any]],

@@ -24,6 +24,7 @@ from sml.pipelines import common
 from sml.scores.scorers import build_scorers
 from sml.utils import atomic, distributed
 from sml.utils.progress import progress
+from sml.utils.run_folder import RunFolder
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".ppm")
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
@@ -153,12 +154,15 @@ def predict_files(
     videos = [it for it in items if it.video]
     if videos:
         _cv2()  # fail before any work when OpenCV is missing
-    for it in progress(distributed.shard(images), total=len(images), desc="predict", unit="image",
-                       disable=None if show_progress else True):
-        job.process(read_image(it.path), Path(it.name))
-        job.run.images += 1
-    for it in distributed.shard(videos):
-        _predict_video(job, it, every, show_progress)
+    planned = [f"{m}/{it.name}{suffix}" for it in images for m in job.scorers
+               for suffix in ((".npy",) if save_npy else ()) + ("_heatmap.png", "_overlay.png")]
+    with RunFolder(out, "predict", expected=planned):  # only files that sml wrote there are ever replaced
+        for it in progress(distributed.shard(images), total=len(images), desc="predict", unit="image",
+                           disable=None if show_progress else True):
+            job.process(read_image(it.path), Path(it.name))
+            job.run.images += 1
+        for it in distributed.shard(videos):
+            _predict_video(job, it, every, show_progress)
     return job.run
 
 
@@ -200,6 +204,7 @@ def _predict_video(job: _Job, it: PredictItem, every: int, show_progress: bool) 
     writers: dict[str, Any] = {}
     tmp: dict[str, Path] = {}
     cv2 = _cv2()
+    done = False
     try:
         for idx, frame, fps in progress(_video_frames(it.path, every), desc=it.path.name, unit="frame",
                                         disable=None if show_progress else True):
@@ -208,16 +213,25 @@ def _predict_video(job: _Job, it: PredictItem, every: int, show_progress: bool) 
             for m, ov in overlays.items():
                 if m not in writers:
                     final = job.out / m / f"{it.name}_overlay.mp4"
+                    atomic.check_guards(final)  # the encoder writes itself: the run folder checks the name first
                     atomic.make_dirs(final.parent)
                     tmp[m] = final.with_name(f".{final.stem}.tmp.mp4")
                     # the frame size is the overlay's: taller than the video by the colour bar
                     writers[m] = cv2.VideoWriter(str(tmp[m]), cv2.VideoWriter_fourcc(*"mp4v"),
                                                  fps / every, (ov.shape[1], ov.shape[0]))
                 writers[m].write(np.ascontiguousarray(ov[:, :, ::-1]))
+        done = True
     finally:
         for w in writers.values():
             w.release()
+        if not done:  # nothing half-written is left behind
+            for t in tmp.values():
+                t.unlink(missing_ok=True)
     for m, t in tmp.items():  # the video appears complete or not at all
         final = job.out / m / f"{it.name}_overlay.mp4"
-        os.replace(t, final)
+        try:
+            os.replace(t, final)
+        except OSError as exc:
+            t.unlink(missing_ok=True)
+            raise atomic.output_error(final, exc) from None
         job.run.files.append(final)

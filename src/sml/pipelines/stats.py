@@ -146,7 +146,13 @@ def _merge_in_frame_order(model: Any, own: dict[int, Any], indices: list[int], s
 
 def save_statistics(stats: Any, path: str | os.PathLike, *, model: str | None = None,
                     data: str | None = None, inference: str | None = None) -> None:
-    """Write ``stats.json`` (atomically) with the model, data and inference settings beside the numbers."""
+    """Write ``stats.json`` (atomically) with the model, data and inference settings beside the numbers.
+
+    An existing file is replaced only when it is sml's statistics (``sml.utils.run_folder.check_replace``).
+    """
+    from sml.utils.run_folder import check_replace
+
+    check_replace(path, "statistics file")
     if model is not None:
         stats.model = model
     if data is not None:

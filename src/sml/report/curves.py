@@ -10,6 +10,7 @@ import numpy as np
 
 from sml.errors import InputError
 from sml.utils.atomic import write_bytes
+from sml.utils.run_folder import SOFTWARE
 
 
 def _figure(figsize: tuple[float, float]):
@@ -26,8 +27,9 @@ def _save(fig, stem: Path, formats: Sequence[str]) -> list[Path]:
     out = []
     for fmt in formats:
         buf = io.BytesIO()
-        # Fixed metadata keep the SVG byte-identical between runs (no date stamp).
-        meta = {"Date": None} if fmt == "svg" else {}
+        # Fixed metadata keep the SVG byte-identical between runs (no date stamp); the creator marks the
+        # figure as sml's, so a later run may replace it (sml.utils.run_folder.written_by_sml)
+        meta = {"Date": None, "Creator": SOFTWARE} if fmt == "svg" else {"Software": SOFTWARE}
         fig.savefig(buf, format=fmt, dpi=150 if fmt == "png" else None, metadata=meta)
         path = stem.with_name(f"{stem.name}.{fmt}")
         write_bytes(path, buf.getvalue())
