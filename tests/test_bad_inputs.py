@@ -623,7 +623,25 @@ CASES += [
                        ("npy", "npy/sml/f0.npy"), ("npy16", "maps/sml/f0.npy"),
                        ("fishyscapes", "fishyscapes/sml/f0_anomaly.npy"))
 ]
+def _full_lock(env: Env) -> Callable[[], Any]:
+    """The lock file's record (os.write) finds the disk full: named, and no lock file is left."""
+    from sml.utils.run_folder import RunFolder
+
+    def call() -> None:
+        def full(fd: int, data: bytes) -> int:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        real, os.write = os.write, full
+        try:
+            with RunFolder(env.tmp / "out", "predict"):
+                pass
+        finally:
+            os.write = real
+    return call
+
+
 CASES += [
+    Case("disk-full-lock-file", _full_lock, r"out/\.sml-run\.lock: no space left", OutputError, "api"),
     Case("disk-full-report-figure", _full_figure, r"report/img/curves\.png: no space left", OutputError, "api"),
     Case("disk-full-resume-chunk", _full_chunk, r"\.partial/g0\.r0\.c0\.npz: no space left", OutputError, "api"),
     Case("disk-full-weights-copy", _full_copy, r"cache/weights\.pth: no space left", OutputError, "api"),

@@ -38,7 +38,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Iterable
 
-from sml.errors import InputError, OutputError
+from sml.errors import InputError, OutputError, SMLError
 from sml.utils import atomic, distributed
 
 __all__ = ["RunFolder", "active", "eval_run", "join_run", "listing", "read_manifest", "run_files", "write_manifest",
@@ -418,11 +418,29 @@ class RunFolder:
 
     def _inspect(self) -> tuple[dict[str, Any] | None, set[str], list[str]]:
         """(manifest, listed files, files to delete); refuses what must not be touched."""
-        root = self.root
-        if not root.is_dir():
+        if not self.root.is_dir():
             if self.join:
-                raise InputError(f"run directory {root} does not exist")
+                raise InputError(f"run directory {self.root} does not exist")
             return None, set(), []
+        manifest, listed = self._read_state()
+        delete = sorted(f for f in listed if self.clear and not (self.keep and _under(f, self.keep))
+                        and os.path.lexists(self.root / f))
+        for rel in [*delete, *self.expected]:
+            self._no_link(rel, deleting=rel in delete)
+        taken = [e for e in self.expected if e not in listed and os.path.lexists(self.root / e)]
+        if taken:
+            raise InputError(
+                f"{self.root / taken[0]} exists and sml did not write it (the folder's run.json does not list it"
+                f"{f'; {len(taken) - 1} more such files' if len(taken) > 1 else ''}): sml never replaces such a "
+                f"file. Move it away, or choose another output folder")
+        if self.scratch:
+            self._check_scratch(listed)
+        return manifest, listed, delete
+
+    def _read_state(self) -> tuple[dict[str, Any] | None, set[str]]:
+        """The folder's run.json and the files it (and any journal) lists; a folder that is not sml's,
+        another command's, or a finished run without ``overwrite`` are refused."""
+        root = self.root
         manifest = read_manifest(root)
         if manifest is None:
             others = sorted(e for e in os.listdir(root) if e != LOCK and not _JOURNAL.match(e))
@@ -432,27 +450,14 @@ class RunFolder:
                     f"output folder {root} already holds files that sml did not write ({shown}) and no run.json of "
                     f"sml: sml never writes into, replaces or deletes such files. Choose a new or empty folder for "
                     f"the output, or move those files away")
-            listed: set[str] = set()
-        else:
-            self._check_command(manifest)
-            listed = set(manifest["files"]) | _read_journals(root)
-            if self.finished and self.finished in listed and (root / self.finished).is_file() and not self.overwrite:
-                raise InputError(f"{root} already holds a finished run ({self.finished}); pass --overwrite to "
-                                 f"replace it (the files its run.json lists are removed first, nothing else), or "
-                                 f"choose another --out")
-        delete = sorted(f for f in listed if self.clear and not (self.keep and _under(f, self.keep))
-                        and os.path.lexists(root / f))
-        for rel in [*delete, *self.expected]:
-            self._no_link(rel, deleting=rel in delete)
-        taken = [e for e in self.expected if e not in listed and os.path.lexists(root / e)]
-        if taken:
-            raise InputError(
-                f"{root / taken[0]} exists and sml did not write it (the folder's run.json does not list it"
-                f"{f'; {len(taken) - 1} more such files' if len(taken) > 1 else ''}): sml never replaces such a "
-                f"file. Move it away, or choose another output folder")
-        if self.scratch:
-            self._check_scratch(listed)
-        return manifest, listed, delete
+            return None, set()
+        self._check_command(manifest)
+        listed = set(manifest["files"]) | _read_journals(root)
+        if self.finished and self.finished in listed and (root / self.finished).is_file() and not self.overwrite:
+            raise InputError(f"{root} already holds a finished run ({self.finished}); pass --overwrite to "
+                             f"replace it (the files its run.json lists are removed first, nothing else), or "
+                             f"choose another --out")
+        return manifest, listed
 
     def _check_command(self, manifest: dict[str, Any]) -> None:
         if manifest["command"] != self.command:
@@ -511,7 +516,7 @@ class RunFolder:
         if distributed.is_main():
             try:
                 state = self._claim()
-            except (InputError, OutputError) as exc:
+            except SMLError as exc:
                 err = (type(exc), str(exc))
         err = distributed.broadcast_object(err)
         if err is not None:
