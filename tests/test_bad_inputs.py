@@ -774,6 +774,222 @@ CASES += [
 ]
 
 
+# output folders and files that sml did not write (issue 19): refused before any work, nothing
+# deleted, replaced or written through a link
+def _user_folder(env: Env) -> Path:
+    """The tester's folder: results of the user's own, no run.json of sml."""
+    u = env.tmp / "mine"
+    (u / "report").mkdir(parents=True)
+    (u / "npy").mkdir()
+    (u / "report" / "x.tex").write_text("\\section{mine}\n")
+    np.save(u / "npy" / "a.npy", np.arange(4.0))
+    (u / "stats.json").write_text('{"mine": true}\n')
+    return u
+
+
+def _sml_run(env: Env, files: list[str], command: str = "eval", name: str = "run") -> Path:
+    """A run folder as sml leaves it: the files (metrics.json a minimal one) and a run.json listing them."""
+    root = env.tmp / name
+    root.mkdir(parents=True, exist_ok=True)
+    for f in files:
+        (root / f).parent.mkdir(parents=True, exist_ok=True)
+        (root / f).write_text(json.dumps({"dataset": "folder", "methods": {}}) if f == "metrics.json" else f)
+    (root / "run.json").write_text(json.dumps({"format": "sml-run/1", "command": command, "run_id": "r",
+                                               "files": files}))
+    return root
+
+
+def _linked_maps(env: Env) -> Path:
+    """An sml run whose maps/ was replaced by a link to another folder with files of the same names."""
+    root = _sml_run(env, ["metrics.json", "maps/sml/f0.npy"])
+    (root / "maps").rename(env.tmp / "elsewhere")
+    (root / "maps").symlink_to(env.tmp / "elsewhere", target_is_directory=True)
+    return root
+
+
+def _linked_report(env: Env) -> Path:
+    root = _sml_run(env, ["metrics.json"])
+    (env.tmp / "their_report").mkdir()
+    (root / "report").symlink_to(env.tmp / "their_report", target_is_directory=True)
+    return root
+
+
+def _unlisted_index(env: Env) -> Path:
+    root = _sml_run(env, ["metrics.json"])
+    (root / "report").mkdir()
+    (root / "report" / "index.html").write_text("<p>my own page</p>")
+    return root
+
+
+def _escaping_manifest(env: Env) -> Path:
+    env.file("victim.txt", b"keep me\n")
+    root = _sml_run(env, ["metrics.json"])
+    (root / "run.json").write_text(json.dumps({"format": "sml-run/1", "command": "eval", "run_id": "r",
+                                               "files": ["metrics.json", "../victim.txt"]}))
+    return root
+
+
+def _stats_args(env: Env, out: Path) -> list[str]:
+    return ["stats", "--model", "erfnet", "--weights", str(env.weights), "--data", f"folder:{env.data()}",
+            "-o", str(out)]
+
+
+def _diagnose_over_user_png(env: Env) -> list[str]:
+    from sml.diagnostics import ClassDiagnostics
+
+    d = ClassDiagnostics(num_classes=2, class_names=["road", "car"], sml=False)
+    d.update_from_predictions(np.array([0, 1, 1]), np.array([5.0, 6.0, 2.0], np.float32), np.array([0, 0, 1]))
+    (env.tmp / "run").mkdir()
+    d.save(env.tmp / "run" / "diagnostics.json")
+    Image.fromarray(np.zeros((4, 4), np.uint8)).save(env.tmp / "fig.png")  # the user's, no sml mark
+    return ["diagnose", str(env.tmp / "run"), "--out", str(env.tmp / "fig")]
+
+
+def _train_args(env: Env, out: Path) -> list[str]:
+    return ["train", "--config", "erfnet_cityscapes", f"data.root={env.tmp / 'cityscapes'}",
+            f"train.out_dir={out}", "train.device=cpu"]
+
+
+CASES += [
+    Case("eval-out-user-folder", lambda env: env.eval_args(method="max_logit", out=_user_folder(env)),
+         r"output folder .*mine already holds files that sml did not write .*no run\.json of sml"),
+    Case("eval-overwrite-user-folder",
+         lambda env: env.eval_args("--overwrite", method="max_logit", out=_user_folder(env)),
+         r"mine already holds files that sml did not write"),
+    Case("eval-overwrite-linked-maps", lambda env: env.eval_args("--overwrite", method="max_logit",
+                                                                 out=_linked_maps(env)),
+         r"run/maps is a symbolic link inside the run folder.*nothing was changed"),
+    Case("eval-overwrite-manifest-outside",
+         lambda env: env.eval_args("--overwrite", method="max_logit", out=_escaping_manifest(env)),
+         r"run\.json lists '\.\./victim\.txt', which is not a path inside"),
+    Case("eval-into-predict-output",
+         lambda env: env.eval_args(method="max_logit", out=_sml_run(env, ["sml/a.npy"], "predict")),
+         r"holds the output of `sml predict`"),
+    Case("eval-run-json-not-smls",
+         lambda env: env.eval_args(method="max_logit", out=(env.tmp / "r").mkdir() or env.file("r/run.json").parent),
+         r"r/run\.json is not a run\.json of sml"),
+    Case("predict-out-user-folder", lambda env: env.predict_args(str(env.image()), out=_user_folder(env)),
+         r"mine already holds files that sml did not write"),
+    Case("report-into-linked-report", lambda env: ["report", str(_linked_report(env))],
+         r"run/report is a symbolic link"),
+    Case("report-over-user-index", lambda env: ["report", str(_unlisted_index(env))],
+         r"report/index\.html exists and sml did not write it"),
+    Case("diagnose-over-user-figure", _diagnose_over_user_png, r"figure .*fig\.png exists and was not written by sml"),
+    Case("stats-over-user-json", lambda env: _stats_args(env, env.file("mine.json", b'{"mine": 1}\n')),
+         r"-o .*mine\.json exists and was not written by sml"),
+    Case("stats-partial-folder-with-user-files",
+         lambda env: _stats_args(env, (env.tmp / "s.json.partial").mkdir() or env.file("s.json.partial/notes.txt")
+                                 .parent.with_name("s.json")),
+         r"s\.json\.partial .*holds notes\.txt, which sml did not write"),
+    Case("demo-out-user-folder", lambda env: ["demo", "--out", str(_user_folder(env)), "--iterations", "20"],
+         r"mine already holds files that sml did not write"),
+    Case("train-out-user-folder", lambda env: _train_args(env, _user_folder(env)),
+         r"mine already holds files that sml did not write"),
+]
+
+
+# disk full while writing (ENOSPC from the write itself): the path is named, no temporary file is left
+class _FullDisk:
+    """A file whose every write finds the disk full."""
+
+    def __init__(self, fh: Any) -> None:
+        self.fh = fh
+
+    def write(self, data: Any) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.fh, name)
+
+    def __enter__(self) -> "_FullDisk":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.fh.close()
+
+
+def _disk_full_during(call: Callable[[], Any]) -> Callable[[], Any]:
+    def run() -> Any:
+        real = os.fdopen
+        os.fdopen = lambda *a, **k: _FullDisk(real(*a, **k))  # type: ignore[assignment]
+        try:
+            return call()
+        finally:
+            os.fdopen = real
+    return run
+
+
+def _full_map(fmt: str) -> Callable[[Env], Any]:
+    from sml.pipelines import writers
+
+    return lambda env: _disk_full_during(lambda: writers.write_map(env.tmp / "run", fmt, "sml", "set", "f0",
+                                                                   np.ones((4, 6), np.float32),
+                                                                   np.zeros((4, 6), np.uint8)))
+
+
+def _full_figure(env: Env) -> Callable[[], Any]:
+    from sml.report import plot_curves
+
+    curves = {"sml": {"roc": {"fpr": [0, 1], "tpr": [0, 1]}, "pr": {"precision": [1, 0.5], "recall": [0, 1]}}}
+    return _disk_full_during(lambda: plot_curves(curves, env.tmp / "report" / "img" / "curves"))
+
+
+def _full_chunk(env: Env) -> Callable[[], Any]:
+    from sml.pipelines.resume import write_chunk
+
+    return _disk_full_during(lambda: write_chunk(env.tmp / ".partial" / "g0.r0.c0.npz", {"a": np.ones(3)}))
+
+
+def _full_copy(env: Env) -> Callable[[], Any]:
+    src = env.file("weights.pth", b"w" * 5000)
+    return _disk_full_during(lambda: atomic.copy_file(src, env.tmp / "cache" / "weights.pth"))
+
+
+def _full_in_run(env: Env) -> Callable[[], Any]:
+    """Through a run folder: the journal was written, the map was not; the error names the map."""
+    from sml.pipelines import writers
+    from sml.utils.run_folder import RunFolder
+
+    def call() -> None:
+        with RunFolder(env.tmp / "pred", "predict"):
+            _disk_full_during(lambda: writers.write_map(env.tmp / "pred", "npy", "sml", "s", "f0",
+                                                        np.ones((2, 2))))()
+    return call
+
+
+CASES += [
+    Case(f"disk-full-{fmt}-map", _full_map(fmt), rf"cannot write .*{re.escape(where)}: no space left", OutputError,
+         "api")
+    for fmt, where in (("hdf5", "anomaly_p/sml/set/f0.hdf5"), ("png16", "png16/sml/f0.png"),
+                       ("npy", "npy/sml/f0.npy"), ("npy16", "maps/sml/f0.npy"),
+                       ("fishyscapes", "fishyscapes/sml/f0_anomaly.npy"))
+]
+def _full_lock(env: Env) -> Callable[[], Any]:
+    """The lock file's record (os.write) finds the disk full: named, and no lock file is left."""
+    from sml.utils.run_folder import RunFolder
+
+    def call() -> None:
+        def full(fd: int, data: bytes) -> int:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        real, os.write = os.write, full
+        try:
+            with RunFolder(env.tmp / "out", "predict"):
+                pass
+        finally:
+            os.write = real
+    return call
+
+
+CASES += [
+    Case("disk-full-lock-file", _full_lock, r"out/\.sml-run\.lock: no space left", OutputError, "api"),
+    Case("disk-full-report-figure", _full_figure, r"report/img/curves\.png: no space left", OutputError, "api"),
+    Case("disk-full-resume-chunk", _full_chunk, r"\.partial/g0\.r0\.c0\.npz: no space left", OutputError, "api"),
+    Case("disk-full-weights-copy", _full_copy, r"cache/weights\.pth: no space left", OutputError, "api"),
+    Case("disk-full-in-a-run-folder", _full_in_run, r"pred/npy/sml/f0\.npy: no space left", OutputError, "api"),
+]
+
+
 # the same program as `python -m sml`: real exit status and stderr
 CASES += [
     Case("subprocess-nan-mean", _stats_cli(STATS_MUTATIONS[0][1]), r"bad_stats\.json: class 3 'wall'", via="subprocess"),
@@ -1052,6 +1268,12 @@ def _files(root: Path) -> set[Path]:
     return {p for p in root.rglob("*") if not p.is_dir()}
 
 
+def _contents(root: Path) -> dict[Path, bytes]:
+    """Every file under ``root`` and its bytes (links themselves, not followed)."""
+    return {p: (os.readlink(p).encode() if p.is_symlink() else p.read_bytes()) for p in _files(root)
+            if p.is_symlink() or p.is_file()}
+
+
 def _run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
     from sml.cli.main import main
 
@@ -1074,6 +1296,7 @@ def test_bad_input_is_refused_cleanly(case: Case, tmp_path: Path, erfnet_weights
     env = Env(tmp_path, erfnet_weights)
     made = case.run(env)
     before = _files(tmp_path)
+    kept = _contents(tmp_path)
     if case.via == "api":
         assert callable(made)
         with pytest.raises(case.error) as info:
@@ -1088,6 +1311,9 @@ def test_bad_input_is_refused_cleanly(case: Case, tmp_path: Path, erfnet_weights
         message = err
     new = _files(tmp_path) - before
     assert not new, f"files left by a refused call: {sorted(map(str, new))}"
+    now = _contents(tmp_path)
+    changed = sorted(str(p) for p, data in kept.items() if now.get(p) != data)
+    assert not changed, f"files deleted or changed by a refused call: {changed}"
     assert _search(case.match, message), f"{case.match!r} not found in: {message}"
 
 

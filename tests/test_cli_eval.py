@@ -217,13 +217,23 @@ def test_cityscapes_refused_up_front(setup: dict[str, Path], monkeypatch: pytest
     assert not (setup["base"] / "cs_eval").exists()
 
 
+def _tree(root: Path) -> dict[str, bytes]:
+    """Every file under ``root`` (links not followed) with its content."""
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*"))
+            if p.is_file() and not p.is_symlink()}
+
+
 def test_one_run_per_folder_lock_finished_and_overwrite(setup: dict[str, Path], monkeypatch: pytest.MonkeyPatch,
                                                         capsys: pytest.CaptureFixture) -> None:
     out = setup["base"] / "once"
     assert _eval(setup, out, "--limit", "2", "--save-maps", "npy16") == 0
     manifest = json.loads((out / "run.json").read_text())
-    assert sorted(manifest["files"]) == sorted([f"maps/{m}/frame{i:02d}.npy" for m in METHODS for i in range(2)]
-                                               + ["diagnostics.json"])
+    # run.json lists every file the run wrote, and nothing else is in the folder
+    assert set(manifest["files"]) == set(_tree(out)) - {"run.json"}
+    assert {f"maps/{m}/frame{i:02d}.npy" for m in METHODS for i in range(2)} <= set(manifest["files"])
+    assert {"metrics.json", "metrics.csv", "curves.json", "frames.json", "stats.json",
+            "diagnostics.json"} <= set(manifest["files"])
+    assert manifest["command"] == "eval" and manifest["format"] == "sml-run/1"
     from sml.report.rundir import run_files
 
     assert run_files(out) == set(manifest["files"])
@@ -233,15 +243,99 @@ def test_one_run_per_folder_lock_finished_and_overwrite(setup: dict[str, Path], 
         # a finished run is kept unless --overwrite
         _refused(capsys, _eval(setup, out, "--limit", "2"), str(out), "--overwrite")
         assert (out / "metrics.json").read_bytes() == before
-        # a run in progress (its lock file) refuses a second one
+        # a lock of a run that is alive (here: an earlier sml's lock naming pid 1) refuses a second one
         (out / ".sml-run.lock").write_text("1 x\n")
-        _refused(capsys, _eval(setup, out, "--limit", "2", "--overwrite"), "another run", ".sml-run.lock")
+        _refused(capsys, _eval(setup, out, "--limit", "2", "--overwrite"), "another sml command", "pid 1",
+                 ".sml-run.lock")
         assert (out / "maps").is_dir()
         (out / ".sml-run.lock").unlink()
-    # --overwrite clears the old run's maps first: no map of run 1 survives beside run 2's
+    # the user adds files of their own beside the run's
+    (out / "notes.txt").write_text("mine")
+    (out / "maps" / "sml" / "mine.npy").write_bytes(b"mine")
+    # --overwrite removes exactly the files run.json lists: no map of run 1 survives beside run 2's,
+    # the user's files do
     assert _eval(setup, out, "--limit", "1", "--overwrite", "--method", "msp") == 0
-    assert not (out / "maps").exists() and not (out / ".sml-run.lock").exists()
-    assert json.loads((out / "run.json").read_text())["run_id"] != manifest["run_id"]
+    assert (out / "notes.txt").read_text() == "mine" and (out / "maps" / "sml" / "mine.npy").read_bytes() == b"mine"
+    assert sorted(p.name for p in (out / "maps").iterdir()) == ["sml"]   # the emptied folders are gone
+    assert not (out / ".sml-run.lock").exists()
+    second = json.loads((out / "run.json").read_text())
+    assert second["run_id"] != manifest["run_id"]
+    assert set(second["files"]) == set(_tree(out)) - {"run.json", "notes.txt", "maps/sml/mine.npy"}
+
+
+def test_overwrite_never_deletes_through_a_symlink(setup: dict[str, Path], tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch,
+                                                   capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "run"
+    assert _eval(setup, out, "--limit", "1", "--method", "msp", "--save-maps", "npy16") == 0
+    # maps/ replaced by a link to a folder elsewhere holding files of the same names
+    elsewhere = tmp_path / "elsewhere"
+    (out / "maps").rename(elsewhere)
+    (out / "maps").symlink_to(elsewhere, target_is_directory=True)
+    before, kept = _tree(out), _tree(elsewhere)
+    with monkeypatch.context() as m:
+        _no_forward(m)
+        _refused(capsys, _eval(setup, out, "--limit", "1", "--method", "msp", "--overwrite"),
+                 str(out / "maps"), "symbolic link", "nothing was changed")
+    assert _tree(out) == before and _tree(elsewhere) == kept and (out / "maps").is_symlink()
+    # a report into a linked report/ folder is refused too, and writes nothing through the link
+    (out / "maps").unlink()
+    elsewhere.rename(out / "maps")
+    (tmp_path / "other_report").mkdir()
+    (out / "report").symlink_to(tmp_path / "other_report", target_is_directory=True)
+    _refused(capsys, main(["report", str(out)]), str(out / "report"), "symbolic link")
+    assert not list((tmp_path / "other_report").iterdir())
+
+
+def test_a_run_killed_with_sigkill_resumes(setup: dict[str, Path], tmp_path: Path,
+                                           capsys: pytest.CaptureFixture) -> None:
+    """The documented recovery after kill -9 (the same command with --resume) works: the stale lock is taken over."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out, marker = tmp_path / "killed", tmp_path / "stuck"
+    args = ["eval", "--model", str(setup["model"]), "--stats", str(setup["stats"]), "--data",
+            f"smiyc-anomaly:{setup['smiyc']}", "--out", str(out), "--method", "sml,msp", "--save-every", "1"]
+    script = (  # a run that hangs in its third forward pass, after two frames were saved
+        "import sys, time\n"
+        "from sml.pipelines import common\n"
+        "real, n = common.forward, [0]\n"
+        "def forward(*a, **k):\n"
+        "    n[0] += 1\n"
+        "    if n[0] > 2:\n"
+        f"        open({str(marker)!r}, 'w').close()\n"
+        "        time.sleep(600)\n"
+        "    return real(*a, **k)\n"
+        "common.forward = forward\n"
+        "from sml.cli.main import main\n"
+        f"sys.exit(main({args!r}))\n")
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env={**os.environ, "PYTHONPATH": src, "OMP_NUM_THREADS": "1"})
+    try:
+        deadline = time.monotonic() + 240
+        while not marker.exists():
+            assert proc.poll() is None and time.monotonic() < deadline, "the run did not get to its third frame"
+            time.sleep(0.2)
+        # while it runs, a second command into the folder is refused, naming the live process
+        _refused(capsys, main([*args, "--resume"]), "another sml command", f"pid {proc.pid}")
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert (out / ".sml-run.lock").is_file() and len(list((out / ".partial" / "state").glob("*.npz"))) == 2
+    assert main([*args, "--resume"]) == 0
+    err = " ".join(capsys.readouterr().err.split())
+    assert "took over" in err and f"pid {proc.pid}" in err and err.count("took over") == 1
+    # the same numbers as a run that was never interrupted
+    assert main([*args[:-4], "--out", str(tmp_path / "whole"), "--method", "sml,msp"]) == 0
+    got = json.loads((out / "metrics.json").read_text())["methods"]
+    want = json.loads((tmp_path / "whole" / "metrics.json").read_text())["methods"]
+    assert {m: got[m]["auroc"] for m in got} == {m: want[m]["auroc"] for m in want}
+    assert not (out / ".sml-run.lock").exists() and not (out / ".partial").exists()
+    assert set(json.loads((out / "run.json").read_text())["files"]) == set(_tree(out)) - {"run.json"}
 
 
 def test_interrupted_run_leaves_no_metrics_and_no_lock(setup: dict[str, Path], monkeypatch: pytest.MonkeyPatch,

@@ -43,6 +43,9 @@ def test_eval_with_report_writes_a_complete_page(tmp_path: Path) -> None:
     assert main(["report", str(stale)]) == 0
     assert 'id="legend"' not in (stale / "report" / "index.html").read_text()  # no heatmap: no colour legend
     (stale / "run.json").unlink()  # a folder of an older sml (no run.json): every map is taken
+    # its report files are no longer known to be sml's: not replaced (run.json listed them) until moved away
+    assert main(["report", str(stale)]) == 2
+    shutil.rmtree(stale / "report")
     assert main(["report", str(stale)]) == 0
     assert 'id="legend"' in (stale / "report" / "index.html").read_text()
 

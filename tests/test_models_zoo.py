@@ -163,6 +163,59 @@ def test_download_command_from_a_file_url_with_progress_and_checksum(env, erfnet
     assert "unknown model 'no_such_net'" in " ".join(capsys.readouterr().err.split())
 
 
+def test_truncated_cached_file_is_refused_never_called_checked(env, erfnet_weights, capsys):
+    mirror = env / "mirror"
+    mirror.mkdir()
+    (mirror / "erfnet_cityscapes.pth").symlink_to(erfnet_weights)
+    assert main(["models", "download", "erfnet", "--mirror", str(mirror)]) == 0
+    assert "(sha256 checked)" in capsys.readouterr().out
+    cached = env / "cache" / "erfnet_cityscapes.pth"
+    cached.write_bytes(cached.read_bytes()[: cached.stat().st_size // 2])   # truncated in the cache
+    assert main(["models", "download", "erfnet"]) == 2
+    out, err = capsys.readouterr()
+    assert "checked" not in out
+    err = " ".join(err.split())
+    assert "checksum mismatch" in err and str(cached) in err and "sml models download erfnet" in err
+    with pytest.raises(CheckpointError, match="checksum mismatch"):
+        M.load("erfnet")   # loading by name re-hashes the cached file too
+
+
+def test_download_onto_a_full_disk_names_the_file_and_leaves_nothing(env, erfnet_weights, capsys, monkeypatch):
+    import errno
+    import os
+
+    mirror = env / "mirror"
+    mirror.mkdir()
+    (mirror / "erfnet_cityscapes.pth").symlink_to(erfnet_weights)
+
+    def full(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    class Full:
+        def __init__(self, fh):
+            self.fh = fh
+
+        def write(self, data):
+            full()
+
+        def __getattr__(self, name):
+            return getattr(self.fh, name)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.fh.close()
+
+    real = os.fdopen
+    monkeypatch.setattr(os, "fdopen", lambda *a, **k: Full(real(*a, **k)))
+    monkeypatch.setattr(os, "sendfile", full, raising=False)   # however the bytes are copied
+    assert main(["models", "download", "erfnet", "--mirror", str(mirror)]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert f"cannot write {env / 'cache' / 'erfnet_cityscapes.pth'}: no space left" in err, err
+    assert not [p.name for p in (env / "cache").iterdir()]   # no .part, no temporary file
+
+
 def test_register_pretrained_needs_arch_tag():
     with pytest.raises(InputError, match="ARCH.TAG"):
         M.register_pretrained(M.ModelConfig(name="erfnet", arch="erfnet"))

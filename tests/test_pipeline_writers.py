@@ -207,3 +207,74 @@ def test_damaged_kept_map_names_the_file(tmp_path: Path) -> None:
         load_map(bad)
     with pytest.raises(InputError, match="gone.npy is missing"):
         load_map(tmp_path / "gone.npy")
+
+
+# ---------------------------------------------------------------- writers inside a run folder (issue 19)
+def test_writers_in_a_run_folder_record_every_file_and_replace_only_their_own(tmp_path: Path,
+                                                                               amap: np.ndarray) -> None:
+    import json
+
+    from sml.errors import OutputError
+    from sml.utils.run_folder import RunFolder, listing
+
+    out = tmp_path / "run"
+    with RunFolder(out, "predict"):
+        for fmt in writers.FORMATS:
+            writers.write_map(out, fmt, "sml", "set", "f0", amap, np.zeros(amap.shape, np.uint8))
+        # a journal lists each name before its bytes are written: a killed run's files are known
+        assert listing(out) == {f.relative_to(out).as_posix() for fmt in writers.FORMATS
+                                for f in writers.map_files(out, fmt, "sml", "set", "f0")}
+        writers.write_map(out, "npy", "sml", "set", "f0", amap * 2)   # its own file: replaced
+    files = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()}
+    assert set(json.loads((out / "run.json").read_text())["files"]) == files - {"run.json"}
+    assert not any(p.name.endswith((".tmp", ".journal", ".lock")) for p in out.rglob("*"))
+    np.testing.assert_array_equal(np.load(out / "npy" / "sml" / "f0.npy"), amap * 2)
+
+    # a file of the user's in the folder is never replaced; a linked folder is never written through
+    (out / "npy" / "sml" / "mine.npy").write_bytes(b"mine")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (out / "png16").rename(tmp_path / "old_png16")
+    (out / "png16").symlink_to(elsewhere, target_is_directory=True)
+    with RunFolder(out, "predict"):
+        with pytest.raises(OutputError, match=r"mine\.npy: a file sml did not write is there"):
+            writers.write_map(out, "npy", "sml", "set", "mine", amap)
+        with pytest.raises(OutputError, match=r"run/png16 is a symbolic link"):
+            writers.write_map(out, "png16", "sml", "set", "f1", amap)
+    assert (out / "npy" / "sml" / "mine.npy").read_bytes() == b"mine" and not list(elsewhere.iterdir())
+    assert "npy/sml/mine.npy" not in json.loads((out / "run.json").read_text())["files"]
+
+
+def test_a_live_lock_refuses_a_second_command_and_a_killed_ones_is_taken_over(tmp_path: Path,
+                                                                               capsys: pytest.CaptureFixture) -> None:
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from sml.utils.run_folder import LOCK, RunFolder
+
+    out = tmp_path / "run"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\nfrom sml.utils.run_folder import RunFolder\n"
+         f"with RunFolder({str(out)!r}, 'predict'):\n    print('held', flush=True)\n    time.sleep(600)\n"],
+        stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "src")})
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        record = json.loads((out / LOCK).read_text())
+        assert record["pid"] == holder.pid and record["host"] and record["started"]
+        with pytest.raises(InputError, match=rf"another sml command \(pid {holder.pid} on "):
+            RunFolder(out, "predict").check()
+        with pytest.raises(InputError, match=rf"pid {holder.pid}"):
+            with RunFolder(out, "predict"):
+                pass
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    assert (out / LOCK).is_file()   # left behind by kill -9
+    with RunFolder(out, "predict") as folder:
+        assert folder.took_over is not None and folder.took_over["pid"] == holder.pid
+    err = " ".join(capsys.readouterr().err.split())
+    assert err.count("took over") == 1 and f"pid {holder.pid}" in err
+    assert not (out / LOCK).exists()

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import textwrap
 from pathlib import Path
+from typing import Any
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -40,10 +41,29 @@ def run(args: argparse.Namespace) -> int:
                          f"an earlier run; evaluate again with `sml eval ... --out {root} --overwrite`")
     diag = ClassDiagnostics.load(path)
     summary = diag.compute()
-    files = plot_diagnostics(summary, Path(args.out) if args.out else root / "diagnostics", top=args.top)
+    stem = Path(args.out) if args.out else root / "diagnostics"
+    with _output(root, stem):
+        files = plot_diagnostics(summary, stem, top=args.top)
     print(diagnostics_table(summary, top=args.top))
     print()
     print(textwrap.fill(explain(summary), width=100))
     print()
     print("figure: " + ", ".join(str(f) for f in files))
     return 0
+
+
+def _output(root: Path, stem: Path) -> Any:
+    """Inside the run folder: written as the run's files (sml.utils.run_folder); elsewhere: never over a
+    file that is not an sml figure."""
+    import contextlib
+    import os
+
+    from sml.utils import run_folder
+
+    figures = [stem.with_name(f"{stem.name}.{ext}") for ext in ("png", "svg")]
+    inside = os.path.abspath(stem).startswith(os.path.abspath(root) + os.sep)
+    if inside:
+        return run_folder.join_run(root, expected=[os.path.relpath(f, root).replace(os.sep, "/") for f in figures])
+    for f in figures:
+        run_folder.check_replace(f, "figure")
+    return contextlib.nullcontext()

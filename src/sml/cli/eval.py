@@ -24,7 +24,9 @@ metrics.json, metrics.csv, curves.json, frames.json (per-frame AP and, when
 maps are kept, false-positive area at the pooled 95%-TPR threshold), a copy
 of the statistics, diagnostics.json (per predicted class: inlier / anomaly
 pixels and their max-logit and SML-score histograms; `sml diagnose DIR`) and
-run.json (the run id and its files). --protocol picks whose numbers are
+run.json (the run id and every file sml wrote there). DIR must be new, empty or
+an earlier sml run: sml never replaces or deletes a file its run.json does not
+list, and never writes through a symbolic link inside DIR. --protocol picks whose numbers are
 reported (metrics.json and metrics.csv say which). Map formats (--save-maps, comma-separated or repeated):
   hdf5         SegmentMeIfYouCan: OUT/anomaly_p/METHOD/DATASET/ID.hdf5 (float16, key 'value')
   fishyscapes  OUT/fishyscapes/METHOD/ID_anomaly.npy (float32) + ID_segmentation.npy (train ids)
@@ -63,7 +65,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help=f"comma-separated methods among {', '.join(METHODS)}")
     g.add_argument("--out", required=True, metavar="DIR", help="run directory to write")
     g.add_argument("--overwrite", action="store_true",
-                   help="replace a finished run in --out (its maps and report are removed first)")
+                   help="replace a finished run in --out (first the files its run.json lists are removed, "
+                        "nothing else)")
     g.add_argument("--protocol", choices=list(PROTOCOLS), default="exact",
                    help="whose numbers: exact (sml's, = scikit-learn), sml-reference, fishyscapes (FPR@95 at "
                         "the first ROC point with TPR >= 95%%), smiyc (the SegmentMeIfYouCan tool's binned "
@@ -124,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
     from sml.pipelines import common
     from sml.pipelines.evaluate import EvalConfig, evaluate
     from sml.report.rundir import print_table
-    from sml.utils import atomic, distributed
+    from sml.utils import atomic, distributed, run_folder
 
     # every option first: nothing is loaded before they are all known to be usable
     methods = parse_methods(args.method)
@@ -137,6 +140,8 @@ def run(args: argparse.Namespace) -> int:
     inference = inference_settings(args)   # device, precision: checked once, before anything opens
     stats = load_stats(args.stats, args.stats_var)
     atomic.check_writable(args.out)  # before the model loads, not at the first file written
+    # a folder that is not sml's, a live run in it, a finished run without --overwrite: refused now
+    run_folder.eval_run(args.out, resume=args.resume, overwrite=args.overwrite).check()
     distributed.init_from_env(args.device)
     dataset = common.open_data(args.data, split=args.split,
                                allow_subset=args.allow_subset or args.limit is not None,

@@ -76,8 +76,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _os_error(exc: OSError) -> str:
     """One paragraph for a failed file operation: the path, what went wrong, what to do."""
-    path = exc.filename if exc.filename is not None else "a file"
     reason = exc.strerror or str(exc) or type(exc).__name__
+    if exc.filename is None:  # sml's own writes name their path (sml.utils.atomic); this one did not say
+        return f"a file operation failed: {reason}; check the output location (free space, permissions) and try again"
+    path = exc.filename
     fixes = {"FileNotFoundError": "check the path and try again",
              "PermissionError": "fix its permissions or choose a location you can write to",
              "IsADirectoryError": "give a file, not a folder", "NotADirectoryError": "a file stands where a folder "

@@ -21,6 +21,8 @@ OUT/M/NAME_overlay.png (the heatmap blended over the photo; strong colour =
 likely anomaly). Videos give a folder of per-frame maps and OUT/M/CLIP_overlay.mp4.
 With statistics, OUT/predict.json records the network, the statistics and how
 they were paired (checked before any image is read).
+OUT must be new, empty or an earlier `sml predict` output (its run.json lists
+every file sml wrote there; only those are ever replaced).
 """
 
 
@@ -53,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     from sml.pipelines import common
     from sml.cli.args import parse_methods, sml_settings
     from sml.pipelines.predict import predict_files
-    from sml.utils import atomic, distributed
+    from sml.utils import atomic, distributed, run_folder
 
     methods = parse_methods(args.method)
     settings = sml_settings(args)
@@ -64,6 +66,7 @@ def run(args: argparse.Namespace) -> int:
     inference = inference_settings(args)   # device, precision: checked once, before anything opens
     stats = load_stats(args.stats, args.stats_var) if "sml" in methods else None
     atomic.check_writable(args.out)  # before the model loads
+    run_folder.RunFolder(args.out, "predict").check()  # a folder that is not sml's is refused now
     distributed.init_from_env(args.device)
     model = common.load_model(args.model, args.weights, device=args.device, trust=args.trust_checkpoint,
                               settings=inference)

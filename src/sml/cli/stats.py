@@ -20,7 +20,8 @@ The statistics are the count, mean and unbiased variance of the max logit over
 all pixels predicted as each class (spec section 2). They are what `sml eval
 --method sml` and `sml predict` need (--stats stats.json). Partial progress is
 saved to OUT.partial/ every --save-interval seconds (or --save-every frames);
-it is removed once OUT exists.
+it is removed once OUT exists. An existing OUT is replaced only when it is a
+statistics file of sml ("format": "sml-class-statistics/...").
 """
 
 
@@ -49,13 +50,15 @@ def run(args: argparse.Namespace) -> int:
     from sml.errors import InputError
     from sml.pipelines import common
     from sml.pipelines.stats import compute_statistics
-    from sml.utils import atomic, distributed
+    from sml.utils import atomic, distributed, run_folder
 
     out = Path(args.out)
     if out.suffix.lower() != ".json":
         raise InputError(f"-o {out}: the statistics are written as JSON; give a path ending in .json")
     inference = inference_settings(args)   # device, precision: checked once, before anything opens
     atomic.check_writable(out, file=True)  # before the model loads
+    run_folder.check_replace(out, "-o")    # never over a file that is not sml's statistics
+    run_folder.check_state_folder(out.with_name(out.name + ".partial"))
     distributed.init_from_env(args.device)
     dataset = common.open_data(args.data, split=args.split, allow_subset=args.allow_subset,
                                labels_required=True if args.valid_only else False)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -29,6 +28,7 @@ from sml.demo.scenes import write_anomaly_set, write_cityscapes
 from sml.errors import InputError
 from sml.utils import atomic
 from sml.utils.progress import write_message
+from sml.utils.run_folder import RunFolder
 
 METHODS = ["msp", "max_logit", "entropy", "energy", "sml"]
 WIDTH, HEIGHT = 256, 128
@@ -109,7 +109,8 @@ def _forget_stale_training(out: Path, cfg: Any) -> None:
     same = (saved.is_file() and saved.read_text() == cfg.to_yaml() and data.is_file()
             and data.stat().st_mtime <= (folder / "last.pth").stat().st_mtime)
     if not same:
-        shutil.rmtree(folder)
+        with RunFolder(folder, "train", clear=True):  # the files its run.json lists, nothing else
+            pass
 
 
 # ---------------------------------------------------------------- what the run shows
@@ -298,8 +299,10 @@ def run_demo(out: str | Path = "runs/demo", seconds: float | None = None, report
     threads = torch.get_num_threads()
     torch.set_num_threads(THREADS)
     try:
-        return _run(Path(out), seconds, report, device, iterations, seed, stats_frames, quiet_stats,
-                    train_frames, val_frames, anomaly_frames, explain_run)
+        # a folder that is not a demo's is refused; OUT/train and OUT/eval are run folders of their own
+        with RunFolder(out, "demo"):
+            return _run(Path(out), seconds, report, device, iterations, seed, stats_frames, quiet_stats,
+                        train_frames, val_frames, anomaly_frames, explain_run)
     finally:
         torch.set_num_threads(threads)
 

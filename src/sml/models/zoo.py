@@ -3,8 +3,9 @@
 Where a file comes from, first match wins: the ``weights=`` path given by the caller; a
 mirror (``mirror=`` or ``$SML_MIRROR``: a folder, or a ``file://``/``http(s)://`` base URL,
 holding files by the configuration's ``filename``); the cache ``$SML_CACHE`` (default
-``~/.cache/sml``; files there were checked when they arrived); the configuration's URLs,
-downloaded with a progress bar, checked, then moved into the cache atomically.
+``~/.cache/sml``; a cached file is hashed again every time it is used, so a truncated or
+damaged one is refused, naming it); the configuration's URLs, downloaded with a progress
+bar, checked, then moved into the cache atomically.
 
 Checksum policy: a configuration's sha256 is the checksum of exactly the file its URLs (or
 a mirror) serve, and only a matching file is accepted. A configuration whose publisher gave
@@ -15,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import sys
 import urllib.parse
 import urllib.request
@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 
 from sml.errors import CheckpointError, InputError
 from sml.models.registry import ModelConfig, get_config, list_pretrained
-from sml.utils import distributed
+from sml.utils import atomic, distributed
 from sml.utils.atomic import atomic_write
 
 
@@ -57,16 +57,17 @@ def sha256_of(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def check_sha256(cfg: ModelConfig, path: Path, origin: str) -> None:
-    """Refuse ``path`` unless its sha256 is ``cfg.sha256`` (warn with the hash when none is known)."""
+def check_sha256(cfg: ModelConfig, path: Path, origin: str, fix: str | None = None) -> None:
+    """Refuse ``path`` unless its sha256 is ``cfg.sha256`` (warn with the hash when none is known); ``fix``:
+    what the message tells the user to do."""
     actual = sha256_of(path)
     if cfg.sha256 is None:
         warnings.warn(f"{cfg.name}: the publisher gives no checksum for {cfg.filename}; the file from "
                       f"{origin} has sha256 {actual} (it is still read with weights_only=True)", stacklevel=3)
     elif actual != cfg.sha256.lower():
         raise CheckpointError(f"checksum mismatch for {cfg.name} from {origin}: sha256 {actual}, expected "
-                              f"{cfg.sha256}. The file is corrupt, incomplete or a different release; delete "
-                              f"it and retry, or pass a file you trust with --weights PATH.")
+                              f"{cfg.sha256}. The file is corrupt, incomplete or a different release; "
+                              f"{fix or 'delete it and retry'}, or pass a file you trust with --weights PATH.")
 
 
 def _mirror_source(mirror: str, filename: str) -> tuple[str, Path | None]:
@@ -120,6 +121,9 @@ def fetch(name: str, show_progress: bool = True, mirror: str | None = None) -> P
         sources.append(url)
     cached = cache_dir() / cfg.filename
     if cached.is_file():
+        # hashed again at every use: a truncated or damaged cached file is never used (nor called checked)
+        check_sha256(cfg, cached, f"the cache ({cached})",
+                     fix=f"delete {cached} and fetch it again (`sml models download {cfg.name}`)")
         return cached
     sources += list(cfg.urls)
     if not sources:
@@ -128,17 +132,20 @@ def fetch(name: str, show_progress: bool = True, mirror: str | None = None) -> P
             f"(Python: weights=PATH), or put the file in a mirror folder (--mirror DIR, $SML_MIRROR) or in "
             f"{cache_dir()}.")
     errors = []
-    cached.parent.mkdir(parents=True, exist_ok=True)
+    atomic.make_dirs(cached.parent)
     for url in sources:
         tmp = cached.with_name(f"{cached.name}.{os.getpid()}.part")  # per process: ranks may race
         try:
             download(url, tmp, desc=cfg.filename, show_progress=show_progress)
             check_sha256(cfg, tmp, url)
+            os.replace(tmp, cached)
         except CheckpointError as exc:
-            tmp.unlink(missing_ok=True)
             errors.append(str(exc))
             continue
-        os.replace(tmp, cached)
+        except OSError as exc:
+            raise atomic.output_error(cached, exc) from None
+        finally:
+            tmp.unlink(missing_ok=True)   # a failed or interrupted fetch leaves no partial file
         return cached
     raise CheckpointError(f"could not fetch {cfg.name}: " + " | ".join(errors)
                           + f". Download {cfg.filename} by hand and pass --weights PATH or a --mirror.")
@@ -150,8 +157,5 @@ def install(name: str, mirror: str | None = None, show_progress: bool = True) ->
     path = fetch(name, show_progress=show_progress, mirror=mirror)
     cached = cache_dir() / cfg.filename
     if path != cached:  # from a mirror folder: copy (checked above) so later loads need no mirror
-        cached.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cached.with_name(f"{cached.name}.{os.getpid()}.part")
-        shutil.copyfile(path, tmp)
-        os.replace(tmp, cached)
+        atomic.copy_file(path, cached)  # a full disk leaves no partial file
     return cached

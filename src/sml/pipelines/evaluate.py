@@ -24,7 +24,6 @@ rank 0 writes every run-level file.
 from __future__ import annotations
 
 import os
-import shutil
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -253,7 +252,8 @@ def evaluate(
     p = plan(model, dataset, out, config, stats, meta, stats_path)
     timer = common.Timer()
     pixels = FramePixels(dataset)
-    with rundir.RunLock(p.out, resume=config.resume, overwrite=config.overwrite) as lock:
+    with rundir.RunLock(p.out, resume=config.resume, overwrite=config.overwrite,
+                        expected=planned_files(p, dataset)) as lock:
         store = ResumeStore(p.out / PARTIAL / "state", _identity(model, dataset, p, stats))
         state = restore(store, p, config.resume, dataset, pixels)
         score_frames(model, dataset, p, state, store, SavePolicy(config.save_every, config.save_interval), timer,
@@ -270,8 +270,7 @@ def evaluate(
         metrics = _write_results(model, dataset, p, frame_list, results, curves, stats, stats_path, lock.run_id,
                                  timer, pooled.diagnostics)
         store.clear()
-        if distributed.is_main():  # the temporary maps and the (now empty) state folder
-            shutil.rmtree(p.out / PARTIAL, ignore_errors=True)
+        lock.remove(PARTIAL)  # the temporary maps and the (now empty) state folder: this run's files only
         distributed.barrier()
     return EvalRun(metrics, frame_list, timer.seconds, p.out)
 
@@ -287,6 +286,16 @@ def _identity(model: Any, dataset: Any, p: _Plan, stats: Any) -> dict[str, Any]:
 
 def _fix(p: _Plan) -> str:
     return f"Delete {p.out / PARTIAL} and run again without --resume."
+
+
+def planned_files(p: _Plan, dataset: Any) -> list[str]:
+    """The per-frame files the run will write (relative to its folder), checked before it starts."""
+    files = [f.relative_to(p.out).as_posix() for i in p.indices for m in p.methods for fmt in p.formats
+             for f in writers.map_files(p.out, fmt, m, p.map_folder, dataset.frames[i].id)]
+    if p.components:
+        files += [(p.tmp32 / m / f"{writers.safe_name(dataset.frames[i].id)}.npy").relative_to(p.out).as_posix()
+                  for i in p.indices for m in p.methods]
+    return files
 
 
 def _write_results(model: Any, dataset: Any, p: _Plan, frame_list: list[dict[str, Any]],

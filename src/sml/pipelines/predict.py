@@ -24,6 +24,7 @@ from sml.pipelines import common
 from sml.scores.scorers import build_scorers
 from sml.utils import atomic, distributed
 from sml.utils.progress import progress
+from sml.utils.run_folder import RunFolder
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".ppm")
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
@@ -161,14 +162,18 @@ def predict_files(
     videos = [it for it in items if it.video]
     if videos:
         _cv2()  # fail before any work when OpenCV is missing
-    if pairing is not None:
-        _write_record(Path(out), model, methods, stats_path, pairing)
-    for it in progress(distributed.shard(images), total=len(images), desc="predict", unit="image",
-                       disable=None if show_progress else True):
-        job.process(read_image(it.path), Path(it.name))
-        job.run.images += 1
-    for it in distributed.shard(videos):
-        _predict_video(job, it, every, show_progress)
+    planned = [f"{m}/{it.name}{suffix}" for it in images for m in job.scorers
+               for suffix in ((".npy",) if save_npy else ()) + ("_heatmap.png", "_overlay.png")]
+    planned += [RECORD] if pairing is not None else []
+    with RunFolder(out, "predict", expected=planned):  # only files that sml wrote there are ever replaced
+        if pairing is not None:
+            _write_record(Path(out), model, methods, stats_path, pairing)
+        for it in progress(distributed.shard(images), total=len(images), desc="predict", unit="image",
+                           disable=None if show_progress else True):
+            job.process(read_image(it.path), Path(it.name))
+            job.run.images += 1
+        for it in distributed.shard(videos):
+            _predict_video(job, it, every, show_progress)
     return job.run
 
 
@@ -178,19 +183,8 @@ RECORD_FORMAT = "sml-predict/1"
 
 def _write_record(out: Path, model: Any, methods: Sequence[str], stats_path: Any, pairing: dict[str, Any]) -> None:
     """``out/predict.json``: which network and statistics made the maps, and how they were paired (rank 0)."""
-    import json
-
-    path = out / RECORD
-    if path.exists():  # replace only a record sml wrote
-        try:
-            ours = json.loads(path.read_text(encoding="utf-8")).get("format") == RECORD_FORMAT
-        except (OSError, ValueError, AttributeError):
-            ours = False
-        if not ours:
-            raise InputError(f"{path} exists and was not written by `sml predict`; move it away or choose "
-                             f"another --out")
-    if distributed.is_main():
-        atomic.write_json(path, {"format": RECORD_FORMAT, "model": common.model_name(model),
+    if distributed.is_main():  # inside the run folder, which replaces only a record sml wrote
+        atomic.write_json(out / RECORD, {"format": RECORD_FORMAT, "model": common.model_name(model),
                                  "network": pairing["network"], "stats": None if stats_path is None else
                                  str(stats_path), "methods": list(methods), "stats_pairing": pairing})
 
@@ -233,6 +227,7 @@ def _predict_video(job: _Job, it: PredictItem, every: int, show_progress: bool) 
     writers: dict[str, Any] = {}
     tmp: dict[str, Path] = {}
     cv2 = _cv2()
+    done = False
     try:
         for idx, frame, fps in progress(_video_frames(it.path, every), desc=it.path.name, unit="frame",
                                         disable=None if show_progress else True):
@@ -241,16 +236,25 @@ def _predict_video(job: _Job, it: PredictItem, every: int, show_progress: bool) 
             for m, ov in overlays.items():
                 if m not in writers:
                     final = job.out / m / f"{it.name}_overlay.mp4"
+                    atomic.check_guards(final)  # the encoder writes itself: the run folder checks the name first
                     atomic.make_dirs(final.parent)
                     tmp[m] = final.with_name(f".{final.stem}.tmp.mp4")
                     # the frame size is the overlay's: taller than the video by the colour bar
                     writers[m] = cv2.VideoWriter(str(tmp[m]), cv2.VideoWriter_fourcc(*"mp4v"),
                                                  fps / every, (ov.shape[1], ov.shape[0]))
                 writers[m].write(np.ascontiguousarray(ov[:, :, ::-1]))
+        done = True
     finally:
         for w in writers.values():
             w.release()
+        if not done:  # nothing half-written is left behind
+            for t in tmp.values():
+                t.unlink(missing_ok=True)
     for m, t in tmp.items():  # the video appears complete or not at all
         final = job.out / m / f"{it.name}_overlay.mp4"
-        os.replace(t, final)
+        try:
+            os.replace(t, final)
+        except OSError as exc:
+            t.unlink(missing_ok=True)
+            raise atomic.output_error(final, exc) from None
         job.run.files.append(final)

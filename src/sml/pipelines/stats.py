@@ -166,7 +166,12 @@ def save_statistics(stats: Any, path: str | os.PathLike, *, model: Any = None,
 
     ``model`` replaces the network identity :func:`compute_statistics` recorded (``model.identity``,
     which `sml eval` and `sml predict` check); leave it out to keep that.
+
+    An existing file is replaced only when it is sml's statistics (``sml.utils.run_folder.check_replace``).
     """
+    from sml.utils.run_folder import check_replace
+
+    check_replace(path, "statistics file")
     if model is not None:
         stats.model = model
     if data is not None:

@@ -79,6 +79,16 @@ def map_path(out: str | os.PathLike, fmt: str, method: str, dataset: str, frame_
     raise InputError(f"unknown map format {fmt!r}; choose from {', '.join(FORMATS)}")
 
 
+def map_files(out: str | os.PathLike, fmt: str, method: str, dataset: str, frame_id: str) -> list[Path]:
+    """Every file ``write_map`` writes for one frame in ``fmt`` (fishyscapes: the score and the segmentation)."""
+    path = map_path(out, fmt, method, dataset, frame_id)
+    return [path, _segmentation_path(path)] if fmt == "fishyscapes" else [path]
+
+
+def _segmentation_path(anomaly_path: Path) -> Path:
+    return anomaly_path.with_name(anomaly_path.name[: -len("_anomaly.npy")] + "_segmentation.npy")
+
+
 def write_hdf5(path: Path, anomaly: np.ndarray) -> None:
     """SegmentMeIfYouCan HDF5: dataset ``value``, float16, gzip (built in memory, then written atomically)."""
     import h5py
@@ -141,8 +151,7 @@ def write_map(out: str | os.PathLike, fmt: str, method: str, dataset: str, frame
     elif fmt == "fishyscapes":
         atomic.save_npy(path, anomaly.astype(np.float32))
         if prediction is not None:
-            seg = path.with_name(path.name[: -len("_anomaly.npy")] + "_segmentation.npy")
-            atomic.save_npy(seg, np.asarray(prediction).astype(np.uint8))
+            atomic.save_npy(_segmentation_path(path), np.asarray(prediction).astype(np.uint8))
     elif fmt == "npy":
         atomic.save_npy(path, anomaly.astype(np.float32))
     elif fmt == "npy16":

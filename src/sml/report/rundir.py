@@ -11,6 +11,9 @@ from typing import Any
 import numpy as np
 
 from sml.errors import InputError
+# The run folder itself (run.json, the lock, what may be replaced or deleted) is sml.utils.run_folder's;
+# these names stay importable from here.
+from sml.utils.run_folder import LOCK, MANIFEST, RunFolder, eval_run, run_files  # noqa: F401
 
 
 @dataclass
@@ -216,106 +219,26 @@ def slug(text: str, max_len: int = 80) -> str:
 
 # ---------------------------------------------------------------- writing a run (sml eval)
 #: what ``sml eval`` writes at the top of a run directory; ``metrics.json`` comes last
-RUN_FILES = ("run.json", "metrics.csv", "curves.json", "frames.json", "stats.json", "diagnostics.json",
+RUN_FILES = (MANIFEST, "metrics.csv", "curves.json", "frames.json", "stats.json", "diagnostics.json",
              "metrics.json")
 #: folders of per-frame outputs (maps in every ``--save-maps`` format) and of the report
 RUN_FOLDERS = ("maps", "anomaly_p", "fishyscapes", "npy", "png16", "report")
-LOCK = ".sml-run.lock"
-MANIFEST = "run.json"
 DIAGNOSTICS = "diagnostics.json"
 CSV_FIELDS = ["method", "auroc", "ap", "fpr95", "fpr95_threshold", "threshold_at_95tpr", "best_f1_threshold",
               "siou", "ppv", "mean_f1"]
 
 
-class RunLock:
-    """One run per output folder: a lock file while the run is active, a finished run kept unless ``overwrite``.
-
-    Entering checks the folder is writable (before any model runs), refuses a second
-    concurrent run and a finished run (``metrics.json`` present) unless ``overwrite``,
-    which first removes the old run's files, maps and report; a fresh (not resumed)
-    run removes an interrupted run's leftovers too. The run id goes into ``run.json``.
-    Only rank 0 touches the folder (collective call).
-    """
-
-    def __init__(self, out: str | Path, *, resume: bool = False, overwrite: bool = False) -> None:
-        import uuid
-
-        self.out, self.resume, self.overwrite = Path(out), resume, overwrite
-        self.run_id = uuid.uuid4().hex
-        self._held = False
-
-    def __enter__(self) -> "RunLock":
-        from sml.errors import SMLError
-        from sml.utils import distributed
-
-        err = None
-        if distributed.is_main():
-            try:
-                self._acquire()
-            except SMLError as exc:
-                err = (type(exc), str(exc))
-        err = distributed.broadcast_object(err)
-        if err is not None:
-            raise err[0](err[1])
-        self.run_id = distributed.broadcast_object(self.run_id)
-        return self
-
-    def _acquire(self) -> None:
-        import os
-
-        from sml.utils import atomic
-
-        out = self.out
-        atomic.check_writable(out)
-        atomic.make_dirs(out)
-        lock = out / LOCK
-        try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
-        except FileExistsError:
-            raise InputError(f"another run is writing to {out} ({lock} exists); wait for it to finish, or, if "
-                             f"no run is active (it was killed), delete {lock}") from None
-        except OSError as exc:
-            raise atomic.output_error(lock, exc, "create") from None
-        with os.fdopen(fd, "w") as fh:
-            fh.write(f"{os.getpid()} {self.run_id}\n")
-        self._held = True
-        try:
-            if (out / "metrics.json").exists() and not self.overwrite:
-                raise InputError(f"{out} already holds a finished run (metrics.json); pass --overwrite to replace "
-                                 f"it (its maps and report are removed first), or choose another --out")
-            if self.overwrite or not self.resume:
-                clear_run(out, keep_partial=self.resume)
-        except BaseException:
-            self._release()
-            raise
-
-    def _release(self) -> None:
-        if self._held:
-            (self.out / LOCK).unlink(missing_ok=True)
-            self._held = False
-
-    def __exit__(self, exc_type: Any, *exc: Any) -> None:
-        from sml.utils import distributed
-
-        if exc_type is None:  # after a failure the other ranks may never arrive: release at once
-            distributed.barrier()
-        self._release()
+def RunLock(out: str | Path, *, resume: bool = False, overwrite: bool = False,  # noqa: N802 - was a class
+            expected: Any = ()) -> RunFolder:
+    """The run folder of ``sml eval`` (:func:`sml.utils.run_folder.eval_run`): one run at a time, a finished
+    run replaced only with ``overwrite``, and only the files its run.json lists are ever removed."""
+    return eval_run(out, resume=resume, overwrite=overwrite, expected=expected)
 
 
 def clear_run(out: Path, keep_partial: bool = False) -> None:
-    """Remove a run's files, maps and report from ``out`` (and its partial state unless ``keep_partial``)."""
-    import shutil
-
-    from sml.utils import atomic
-
-    try:
-        for name in RUN_FILES:
-            (out / name).unlink(missing_ok=True)
-        for name in RUN_FOLDERS + (() if keep_partial else (".partial",)):
-            if (out / name).is_dir():
-                shutil.rmtree(out / name)
-    except OSError as exc:
-        raise atomic.output_error(Path(getattr(exc, "filename", None) or out), exc, "remove the old run's file") from None
+    """Remove the files that ``out/run.json`` lists (its partial state too unless ``keep_partial``); nothing else."""
+    with RunFolder(out, "eval", clear=True, keep=".partial" if keep_partial else None):
+        pass
 
 
 def _f(v: Any) -> float | None:
@@ -390,7 +313,9 @@ def write_run(out: Path, metrics: dict[str, Any], frames: list[dict[str, Any]], 
               diagnostics: dict[str, Any] | None = None) -> None:
     """Write the run's files; ``metrics.json`` last, so a run that fails leaves nothing that looks complete.
 
-    ``diagnostics`` (``ClassDiagnostics.to_json()``) goes to ``diagnostics.json``, listed in ``run.json``.
+    ``diagnostics`` (``ClassDiagnostics.to_json()``) goes to ``diagnostics.json``. ``run.json`` is
+    brought up to date just before ``metrics.json``: by the run folder that ``out`` is entered as
+    (:func:`RunLock`), which recorded every file written; outside one, from ``run_id`` and ``files``.
     """
     import csv
     import io
@@ -419,33 +344,23 @@ def write_run(out: Path, metrics: dict[str, Any], frames: list[dict[str, Any]], 
             atomic.write_bytes(out / "stats.json", Path(stats_path).read_bytes())
         elif stats is not None and hasattr(stats, "save"):
             stats.save(out / "stats.json")
-        files = list(files or [])
         if diagnostics is not None:
             atomic.write_json(out / DIAGNOSTICS, diagnostics)
-            files.append(DIAGNOSTICS)
-        if run_id is not None:
-            atomic.write_json(out / MANIFEST, {"run_id": run_id, "files": sorted(files)})
+        _record_files(out, run_id, files)
         atomic.write_json(out / "metrics.json", metrics)
     except OSError as exc:
         raise atomic.output_error(Path(getattr(exc, "filename", None) or out), exc, "write") from None
 
 
-def run_files(run_dir: str | Path) -> set[str] | None:
-    """The per-frame files and ``diagnostics.json`` (paths relative to ``run_dir``) of the run whose results
-    are in ``run_dir``.
+def _record_files(out: Path, run_id: str | None, files: list[str] | None) -> None:
+    from sml.utils import run_folder
 
-    From ``run.json``, written by ``sml eval`` just before ``metrics.json``. None when
-    the folder has no manifest (runs of earlier versions): then every file is taken.
-    ``sml report`` should draw only maps in this set, so a leftover map of another
-    run is never shown.
-    """
-    path = Path(run_dir) / MANIFEST
-    if not path.is_file():
-        return None
-    data = _read_json(path)
-    if not isinstance(data, dict) or not isinstance(data.get("files"), list):
-        raise InputError(f"{path} must hold 'run_id' and a 'files' list; rewrite the run with `sml eval --overwrite`")
-    return {str(f) for f in data["files"]}
+    folder = run_folder.active(out)
+    if folder is not None:
+        folder.commit()
+    elif run_id is not None:
+        top = [n for n in RUN_FILES[1:] if (out / n).is_file() or n == "metrics.json"]
+        run_folder.write_manifest(out, "eval", run_id, [*(files or []), *top])
 
 
 def _pct(v: Any) -> str:

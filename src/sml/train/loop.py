@@ -83,8 +83,19 @@ def train(cfg: TrainConfig, resume: str | os.PathLike | bool | None = None,
     """Run (or resume) training as ``cfg`` says; returns a summary dict (iteration, loss, last val mIoU).
 
     ``network`` overrides ``model.arch`` (an ``nn.Module`` to train; tests use a tiny one).
-    Under torchrun every process calls this; rank 0 writes the files.
+    Under torchrun every process calls this; rank 0 writes the files. ``train.out_dir`` is a run
+    folder (``sml.utils.run_folder``): new, empty or an earlier training's, whose files alone are replaced.
     """
+    from sml.utils.run_folder import RunFolder
+
+    cfg.validate()
+    du.init_from_env(resolve_device(cfg.train.device))   # the folder is claimed by rank 0 alone
+    with RunFolder(cfg.train.out_dir, "train"):
+        return _train(cfg, resume, network)
+
+
+def _train(cfg: TrainConfig, resume: str | os.PathLike | bool | None, network: nn.Module | None) -> dict[str, Any]:
+    """The loop: :func:`setup`, then per batch :func:`train_one_step`, :func:`validate` and :func:`save`."""
     s = setup(cfg, resume, network)
     start, t0 = s.state.iteration, time.time()
     for images, labels in progress(s.loader, total=s.stop, desc="train", unit="it", initial=start):

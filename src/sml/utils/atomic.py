@@ -10,6 +10,11 @@ denied, name too long) removes the temporary file and raises
 Commands call :func:`check_writable` on their output location before long work.
 A folder of files that belong together (a submission) is built under a
 temporary sibling name and renamed into place once complete (:func:`atomic_folder`).
+
+Inside a run folder (:class:`sml.utils.run_folder.RunFolder`, registered with
+:func:`add_guard`) every write is first shown to that folder, which refuses to
+replace a file it did not write or to write through a symbolic link, and records
+the new name before any byte is written.
 """
 from __future__ import annotations
 
@@ -29,13 +34,43 @@ import numpy as np
 from sml.errors import OutputError
 
 __all__ = ["atomic_write", "write_json", "write_text", "write_bytes", "save_npy", "check_writable",
-           "make_dirs", "output_error", "atomic_folder"]
+           "make_dirs", "output_error", "atomic_folder", "copy_file", "add_guard", "remove_guard", "check_guards"]
 
 # Errors that only a write can cause: converted even when raised inside the caller's block
 # (a large write goes to the OS directly), unlike e.g. EACCES, which a read there may raise too.
 _WRITE_ONLY_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS}
 
 _umask_lock = threading.Lock()
+
+# Output folders that check every write under them: objects with ``root_key`` (an absolute path) and
+# ``before_write(path)``. The deepest one holding a path is asked (a run folder nested in another's).
+_guards: list[Any] = []
+_guards_lock = threading.Lock()
+
+
+def add_guard(guard: Any) -> None:
+    """Show every later write under ``guard.root_key`` to ``guard.before_write(path)`` first."""
+    with _guards_lock:
+        _guards.append(guard)
+
+
+def remove_guard(guard: Any) -> None:
+    """Undo :func:`add_guard`."""
+    with _guards_lock:
+        if guard in _guards:
+            _guards.remove(guard)
+
+
+def check_guards(path: str | os.PathLike) -> None:
+    """Show ``path`` to the run folder holding it (what :func:`atomic_write` does first); for writers that
+    cannot go through :func:`atomic_write` (a video encoder writing its own file)."""
+    if not _guards:
+        return
+    target = os.path.abspath(path)
+    with _guards_lock:
+        holders = [g for g in _guards if target.startswith(g.root_key.rstrip(os.sep) + os.sep)]
+    if holders:
+        max(holders, key=lambda g: len(g.root_key)).before_write(Path(target))
 
 
 def _umask() -> int:
@@ -104,12 +139,15 @@ def make_dirs(folder: str | os.PathLike) -> Path:
 
 
 @contextlib.contextmanager
-def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO[Any]]:
+def atomic_write(path: str | os.PathLike, mode: str = "wb", *, guarded: bool = True) -> Iterator[IO[Any]]:
     """Open a temporary file next to ``path``; on success it replaces ``path``, on error it is removed.
 
-    OS errors of the write itself become :class:`OutputError` naming ``path``.
+    OS errors of the write itself become :class:`OutputError` naming ``path``. Under a run
+    folder (:func:`add_guard`) the folder checks ``path`` first (``guarded=False``: its own record).
     """
     path = Path(path)
+    if guarded:
+        check_guards(path)
     make_dirs(path.parent)
     try:
         old_mode: int | None = path.stat().st_mode & 0o7777 if path.is_file() else None
@@ -196,6 +234,13 @@ def write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write a binary file atomically."""
     with atomic_write(path, "wb") as fh:
         fh.write(data)
+
+
+def copy_file(source: str | os.PathLike, path: str | os.PathLike, chunk: int = 1 << 20) -> None:
+    """Copy ``source`` to ``path`` atomically (a failed copy, e.g. a full disk, leaves nothing at ``path``)."""
+    with open(source, "rb") as src, atomic_write(path, "wb") as fh:
+        for block in iter(lambda: src.read(chunk), b""):
+            fh.write(block)
 
 
 def save_npy(path: str | os.PathLike, array: np.ndarray) -> None:

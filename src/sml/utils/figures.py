@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from sml.utils.atomic import write_bytes
+from sml.utils.run_folder import SOFTWARE
 
 __all__ = ["new_figure", "save_figure", "PNG_DPI"]
 
@@ -35,7 +36,8 @@ def new_figure(figsize: tuple[float, float], **kwargs: Any):
 def save_figure(fig, stem: str | Path, formats: Sequence[str] = ("png", "svg")) -> list[Path]:
     """Write ``fig`` as ``<stem>.<fmt>`` for each format (PNG at :data:`PNG_DPI`); returns the paths.
 
-    Files are written atomically and carry no date stamp, so the same figure gives the same bytes.
+    Files are written atomically and carry no date stamp, so the same figure gives the same bytes;
+    the creator mark makes them sml's, so a later run may replace them (``run_folder.written_by_sml``).
     """
     import matplotlib
 
@@ -43,7 +45,7 @@ def save_figure(fig, stem: str | Path, formats: Sequence[str] = ("png", "svg")) 
     out = []
     for fmt in formats:
         buf = io.BytesIO()
-        meta = {"Date": None} if fmt == "svg" else {}
+        meta = {"Date": None, "Creator": SOFTWARE} if fmt == "svg" else {"Software": SOFTWARE}
         with matplotlib.rc_context({"svg.hashsalt": _SVG_HASH_SALT}):
             fig.savefig(buf, format=fmt, dpi=PNG_DPI if fmt == "png" else None, metadata=meta)
         path = stem.with_name(f"{stem.name}.{fmt}")
