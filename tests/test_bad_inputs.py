@@ -1097,8 +1097,9 @@ def _chunk_of_other_data(env: Env, state: Path, args: list[str]) -> None:
     other = _tiny_eval(env, _card(env, 0), env.tmp / "stats.json", "--save-every", "1", data=_smiyc(env, 5),
                        out="other")
     _interrupted(other, 1)
-    (state / "g0.r0.c0.npz").unlink()   # the foreign chunk takes the place of one of ours
-    os.replace(env.tmp / "other" / ".partial" / "state" / "g0.r0.c0.npz", state / "g0.r0.c9.npz")
+    # the foreign chunk replaces one of ours under its listed name (an unlisted name is refused earlier,
+    # by the run folder: test_bad_inputs' run-folder cases)
+    os.replace(env.tmp / "other" / ".partial" / "state" / "g0.r0.c0.npz", state / "g0.r0.c0.npz")
 
 
 def _other_data_same_out(env: Env, state: Path, args: list[str]) -> list[str]:
@@ -1228,7 +1229,7 @@ CASES += [
          r"cityscapes_mean\.npy come from another network: the published statistics of deeplabv3plus_r101_os8 "
          r"belong to its weights file r101_os8_base_cty\.pth.*'erfnet'.*" + _FIX_PAIR),
     Case("resume-chunk-of-other-data", _resume_case(_chunk_of_other_data),
-         r"resume chunk .*g0\.r0\.c9\.npz belongs to another run.*run again without --resume"),
+         r"resume chunk .*g0\.r0\.c0\.npz belongs to another run.*run again without --resume"),
     Case("resume-other-data-same-out", _resume_case(_other_data_same_out),
          r"partial state in .*belongs to a different run.*differs in: data; dataset; frame_files\).*without --resume"),
     Case("resume-frame-replaced", _resume_case(_frame_replaced),
@@ -1313,7 +1314,8 @@ def test_bad_input_is_refused_cleanly(case: Case, tmp_path: Path, erfnet_weights
     assert not new, f"files left by a refused call: {sorted(map(str, new))}"
     now = _contents(tmp_path)
     changed = sorted(str(p) for p, data in kept.items() if now.get(p) != data)
-    assert not changed, f"files deleted or changed by a refused call: {changed}"
+    assert not changed, f"files deleted or changed by a refused call: {changed}" + "".join(
+        f"\n--- {c}\n{kept[Path(c)][:600]!r}\n+++\n{now.get(Path(c), b'')[:600]!r}" for c in changed)
     assert _search(case.match, message), f"{case.match!r} not found in: {message}"
 
 

@@ -417,3 +417,23 @@ def test_eval_then_export_smiyc(setup: dict[str, Path], tmp_path: Path) -> None:
     with zipfile.ZipFile(tmp_path / "sub.zip") as z:
         names = set(z.namelist())
     assert names == {f"anomaly_p/max_logit/AnomalyTrack-all/{fid}.hdf5" for fid in ANOMALY_SPLITS["all"]}
+
+
+def test_reference_npy_statistics_are_kept_as_stats_json(setup: dict[str, Path], tmp_path: Path) -> None:
+    """Statistics given as the reference code's .npy pair land in the run as stats.json, which `sml report`
+    reads (they were once copied byte for byte, so the run's stats.json held a NumPy pickle)."""
+    from sml.report.rundir import load_run
+    from sml.stats import ClassStatistics
+
+    ref = ClassStatistics.load(setup["stats"])
+    mean, var = tmp_path / "m.npy", tmp_path / "v.npy"
+    m, v = np.nan_to_num(np.asarray(ref.mean), nan=1.0), np.nan_to_num(np.asarray(ref.var), nan=1.0)  # empty classes
+    np.save(mean, {i: float(x) for i, x in enumerate(m)}, allow_pickle=True)
+    np.save(var, {i: float(x) for i, x in enumerate(v)}, allow_pickle=True)
+    out = tmp_path / "run"
+    assert main(["eval", "--model", str(setup["model"]), "--stats", str(mean), "--stats-var", str(var),
+                 "--stats-from-other-network", "--data", f"smiyc-anomaly:{setup['smiyc']}", "--out", str(out),
+                 "--method", "sml", "--limit", "2"]) == 0
+    kept = json.loads((out / "stats.json").read_text())
+    assert kept["mean"] == pytest.approx(list(m)) and kept["num_classes"] == ref.num_classes
+    assert load_run(out).stats is not None

@@ -335,7 +335,7 @@ REFUSALS: list[tuple[str, Callable[[Path], list[str]], str]] = [
     ("metric-a-percent", _edit("metrics.json", mutate=lambda d: d["methods"]["sml"].__setitem__("auroc", 91.2)),
      r"sml auroc is 91\.2, not a fraction in \[0, 1\]"),
     ("no-run-json", _edit("run.json"), r"run has no run\.json: it was not written by this version's `sml eval`"),
-    ("foreign-run-json", _edit("run.json", '["a"]'), r"run\.json must hold 'run_id' and a 'files' list"),
+    ("foreign-run-json", _edit("run.json", '["a"]'), r"run\.json is not a run\.json of sml \(no 'files' list\)"),
     ("curves-a-list", _extra("curves.json", "[]"), r"curves\.json must hold an object of curves"),
     ("curve-lengths-differ", _extra("curves.json", '{"sml": {"roc": {"fpr": [0, 1], "tpr": [1]}}}'),
      r"curves\.json: the roc curve of 'sml' is not two equal-length lists 'fpr' and 'tpr'"),

@@ -214,12 +214,14 @@ def test_checkpoint_before_the_first_step_resumes_exactly(tiny_data: Path, tmp_p
     gives the uninterrupted run bit for bit (the old loop's save closure read the loss average from a
     variable assigned only after it was defined, so it could not be written at this point)."""
     from sml.train.loop import save, setup
+    from sml.utils.run_folder import RunFolder
 
     over = {"optim.iterations": 4, "data.class_uniform.share": 0.5, "train.checkpoint_every": 1}
     train(tiny_config(tiny_data, tmp_path / "a", **over))
-    session = setup(tiny_config(tiny_data, tmp_path / "b", **over))
-    save(session)
-    session.close()
+    with RunFolder(tmp_path / "b", "train"):  # as train() claims its folder, so the resume may replace these files
+        session = setup(tiny_config(tiny_data, tmp_path / "b", **over))
+        save(session)
+        session.close()
     ts = _params(tmp_path / "b" / "last.pth")["training_state"]
     assert ts["iteration"] == 0 and ts["loss_avg"] is None and ts["optimizer"]["state"] == {}
     summary = train(tiny_config(tiny_data, tmp_path / "b", **over), resume=True)

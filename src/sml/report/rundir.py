@@ -340,7 +340,9 @@ def write_run(out: Path, metrics: dict[str, Any], frames: list[dict[str, Any]], 
         # encoder only without indentation (10x faster than the pretty-printed form)
         atomic.write_json(out / "curves.json", curves, indent=None)
         atomic.write_json(out / "frames.json", frames)
-        if stats_path is not None and Path(stats_path).is_file():
+        # a stats.json is copied as it is; statistics read from elsewhere (the reference code's .npy
+        # pair) are written in stats.json's own format, which is what `sml report` reads
+        if stats_path is not None and Path(stats_path).is_file() and Path(stats_path).suffix.lower() == ".json":
             atomic.write_bytes(out / "stats.json", Path(stats_path).read_bytes())
         elif stats is not None and hasattr(stats, "save"):
             stats.save(out / "stats.json")

@@ -539,13 +539,14 @@ class RunFolder:
             if self._lock.taken_over:
                 self._note_takeover(self._lock.taken_over)
             self._fresh = manifest is None
-            if manifest is not None and self.join:
+            if manifest is not None and (self.join or self.keep):   # joined or resumed: the same run goes on
                 self.run_id = manifest.get("run_id") or self.run_id
             self._adopted = manifest.get("adopted", False) if manifest else self.join
             self._disk_command = manifest["command"] if manifest else self.command
             self._remove(delete)
             kept = {f for f in listed if f not in delete}
-            write_manifest(root, self._disk_command, self.run_id, kept, adopted=self._adopted)
+            if manifest is None or kept != set(manifest["files"]) or self.run_id != manifest.get("run_id"):
+                write_manifest(root, self._disk_command, self.run_id, kept, adopted=self._adopted)
             for entry in os.scandir(root):
                 if _JOURNAL.match(entry.name):
                     os.unlink(entry.path)
@@ -664,6 +665,8 @@ class RunFolder:
         files = {f for f in self._known | _read_journals(self.root) if os.path.lexists(self.root / f)}
         if not files and self._fresh:
             (self.root / MANIFEST).unlink(missing_ok=True)   # nothing was written: leave nothing
+        elif not finished and self._unchanged(files):
+            pass   # refused or interrupted before writing anything new: run.json stays as it was
         else:
             try:
                 write_manifest(self.root, self._disk_command, self.run_id, files, adopted=self._adopted)
@@ -676,6 +679,15 @@ class RunFolder:
             if m and (finished or int(m.group(1)) == 0):
                 with contextlib.suppress(OSError):
                     os.unlink(entry.path)
+
+
+    def _unchanged(self, files: set[str]) -> bool:
+        """Whether run.json already lists exactly ``files`` (then a failed command leaves it untouched)."""
+        try:
+            manifest = read_manifest(self.root)
+        except InputError:
+            return False
+        return manifest is not None and set(manifest["files"]) == files
 
 
 def _under(rel: str, prefix: str) -> bool:
