@@ -210,3 +210,54 @@ def test_the_mechanism_imports_no_other_sml_package_and_nothing_heavy() -> None:
             "print(sorted(m for m in sys.modules if m.startswith(('sml.', 'numpy', 'torch', 'yaml', 'pydantic'))))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "['sml.errors', 'sml.utils', 'sml.utils.schema']"
+
+
+@pytest.fixture
+def reads(monkeypatch: pytest.MonkeyPatch) -> list[Schema]:
+    """Every schema read from now on, in order."""
+    seen: list[Schema] = []
+    real = Schema.read
+
+    def read(self: Schema, *args: Any, **kw: Any) -> dict[str, Any]:
+        seen.append(self)
+        return real(self, *args, **kw)
+
+    monkeypatch.setattr(Schema, "read", read)
+    return seen
+
+
+def test_statistics_read_from_a_file_are_checked_once(tmp_path: Any, reads: list[Schema]) -> None:
+    from sml.stats import ClassStatistics, validate
+
+    s = ClassStatistics(3, ["a", "b", "c"]).update_from_predictions(np.array([0, 0, 1, 2, 2]),
+                                                                     np.array([1.0, 2.0, 3.0, 4.0, 6.0]))
+    assert reads == [validate.ARGUMENTS]  # a Python caller's arguments: the same declarations
+    s.save(tmp_path / "s.json")
+    reads.clear()
+    t = ClassStatistics.load(tmp_path / "s.json")
+    assert [r is validate.STATS_JSON for r in reads] == [True]  # the file once, the constructor not again
+    np.testing.assert_array_equal(t.var, s.var)
+    reads.clear()
+    ClassStatistics.from_state_dict(s.state_dict())
+    assert [r is validate.STATE for r in reads] == [True]
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_a_model_read_from_a_card_is_checked_once(tmp_path: Any, reads: list[Schema]) -> None:
+    import torch
+    import yaml
+
+    from sml.models import card as card_module
+    from sml.models import contract, load_card
+
+    torch.jit.script(torch.nn.Conv2d(3, 4, 1)).save(str(tmp_path / "net.ts"))
+    card = {"name": "net", "format": "torchscript", "file": "net.ts",
+            "input": {"size": [8, 8], "channel_order": "RGB", "scale": 1},
+            "output": {"classes": ["a", "b", "c", "d"]}}
+    (tmp_path / "card.yaml").write_text(yaml.safe_dump(card))
+    model = load_card(tmp_path / "card.yaml")
+    assert model.num_classes == 4 and model.input_size == (8, 8)
+    assert [r is card_module.CARD for r in reads] == [True]  # not contract.ARGUMENTS a second time
+    reads.clear()
+    contract.SegmentationModel(torch.nn.Identity(), num_classes=3)
+    assert [r is contract.ARGUMENTS for r in reads] == [True]
