@@ -164,6 +164,10 @@ def test_arrays_and_numpy_scalars_of_state_dicts() -> None:
         s.read({"n": 3, "keys": np.zeros(2, np.int32)}, "x")
     with pytest.raises(InputError, match=r"^metric state: n must be an integer"):
         s.read({"n": np.float64(1.0), "keys": []}, "x")
+    exact = Schema((Field("keys", type="array", dtype="int32", ndim=1),))
+    assert exact.read({"keys": np.zeros(2, np.int32)})["keys"].dtype == np.int32
+    with pytest.raises(InputError, match=r"^keys must be an array, got an int64 array of shape \(2,\)$"):
+        exact.read({"keys": np.zeros(2, np.int64)})
 
 
 def test_coercion_is_opt_in_and_never_rounds() -> None:

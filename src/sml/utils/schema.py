@@ -105,7 +105,7 @@ class Field:
     ``type``: ``int`` (not bool; NumPy integers and 0-d integer arrays count), ``number``
     (int or float, returned as float), ``float`` (same), ``str`` (non-empty), ``bool``, ``list``
     (list or tuple), ``mapping``, ``array`` (anything ``numpy.asarray`` takes, checked for
-    ``dtype`` kinds and ``ndim``) or ``any``. ``required`` may depend on earlier fields
+    ``dtype``, kinds such as ``"iu"`` or one name such as ``"int32"``, and ``ndim``) or ``any``. ``required`` may depend on earlier fields
     (a function of the :class:`Context`); an absent optional field reads as ``default``.
     ``null``: None is a value (else it is refused, or read as absent in a schema with
     ``null_is_absent``). ``applies``: when it returns False, a given value is refused
@@ -282,7 +282,8 @@ def show(value: Any, limit: int = 80) -> str:
     """``repr(value)`` on one line, cut to ``limit`` characters, for messages that quote a user's value (an
     array is described by its dtype and shape)."""
     if getattr(value, "ndim", 0) and hasattr(value, "dtype"):
-        return f"a {value.dtype} array of shape {tuple(value.shape)}"
+        article = "an" if str(value.dtype)[:1] in "aeio" else "a"
+        return f"{article} {value.dtype} array of shape {tuple(value.shape)}"
     if _numpy_kind(value) is not None:
         value = value.item()  # a NumPy scalar or 0-d array, shown as its number
     text = " ".join(repr(value).split())
@@ -460,9 +461,14 @@ def _as_array(value: Any, f: Field) -> Any:
         a = np.asarray(value)
     except (TypeError, ValueError):
         return MISSING
-    if (f.dtype is not None and a.dtype.kind not in f.dtype) or (f.ndim is not None and a.ndim != f.ndim):
+    if f.dtype is not None and not _dtype_fits(a, f.dtype):
         return MISSING
-    return a
+    return a if f.ndim is None or a.ndim == f.ndim else MISSING
+
+
+def _dtype_fits(a: Any, dtype: str) -> bool:
+    """``dtype`` is one exact name (``"int32"``: digits in it) or dtype kinds (``"iu"``: any integers)."""
+    return a.dtype.name == dtype if any(c.isdigit() for c in dtype) else a.dtype.kind in dtype
 
 
 _TYPES: dict[str, Callable[[Any, Field], Any]] = {
