@@ -197,3 +197,13 @@ def test_an_import_of_a_higher_layer_is_found():
                                            ("sml.models.card", 13), ("sml.__main__", 19)])
 def test_layer_of(module, layer):
     assert layer_of(module) == layer
+
+
+def test_importing_the_data_sets_loads_neither_metrics_nor_scipy():
+    import subprocess
+    import sys
+
+    code = ("import sml.data, sys; print(sorted(m for m in sys.modules "
+            "if m == 'scipy' or m.split('.')[:2] in (['sml', 'metrics'], ['sml', 'protocols'])))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
