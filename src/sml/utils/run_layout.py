@@ -73,8 +73,7 @@ def safe_name(text: str, max_len: int | None = None) -> str:
     """
     name = _OUTSIDE.sub(" ", str(text)).strip(" .").replace(" ", "_")
     if not name:
-        raise InputError(f"{text!r} gives an empty file name (file names keep letters, digits, '.', '_' and '-'); "
-                         f"rename the frame or file")
+        raise InputError(f"frame id {text!r} gives an empty file name; rename the frame")
     return name[:max_len]
 
 
