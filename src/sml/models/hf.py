@@ -18,8 +18,7 @@ import torch
 from torch import nn
 
 from sml.errors import InputError
-from sml.models.contract import CITYSCAPES_CLASSES
-from sml.models.registry import ModelConfig
+from sml.models.config import CITYSCAPES_CLASSES, ModelConfig
 
 
 #: universal-segmentation model types whose output is class_queries_logits + masks_queries_logits
