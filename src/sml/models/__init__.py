@@ -6,7 +6,8 @@
 
 ``load`` takes a registered name (``arch`` or ``arch.tag``, see ``list_models()`` and
 ``list_pretrained()``; weights from ``weights=``, a mirror or the cache), a model card
-(``.yaml``), or a checkpoint (its architecture read off its keys or its ``arch`` entry). A
+(``.yaml``; ``hf:ID_OR_FOLDER`` is a ``format: transformers`` card with only ``source``), or a
+checkpoint (its architecture read off its keys or its ``arch`` entry). A
 network file (TorchScript, ONNX, ``.pt2``) needs a card, or :func:`wrap` in Python, which puts
 any ``nn.Module`` or network file under the same contract; ``build`` gives a fresh network.
 """
@@ -53,6 +54,13 @@ def load(name_or_path: str | os.PathLike | ModelConfig, weights: str | os.PathLi
     if isinstance(name_or_path, ModelConfig) and name_or_path.format != "builtin":
         return load_card(name_or_path, device=device)
     name = name_or_path.name if isinstance(name_or_path, ModelConfig) else os.fspath(name_or_path)
+    if isinstance(name_or_path, str) and name.startswith("hf:"):  # a transformers card with only its source
+        if weights is not None or kw:
+            raise InputError(f"--model {name} is a transformers model with its own weights; drop --weights / "
+                             f"{', '.join(kw) or 'weights'} (write a card with format: transformers to set fields)")
+        from sml.models.hf import shorthand
+
+        return load_card(shorthand(name), device=device)
     if is_card(name):
         if weights is not None or kw:
             raise InputError(f"model card {name} says where its network and weights are; drop --weights / "
