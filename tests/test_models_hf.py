@@ -161,7 +161,7 @@ def test_stats_eval_and_compare_cli(models, tmp_path, capsys):
             ["sml", "max_logit", "rba", "eam"]
 
 
-def test_hf_shorthand_is_a_card_with_only_its_source(models, tmp_path, monkeypatch):
+def test_hf_shorthand_is_a_card_with_only_its_source(models, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(models["dir"])
     model = M.load("hf:mask2former")
     assert model.name == "mask2former" and model.kind == "mask-classification" and model.input_size == (64, 128)
@@ -182,6 +182,14 @@ def test_hf_shorthand_is_a_card_with_only_its_source(models, tmp_path, monkeypat
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["model"] == "hf:mask2former" and metrics["network"]["card"] == card
     assert metrics["stats_pairing"]["verdict"] == "same-network"
+    # statistics of the same network from an sml that formed S as transformers does (no card recorded)
+    old = json.loads((tmp_path / "s.json").read_text())
+    del old["model"]["card"]
+    (tmp_path / "old.json").write_text(json.dumps(old))
+    assert main(["eval", "--model", "hf:mask2former", "--stats", str(tmp_path / "old.json"), "--data",
+                 f"folder:{data}", "--method", "sml", "--out", str(tmp_path / "run2")]) == 2
+    assert "by an earlier sml, which formed a mask-classification network's class scores as transformers' " \
+           "post-processing does" in " ".join(capsys.readouterr().err.split())
     with pytest.raises(InputError, match=r"give a transformers hub id or a folder after 'hf:'"):
         M.load("hf:")
     with pytest.raises(InputError, match=r"--model hf:mask2former is a transformers model with its own weights"):

@@ -123,7 +123,7 @@ def _model_fields(tf: Any, cfg: ModelConfig, config: Any, where: str) -> dict[st
 
 
 #: ``--model hf:ID_OR_FOLDER``: a model card with ``format: transformers`` and only ``source`` (timm's ``hf-hub:``)
-SHORTHAND = "hf:"
+SHORTHAND = "hf:"  # sml.models.HF_SHORTHAND, which load() checks without importing this module
 
 
 def shorthand(spec: str) -> ModelConfig:
