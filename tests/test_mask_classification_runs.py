@@ -296,3 +296,14 @@ def test_mask_output_kind_is_checked_at_load(setup: dict[str, Path], tmp_path: P
     model = _api_model(setup)
     with pytest.raises(InputError, match="sliding-window mode"):
         model.predict(np.zeros((40, 80, 3), np.uint8), sliding_window=True)
+    two = sml.models.wrap(model.network, input_size=INPUT, num_classes=2, kind="mask-classification")
+    with pytest.raises(InputError, match=r"class logits have 3 classes and 'no object', but the model was given 2 "
+                                         r"classes .*give num_classes=3"):
+        two.predict_output(np.zeros((40, 80, 3), np.uint8))
+    # a batch of images: one output, the same as image by image
+    imgs = [np.asarray(Image.open(setup["data"] / "images" / f"f{i}.png")) for i in range(3)]
+    batch = model.predict_output(imgs, output_size=(48, 80), batch_size=2)
+    assert batch.class_logits.shape[0] == 3
+    for i, img in enumerate(imgs):
+        one = model.predict_output(img, output_size=(48, 80))
+        torch.testing.assert_close(batch.eam()[i], one.eam()[0], rtol=1e-6, atol=1e-6)

@@ -445,12 +445,14 @@ class SegmentationModel:
                              f"kind is {self.kind} (use logits / predict)")
         cl, ml = mask_outputs(self._net(x), self.name)
         k = int(cl.shape[-1]) - 1
-        if cl.shape[0] != x.shape[0] or self.class_channels != list(range(k)):
-            raise InputError(f"{self.name}: for an input of shape {tuple(x.shape)} the network returned class "
-                             f"logits {tuple(cl.shape)}: {k} classes and 'no object', but the model expects a batch "
-                             f"of {x.shape[0]} and {self.num_classes} classes {self.class_channels[:3]}...; a "
-                             f"mask-classification network's classes are all its classes, in order (num_classes "
-                             f"{k}, class_channels 0..{k - 1})")
+        if cl.shape[0] != x.shape[0]:
+            raise InputError(f"{self.name}: for a batch of {x.shape[0]} images the network returned class logits "
+                             f"of shape {tuple(cl.shape)}; it must return B x Q x (K+1)")
+        if self.class_channels != list(range(k)):
+            raise InputError(f"{self.name}: the network's class logits have {k} classes and 'no object', but the "
+                             f"model was given {self.num_classes} classes (class_channels {self.class_channels}); "
+                             f"a mask-classification network's classes are all of its {k} classes, in order: give "
+                             f"num_classes={k} (or {k} class_names) and no class_channels")
         return MaskClassificationOutput(float32_logits(cl), float32_logits(ml), tuple(x.shape[2:]), output_size,
                                         self.upsample)
 
