@@ -693,7 +693,7 @@ def _export_smiyc(*extra: str, bad: Callable[[Path], Any] | None = None,
                   out: Callable[[Env], Any] | None = None) -> Callable[[Env], list[str]]:
     def run(env: Env) -> list[str]:
         from sml.pipelines.writers import write_hdf5
-        from sml.protocols.releases import ANOMALY_SPLITS
+        from sml.data.releases import ANOMALY_SPLITS
 
         d = env.tmp / "run" / "anomaly_p" / "sml" / "AnomalyTrack-all"
         for fid in ANOMALY_SPLITS["all"]:

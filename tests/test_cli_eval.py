@@ -403,7 +403,7 @@ def test_eval_then_export_smiyc(setup: dict[str, Path], tmp_path: Path) -> None:
 
     from PIL import Image
 
-    from sml.protocols.releases import ANOMALY_SPLITS
+    from sml.data.releases import ANOMALY_SPLITS
 
     data = tmp_path / "dataset_AnomalyTrack"
     (data / "images").mkdir(parents=True)

@@ -476,7 +476,7 @@ def _tiny(path: Path, value: int = 0) -> None:
 
 
 def test_road_anomaly21_full_release(tmp_path):
-    from sml.protocols.releases import ANOMALY_TEST, ANOMALY_VALIDATION
+    from sml.data.releases import ANOMALY_TEST, ANOMALY_VALIDATION
 
     for fid in ANOMALY_TEST + ANOMALY_VALIDATION:
         Image.fromarray(np.zeros((4, 6, 3), np.uint8)).save(_mk(tmp_path / "images" / f"{fid}.jpg"))
@@ -534,7 +534,7 @@ def _laf_release(root: Path) -> list[str]:
 
 
 def test_lost_and_found_official_splits(tmp_path):
-    from sml.protocols.releases import LAF_INVALID_TEST_INDICES
+    from sml.data.releases import LAF_INVALID_TEST_INDICES
 
     ids = _laf_release(tmp_path)
     full = open_dataset(f"lost-and-found:{tmp_path}")

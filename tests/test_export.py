@@ -12,7 +12,7 @@ from sml.cli.main import main
 from sml.errors import DataError, InputError, OutputError
 from sml.pipelines.writers import write_hdf5
 from sml.protocols.export import export_fishyscapes, export_smiyc
-from sml.protocols.releases import ANOMALY_SPLITS
+from sml.data.releases import ANOMALY_SPLITS
 
 
 def _maps(run: Path, method: str, folder: str, ids) -> None:

@@ -26,17 +26,18 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from sml.diagnostics import ClassDiagnostics, diagnostics_table, explain, plot_diagnostics
     from sml.errors import InputError
-    from sml.report.rundir import run_files
+    from sml.utils.run_folder import run_files
+    from sml.utils.run_layout import DIAGNOSTICS
 
     if args.top < 1:
         raise InputError(f"--top must be at least 1, got {args.top}")
     root = Path(args.run_dir)
-    path = root / "diagnostics.json"
+    path = root / DIAGNOSTICS
     if not path.is_file():
         raise InputError(f"{path} not found: `sml diagnose` reads the per-class diagnostics that `sml eval "
                          f"--out {root}` writes there; run the evaluation first (or check the path)")
     owned = run_files(root)
-    if owned is not None and "diagnostics.json" not in owned:
+    if owned is not None and DIAGNOSTICS not in owned:
         raise InputError(f"{path} is not from the run in {root} (its run.json does not list it): it was left by "
                          f"an earlier run; evaluate again with `sml eval ... --out {root} --overwrite`")
     diag = ClassDiagnostics.load(path)

@@ -127,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
     from sml.cli.args import method_settings, parse_methods, sml_settings
     from sml.pipelines import common
     from sml.pipelines.evaluate import EvalConfig, evaluate
-    from sml.report.rundir import print_table
+    from sml.utils.tables import print_metrics
     from sml.utils import atomic, distributed, run_folder
 
     # every option first: nothing is loaded before they are all known to be usable
@@ -157,7 +157,7 @@ def run(args: argparse.Namespace) -> int:
         meta["label_mapping"] = args.label_mapping   # `sml report` maps the raw masks the same way
     result = evaluate(model, dataset, args.out, config, stats=stats, stats_path=args.stats, meta=meta)
     if distributed.is_main():
-        print_table(result.metrics, result.out)
+        print_metrics(result.metrics, result.out)
         if args.report:
             from sml.report import build_report
 

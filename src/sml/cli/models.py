@@ -4,9 +4,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any
 
 from sml.errors import InputError
+from sml.utils.tables import model_check_table, models_listing
 
 EPILOG = """\
 examples:
@@ -117,29 +117,11 @@ def run_check(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result.as_dict(), indent=2))
     else:
-        _print_check(model, args.data, result)
+        print(model_check_table(model, args.data, result))
     warnings = result.warnings()
     for w in warnings:
         print(f"sml: warning: {w}", file=sys.stderr)
     return 1 if warnings else 0
-
-
-def _print_check(model: Any, data: str, result: Any) -> None:
-    """The numbers of ``sml models check`` as a short table (``result``: a CheckResult)."""
-    print(f"{model.name} on {result.frames} labelled frames of {data} ({result.pixels} pixels):")
-    print(f"  pixel accuracy {result.pixel_accuracy:.1%}   mIoU {result.miou:.1%}   "
-          f"(chance: {result.chance_accuracy:.1%} / {result.chance_miou:.1%})")
-    if result.swapped_miou is not None:
-        other = "BGR" if result.channel_order == "RGB" else "RGB"
-        also = " (mean/std reversed too)" if model.mean is not None else ""
-        print(f"  with channels as {other}{also}: pixel accuracy {result.swapped_accuracy:.1%}   "
-              f"mIoU {result.swapped_miou:.1%}")
-    if result.nonfinite_frames or result.swapped_nonfinite_frames:
-        print(f"  NaN or infinite logits on {result.nonfinite_frames} frames (other order: "
-              f"{result.swapped_nonfinite_frames})")
-    for cls, iou in result.per_class_iou.items():
-        print(f"    {cls:<14} IoU {iou:.1%}")
-    print(f"  ({result.miou_definition})")
 
 
 def run_download(args: argparse.Namespace) -> int:
@@ -185,23 +167,5 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(table, indent=2))
         return 0
-    header = ("NAME", "KIND", "INPUT (HxW)", "CLASSES", "NORM", "WEIGHTS")
-    lines = []
-    for r in table:
-        size = "x".join(map(str, r["input_size"])) if r["input_size"] else "native"
-        weights = r["weights"] if args.verbose or not r["weights"].startswith("cached") else "cached"
-        lines.append((r["name"], r["kind"], size, str(r["classes"]), r["normalization"], weights))
-    widths = [max(len(row[i]) for row in (header, *lines)) for i in range(len(header))]
-    for row in (header, *lines):
-        print("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
-    if args.verbose:
-        for r in table:
-            if r["kind"] == "pretrained" and r["filename"]:
-                print(f"\n{r['name']}: {r['description']}")
-                print(f"  file {r['filename']}  sha256 {r['sha256'] or 'unknown (not published)'}")
-                for url in r["urls"] or ["(no direct URL; see the note above)"]:
-                    print(f"  url  {url}")
-                print(f"  home {r['homepage']}  licence {r['licence']}")
-                if r["reference_statistics"]:
-                    print("  ships the published class statistics")
+    print(models_listing(table, verbose=args.verbose))
     return 0

@@ -43,6 +43,7 @@ def run(args: argparse.Namespace) -> int:
     from sml.report.rundir import load_run
     from sml.utils import atomic
     from sml.utils.progress import write_message
+    from sml.utils.run_layout import REPORT
 
     def note(text: str) -> None:
         write_message(f"sml: note: {text}")
@@ -59,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--protocol {args.protocol}: {args.run_dir} was evaluated with --protocol {used}; "
                          f"run `sml eval ... --protocol {args.protocol}` into another --out folder for its "
                          f"numbers, or leave --protocol out")
-    atomic.check_writable(Path(args.run_dir) / "report")
+    atomic.check_writable(Path(args.run_dir) / REPORT)
 
     # unreadable files raise InputError (printed as `sml: error:`, exit 2) after the page is written
     index = build_report(args.run_dir, max_frames=args.max_frames, ranges=args.ranges, cmap=args.cmap,

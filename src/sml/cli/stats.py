@@ -5,7 +5,7 @@ import argparse
 from pathlib import Path
 
 from sml.cli.args import HelpFormatter, add_model_args, add_resume_args, inference_settings
-from sml.pipelines.stats_table import print_report
+from sml.utils.tables import print_stats
 
 EPILOG = """\
 examples:
@@ -73,5 +73,5 @@ def run(args: argparse.Namespace) -> int:
                                 save_every=args.save_every, save_interval=args.save_interval, meta=meta,
                                 out=out, identity={"data": data, "inference": model.describe()})
     if distributed.is_main():
-        print_report(result.stats, result.frames, out)
+        print_stats(result.stats, result.frames, out)
     return 0

@@ -47,15 +47,6 @@ def natural_key(text: str) -> tuple:
     return tuple(int(t) if t.isdigit() else t for t in re.split(r"(\d+)", text))
 
 
-_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
-
-
-def safe_id(text: str) -> str:
-    """A filesystem-safe frame id: characters outside ``[A-Za-z0-9._-]`` become ``_``."""
-    out = _UNSAFE.sub("_", text).strip(".")
-    return out or "frame"
-
-
 def _count(n: int, noun: str) -> str:
     """``1 image`` / ``3 images``."""
     return f"{n} {noun}{'' if n == 1 else 's'}"
@@ -218,7 +209,7 @@ class Dataset:
     def smiyc_name(self) -> str | None:
         """The folder the SegmentMeIfYouCan tool stores and reads this split's maps under
         (``anomaly_p/<method>/<smiyc_name>/<id>.hdf5``), e.g. ``AnomalyTrack-all``; None if it has none."""
-        from sml.protocols.releases import SMIYC_FOLDER
+        from sml.data.releases import SMIYC_FOLDER
 
         name = SMIYC_FOLDER.get(self.kind)
         return None if name is None else name(self.split)

@@ -15,11 +15,11 @@ from sml.data.base import (
     is_image,
     list_paths,
     natural_key,
-    safe_id,
     suggest_root,
 )
 from sml.data.io import IMAGE_EXTENSIONS
-from sml.protocols.releases import OBSTACLE_SPLITS, select_split
+from sml.data.releases import OBSTACLE_SPLITS, select_split
+from sml.utils.run_layout import safe_name
 
 
 class RoadAnomaly(Dataset):
@@ -50,28 +50,12 @@ class RoadAnomaly(Dataset):
 
     def _scan(self) -> list[Frame]:
         frames_dir = self.root / "frames"
-        list_file = self.root / "frame_list.json"
         if not frames_dir.is_dir():
             hint = suggest_root(self.root, self._looks_like_root)
             better = f" Did you mean --data {self.kind}:{hint}?" if hint is not None else ""
             raise DataError(f"{self.kind}: no frames/ folder under {self.root}.{better} {self._layout_hint()}")
-        if list_file.is_file():
-            try:
-                names = json.loads(list_file.read_text(encoding="utf-8"))
-            except (OSError, ValueError) as exc:
-                raise DataError(f"{self.kind}: cannot read {list_file}: {exc}. Re-download the release.") from exc
-            if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-                raise DataError(f"{self.kind}: {list_file} must be a JSON list of image file names.")
-            images = [frames_dir / n for n in names]
-            missing = [p for p in images if not p.is_file()]
-            if missing:
-                if not self.allow_subset:
-                    raise DataError(
-                        f"{self.kind}: {len(missing)} of the {len(names)} images listed in {list_file} are missing: {list_paths(missing)}. "
-                        "Restore them, or pass --allow-subset (allow_subset=True) to use the frames present."
-                    )
-                images = [p for p in images if p.is_file()]
-        else:
+        images = self._listed_images(frames_dir)
+        if images is None:
             # no list: scan the folder (documented fallback for hand-made copies)
             images = image_files(frames_dir)
             self.notes.append("no frame_list.json: frames found by scanning frames/")
@@ -79,7 +63,7 @@ class RoadAnomaly(Dataset):
         frames = []
         for img in images:
             lab = frames_dir / f"{img.stem}.labels" / "labels_semantic.png"
-            frames.append(Frame(safe_id(img.stem), img, lab if lab.is_file() else None))
+            frames.append(Frame(safe_name(img.stem), img, lab if lab.is_file() else None))
         stems = {img.stem for img in images}
         orphans = sorted(
             (d / "labels_semantic.png" for d in frames_dir.glob("*.labels") if d.is_dir() and d.name[: -len(".labels")] not in stems
@@ -88,6 +72,28 @@ class RoadAnomaly(Dataset):
         )
         self._orphan_labels(orphans)
         return frames
+
+    def _listed_images(self, frames_dir: Path) -> list[Path] | None:
+        """The images ``frame_list.json`` names (those present, with ``allow_subset``); None without the list."""
+        list_file = self.root / "frame_list.json"
+        if not list_file.is_file():
+            return None
+        try:
+            names = json.loads(list_file.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise DataError(f"{self.kind}: cannot read {list_file}: {exc}. Re-download the release.") from exc
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise DataError(f"{self.kind}: {list_file} must be a JSON list of image file names.")
+        images = [frames_dir / n for n in names]
+        missing = [p for p in images if not p.is_file()]
+        if missing:
+            if not self.allow_subset:
+                raise DataError(
+                    f"{self.kind}: {len(missing)} of the {len(names)} images listed in {list_file} are missing: {list_paths(missing)}. "
+                    "Restore them, or pass --allow-subset (allow_subset=True) to use the frames present."
+                )
+            images = [p for p in images if p.is_file()]
+        return images
 
 
 class _SMIYC(Dataset):
@@ -135,7 +141,7 @@ class _SMIYC(Dataset):
             raise DataError(f"{self.kind}: no labels_masks/ folder under {self.root}. {self._label_hint()}")
         stems = {p.stem for p in images}
         orphans = sorted((labels[k] for k in labels.keys() - stems), key=lambda p: natural_key(p.name))
-        frames = [Frame(safe_id(p.stem), p, labels.get(p.stem)) for p in images]
+        frames = [Frame(safe_name(p.stem), p, labels.get(p.stem)) for p in images]
         if self.split not in (None, "all"):
             frames = self._select(frames)
             keep = {f.id for f in frames}

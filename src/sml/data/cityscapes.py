@@ -14,6 +14,7 @@ from typing import ClassVar
 import numpy as np
 
 from sml.errors import DataError
+from sml.utils.run_layout import safe_name
 from sml.data.base import (
     IGNORE_INDEX,
     Dataset,
@@ -21,7 +22,6 @@ from sml.data.base import (
     build_lut,
     is_image,
     natural_key,
-    safe_id,
     suggest_root,
 )
 
@@ -107,34 +107,10 @@ class CityscapesLayout(Dataset):
         gt_dir = self._find_split_dir(self._gt_bases(), self.gt_folder, required=self.labels_required)
         if gt_dir is None:
             self.notes.append(f"no {self.gt_folder} folder: no labels")
-
-        images: dict[str, Path] = {}
-        for city in sorted(d for d in img_dir.iterdir() if d.is_dir()):
-            for p in city.iterdir():
-                m = _IMAGE_RE.match(p.name)
-                if m is None or not is_image(p):
-                    continue
-                fid = safe_id(m["id"])
-                if fid in images:
-                    raise DataError(
-                        f"{self.kind}: two images give the frame id {fid!r}: {images[fid]} and {p}. "
-                        "Keep one of them (e.g. remove the JPEG copy of a PNG frame)."
-                    )
-                images[fid] = p
-
+        images = self._images(img_dir)
         labels: dict[str, Path] = {}
         if gt_dir is not None:
-            # rank of each suffix: lower wins when a frame has several label files
-            rank = {s: i for i, s in enumerate(self.gt_suffixes)}
-            best: dict[str, int] = {}
-            for city in (d for d in gt_dir.iterdir() if d.is_dir()):
-                for p in city.iterdir():
-                    for suffix, r in rank.items():
-                        if p.name.endswith(suffix):
-                            fid = safe_id(p.name[: -len(suffix)])
-                            if r < best.get(fid, len(rank)):
-                                best[fid], labels[fid] = r, p
-                            break
+            labels = self._labels(gt_dir)
             orphans = sorted((labels[k] for k in labels.keys() - images.keys()), key=lambda p: natural_key(p.name))
             self._orphan_labels(orphans)
 
@@ -143,6 +119,39 @@ class CityscapesLayout(Dataset):
                 f"{self.kind}: {img_dir} holds no *_leftImg8bit images, though labels exist. {self._layout_hint()}"
             )
         return [Frame(fid, images[fid], labels.get(fid)) for fid in sorted(images, key=natural_key)]
+
+    def _images(self, img_dir: Path) -> dict[str, Path]:
+        """Frame id -> its ``*_leftImg8bit`` image, over the city folders; two images of one id are refused."""
+        images: dict[str, Path] = {}
+        for city in sorted(d for d in img_dir.iterdir() if d.is_dir()):
+            for p in city.iterdir():
+                m = _IMAGE_RE.match(p.name)
+                if m is None or not is_image(p):
+                    continue
+                fid = safe_name(m["id"])
+                if fid in images:
+                    raise DataError(
+                        f"{self.kind}: two images give the frame id {fid!r}: {images[fid]} and {p}. "
+                        "Keep one of them (e.g. remove the JPEG copy of a PNG frame)."
+                    )
+                images[fid] = p
+        return images
+
+    def _labels(self, gt_dir: Path) -> dict[str, Path]:
+        """Frame id -> its label file; of several, the one whose suffix comes first in ``gt_suffixes``."""
+        # rank of each suffix: lower wins when a frame has several label files
+        rank = {s: i for i, s in enumerate(self.gt_suffixes)}
+        best: dict[str, int] = {}
+        labels: dict[str, Path] = {}
+        for city in (d for d in gt_dir.iterdir() if d.is_dir()):
+            for p in city.iterdir():
+                suffix = next((s for s in rank if p.name.endswith(s)), None)
+                if suffix is None:
+                    continue
+                fid = safe_name(p.name[: -len(suffix)])
+                if rank[suffix] < best.get(fid, len(rank)):
+                    best[fid], labels[fid] = rank[suffix], p
+        return labels
 
 
 class Cityscapes(CityscapesLayout):
@@ -219,12 +228,12 @@ class LostAndFound(CityscapesLayout):
         return build_lut({0: IGNORE_INDEX, 1: 0, **{v: 1 for v in range(2, 201)}}, default=IGNORE_INDEX)
 
     def _folder_split(self) -> str:
-        from sml.protocols.releases import LAF_SPLITS
+        from sml.data.releases import LAF_SPLITS
 
         return LAF_SPLITS[self.split][0]
 
     def _scan(self) -> list[Frame]:
-        from sml.protocols.releases import LAF_SPLITS, select_split
+        from sml.data.releases import LAF_SPLITS, select_split
 
         frames = super()._scan()
         folder, invalid, prefixes, expected = LAF_SPLITS[self.split]

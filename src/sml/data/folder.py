@@ -22,8 +22,9 @@ from typing import Mapping
 import numpy as np
 
 from sml.errors import DataError, InputError
-from sml.data.base import Dataset, Frame, build_lut, image_files, natural_key, safe_id
+from sml.data.base import Dataset, Frame, build_lut, image_files, natural_key
 from sml.data.io import IMAGE_EXTENSIONS
+from sml.utils.run_layout import safe_name
 
 _MASK_DIRS = ("labels", "masks")
 
@@ -100,6 +101,26 @@ class Folder(Dataset):
         )
 
     def _scan(self) -> list[Frame]:
+        img_dir, mask_dir = self._folders()
+        images = self._images(img_dir)
+        if mask_dir is None:
+            if self.labels_required:
+                raise DataError(f"folder: labels are required but no mask folder was given for {img_dir}. {self._layout_hint()}")
+            return [Frame(safe_name(p.stem), p, None) for p in images]
+        masks = self._masks(mask_dir)
+        stems = {p.stem for p in images}
+        if masks and not (masks.keys() & stems):
+            raise DataError(
+                f"folder: no mask in {mask_dir} matches an image stem in {img_dir} (e.g. image {images[0].name}, "
+                f"mask {next(iter(masks.values())).name}). Masks pair by file stem; set mask_suffix if masks are named "
+                "<stem><suffix>.png."
+            )
+        orphans = sorted((masks[k] for k in masks.keys() - stems), key=lambda p: natural_key(p.name))
+        self._orphan_labels(orphans)
+        return [Frame(safe_name(p.stem), p, masks.get(p.stem)) for p in images]
+
+    def _folders(self) -> tuple[Path, Path | None]:
+        """The image folder and the mask folder (None: no masks); both kept on the data set."""
         if (self.root / "images").is_dir():
             img_dir = self.root / "images"
             mask_dir = next((self.root / d for d in _MASK_DIRS if (self.root / d).is_dir()), None)
@@ -110,17 +131,18 @@ class Folder(Dataset):
                 raise DataError(f"folder: mask folder {self._masks_arg} does not exist. {self._layout_hint()}")
             mask_dir = self._masks_arg.resolve()
         self.image_dir, self.mask_dir = img_dir, mask_dir
+        return img_dir, mask_dir
 
+    def _images(self, img_dir: Path) -> list[Path]:
         images = image_files(img_dir)
         if not images:
             sub = sorted(d.name for d in img_dir.iterdir() if d.is_dir())
             more = f" It has sub-folders ({', '.join(sub[:6])}): point at the one holding the images." if sub else ""
             raise DataError(f"folder: no images in {img_dir}.{more} {self._layout_hint()}")
-        if mask_dir is None:
-            if self.labels_required:
-                raise DataError(f"folder: labels are required but no mask folder was given for {img_dir}. {self._layout_hint()}")
-            return [Frame(safe_id(p.stem), p, None) for p in images]
+        return images
 
+    def _masks(self, mask_dir: Path) -> dict[str, Path]:
+        """Image stem -> its mask file (``mask_suffix`` removed; files without it are not masks)."""
         masks: dict[str, Path] = {}
         for p in image_files(mask_dir):
             stem = p.stem
@@ -131,16 +153,7 @@ class Folder(Dataset):
             if stem in masks:
                 raise DataError(f"folder: two masks for {stem!r}: {masks[stem]} and {p}; keep one.")
             masks[stem] = p
-        stems = {p.stem for p in images}
-        if masks and not (masks.keys() & stems):
-            raise DataError(
-                f"folder: no mask in {mask_dir} matches an image stem in {img_dir} (e.g. image {images[0].name}, "
-                f"mask {next(iter(masks.values())).name}). Masks pair by file stem; set mask_suffix if masks are named "
-                "<stem><suffix>.png."
-            )
-        orphans = sorted((masks[k] for k in masks.keys() - stems), key=lambda p: natural_key(p.name))
-        self._orphan_labels(orphans)
-        return [Frame(safe_id(p.stem), p, masks.get(p.stem)) for p in images]
+        return masks
 
     def describe(self) -> str:
         """One line for logs, naming the image and mask folders."""

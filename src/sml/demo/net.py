@@ -70,7 +70,7 @@ def tiny_net(num_classes: int = 19, **kw: object) -> DemoNet:
 def register() -> None:
     """Register ``demo_net`` in ``sml.models`` (ImageNet normalization, Cityscapes classes)."""
     from sml.models import ModelConfig, register_model
-    from sml.models.contract import IMAGENET_MEAN, IMAGENET_STD
+    from sml.models.config import IMAGENET_MEAN, IMAGENET_STD
 
     register_model("demo_net", demo_net, ModelConfig(name="demo_net", mean=IMAGENET_MEAN, std=IMAGENET_STD),
                    classifier_key="classifier.weight",

@@ -312,10 +312,9 @@ def _run(out: Path, seconds: float | None, report: bool, device: str, iterations
          explain_run: bool) -> dict[str, Any]:
     from sml.data import open_dataset
     from sml.demo.net import register
-    from sml.pipelines.stats_table import print_report
     from sml.pipelines.evaluate import EvalConfig, evaluate
     from sml.pipelines.stats import compute_statistics, save_statistics
-    from sml.report.rundir import print_table
+    from sml.utils.tables import print_metrics, print_stats
     from sml.train import load_config, train
     import sml.models
 
@@ -342,7 +341,7 @@ def _run(out: Path, seconds: float | None, report: bool, device: str, iterations
     stats_path = out / "stats.json"
     save_statistics(stats_run.stats, stats_path, data=f"cityscapes:{cs_root}")
     if not quiet_stats:
-        print_report(stats_run.stats, stats_run.frames, stats_path, file=sys.stderr)
+        print_stats(stats_run.stats, stats_run.frames, stats_path, file=sys.stderr)
 
     say("evaluating msp, max_logit, entropy, energy and sml on the anomaly set (sml eval)")
     anomaly_set = open_dataset(f"folder:{anomaly_root}")
@@ -350,7 +349,7 @@ def _run(out: Path, seconds: float | None, report: bool, device: str, iterations
     result = evaluate(model, anomaly_set, run_dir, EvalConfig(methods=METHODS, report=report, overwrite=True),
                       stats=stats_run.stats, stats_path=stats_path, show_progress=False,
                       meta={"model": "demo_net"})
-    print_table(result.metrics, run_dir)
+    print_metrics(result.metrics, run_dir)
     if explain_run:
         lines = explain(result.metrics, stats_run.stats, breakdown(model, anomaly_set, stats_run.stats))
         if lines:

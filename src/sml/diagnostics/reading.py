@@ -7,6 +7,7 @@ from typing import Any, Sequence
 
 from sml.diagnostics.core import ClassDiagnostics
 from sml.utils.figures import new_figure, save_figure
+from sml.utils.tables import class_diagnostics_table
 
 __all__ = ["ranked_classes", "explain", "diagnostics_table", "plot_diagnostics"]
 
@@ -150,29 +151,8 @@ def _why_sml_trails(s: dict[str, Any], main: list[dict[str, Any]], an_above: flo
 
 def diagnostics_table(diag: ClassDiagnostics | dict[str, Any], top: int | None = None) -> str:
     """A plain-text table: per class (by anomaly share) pixels, anomaly share, training mean ± std and the
-    median (quartiles) max logit of inlier and anomaly pixels."""
-    s = _summary(diag)
-    rows = [("class", "anomaly %", "anomaly px", "inlier px", "train mean±std", "inlier median [q1,q3]",
-             "anomaly median [q1,q3]", "z(anomaly)")]
-
-    def box(b: dict[str, Any]) -> str:
-        if not b["pixels"]:
-            return "-"
-        return f"{_f(b['median']):.1f} [{_f(b['q1']):.1f},{_f(b['q3']):.1f}]"
-
-    for c in ranked_classes(s, top):
-        mu, sd = _f(c["train_mean"]), _f(c["train_std"])
-        med = _f(c["max_logit"]["anomaly"]["median"])
-        z = (med - mu) / sd if math.isfinite(mu) and math.isfinite(sd) and sd > 0 and math.isfinite(med) else math.nan
-        rows.append((c["name"], f"{100 * _f(c['anomaly_share']):.1f}" if math.isfinite(_f(c["anomaly_share"])) else "n/a",
-                     f"{c['anomaly_pixels']:,}", f"{c['inlier_pixels']:,}",
-                     f"{mu:.2f}±{sd:.2f}" if math.isfinite(mu) else "n/a",
-                     box(c["max_logit"]["inlier"]), box(c["max_logit"]["anomaly"]),
-                     f"{z:+.2f}" if math.isfinite(z) else "-"))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(r, widths)))
-             for r in rows]
-    return "\n".join(lines)
+    median (quartiles) max logit of inlier and anomaly pixels (:func:`sml.utils.tables.class_diagnostics_table`)."""
+    return class_diagnostics_table(ranked_classes(_summary(diag), top))
 
 
 def _short(n: int) -> str:

@@ -20,12 +20,13 @@ from typing import Any
 import torch
 
 from sml.errors import CheckpointError, InputError
-from sml.models.card import card_template, file_format, is_card, load_card, needs_card_message, read_card
+from sml.models.card import card_template, is_card, load_card, needs_card_message, read_card
 from sml.models.checkpoint import load_checkpoint, load_into, save_checkpoint, unwrap_state_dict
-from sml.models.contract import CITYSCAPES_CLASSES, IMAGENET_MEAN, IMAGENET_STD, SegmentationModel, wrap
-from sml.models.registry import (Architecture, ModelConfig, build, detect_arch, get_architecture, get_config,
-                                 get_model, is_registered, list_models, list_pretrained, register_model,
-                                 register_pretrained)
+from sml.models.config import CITYSCAPES_CLASSES, IMAGENET_MEAN, IMAGENET_STD, ModelConfig
+from sml.models.contract import SegmentationModel, wrap
+from sml.models.files import file_format
+from sml.models.registry import (Architecture, build, detect_arch, get_architecture, get_config, get_model,
+                                 is_registered, list_models, list_pretrained, register_model, register_pretrained)
 from sml.models.zoo import fetch, list_zoo, locate
 
 __all__ = [

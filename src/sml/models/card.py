@@ -9,23 +9,22 @@ raises (or exits) at import or build is refused naming the card and the entry.
 from __future__ import annotations
 
 import functools
-import importlib
 import os
 import re
-import sys
-import warnings
-import zipfile
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from sml.errors import CheckpointError, InputError
-from sml.models.contract import (CITYSCAPES_CLASSES, RESIZE_MODES, _UPSAMPLE, OnnxNetwork, SegmentationModel,
-                                 normalisation_problem)
-from sml.models.probe import DRY_SIZE, TRACED_FORMATS, check_size_follows, dry_run, native_size, size_line
-from sml.models.registry import ModelConfig
+from sml.errors import InputError
+from sml.models.config import ModelConfig
+from sml.models.contract import CITYSCAPES_CLASSES, RESIZE_MODES, _UPSAMPLE, SegmentationModel, normalisation_problem
+# Opening network files is the layers below's (sml.models.files, sml.models.probe); importable from here.
+from sml.models.files import _where, build_entry, file_format, open_network, sha256_of  # noqa: F401
+from sml.models.hf import complete_config
+from sml.models.probe import (DRY_SIZE, TRACED_FORMATS, check_size_follows, dry_run, native_size,  # noqa: F401
+                              open_file, size_line)
 
 CARD_SUFFIXES = (".yaml", ".yml")
 FILE_FORMATS = ("torchscript", "onnx", "export")
@@ -53,21 +52,6 @@ EXAMPLE = """\
 def is_card(path: str | os.PathLike) -> bool:
     """True when ``path`` names a model card (a .yaml/.yml file)."""
     return os.fspath(path).lower().endswith(CARD_SUFFIXES)
-
-
-def file_format(path: Path) -> str | None:
-    """``onnx``, ``export`` or ``torchscript`` for a network file, None for anything else."""
-    if path.suffix.lower() == ".onnx":
-        return "onnx"
-    if path.suffix.lower() == ".pt2":
-        return "export"
-    try:
-        with zipfile.ZipFile(path) as zf:  # TorchScript archives hold compiled code; checkpoints do not
-            if any("/code/" in n or n.endswith("constants.pkl") for n in zf.namelist()):
-                return "torchscript"
-    except (zipfile.BadZipFile, OSError):
-        pass
-    return None
 
 
 def needs_card_message(path: Path, fmt: str) -> str:
@@ -365,60 +349,6 @@ def read_card(path: str | os.PathLike) -> ModelConfig:
     return ModelConfig(**fields)
 
 
-def _failure(exc: BaseException) -> str:
-    """What an exception says, in one short line (SystemExit: the exit status it asked for)."""
-    if isinstance(exc, SystemExit):
-        return f"SystemExit (it called sys.exit({exc.code!r}))"
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text.splitlines()[0][:300]}" if text else type(exc).__name__
-
-
-def _import_entry(entry: str, card_dir: Path, where: str) -> Any:
-    module_name, _, attr = entry.partition(":")
-    sys.path.insert(0, str(card_dir))  # an entry module may sit beside its card
-    bytecode, sys.dont_write_bytecode = sys.dont_write_bytecode, True  # no __pycache__ left in the user's folder
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise InputError(f"{where}: entry {entry!r}: cannot import {module_name} ({exc}); install the package "
-                         f"or put the module beside the card") from None
-    except (Exception, SystemExit) as exc:  # the user's module ran and failed (SyntaxError, sys.exit, ...)
-        raise InputError(f"{where}: entry {entry!r}: importing {module_name} raised {_failure(exc)}. Fix that "
-                         f"module; sml imports it, then calls {attr}() with no arguments.") from None
-    finally:
-        sys.path.remove(str(card_dir))
-        sys.dont_write_bytecode = bytecode
-    fn = getattr(module, attr, None)
-    if not callable(fn):
-        raise InputError(f"{where}: entry {entry!r}: {module_name} has no callable {attr}")
-    return fn
-
-
-def build_entry(cfg: ModelConfig) -> nn.Module:
-    """The network a ``format: python`` card's entry point builds (its weights not yet loaded).
-
-    Whatever the entry's module or callable raises, ``SystemExit`` included, is refused naming
-    the card and the entry.
-    """
-    where = f"model card {cfg.card}"
-    fn = _import_entry(cfg.entry, Path(cfg.card or ".").parent, where)
-    try:
-        network = fn()
-    except (Exception, SystemExit) as exc:
-        raise InputError(f"{where}: entry {cfg.entry} raised {_failure(exc)} when called to build the network. "
-                         f"Fix the entry point: called with no arguments, it must return a torch.nn.Module.") from None
-    if not isinstance(network, nn.Module):
-        raise InputError(f"{where}: entry {cfg.entry} returned a {type(network).__name__}, not a torch.nn.Module")
-    return network
-
-
-def _where(cfg: ModelConfig) -> str:
-    """How messages name a configuration: its card, the ``hf:`` shorthand it came from, or its file."""
-    if cfg.card:
-        return f"model card {cfg.card}"
-    return f"--model hf:{cfg.source}" if cfg.format == "transformers" else str(cfg.file)
-
-
 def card_fields(cfg: ModelConfig) -> dict[str, Any]:
     """A configuration as the card that states every field of it (mean/std left out when there are none):
     what a ``format: transformers`` model ran with, filled in from its processor, for the run's records."""
@@ -434,63 +364,9 @@ def card_fields(cfg: ModelConfig) -> dict[str, Any]:
     return {"name": cfg.name, "format": cfg.format, **where, "input": inp, "output": out}
 
 
-def open_network(cfg: ModelConfig) -> nn.Module:
-    """The network a card's configuration names (file formats and python), on the CPU, eval mode."""
-    where = _where(cfg)
-    if cfg.sha256 is not None:
-        from sml.models.zoo import sha256_of
-
-        target = cfg.file or cfg.weights
-        actual = sha256_of(target)
-        if actual != cfg.sha256:
-            raise CheckpointError(f"{where}: {target} has sha256 {actual}, the card says {cfg.sha256}. "
-                                  f"The file changed or is another release; fix the file or the card's sha256.")
-    if cfg.format == "onnx":
-        return OnnxNetwork(cfg.file)
-    if cfg.format == "export":
-        try:
-            return torch.export.load(cfg.file).module()
-        except Exception as exc:
-            raise CheckpointError(f"{where}: cannot load {cfg.file} as a torch.export .pt2 archive "
-                                  f"({type(exc).__name__}: {str(exc)[:200]}); check format and file") from None
-    if cfg.format == "torchscript":
-        try:
-            with warnings.catch_warnings():  # TorchScript is deprecated upstream but still the common format
-                warnings.simplefilter("ignore", DeprecationWarning)
-                return torch.jit.load(cfg.file, map_location="cpu")
-        except Exception as exc:
-            raise CheckpointError(f"{where}: {cfg.file} is not a TorchScript file "
-                                  f"({type(exc).__name__}); check format and file") from None
-    if cfg.format == "python":
-        from sml.models.checkpoint import load_checkpoint, load_into
-
-        return load_into(build_entry(cfg), load_checkpoint(cfg.weights), source=cfg.weights)
-    raise InputError(f"format {cfg.format!r} has no network file")  # pragma: no cover - read_card refuses it
-
-
-def open_file(path: str | os.PathLike, input_size: tuple[int, int] | None) -> tuple[nn.Module, tuple[int, int] | None]:
-    """A network file for :func:`~sml.models.contract.wrap` and the size to run it at: ``input_size``,
-    else the size the file is fixed to, else None after the size probe (:func:`check_size_follows`)."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"model file {path} does not exist")
-    fmt = file_format(path)
-    if fmt is None:
-        raise CheckpointError(f"{path} is not a TorchScript, ONNX or .pt2 network file. A checkpoint of weights "
-                              f"needs its architecture: sml.models.load(ARCH, weights='{path}') (see `sml models`).")
-    network = open_network(ModelConfig(name=path.stem, format=fmt, file=str(path)))
-    size = input_size or native_size(network)
-    if size is None and fmt in TRACED_FORMATS:
-        out = dry_run(network, DRY_SIZE, str(path))[1]
-        check_size_follows(network, None, out, str(path), path.name, setting="input_size", null="None")
-    return network, size
-
-
 def _open_for_card(cfg: ModelConfig, where: str) -> tuple[nn.Module, ModelConfig]:
     """The card's network, and its configuration completed (transformers) and checked against the file."""
     if cfg.format == "transformers":
-        from sml.models.hf import complete_config
-
         network, cfg = complete_config(cfg)
         check_units(cfg.card or f"hf:{cfg.source}", cfg.scale, cfg.mean, cfg.std)  # the processor may have filled them
         return network, cfg
@@ -576,8 +452,6 @@ def card_template(file: str | os.PathLike, card_dir: str | os.PathLike | None = 
     rel = os.path.relpath(path.resolve(), Path(card_dir or path.parent).resolve())
     size = (f"[{native[0]}, {native[1]}]          # fixed by the file" if native else
             size_line(network, out_size, ran, TO_FILL))
-    from sml.models.zoo import sha256_of
-
     chan_line = (f"# channels: [0, 1, ...]   # the network returns {channels} channels: list the ones that are "
                  f"the classes, in class order (default: all {channels})")
     return f"""\

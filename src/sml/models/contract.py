@@ -24,16 +24,15 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from sml.errors import CheckpointError, InputError
+from sml.errors import InputError
 from sml.scores.mask_classification import MaskClassificationOutput
 from sml.utils.precision import InferenceSettings, autocast, check_device, float32_logits, tf32
 
-from sml.data.cityscapes import cityscapes_tables
-
-#: the 19 Cityscapes train-id class names, from the official cityscapesscripts table
-CITYSCAPES_CLASSES: tuple[str, ...] = cityscapes_tables()[2]
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+# The layers below: the class tables (config), network files and their output conventions (files), dry runs
+# (probe). CITYSCAPES_CLASSES, IMAGENET_MEAN/STD and OnnxNetwork stay importable from here.
+from sml.models.config import CITYSCAPES_CLASSES, IMAGENET_MEAN, IMAGENET_STD  # noqa: F401
+from sml.models.files import OnnxNetwork, _eval, _first_output, mask_outputs, sha256_of  # noqa: F401
+from sml.models.probe import dry_run, open_file
 
 Images = Union[np.ndarray, torch.Tensor, Sequence[np.ndarray]]
 # interpolate() settings of each resize / upsample name (models.md, "Resizing, in and out")
@@ -145,53 +144,6 @@ def _other_units(scale: int, m: list[float], s: list[float]) -> tuple[str, str, 
 
 def _fmt(values: Sequence[float]) -> str:
     return "[" + ", ".join(f"{v:.6g}" for v in values) + "]"
-
-
-def _first_output(out: Any) -> Any:
-    """The class scores of a network's output: the first of a tuple/list (e.g. (main, aux) heads), the
-    "out" entry of a dict (else its first)."""
-    if isinstance(out, (tuple, list)):
-        out = out[0]
-    if isinstance(out, dict):
-        out = out.get("out", next(iter(out.values())))
-    return out
-
-
-#: what a mask-classification network returns (models.md, "Your own network")
-MASK_OUTPUT = "a tuple (class logits B x Q x (K+1), mask logits B x Q x h x w)"
-
-
-def mask_outputs(out: Any, where: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """A mask-classification network's ``(class_logits, mask_logits)``, their shapes checked (no values)."""
-    ok = isinstance(out, (tuple, list)) and len(out) == 2 and all(isinstance(t, torch.Tensor) for t in out)
-    if ok:
-        cl, ml = out
-        ok = (cl.dim() == 3 and ml.dim() == 4 and cl.shape[:2] == ml.shape[:2] and cl.shape[-1] >= 2
-              and min(ml.shape) >= 1)
-    if not ok:
-        raise InputError(f"{where}: a mask-classification network (output.kind: mask-classification) must return "
-                         f"{MASK_OUTPUT}, the last class column being 'no object'; it returned {_shapes(out)}. "
-                         f"Return that pair from the network's forward, or set output.kind: logits for a network "
-                         f"whose output is B x K x h x w logits")
-    return out[0], out[1]
-
-
-def _shapes(out: Any) -> str:
-    """A network output's structure and shapes, for messages."""
-    if isinstance(out, torch.Tensor):
-        return f"a tensor of shape {tuple(out.shape)}"
-    if isinstance(out, (tuple, list)):
-        return f"a {type(out).__name__} of " + ", ".join(
-            str(tuple(t.shape)) if isinstance(t, torch.Tensor) else type(t).__name__ for t in out)
-    return f"a {type(out).__name__}"
-
-
-def _eval(network: nn.Module) -> nn.Module:
-    """Eval mode; modules from torch.export are fixed to their exported mode and refuse ``.eval()``."""
-    try:
-        return network.eval()
-    except NotImplementedError:
-        return network
 
 
 def _check_choices(channel_order: str, scale: float, resize: str, upsample: str, kind: str) -> None:
@@ -337,8 +289,6 @@ class SegmentationModel:
     def identify(self, path: str | os.PathLike, sha256: str | None = None) -> "SegmentationModel":
         """Record that the network was read from ``path`` (its sha256, computed now unless given); returns self."""
         if sha256 is None:
-            from sml.models.zoo import sha256_of
-
             sha256 = sha256_of(path)
         self._identity = {"name": self.name, "sha256": sha256.lower(), "file": Path(path).name}
         return self
@@ -612,52 +562,6 @@ def _output_size(batches: list[torch.Tensor], output_size: Sequence[int] | None)
     return int(output_size[0]), int(output_size[1])
 
 
-# -- wrapping foreign networks --------------------------------------------------------------------
-class OnnxNetwork(nn.Module):
-    """An ONNX file run through onnxruntime, behind an ``nn.Module`` face (float32 in, first output out)."""
-
-    def __init__(self, path: str | os.PathLike) -> None:
-        super().__init__()
-        try:
-            import onnxruntime as ort
-        except ImportError:
-            raise InputError("running an ONNX model needs onnxruntime: pip install "
-                             "'standardized-max-logits[onnx]'") from None
-        self.path = str(path)
-        providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in ort.get_available_providers()]
-        try:
-            self.session = ort.InferenceSession(self.path, providers=providers)
-        except Exception as exc:  # onnxruntime raises its own exception types
-            raise CheckpointError(f"cannot open ONNX model {path}: {exc}") from None
-        first = self.session.get_inputs()[0]
-        self.input_name = first.name
-        shape = list(first.shape) if first.shape is not None else []
-        dims = [d if isinstance(d, int) and d > 0 else None for d in shape]
-        if len(dims) != 4 or dims[1] not in (None, 3):
-            raise CheckpointError(f"ONNX model {path}: its input {first.name!r} has shape {shape}; a "
-                                  f"segmentation network takes B x 3 x H x W")
-        #: (H, W) when the file fixes the input size, else None (dynamic)
-        self.fixed_size: tuple[int, int] | None = (dims[2], dims[3]) if dims[2] and dims[3] else None
-        self.fixed_batch: int | None = dims[0]
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.fixed_size is not None and tuple(x.shape[2:]) != self.fixed_size:
-            raise InputError(f"ONNX model {self.path} takes a fixed {self.fixed_size[0]}x{self.fixed_size[1]} (HxW) "
-                             f"input, not {x.shape[2]}x{x.shape[3]}: set input.size: [{self.fixed_size[0]}, "
-                             f"{self.fixed_size[1]}] in its model card")
-        arr = x.detach().float().contiguous().cpu().numpy()
-        # A file exported with batch 1 runs a batch frame by frame.
-        step = self.fixed_batch or arr.shape[0]
-        outs = []
-        for i in range(0, arr.shape[0], step):
-            try:
-                outs.append(np.asarray(self.session.run(None, {self.input_name: arr[i:i + step]})[0], np.float32))
-            except Exception as exc:  # onnxruntime raises its own exception types
-                raise InputError(f"ONNX model {self.path} failed on an input of shape {tuple(arr[i:i + step].shape)}: "
-                                 f"{str(exc).splitlines()[0][:300]}. Check input.size in its model card") from None
-        return torch.from_numpy(np.concatenate(outs) if len(outs) > 1 else outs[0]).to(x.device)
-
-
 def wrap(module_or_path: nn.Module | str | os.PathLike, input_size: tuple[int, int] | None = None,
          mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
          class_channels: Sequence[int] | None = None, class_names: Sequence[str] | None = None,
@@ -674,14 +578,10 @@ def wrap(module_or_path: nn.Module | str | os.PathLike, input_size: tuple[int, i
     """
     if isinstance(module_or_path, nn.Module):
         network, default_name = module_or_path, type(module_or_path).__name__
-    else:  # the card module opens network files (and builds on this one: imported here)
-        from sml.models.card import open_file
-
+    else:  # a network file, opened and its size probed (sml.models.probe)
         network, input_size = open_file(module_or_path, input_size)
         default_name = Path(module_or_path).stem
     if class_channels is None and class_names is None and num_classes is None:
-        from sml.models.probe import dry_run
-
         num_classes = dry_run(network, input_size or (64, 64), default_name, kw.get("kind", "logits"))[0]
     model = SegmentationModel(network, name=name or default_name, input_size=input_size, mean=mean, std=std,
                               class_channels=class_channels, class_names=class_names, num_classes=num_classes,

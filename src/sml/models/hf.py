@@ -20,8 +20,8 @@ import torch
 from torch import nn
 
 from sml.errors import InputError
-from sml.models.contract import CITYSCAPES_CLASSES
-from sml.models.registry import ModelConfig
+from sml.models.config import CITYSCAPES_CLASSES, ModelConfig
+from sml.models.files import _where
 
 
 #: universal-segmentation model types whose output is class_queries_logits + masks_queries_logits
@@ -144,8 +144,6 @@ def shorthand(spec: str) -> ModelConfig:
 def complete_config(cfg: ModelConfig) -> tuple[nn.Module, ModelConfig]:
     """Load the model of a ``format: transformers`` card and fill the fields the card leaves out."""
     tf = _transformers()
-    from sml.models.card import _where
-
     where = _where(cfg)
     logging.getLogger("transformers").setLevel(logging.ERROR)  # torchvision-fallback notices
     try:

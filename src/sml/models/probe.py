@@ -5,17 +5,21 @@ A network traced with its sizes fixed (``torch.jit.trace`` or an ONNX export of 
 a size into a Python number) still runs at other sizes, but its output stays at the traced size
 (or the run fails) and its logits there are wrong. :func:`check_size_follows` runs such a file at
 a second size and refuses it at each image's own size, and at a given size whose output does not fit it
-(the output is neither that size nor that size divided by one stride).
+(the output is neither that size nor that size divided by one stride). :func:`open_file` opens a
+network file for :func:`~sml.models.contract.wrap` through these checks. Below the contract.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
 
-from sml.errors import InputError
-from sml.models.contract import OnnxNetwork, _eval, _first_output, mask_outputs
+from sml.errors import CheckpointError, InputError
+from sml.models.config import ModelConfig
+from sml.models.files import OnnxNetwork, _eval, _first_output, file_format, mask_outputs, open_network
 
 #: dry-run size of a network that runs at each image's own size
 DRY_SIZE = (256, 512)
@@ -150,3 +154,21 @@ def size_line(network: nn.Module, out: tuple[int, int], size: tuple[int, int], f
         return f"[{traced[0]}, {traced[1]}]          # its output size, the size it was traced at if its logits " \
                f"come at its input size (check); {note}"
     return f"{fill}          # [H, W] it was traced at; {note}"
+
+
+def open_file(path: str | os.PathLike, input_size: tuple[int, int] | None) -> tuple[nn.Module, tuple[int, int] | None]:
+    """A network file for :func:`~sml.models.contract.wrap` and the size to run it at: ``input_size``,
+    else the size the file is fixed to, else None after the size probe (:func:`check_size_follows`)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"model file {path} does not exist")
+    fmt = file_format(path)
+    if fmt is None:
+        raise CheckpointError(f"{path} is not a TorchScript, ONNX or .pt2 network file. A checkpoint of weights "
+                              f"needs its architecture: sml.models.load(ARCH, weights='{path}') (see `sml models`).")
+    network = open_network(ModelConfig(name=path.stem, format=fmt, file=str(path)))
+    size = input_size or native_size(network)
+    if size is None and fmt in TRACED_FORMATS:
+        out = dry_run(network, DRY_SIZE, str(path))[1]
+        check_size_follows(network, None, out, str(path), path.name, setting="input_size", null="None")
+    return network, size

@@ -14,7 +14,6 @@ still read with ``weights_only=True``, so it cannot run code.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import sys
 import urllib.parse
@@ -25,6 +24,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from sml.errors import CheckpointError, InputError
+from sml.models.files import sha256_of  # noqa: F401  (the sha256 of a file; importable from here)
 from sml.models.registry import ModelConfig, get_config, list_pretrained
 from sml.utils import atomic, distributed
 from sml.utils.atomic import atomic_write
@@ -46,15 +46,6 @@ def get_entry(name: str) -> ModelConfig:
 def cache_dir() -> Path:
     """``$SML_CACHE`` or ``~/.cache/sml``."""
     return Path(os.environ.get("SML_CACHE") or Path.home() / ".cache" / "sml").expanduser()
-
-
-def sha256_of(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file, read in chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(chunk), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def check_sha256(cfg: ModelConfig, path: Path, origin: str, fix: str | None = None) -> None:

@@ -4,13 +4,14 @@ from __future__ import annotations
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator
 
 import numpy as np
 import torch
 
 from sml.errors import InputError
 from sml.utils.precision import InferenceSettings, check_device
+from sml.utils.tables import format_table  # noqa: F401  (the console tables' layout; importable from here)
 
 __all__ = ["load_model", "check_device", "open_data", "dataset_kind", "num_classes", "class_names", "model_name",
            "forward", "frame_indices", "Timer", "format_table"]
@@ -124,17 +125,3 @@ class Timer:
     def add(self, stage: str, seconds: float) -> None:
         """Count ``seconds`` towards ``stage`` (for work timed elsewhere, e.g. split between stages)."""
         self.seconds[stage] = self.seconds.get(stage, 0.0) + seconds
-
-
-def format_table(header: Sequence[str], rows: Sequence[Sequence[Any]], align: str | None = None) -> str:
-    """A plain-text table (first column left-aligned, the rest right-aligned unless ``align`` says)."""
-    cells = [[str(h) for h in header]] + [[str(c) for c in r] for r in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
-    align = align or ("l" + "r" * (len(header) - 1))
-    lines = []
-    for j, r in enumerate(cells):
-        parts = [c.ljust(w) if a == "l" else c.rjust(w) for c, w, a in zip(r, widths, align)]
-        lines.append("  ".join(parts).rstrip())
-        if j == 0:
-            lines.append("  ".join("-" * w for w in widths))
-    return "\n".join(lines)

@@ -42,8 +42,8 @@ from sml.report import rundir
 from sml.scores.scorers import build_scorers
 from sml.utils import atomic, distributed
 from sml.utils.progress import progress
+from sml.utils.run_layout import PARTIAL
 
-PARTIAL = ".partial"
 CURVE_POINTS = 2000
 #: SegmentMeIfYouCan component-metric tracks by data-set kind (spec section 6)
 TRACKS = {"smiyc-obstacle": "obstacle"}

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import io
 import os
-import re
 from pathlib import Path
 from typing import Iterable
 
@@ -34,18 +33,12 @@ import numpy as np
 
 from sml.errors import InputError
 from sml.utils import atomic
+# Where each format puts a frame's map, and the one file-name sanitiser, are the run layout's
+# (sml.utils.run_layout); the names stay importable from here.
+from sml.utils.run_layout import MAP_FORMATS, map_files, map_path, safe_name  # noqa: F401
+from sml.utils.run_layout import segmentation_path as _segmentation_path
 
-FORMATS = ("hdf5", "fishyscapes", "npy", "npy16", "png16")
-
-_UNSAFE = re.compile(r"[^A-Za-z0-9._+-]")
-
-
-def safe_name(frame_id: str) -> str:
-    """A file-name-safe form of a frame id (path separators and odd characters become ``_``)."""
-    name = _UNSAFE.sub("_", str(frame_id)).strip(".")
-    if not name:
-        raise InputError(f"frame id {frame_id!r} gives an empty file name; rename the frame")
-    return name
+FORMATS = MAP_FORMATS
 
 
 def parse_formats(values: Iterable[str] | None) -> list[str]:
@@ -61,32 +54,6 @@ def parse_formats(values: Iterable[str] | None) -> list[str]:
             if fmt not in out:
                 out.append(fmt)
     return out
-
-
-def map_path(out: str | os.PathLike, fmt: str, method: str, dataset: str, frame_id: str) -> Path:
-    """Where ``fmt`` puts the score of ``frame_id`` (for fishyscapes: the ``_anomaly.npy`` file)."""
-    out, name = Path(out), safe_name(frame_id)
-    if fmt == "hdf5":
-        return out / "anomaly_p" / method / dataset / f"{name}.hdf5"
-    if fmt == "fishyscapes":
-        return out / "fishyscapes" / method / f"{name}_anomaly.npy"
-    if fmt == "npy":
-        return out / "npy" / method / f"{name}.npy"
-    if fmt == "npy16":
-        return out / "maps" / method / f"{name}.npy"
-    if fmt == "png16":
-        return out / "png16" / method / f"{name}.png"
-    raise InputError(f"unknown map format {fmt!r}; choose from {', '.join(FORMATS)}")
-
-
-def map_files(out: str | os.PathLike, fmt: str, method: str, dataset: str, frame_id: str) -> list[Path]:
-    """Every file ``write_map`` writes for one frame in ``fmt`` (fishyscapes: the score and the segmentation)."""
-    path = map_path(out, fmt, method, dataset, frame_id)
-    return [path, _segmentation_path(path)] if fmt == "fishyscapes" else [path]
-
-
-def _segmentation_path(anomaly_path: Path) -> Path:
-    return anomaly_path.with_name(anomaly_path.name[: -len("_anomaly.npy")] + "_segmentation.npy")
 
 
 def write_hdf5(path: Path, anomaly: np.ndarray) -> None:

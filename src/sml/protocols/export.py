@@ -31,8 +31,9 @@ from typing import Callable, Iterable
 import numpy as np
 
 from sml.errors import DataError, InputError, OutputError
-from sml.protocols.releases import ANOMALY_SPLITS, OBSTACLE_SCENES, OBSTACLE_SPLITS, obstacle_scene, select_split
+from sml.data.releases import ANOMALY_SPLITS, OBSTACLE_SCENES, OBSTACLE_SPLITS, obstacle_scene, select_split
 from sml.utils import atomic
+from sml.utils.run_layout import MAP_FOLDERS
 
 __all__ = ["SMIYC_FOLDERS", "FISHYSCAPES_INDEX", "smiyc_folders", "check_smiyc_frames", "export_smiyc",
            "export_fishyscapes", "fishyscapes_numbers"]
@@ -117,7 +118,7 @@ def check_smiyc_frames(folder: str, ids: Iterable[str]) -> None:
 
 def smiyc_folders(run_dir: Path) -> dict[str, dict[str, Path]]:
     """``{method: {tool folder: path in the run}}`` for every HDF5 map folder under ``run_dir/anomaly_p``."""
-    root = Path(run_dir) / "anomaly_p"
+    root = Path(run_dir) / MAP_FOLDERS["hdf5"]
     if not root.is_dir():
         raise InputError(f"{run_dir} has no anomaly_p/ folder: run `sml eval ... --save-maps hdf5 --out "
                          f"{run_dir}` first (SegmentMeIfYouCan submissions are its HDF5 maps)")

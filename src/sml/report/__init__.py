@@ -13,6 +13,7 @@ from sml.report.curves import colour_legend, plot_curves
 from sml.report.html import dataset_ranges
 from sml.report.images import colormap_lut, colour_bar_strip, frame_panel, heatmap, overlay, robust_range
 from sml.report.rundir import Run, frame_numbers, load_run
+from sml.utils.run_layout import METRICS, REPORT, REPORT_INDEX
 
 __all__ = ["heatmap", "overlay", "frame_panel", "plot_curves", "colour_legend", "build_report",
            "frame_numbers", "load_run", "Run", "dataset_ranges", "robust_range", "colormap_lut", "colour_bar_strip"]
@@ -24,7 +25,7 @@ def build_report(run_dir: Any, *args: Any, **kwargs: Any) -> Path:
     # never through a link, and every file written is listed in run.json.
     from sml.utils.run_folder import join_run
 
-    if not (Path(run_dir) / "metrics.json").is_file():
+    if not (Path(run_dir) / METRICS).is_file():
         return _html.build_report(run_dir, *args, **kwargs)   # refused there, naming what is missing
-    with join_run(run_dir, expected=["report/index.html"]):
+    with join_run(run_dir, expected=[f"{REPORT}/{REPORT_INDEX}"]):
         return _html.build_report(run_dir, *args, **kwargs)

@@ -20,7 +20,9 @@ from typing import Any, Iterable, Mapping
 from sml.errors import InputError
 from sml.report import compare_views as views
 from sml.report.compare_views import ABSENT, METRICS, NA
-from sml.report.rundir import LOCK, MANIFEST as RUN_MANIFEST, run_files, slug
+from sml.utils.run_folder import run_files
+from sml.utils.run_layout import CURVES, FRAMES, LOCK, MANIFEST as RUN_MANIFEST, METRICS as METRICS_JSON, PARTIAL, STATS
+from sml.utils.run_layout import safe_name
 
 __all__ = ["compare_runs", "Comparison", "ComparedRun", "Column", "Row", "Cell", "METRICS"]
 
@@ -155,7 +157,7 @@ class Comparison:
 
     def figure_stems(self) -> dict[Column, str]:
         """The file stem of each column's ROC / PR figure (columns whose runs kept curves.json)."""
-        return {c: f"compare-{i + 1}-{slug(c.label, 60)}" for i, c in enumerate(self.columns)
+        return {c: f"compare-{i + 1}-{safe_name(c.label, 60)}" for i, c in enumerate(self.columns)
                 if any(cell.curve() for (_, col), cell in self.cells.items() if col == c)}
 
     def write(self, out: str | Path) -> list[Path]:
@@ -205,11 +207,11 @@ def _read_run(path: Path, name: str) -> ComparedRun:
     """metrics.json, curves.json and frames.json's ids of a finished run (stats.json only hashed: it may be a
     copy of the reference code's .npy statistics)."""
     _check_folder(path)
-    metrics = _read_json(path / "metrics.json")
-    _check_metrics(path / "metrics.json", metrics)
-    curves = _optional_json(path / "curves.json", dict, "an object of curves per method")
-    _check_curves(path / "curves.json", curves or {})
-    frames = _optional_json(path / "frames.json", list, "a list of frames")
+    metrics = _read_json(path / METRICS_JSON)
+    _check_metrics(path / METRICS_JSON, metrics)
+    curves = _optional_json(path / CURVES, dict, "an object of curves per method")
+    _check_curves(path / CURVES, curves or {})
+    frames = _optional_json(path / FRAMES, list, "a list of frames")
     if frames is not None and not all(isinstance(f, dict) and "id" in f for f in frames):
         raise InputError(f"{path / 'frames.json'} must be a list of objects with an 'id'; evaluate again with "
                          f"`sml eval ... --out {path} --overwrite`")
@@ -251,10 +253,10 @@ def _check_folder(path: Path) -> None:
         raise InputError(f"{path} is still being written by `sml eval` ({LOCK} exists); compare it once that run "
                          f"has finished (if no run is active, it was killed: continue it with the same command "
                          f"and --resume)")
-    if not (path / "metrics.json").is_file():
-        if (path / ".partial").is_dir():
+    if not (path / METRICS_JSON).is_file():
+        if (path / PARTIAL).is_dir():
             raise InputError(f"{path} holds an interrupted run (no metrics.json; its partial state is in "
-                             f"{path / '.partial'}); finish it with the same `sml eval` command and --resume")
+                             f"{path / PARTIAL}); finish it with the same `sml eval` command and --resume")
         raise InputError(f"{path} is not a run directory of sml (no metrics.json); give folders written by "
                          f"`sml eval --out DIR`")
     if not (path / RUN_MANIFEST).is_file():
@@ -326,7 +328,7 @@ def _stats_identity(root: Path, recorded: Any) -> str:
     """The statistics file's name and, when the run kept its copy, the first digits of its SHA-256."""
     if recorded in (None, "None", ""):
         return "none"
-    copy = root / "stats.json"
+    copy = root / STATS
     digest = f" #{hashlib.sha256(copy.read_bytes()).hexdigest()[:8]}" if copy.is_file() else ""
     return Path(str(recorded)).name + digest
 

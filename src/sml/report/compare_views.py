@@ -1,8 +1,8 @@
 """Views of a :class:`sml.report.compare.Comparison`: Markdown, CSV, LaTeX, HTML, and writing them to a folder.
 
 Every function reads the comparison only through its public names (rows, columns,
-cells, grid, notes, differing, ...); this module imports nothing from
-``sml.report.compare``.
+cells, grid, notes, differing, ...); this module sits below ``sml.report.compare``,
+which calls it, and imports nothing from it (not even for annotations).
 """
 from __future__ import annotations
 
@@ -13,12 +13,13 @@ import json
 import math
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import Any, Mapping
 
 from sml.errors import InputError
 
-if TYPE_CHECKING:
-    from sml.report.compare import Column, Comparison
+#: a :class:`sml.report.compare.Comparison` and one of its columns, read through their public names only
+Comparison = Any
+Column = Any
 
 #: (metrics.json key, column label, which value is best)
 METRICS: tuple[tuple[str, str, str], ...] = (("auroc", "AUROC %", "max"), ("ap", "AP %", "max"),

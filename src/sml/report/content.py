@@ -19,6 +19,7 @@ from PIL import Image
 from sml.report.curves import colour_legend, plot_curves
 from sml.report.gallery import FrameRow, PanelOptions, dataset_ranges, render_frames
 from sml.report.rundir import Run
+from sml.utils.run_layout import MAP_FOLDERS
 
 __all__ = ["ReportData", "RunSummary", "MetricsTable", "MethodRow", "MetricCell", "MethodSettings",
            "StatsTable", "StatsRow", "DiagnosticsSection", "DiagnosticsRow", "Gallery", "Figure",
@@ -207,7 +208,7 @@ def _gallery(run: Run, img_dir: Path, ranges: str, options: PanelOptions, max_fr
     frames = list(run.frames or [])
     total = len(frames)
     chosen = frames if max_frames is None else frames[:max_frames]
-    map_methods = [mm for mm in run.methods if (run.root / "maps" / mm).is_dir()]
+    map_methods = [mm for mm in run.methods if (run.root / MAP_FOLDERS["npy16"] / mm).is_dir()]
     legend = None
     if ranges == "dataset":
         rng = dataset_ranges(run, map_methods, frames)

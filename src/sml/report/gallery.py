@@ -16,14 +16,16 @@ from PIL import Image
 
 from sml.errors import InputError
 from sml.report.images import RangeSpec, frame_panel, robust_range
-from sml.report.rundir import Run, frame_numbers, read_eval_labels, slug
+from sml.report.rundir import Run, frame_numbers, read_eval_labels
 from sml.utils.atomic import write_bytes
 from sml.utils.progress import progress
+from sml.utils.run_layout import safe_name
 
 __all__ = ["FrameRow", "PanelOptions", "render_frames", "dataset_ranges", "NO_MAPS"]
 
 THUMB_COL_WIDTH = 130   # thumbnail pixels per panel column (4 columns -> 520 px)
 THUMB_MAX_WIDTH = 520
+PANEL_NAME_LENGTH = 80  # characters of a frame id kept in its panel's file name
 RANGE_SAMPLES = 20000   # map values sampled per frame for the data-set colour range
 
 NO_MAPS = "no saved anomaly maps (run `sml eval` with --save-maps or --report)"  # a note, not an error
@@ -113,12 +115,12 @@ def _thumb(panel: np.ndarray, cols: int) -> np.ndarray:
 
 
 def _panel_names(frames: list[dict[str, Any]]) -> list[str]:
-    """File names of the panels: the slug of each id, made unique (two ids that slug alike must not
-    overwrite each other's panel)."""
+    """File names of the panels: the safe name of each id (at most 80 characters), made unique (two ids
+    whose names are alike must not overwrite each other's panel)."""
     used: set[str] = set()
     names = []
     for i, f in enumerate(frames):
-        name = slug(str(f["id"]))
+        name = safe_name(str(f["id"]), PANEL_NAME_LENGTH)
         if name in used:
             name = f"{name}_{i}"
         used.add(name)

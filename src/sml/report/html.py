@@ -22,6 +22,7 @@ from sml.report.content import (DiagnosticsRow, DiagnosticsSection, Figure, Gall
 from sml.report.gallery import NO_MAPS, FrameRow, PanelOptions, dataset_ranges
 from sml.report.rundir import load_run
 from sml.utils.atomic import write_text
+from sml.utils.run_layout import DIAGNOSTICS, REPORT, REPORT_INDEX
 
 __all__ = ["build_report", "render_page", "dataset_ranges"]
 
@@ -313,15 +314,15 @@ def build_report(run_dir: str | Path, max_frames: int | None = None, *, ranges: 
     _check_options(ranges, panel_format, max_frames, root)
     run = load_run(root)
     diag = None
-    if run.owns("diagnostics.json"):  # read before the long work: a bad file stops us early
+    if run.owns(DIAGNOSTICS):  # read before the long work: a bad file stops us early
         from sml.diagnostics import ClassDiagnostics
 
-        diag = ClassDiagnostics.load(run.root / "diagnostics.json")
-    out = run.root / "report"
+        diag = ClassDiagnostics.load(run.root / DIAGNOSTICS)
+    out = run.root / REPORT
     data = collect_report(run, out / "img", ranges=ranges, max_frames=max_frames, diag=diag,
                           options=PanelOptions(cmap=cmap, tile_width=tile_width, panel_format=panel_format),
                           show_progress=show_progress)
-    index = out / "index.html"
+    index = out / REPORT_INDEX
     write_text(index, render_page(data, time.perf_counter() - t0))
     if on_note is not None:
         for w in run.warnings:

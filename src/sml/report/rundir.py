@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -11,9 +10,13 @@ from typing import Any
 import numpy as np
 
 from sml.errors import InputError
-# The run folder itself (run.json, the lock, what may be replaced or deleted) is sml.utils.run_folder's;
-# these names stay importable from here.
+# The run folder itself (its layout, run.json, the lock, what may be replaced or deleted) is
+# sml.utils.run_layout's and sml.utils.run_folder's; the console table is sml.utils.tables'. These names
+# stay importable from here.
 from sml.utils.run_folder import LOCK, MANIFEST, RunFolder, eval_run, run_files  # noqa: F401
+from sml.utils.run_layout import CURVES, DIAGNOSTICS, FRAMES, MAP_FOLDERS, METRICS, METRICS_CSV, PARTIAL, STATS
+from sml.utils.run_layout import safe_name
+from sml.utils.tables import metrics_table, print_metrics as print_table  # noqa: F401
 
 
 @dataclass
@@ -63,10 +66,8 @@ class Run:
         return p if p.is_absolute() else self.root / p
 
     def map_path(self, method: str, frame_id: str) -> Path:
-        """``maps/<method>/<safe frame id>.npy``, as ``sml eval`` names them (``writers.safe_name``)."""
-        from sml.pipelines.writers import safe_name
-
-        return self.root / "maps" / method / f"{safe_name(str(frame_id))}.npy"
+        """``maps/<method>/<safe frame id>.npy``, as ``sml eval`` names them (``run_layout.safe_name``)."""
+        return self.root / MAP_FOLDERS["npy16"] / method / f"{safe_name(str(frame_id))}.npy"
 
     def label_table(self) -> np.ndarray | None:
         """Raw label value -> evaluation label (256 entries, 255 for unknown values) of this run's
@@ -138,7 +139,7 @@ def load_run(run_dir: str | Path) -> Run:
     if not root.is_dir():
         raise InputError(f"run directory {root} does not exist; create one with "
                          f"`sml eval ... --out {root}` (or `sml demo --out DIR`)")
-    mpath = root / "metrics.json"
+    mpath = root / METRICS
     if not mpath.is_file():
         raise InputError(f"{root} is not a run directory: {mpath} is missing; `sml eval --out DIR` "
                          "writes it")
@@ -146,7 +147,7 @@ def load_run(run_dir: str | Path) -> Run:
     if not isinstance(metrics, dict) or not isinstance(metrics.get("methods"), dict):
         raise InputError(f"{mpath} has no 'methods' object (see docs/design.md); rewrite it with `sml eval`")
     run = Run(root=root, metrics=metrics, files=run_files(root))
-    cpath, fpath, spath = root / "curves.json", root / "frames.json", root / "stats.json"
+    cpath, fpath, spath = root / CURVES, root / FRAMES, root / STATS
     if cpath.is_file():
         curves = _read_json(cpath)
         if not isinstance(curves, dict):
@@ -208,22 +209,7 @@ def frame_numbers(anomaly: np.ndarray, labels: np.ndarray, threshold: float | No
     return out
 
 
-_SLUG = re.compile(r"[^A-Za-z0-9._-]+")
-
-
-def slug(text: str, max_len: int = 80) -> str:
-    """A file-name-safe form of a frame id or method name."""
-    s = _SLUG.sub("_", str(text)).strip("._") or "x"
-    return s[:max_len]
-
-
 # ---------------------------------------------------------------- writing a run (sml eval)
-#: what ``sml eval`` writes at the top of a run directory; ``metrics.json`` comes last
-RUN_FILES = (MANIFEST, "metrics.csv", "curves.json", "frames.json", "stats.json", "diagnostics.json",
-             "metrics.json")
-#: folders of per-frame outputs (maps in every ``--save-maps`` format) and of the report
-RUN_FOLDERS = ("maps", "anomaly_p", "fishyscapes", "npy", "png16", "report")
-DIAGNOSTICS = "diagnostics.json"
 CSV_FIELDS = ["method", "auroc", "ap", "fpr95", "fpr95_threshold", "threshold_at_95tpr", "best_f1_threshold",
               "siou", "ppv", "mean_f1"]
 
@@ -237,7 +223,7 @@ def RunLock(out: str | Path, *, resume: bool = False, overwrite: bool = False,  
 
 def clear_run(out: Path, keep_partial: bool = False) -> None:
     """Remove the files that ``out/run.json`` lists (its partial state too unless ``keep_partial``); nothing else."""
-    with RunFolder(out, "eval", clear=True, keep=".partial" if keep_partial else None):
+    with RunFolder(out, "eval", clear=True, keep=PARTIAL if keep_partial else None):
         pass
 
 
@@ -333,23 +319,23 @@ def write_run(out: Path, metrics: dict[str, Any], frames: list[dict[str, Any]], 
             row.append("" if v is None else repr(float(v)))
         w.writerow(row)
     try:
-        atomic.write_text(out / "metrics.csv", buf.getvalue())
+        atomic.write_text(out / METRICS_CSV, buf.getvalue())
         curves = {m: {**_plain(c), "auroc": metrics["methods"][m].get("auroc"),
                       "ap": metrics["methods"][m].get("ap")} for m, c in curves.items()}
         # compact: tens of thousands of floats read by programs; json writes them with its C
         # encoder only without indentation (10x faster than the pretty-printed form)
-        atomic.write_json(out / "curves.json", curves, indent=None)
-        atomic.write_json(out / "frames.json", frames)
+        atomic.write_json(out / CURVES, curves, indent=None)
+        atomic.write_json(out / FRAMES, frames)
         # a stats.json is copied as it is; statistics read from elsewhere (the reference code's .npy
         # pair) are written in stats.json's own format, which is what `sml report` reads
         if stats_path is not None and Path(stats_path).is_file() and Path(stats_path).suffix.lower() == ".json":
-            atomic.write_bytes(out / "stats.json", Path(stats_path).read_bytes())
+            atomic.write_bytes(out / STATS, Path(stats_path).read_bytes())
         elif stats is not None and hasattr(stats, "save"):
-            stats.save(out / "stats.json")
+            stats.save(out / STATS)
         if diagnostics is not None:
             atomic.write_json(out / DIAGNOSTICS, diagnostics)
         _record_files(out, run_id, files)
-        atomic.write_json(out / "metrics.json", metrics)
+        atomic.write_json(out / METRICS, metrics)
     except OSError as exc:
         raise atomic.output_error(Path(getattr(exc, "filename", None) or out), exc, "write") from None
 
@@ -361,38 +347,5 @@ def _record_files(out: Path, run_id: str | None, files: list[str] | None) -> Non
     if folder is not None:
         folder.commit()
     elif run_id is not None:
-        top = [n for n in RUN_FILES[1:] if (out / n).is_file() or n == "metrics.json"]
+        top = [n for n in run_folder.RUN_FILES if (out / n).is_file() or n == METRICS]
         run_folder.write_manifest(out, "eval", run_id, [*(files or []), *top])
-
-
-def _pct(v: Any) -> str:
-    return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * float(v):.2f}"
-
-
-def metrics_table(metrics: dict[str, Any]) -> str:
-    """The table ``sml eval`` prints: percent, one row per method."""
-    from sml.pipelines.common import format_table
-
-    comp = any("components" in r for r in metrics["methods"].values())
-    header = ["method", "AUROC %", "AP %", "FPR@95 %"] + (["sIoU %", "PPV %", "mean F1 %"] if comp else [])
-    rows = []
-    for m, r in metrics["methods"].items():
-        row = [m, _pct(r.get("auroc")), _pct(r.get("ap")), _pct(r.get("fpr95"))]
-        if comp:
-            c = r.get("components") or {}
-            row += [_pct(c.get("siou")), _pct(c.get("ppv")), _pct(c.get("mean_f1"))]
-        rows.append(row)
-    px = metrics["pixels"]
-    title = (f"{metrics['dataset']}: {metrics['frames']} labelled frames"
-             f"{'' if metrics['frames_scored'] == metrics['frames'] else ' of ' + str(metrics['frames_scored'])}, "
-             f"{px['anomaly']:,} anomaly / {px['inlier']:,} inlier pixels, model {metrics['model']}")
-    return title + "\n" + format_table(header, rows)
-
-
-def print_table(metrics: dict[str, Any], out: Path, file: Any = None) -> None:
-    """Print :func:`metrics_table` and where the results are."""
-    import sys
-
-    file = file or sys.stdout
-    print(metrics_table(metrics), file=file)
-    print(f"results written to {out}/ (metrics.json, metrics.csv, curves.json, frames.json)", file=file)

@@ -15,7 +15,7 @@ Each scorer declares the network outputs it applies to (``output_kinds``, from
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, ClassVar, Sequence
+from typing import Any, ClassVar, Protocol, Sequence, runtime_checkable
 
 import torch
 
@@ -31,8 +31,18 @@ from sml.scores.postprocess import (
     dilated_smoothing,
 )
 
-if TYPE_CHECKING:
-    from sml.stats import ClassStatistics
+
+
+@runtime_checkable
+class Statistics(Protocol):
+    """What SML reads of class statistics: a :class:`sml.ClassStatistics` (:mod:`sml.stats` sits above the
+    scorers, whose score functions it uses; the scorers read statistics through this face only)."""
+
+    num_classes: int
+
+    def scoring_tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-class mean and std for standardizing (unusable classes take the pooled values)."""
+        ...
 
 __all__ = ["METHODS", "canonical_method", "check_methods_apply", "build_scorers", "LogitContext",
            "MaskClassificationContext", "context_for", "Scorer", "MSP", "MaxLogit", "Entropy", "Energy", "SML", "GEN", "RbA", "EAM",
@@ -235,12 +245,10 @@ class SML(Scorer):
     needs_stats = True
     uses_max_only = True
 
-    def __init__(self, stats: "ClassStatistics", boundary_width: int = 4, boundary_iterations: int = 4,
+    def __init__(self, stats: Statistics, boundary_width: int = 4, boundary_iterations: int = 4,
                  smoothing_kernel: int = 7, smoothing_dilation: int = 6, smoothing_sigma: float = 1.0,
                  border: Border = "reference", suppression: bool = True, smoothing: bool = True) -> None:
-        from sml.stats import ClassStatistics
-
-        if not isinstance(stats, ClassStatistics):
+        if not isinstance(stats, Statistics):
             raise InputError(
                 f"SML needs a sml.ClassStatistics (e.g. ClassStatistics.load('stats.json')), got {type(stats).__name__}")
         self.boundary_width, self.boundary_iterations, self.border = check_suppression_settings(
@@ -425,7 +433,7 @@ assert set(METHODS) == set(SCORERS) == set(APPLIES_TO), "sml.scores.registry mus
 LOGIT_ONLY = ("msp", "entropy", "energy")
 
 
-def build_scorers(methods: "Sequence[str]", stats: "ClassStatistics | None",
+def build_scorers(methods: "Sequence[str]", stats: Statistics | None,
                   sml_settings: dict[str, Any] | None = None, model_kind: str = "logits",
                   settings: dict[str, dict[str, Any]] | None = None,
                   num_classes: int | None = None) -> dict[str, Scorer]:
@@ -476,7 +484,7 @@ def _method_settings(methods: "Sequence[str]", settings: dict[str, dict[str, Any
     return out
 
 
-def build_scorer(name: str, stats: "ClassStatistics | None" = None, **settings: Any) -> Scorer:
+def build_scorer(name: str, stats: Statistics | None = None, **settings: Any) -> Scorer:
     """Build the scorer registered as ``name`` (see ``SCORERS``) with its settings.
 
     ``stats`` is required by methods with ``needs_stats`` and ignored by the

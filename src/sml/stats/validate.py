@@ -52,9 +52,10 @@ def _names(d: dict[str, Any], n: int) -> list[str]:
     names = d.get("class_names")
     if isinstance(names, list) and len(names) == n and all(isinstance(x, str) for x in names):
         return names
-    from sml.stats.class_stats import CITYSCAPES_CLASSES  # the defaults ClassStatistics uses
+    from sml.data.cityscapes import cityscapes_tables  # the defaults ClassStatistics uses
 
-    return list(CITYSCAPES_CLASSES) if n == len(CITYSCAPES_CLASSES) else [f"class_{i}" for i in range(n)]
+    cityscapes = cityscapes_tables()[2]
+    return list(cityscapes) if n == len(cityscapes) else [f"class_{i}" for i in range(n)]
 
 
 def _refuse(source: str | os.PathLike, problems: list[str], fix: str = _FIX) -> None:

@@ -40,25 +40,17 @@ from typing import Any, Iterable
 
 from sml.errors import InputError, OutputError, SMLError
 from sml.utils import atomic, distributed
+# The folder's names are the layout's; MANIFEST, LOCK, RUN_FILES and PARTIAL stay importable from here.
+from sml.utils.run_layout import DIAGNOSTICS, LOCK, MANIFEST, METRICS, PARTIAL, RUN_FILES
+from sml.utils.run_layout import JOURNAL as _JOURNAL, journal_name as _journal_name
 
 __all__ = ["RunFolder", "active", "eval_run", "join_run", "listing", "read_manifest", "run_files", "write_manifest",
            "check_replace", "check_state_folder", "written_by_sml", "MANIFEST", "LOCK", "FORMAT", "SOFTWARE", "RUN_FILES", "PARTIAL"]
 
-MANIFEST = "run.json"
-LOCK = ".sml-run.lock"
 FORMAT = "sml-run/1"
 #: what sml writes as the creator of its figures (PNG "Software", SVG dc:creator): how :func:`written_by_sml`
 #: recognises them
 SOFTWARE = "sml (matplotlib)"
-#: the files ``sml eval`` writes at the top of its run folder (``metrics.json`` last)
-RUN_FILES = ("metrics.csv", "curves.json", "frames.json", "stats.json", "diagnostics.json", "metrics.json")
-#: the run's partial state (resume chunks, temporary float32 maps), inside the run folder
-PARTIAL = ".partial"
-_JOURNAL = re.compile(r"^\.sml-run\.r(\d+)\.journal$")
-
-
-def _journal_name(rank: int) -> str:
-    return f".sml-run.r{rank}.journal"
 
 
 # ---------------------------------------------------------------- run.json
@@ -83,7 +75,7 @@ def read_manifest(root: str | os.PathLike) -> dict[str, Any] | None:
         raise InputError(f"{path} is not a run.json of sml (no 'files' list): {root} holds files that sml did not "
                          f"write; choose another output folder")
     if data.get("format") is None and "run_id" in data:   # an earlier sml's eval run: it listed its maps and
-        top = [f for f in RUN_FILES if f != "diagnostics.json"]   # diagnostics.json, not what every run writes
+        top = [f for f in RUN_FILES if f != DIAGNOSTICS]   # diagnostics.json, not what every run writes
         data = {**data, "format": FORMAT, "command": "eval", "files": [*data["files"], *top]}
     if data.get("format") != FORMAT or not isinstance(data.get("command"), str):
         raise InputError(f"{path} is not a run.json of this sml (format {data.get('format')!r}, expected "
@@ -704,7 +696,7 @@ def eval_run(out: str | os.PathLike, *, resume: bool = False, overwrite: bool = 
     """The run folder of ``sml eval``: a finished run (metrics.json) is replaced only with ``overwrite``; a fresh
     (not resumed) run first removes the listed files of the previous one; the partial state is kept on resume."""
     return RunFolder(out, "eval", clear=overwrite or not resume, keep=PARTIAL if resume else None,
-                     finished="metrics.json", overwrite=overwrite, expected=[*RUN_FILES, *expected], scratch=PARTIAL)
+                     finished=METRICS, overwrite=overwrite, expected=[*RUN_FILES, *expected], scratch=PARTIAL)
 
 
 def join_run(run_dir: str | os.PathLike, expected: Iterable[str] = ()) -> RunFolder:
