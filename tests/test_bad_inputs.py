@@ -1263,6 +1263,74 @@ CASES += [
 ]
 
 
+# mask-classification networks and the section 8 scores (issue 21): refused before the first forward pass
+def _mask_ts(env: Env) -> Path:
+    """A TorchScript mask-classification network: (class logits 1 x 4 x (3+1), mask logits 1 x 4 x h/4 x w/4)."""
+    from torch import nn
+
+    class Pair(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3, stride=4, padding=1)
+            self.cls = nn.Linear(4, 4)
+
+        def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            masks = self.conv(x)
+            return self.cls(masks.mean(dim=(2, 3))[:, None, :].expand(-1, 4, -1)), masks
+
+    p = env.tmp / "pair.ts"
+    torch.jit.script(Pair().eval()).save(str(p))
+    return p
+
+
+def _mask_card(file: Callable[[Env], Path], **output: Any) -> Callable[[Env], Callable[[], Any]]:
+    def run(env: Env) -> Callable[[], Any]:
+        import yaml
+
+        import sml.models as M
+
+        card = {"name": "net", "format": "torchscript", "file": file(env).name,
+                "input": {**CARD_INPUT, "size": [32, 48]}, "output": {"classes": ["a", "b", "c"], **output}}
+        (env.tmp / "card.yaml").write_text(yaml.safe_dump(card))
+        return lambda: M.load(str(env.tmp / "card.yaml"))
+    return run
+
+
+CASES += [
+    Case("eval-rba-eam-on-a-logits-network", lambda env: env.eval_args(method="max_logit,rba,eam"),
+         r"rba, eam: not applicable to this network, whose output kind is logits; rba and eam need a "
+         r"mask-classification network's class and mask logits per query .*Leave rba, eam out of --method"),
+    Case("predict-eam-on-a-logits-network", lambda env: env.predict_args(str(env.image()), method="eam"),
+         r"eam: not applicable to this network, whose output kind is logits"),
+    Case("eval-gen-gamma-without-gen", lambda env: env.eval_args("--gen-gamma", "0.2", method="max_logit"),
+         r"--gen-gamma sets method gen, which is not in --method \(max_logit\); add gen to --method"),
+    Case("eval-gen-m-zero", lambda env: env.eval_args("--gen-m", "0", method="gen"),
+         r"--gen-gamma / --gen-m: gen M \(how many of the largest class probabilities are summed\) must be an "
+         r"integer >= 1"),
+    Case("predict-gen-gamma-negative", lambda env: [*env.predict_args(str(env.image()), method="gen"),
+                                                    "--gen-gamma", "-1"],
+         r"--gen-gamma / --gen-m: gen gamma must be a positive finite number, got -1"),
+    Case("eval-gen-m-above-the-classes", lambda env: env.eval_args("--gen-m", "20", method="gen"),
+         r"gen M=20 exceeds the network's 19 classes; give an M of at most 19 \(--gen-m\)"),
+    Case("eval-hf-shorthand-without-source", lambda env: ["eval", "--model", "hf:", "--data", f"folder:{env.data()}",
+                                                          "--method", "max_logit", "--out", str(env.tmp / "run")],
+         r"--model 'hf:': give a transformers hub id or a folder after 'hf:'"),
+    Case("card-mask-classification-channel-subset",
+         _mask_card(_mask_ts, kind="mask-classification", channels=[0, 1], classes=["a", "b"]),
+         r"card\.yaml: field output\.channels is \[0, 1\], but a mask-classification network's classes are all the "
+         r"columns of its class logits before 'no object' \(here 3\)", InputError, "api"),
+    Case("card-mask-classification-network-returns-logits",
+         _mask_card(_fixed_output_ts, kind="mask-classification"),
+         r"card\.yaml: a mask-classification network \(output\.kind: mask-classification\) must return a tuple "
+         r"\(class logits B x Q x \(K\+1\), mask logits B x Q x h x w\).*it returned a tensor of shape "
+         r"\(1, 4, 24, 40\)", InputError, "api"),
+    Case("card-logits-network-returns-a-mask-pair", _mask_card(_mask_ts),
+         r"card\.yaml: for a 1 x 3 x 32 x 48 input the network returned \(1, 4, 4\), not 1 x K x h x w class "
+         r"scores \(a pair \(class logits, mask logits\) is a mask-classification network's output: set "
+         r"output\.kind: mask-classification\)", InputError, "api"),
+]
+
+
 # ----------------------------------------------------------------------------- runner
 
 def _files(root: Path) -> set[Path]:
