@@ -60,6 +60,7 @@ def test_one_interface(cls: type) -> None:
     assert r["pixels"] == {"anomaly": sum(int((y == 1).sum()) for _, y in frames),
                            "inlier": sum(int((y == 0).sum()) for _, y in frames)}
     assert r["ignored"] == sum(int((y == 255).sum()) for _, y in frames)
+    assert m.totals() == {**r["pixels"], "ignored": r["ignored"], "images": 4}
     assert 0.5 < r["auroc"] <= 1.0 and 0.0 < r["ap"] <= 1.0
     # curves: one layout, roc from the highest threshold to (1, 1), pr in increasing threshold order
     c = m.curves(50)
@@ -128,3 +129,15 @@ def test_prepared_labels_are_checked(cls: type) -> None:
 def test_every_protocol_makes_a_pixel_metric() -> None:
     for name in PROTOCOLS:
         assert isinstance(pixel_metric(name), PixelMetric)
+
+
+@pytest.mark.parametrize("cls", KINDS, ids=lambda c: c.__name__)
+def test_refused_state_leaves_the_metric_as_it_was(cls: type) -> None:
+    m = _fed(cls, _frames(seed=2))
+    before = m.compute()
+    bad = dict(m.state_dict())
+    key = "n_pos" if cls is AnomalyMetrics else "num_pos"
+    bad[key] += 1
+    with pytest.raises(InputError, match="do not match|not the stated"):
+        m.load_state_dict(bad)
+    assert _same(m.compute(), before)

@@ -59,6 +59,10 @@ class PixelMetric(Stateful, abc.ABC):
     def reset(self) -> None:
         """Forget every pixel added so far (settings are kept)."""
 
+    @abc.abstractmethod
+    def totals(self) -> dict[str, int]:
+        """What was counted, without computing anything: ``anomaly``, ``inlier``, ``ignored`` pixels and ``images``."""
+
     @property
     @abc.abstractmethod
     def nbytes(self) -> int:

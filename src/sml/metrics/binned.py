@@ -138,6 +138,11 @@ class SmiycPixelMetric(PixelMetric):
         self.num_pos, self.num_neg, self.frames, self.ignored = num_pos, num_neg, frames, ignored
         return self
 
+    def totals(self) -> dict[str, int]:
+        """``anomaly``, ``inlier``, ``ignored`` pixels and ``images`` (frames) counted so far."""
+        return {"anomaly": int(self.num_pos), "inlier": int(self.num_neg), "ignored": int(self.ignored),
+                "images": int(self.frames)}
+
     @property
     def nbytes(self) -> int:
         """Bytes held by the per-frame bins."""

@@ -97,13 +97,7 @@ class AnomalyMetrics(PixelMetric):
     """
 
     def __init__(self, ignore_index: int = 255, compact_at: int | None = None) -> None:
-        if isinstance(ignore_index, bool) or not isinstance(ignore_index, (int, np.integer)) or ignore_index in (0, 1):
-            raise InputError(f"ignore_index must be an integer other than 0 and 1, got {ignore_index!r}")
-        compact_at = COMPACT_AT if compact_at is None else compact_at
-        if isinstance(compact_at, bool) or not isinstance(compact_at, (int, np.integer)) or compact_at < 1:
-            raise InputError(f"compact_at must be a positive number of keys, got {compact_at!r}")
-        self.ignore_index = int(ignore_index)
-        self.compact_at = int(compact_at)
+        self.ignore_index, self.compact_at = _settings(ignore_index, compact_at)
         self.reset()
 
     def reset(self) -> None:
@@ -153,7 +147,7 @@ class AnomalyMetrics(PixelMetric):
         pixels at a score with fewer evaluated pixels. Checking the last sorts the pending
         keys in place (the sort ``compute()`` needs anyway).
         """
-        AnomalyMetrics.__init__(self, state.get("ignore_index"), state.get("compact_at"))
+        settings = _settings(state.get("ignore_index"), state.get("compact_at"))
         keys, pos = (_own(np.asarray(state.get(k, EMPTY_KEYS)), k) for k in ("keys", "pos_keys"))
         ev, an = Counts.from_state(state, ""), Counts.from_state(state, "pos_")
         n_pos, n_neg, n_ignored, images = (state_count(state, k) for k in ("n_pos", "n_neg", "n_ignored", "images"))
@@ -168,6 +162,7 @@ class AnomalyMetrics(PixelMetric):
         dtype = count_dtype(n_pos + n_neg)
         for c in (ev, an):
             c.cnt = c.cnt.astype(dtype, copy=False)
+        AnomalyMetrics.__init__(self, *settings)
         self._ev, self._an = ev, an
         self._buf, self._n = keys, keys.size
         self._pos = [pos] if pos.size else []
@@ -306,6 +301,11 @@ class AnomalyMetrics(PixelMetric):
         self._table = None
         return self
 
+    def totals(self) -> dict[str, int]:
+        """``anomaly``, ``inlier``, ``ignored`` pixels and ``images`` counted so far."""
+        return {"anomaly": int(self.n_pos), "inlier": int(self.n_neg), "ignored": int(self.n_ignored),
+                "images": int(self.images)}
+
     @property
     def nbytes(self) -> int:
         """Bytes held by the metric state (pending key buffer and chunks, counted tables)."""
@@ -374,6 +374,16 @@ class AnomalyMetrics(PixelMetric):
     def __repr__(self) -> str:
         return (f"AnomalyMetrics(ignore_index={self.ignore_index}, images={self.images}, "
                 f"anomaly={self.n_pos}, inlier={self.n_neg})")
+
+
+def _settings(ignore_index: Any, compact_at: Any) -> tuple[int, int]:
+    """``(ignore_index, compact_at)`` checked (``compact_at`` None: :data:`COMPACT_AT`)."""
+    if isinstance(ignore_index, bool) or not isinstance(ignore_index, (int, np.integer)) or ignore_index in (0, 1):
+        raise InputError(f"ignore_index must be an integer other than 0 and 1, got {ignore_index!r}")
+    compact_at = COMPACT_AT if compact_at is None else compact_at
+    if isinstance(compact_at, bool) or not isinstance(compact_at, (int, np.integer)) or compact_at < 1:
+        raise InputError(f"compact_at must be a positive number of keys, got {compact_at!r}")
+    return int(ignore_index), int(compact_at)
 
 
 def _own(keys: np.ndarray, name: str) -> np.ndarray:
