@@ -13,8 +13,9 @@ import numpy as np
 
 __all__ = ["scores_to_keys", "keys_to_scores", "EMPTY_KEYS", "KEY_NEG_INF", "KEY_POS_INF"]
 
-#: an empty key array (shared: arrays of the metric state are replaced, never changed in place)
+#: an empty key array, shared and read-only (a state that takes it as its buffer copies it first)
 EMPTY_KEYS = np.empty(0, dtype=np.int32)
+EMPTY_KEYS.flags.writeable = False
 # keys of -inf and +inf: a key strictly between them is a finite score (NaNs lie outside)
 KEY_NEG_INF = -2139095041
 KEY_POS_INF = 0x7F800000
