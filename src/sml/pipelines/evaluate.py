@@ -393,7 +393,7 @@ def _save_period(store: ResumeStore, p: _Plan, state: _State, fresh: dict[int, d
 def _score_one(model: Any, dataset: Any, p: _Plan, frame: Any, period: _Period,
                timer: common.Timer) -> dict[str, Any]:
     """One frame: forward pass, every method's map, metric updates, map files; returns its record."""
-    from sml.metrics import AnomalyMetrics, FrameLabels
+    from sml.metrics import FrameLabels
 
     with timer("decode"):
         sample = dataset.load(frame)
@@ -410,12 +410,8 @@ def _score_one(model: Any, dataset: Any, p: _Plan, frame: Any, period: _Period,
         if labels is not None:
             fl = FrameLabels(labels, 255)  # validated and counted once for every method
             rec["pixels"] = {"anomaly": fl.n_pos, "inlier": fl.n_neg}
-            for m in p.methods:
-                metric = period.metrics[m]
-                if isinstance(metric, AnomalyMetrics):
-                    ap = metric.update(scored.maps[m], fl, frame_ap=p.frame_ap)
-                else:  # a binned protocol's state: it rounds and bins the frame itself, no per-frame AP
-                    ap = metric.update(scored.maps[m], labels)
+            for m in p.methods:  # any PixelMetric: the frame's AP where the protocol has one
+                ap = period.metrics[m].update(scored.maps[m], fl, frame_ap=p.frame_ap)
                 rec["methods"][m] = {} if ap is None else {"ap": float(ap)}
             if period.diagnostics is not None:
                 d = period.diagnostics
