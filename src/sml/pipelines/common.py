@@ -79,10 +79,21 @@ def model_name(model: Any, fallback: str | None = None) -> str:
     return str(fallback or getattr(model, "name", None) or type(model).__name__)
 
 
-def forward(model: Any, image: np.ndarray, output_size: tuple[int, int]) -> torch.Tensor:
-    """Logits ``1 x C x H x W`` (float32, on the model's device) at ``output_size``: the one forward pass."""
+def forward(model: Any, image: np.ndarray, output_size: tuple[int, int], whole: bool = False) -> Any:
+    """Logits ``1 x C x H x W`` (float32, on the model's device) at ``output_size``: the one forward pass.
+
+    ``whole``: what the frame's scores are formed from, ``model.predict_output`` (a mask-classification
+    network's outputs whole, a :class:`~sml.scores.MaskClassificationOutput`; logits otherwise).
+    """
+    size = (int(output_size[0]), int(output_size[1]))
     with torch.inference_mode():
-        logits = model.predict(image, output_size=tuple(int(s) for s in output_size))
+        if whole and hasattr(model, "predict_output"):
+            out = model.predict_output(image, output_size=size)
+            if not isinstance(out, torch.Tensor):
+                return out
+            logits = out
+        else:
+            logits = model.predict(image, output_size=size)
     if logits.ndim == 3:
         logits = logits.unsqueeze(0)
     return logits

@@ -3,8 +3,9 @@
 :func:`evaluate` runs four named steps:
 
 1. :func:`restore` - the partial state of an interrupted run (``--resume``);
-2. :func:`score_frames` - per frame: decode -> ``model.predict`` at label
-   resolution (the only forward pass) -> every scorer on the same logits
+2. :func:`score_frames` - per frame: decode -> ``model.predict_output`` at label
+   resolution (the only forward pass: logits, or a mask-classification
+   network's outputs whole) -> every scorer on the same outputs
    (:func:`score_frame`) -> each method's frame into its pooled pixel metric
    (the ``--protocol``'s: :class:`~sml.metrics.AnomalyMetrics` and the frame's
    own AP, or the SegmentMeIfYouCan tool's binned state) and the per-class
@@ -54,6 +55,7 @@ class EvalConfig:
 
     methods: list[str]
     sml_settings: dict[str, Any] = field(default_factory=dict)
+    method_settings: dict[str, dict[str, Any]] = field(default_factory=dict)  # other methods' (gen's gamma, M)
     components: bool = False
     save_maps: list[str] = field(default_factory=list)
     report: bool = False
@@ -86,11 +88,12 @@ class EvalRun:
 
 @dataclass
 class ScoredFrame:
-    """One frame through :func:`score_frame`: each method's map, the predicted classes and their max logit."""
+    """One frame through :func:`score_frame`: each method's map, the predicted classes and their max logit
+    (of a mask-classification network's class scores S)."""
 
     maps: dict[str, np.ndarray]   # method -> float32 H x W anomaly map
-    pred: torch.Tensor            # B x H x W argmax of the logits
-    max_logit: torch.Tensor       # B x H x W max of the logits (what max_logit and sml start from)
+    pred: torch.Tensor            # B x H x W argmax of the logits (or S)
+    max_logit: torch.Tensor       # B x H x W max of the logits (or S; what max_logit and sml start from)
 
 
 def scorer_settings(scorer: Any) -> dict[str, Any]:
@@ -99,17 +102,19 @@ def scorer_settings(scorer: Any) -> dict[str, Any]:
     return dict(s()) if callable(s) else {}
 
 
-def score_frame(scorers: dict[str, Any], logits: torch.Tensor) -> ScoredFrame:
-    """Every method's ``H x W`` map from one frame's logits.
+def score_frame(scorers: dict[str, Any], output: Any) -> ScoredFrame:
+    """Every method's ``H x W`` map from one frame's logits, or a mask-classification network's outputs
+    (a :class:`~sml.scores.MaskClassificationOutput`).
 
-    The methods share one :class:`sml.scores.LogitContext`: the channel max and
+    The methods share one context (:func:`sml.scores.context_for`): the channel max and
     argmax are computed once (max_logit, sml), and so is the one exponential per
-    logit behind msp, entropy and energy.
+    logit behind msp, entropy and energy; a mask-classification network's class
+    scores S stand in for the logits (formed once), and EAM reads its per-query outputs.
     """
-    from sml.scores import LogitContext
+    from sml.scores import context_for
 
     with torch.inference_mode():
-        ctx = LogitContext(logits)
+        ctx = context_for(output)
         maps = {m: sc.score_context(ctx)[0].float().cpu().numpy() for m, sc in scorers.items()}
         values, pred = ctx.max_and_argmax()
         return ScoredFrame(maps, pred, values)
@@ -197,7 +202,8 @@ def plan(model: Any, dataset: Any, out: str | os.PathLike, config: EvalConfig, s
     methods = list(config.methods)
     if not methods:
         raise InputError("no method to evaluate; give one or more with --method")
-    scorers = build_scorers(methods, stats, config.sml_settings, model_kind=getattr(model, "kind", "logits"))
+    scorers = build_scorers(methods, stats, config.sml_settings, model_kind=getattr(model, "kind", "logits"),
+                            settings=config.method_settings, num_classes=getattr(model, "num_classes", None))
     indices = common.frame_indices(len(dataset), config.limit)
     formats = writers.parse_formats(config.save_maps)
     if config.report and "npy16" not in formats:
@@ -387,29 +393,25 @@ def _save_period(store: ResumeStore, p: _Plan, state: _State, fresh: dict[int, d
 def _score_one(model: Any, dataset: Any, p: _Plan, frame: Any, period: _Period,
                timer: common.Timer) -> dict[str, Any]:
     """One frame: forward pass, every method's map, metric updates, map files; returns its record."""
-    from sml.metrics import AnomalyMetrics, FrameLabels
+    from sml.metrics import FrameLabels
 
     with timer("decode"):
         sample = dataset.load(frame)
     labels = sample.labels
     size = labels.shape if labels is not None else sample.image.shape[:2]
     with timer("forward"):
-        logits = common.forward(model, sample.image, size)
+        output = common.forward(model, sample.image, size, whole=True)
     rec: dict[str, Any] = {"id": frame.id, "image": str(frame.image_path),
                            "labels": str(frame.label_path) if frame.label_path else None, "methods": {}}
     with timer("scoring"):
-        scored = score_frame(p.scorers, logits)
-    del logits
+        scored = score_frame(p.scorers, output)
+    del output
     with timer("metrics"):
         if labels is not None:
             fl = FrameLabels(labels, 255)  # validated and counted once for every method
             rec["pixels"] = {"anomaly": fl.n_pos, "inlier": fl.n_neg}
-            for m in p.methods:
-                metric = period.metrics[m]
-                if isinstance(metric, AnomalyMetrics):
-                    ap = metric.update(scored.maps[m], fl, frame_ap=p.frame_ap)
-                else:  # a binned protocol's state: it rounds and bins the frame itself, no per-frame AP
-                    ap = metric.update(scored.maps[m], labels)
+            for m in p.methods:  # any PixelMetric: the frame's AP where the protocol has one
+                ap = period.metrics[m].update(scored.maps[m], fl, frame_ap=p.frame_ap)
                 rec["methods"][m] = {} if ap is None else {"ap": float(ap)}
             if period.diagnostics is not None:
                 d = period.diagnostics
