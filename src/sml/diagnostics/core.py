@@ -19,6 +19,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from sml.errors import InputError
+from sml.utils import schema
 from sml.utils.state import Stateful
 
 __all__ = ["Bins", "ClassDiagnostics", "MAX_LOGIT_BINS", "SML_BINS", "FORMAT", "box_numbers", "binned_auroc",
@@ -173,19 +174,62 @@ def _json_num(v: Any) -> Any:
     return v
 
 
-def _check_counts(ml: np.ndarray, sh: np.ndarray, frames: int, ignored: int, sml: bool) -> None:
-    """Refuse histograms and counters that no frames could have produced (a damaged or edited state):
+def _histogram(bins: Bins) -> Any:
+    """Check hook: a ``2 x num_classes x bins`` histogram of non-negative counts, as int64."""
+    def check(a: np.ndarray, ctx: schema.Context) -> np.ndarray:
+        expected = (2, ctx.get("num_classes"), bins.size)
+        if a.shape != expected:
+            raise schema.Invalid(f"has shape {a.shape}, expected {expected} (other number of classes or bins)")
+        if (a < 0).any():
+            raise schema.Invalid("must hold non-negative integers (pixel counts)")
+        return a.astype(np.int64, copy=True)
+    return check
+
+
+def _counts_agree(v: dict[str, Any], ctx: schema.Context) -> list[schema.Problem]:
+    """Rule: histograms and counters that frames could have produced (a damaged or edited state is refused):
     both histograms count the same pixels per (label, class), and nothing is counted without a frame."""
-    if frames < 0 or ignored < 0:
-        raise InputError(f"ClassDiagnostics state: frames ({frames}) and ignored pixels ({ignored}) must be >= 0")
-    if frames == 0 and (ignored or ml.any() or sh.any()):
-        raise InputError("ClassDiagnostics state: pixels are counted but no frame")
+    ml, sh, sml = v["max_logit_hist"], v["sml_hist"], ctx.get("sml")
+    if v["frames"] == 0 and (v["ignored"] or ml.any() or sh.any()):
+        return [ctx.problem("frames", "pixels are counted but no frame")]
     if sml and not np.array_equal(ml.sum(axis=2), sh.sum(axis=2)):
-        raise InputError("ClassDiagnostics state: the SML-score histograms do not count the same pixels as the "
-                         "max-logit histograms (per label and class totals differ)")
+        return [ctx.problem("sml_hist", "the SML-score histograms do not count the same pixels as the max-logit "
+                                        "histograms (per label and class totals differ)")]
     if not sml and sh.any():
-        raise InputError("ClassDiagnostics state: SML-score histograms hold pixels but these diagnostics have "
-                         "no SML score (sml=False)")
+        return [ctx.problem("sml_hist", "SML-score histograms hold pixels but these diagnostics have no SML score "
+                                        "(sml=False)")]
+    return []
+
+
+def _json(text: str, ctx: schema.Context) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        raise schema.Invalid("is not JSON") from None
+
+
+_PER_CLASS = dict(type="array", required=True, dtype="iuf", ndim=1, length="num_classes",
+                  expected="one number per class")
+_COUNTS = (schema.Field("max_logit_hist", type="array", required=True, dtype="iu", ndim=3,
+                        check=_histogram(MAX_LOGIT_BINS), expected="an integer array"),
+           schema.Field("sml_hist", type="array", required=True, dtype="iu", ndim=3, check=_histogram(SML_BINS),
+                        expected="an integer array"),
+           schema.Field("frames", type="int", required=True, ge=0),
+           schema.Field("ignored", type="int", required=True, ge=0))
+_VOICE = schema.Voice(prefix="ClassDiagnostics state: ", fix="A state comes from ClassDiagnostics.state_dict().")
+#: :meth:`ClassDiagnostics.state_dict`: the settings, then the counts
+STATE = schema.Schema((
+    schema.Field("num_classes", type="int", required=True, ge=1),
+    schema.Field("class_names", type="list", required=True, length="num_classes", item=schema.Field("", type="str"),
+                 says={"length": "{count} class names for {length} classes"}),
+    schema.Field("sml", type="bool", required=True),
+    schema.Field("ignore_index", type="int", required=True),
+    *(schema.Field(k, **_PER_CLASS) for k in ("train_mean", "train_std", "train_count")),
+    schema.Field("stats_source", type="str", required=True, check=_json),
+    *_COUNTS,
+), rules=(_counts_agree,), says={"rule": "{text}"}, voice=_VOICE)
+#: a state without settings (loaded into diagnostics built with them)
+COUNTS = schema.Schema(_COUNTS, rules=(_counts_agree,), voice=_VOICE)
 
 
 class ClassDiagnostics(Stateful):
@@ -206,19 +250,12 @@ class ClassDiagnostics(Stateful):
             if int(num_classes) != stats.num_classes:
                 raise InputError(f"the statistics have {stats.num_classes} classes but num_classes is {num_classes}")
             class_names = class_names or stats.class_names
-        if num_classes is None:
-            num_classes = 19
-        if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) or num_classes < 1:
-            raise InputError(f"num_classes must be a positive integer, got {num_classes!r}")
-        self.num_classes = int(num_classes)
-        if class_names is None:
-            from sml.stats.class_stats import CITYSCAPES_CLASSES
+        from sml.stats import validate  # the classes are declared as statistics declare theirs
 
-            class_names = CITYSCAPES_CLASSES if self.num_classes == 19 else \
-                [f"class_{i}" for i in range(self.num_classes)]
-        self.class_names = [str(c) for c in class_names]
-        if len(self.class_names) != self.num_classes:
-            raise InputError(f"class_names has {len(self.class_names)} names for {self.num_classes} classes")
+        args = validate.ARGUMENTS.read({"num_classes": 19 if num_classes is None else num_classes,
+                                        "class_names": class_names})
+        self.num_classes = args["num_classes"]
+        self.class_names = args["class_names"] or validate.default_names(self.num_classes)
         self.sml = bool(sml)
         self.ignore_index = int(ignore_index)
         nan = np.full(self.num_classes, np.nan)
@@ -250,46 +287,21 @@ class ClassDiagnostics(Stateful):
 
     def load_state_dict(self, state: dict[str, Any]) -> "ClassDiagnostics":
         """Replace the counted state with ``state`` (from :meth:`state_dict`); returns ``self``."""
-        try:
-            ml = np.asarray(state["max_logit_hist"])
-            sh = np.asarray(state["sml_hist"])
-            frames, ignored = int(np.asarray(state["frames"])), int(np.asarray(state["ignored"]))
-        except (KeyError, TypeError, ValueError) as exc:
-            raise InputError(f"not a ClassDiagnostics state (missing or bad entry: {exc}); it must come "
-                             "from ClassDiagnostics.state_dict()") from None
         if "num_classes" in state:   # settings travel with the counts (Stateful.sync, pickling)
-            self._load_settings(state)
-        elif not hasattr(self, "num_classes"):
+            v = STATE.read(state)
+            self.num_classes, self.class_names, self.sml, self.ignore_index = (
+                v["num_classes"], v["class_names"], v["sml"], v["ignore_index"])
+            self.train_mean, self.train_std, self.train_count = (
+                v[k].astype(np.float64) for k in ("train_mean", "train_std", "train_count"))
+            self.stats_source = v["stats_source"]
+        elif hasattr(self, "num_classes"):
+            v = COUNTS.read(state, num_classes=self.num_classes, sml=self.sml)
+        else:
             raise InputError("this ClassDiagnostics state carries no settings (num_classes, bins); load it into "
                              "a ClassDiagnostics built with them")
-        shape_ml = (2, self.num_classes, MAX_LOGIT_BINS.size)
-        shape_sml = (2, self.num_classes, SML_BINS.size)
-        if ml.shape != shape_ml or sh.shape != shape_sml:
-            raise InputError(f"ClassDiagnostics state has histograms {ml.shape} / {sh.shape}, expected "
-                             f"{shape_ml} / {shape_sml} (other number of classes or bins)")
-        if ml.dtype.kind not in "iu" or sh.dtype.kind not in "iu" or (ml < 0).any() or (sh < 0).any():
-            raise InputError("ClassDiagnostics state histograms must hold non-negative integers")
-        _check_counts(ml, sh, frames, ignored, self.sml)
-        self.max_logit_hist = ml.astype(np.int64, copy=True)
-        self.sml_hist = sh.astype(np.int64, copy=True)
-        self.frames, self.ignored = frames, ignored
+        self.max_logit_hist, self.sml_hist = v["max_logit_hist"], v["sml_hist"]
+        self.frames, self.ignored = v["frames"], v["ignored"]
         return self
-
-    def _load_settings(self, state: dict[str, Any]) -> None:
-        try:
-            self.num_classes = int(np.asarray(state["num_classes"]))
-            self.class_names = [str(c) for c in state["class_names"]]
-            self.sml = bool(np.asarray(state["sml"]))
-            self.ignore_index = int(np.asarray(state["ignore_index"]))
-            self.train_mean, self.train_std, self.train_count = (
-                np.asarray(state[k], dtype=np.float64).copy() for k in ("train_mean", "train_std", "train_count"))
-            self.stats_source = json.loads(str(np.asarray(state["stats_source"])))
-        except (KeyError, TypeError, ValueError) as exc:
-            raise InputError(f"not a ClassDiagnostics state (bad settings entry: {exc}); it must come from "
-                             "ClassDiagnostics.state_dict()") from None
-        if len(self.class_names) != self.num_classes or self.train_mean.shape != (self.num_classes,):
-            raise InputError(f"ClassDiagnostics state: {len(self.class_names)} class names and "
-                             f"{self.train_mean.shape} training means for {self.num_classes} classes")
 
     # ------------------------------------------------------------------ accumulation
     def update(self, logits: Any, labels: Any, sml_score: Any = None) -> "ClassDiagnostics":

@@ -6,6 +6,7 @@ from typing import Any
 import numpy as np
 
 from sml.errors import InputError
+from sml.utils import schema
 
 
 def to_numpy(x: Any, what: str) -> np.ndarray:
@@ -67,11 +68,21 @@ def label_counts(y: np.ndarray, ignore_index: int) -> tuple[int, int, int]:
     return n_pos, n_neg, n_ign
 
 
-def state_count(state: dict[str, Any], key: str, what: str = "metric state") -> int:
-    """``state[key]`` as a count: an integer >= 0 (not a bool, not a float); else an :class:`InputError` naming it."""
-    v = state.get(key)
-    if isinstance(v, np.ndarray) and v.ndim == 0:
-        v = v.item()
-    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0:
-        raise InputError(f"{what}: {key!r} must be a count (an integer >= 0), got {v!r}")
-    return int(v)
+def count_field(name: str) -> schema.Field:
+    """The declaration of a state's count: an integer >= 0 (not a bool, not a float)."""
+    says = "'{key}' must be a count (an integer >= 0), got {value}"
+    return schema.Field(name, type="int", required=True, ge=0,
+                        says={"invalid": says, "missing": says.replace("{value}", "None")})
+
+
+def _not_a_label(value: int, ctx: schema.Context) -> int:
+    if value in (0, 1):
+        raise schema.Invalid("")
+    return value
+
+
+#: the declaration of a metric's ``ignore_index``: an integer other than the labels 0 and 1
+IGNORE_INDEX = schema.Field("ignore_index", type="int", required=True, check=_not_a_label,
+                            says={"invalid": "ignore_index must be an integer other than 0 and 1, got {value}",
+                                  "check": "ignore_index must be an integer other than 0 and 1, got {value}",
+                                  "missing": "ignore_index must be an integer other than 0 and 1, got None"})

@@ -8,15 +8,17 @@ offers the :class:`~sml.metrics.PixelMetric` interface of the exact metric.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
 from sml.errors import InputError
-from sml.metrics._inputs import scores_and_labels, state_count, to_numpy
+from sml.metrics._inputs import IGNORE_INDEX, count_field, scores_and_labels, to_numpy
 from sml.metrics.base import PixelMetric
 from sml.metrics.labels import FrameLabels
 from sml.metrics.smiyc_bins import KNOWN_DEFECTS, NUM_BINS, curve_from_bins, frame_bins, to_submission
+from sml.utils import schema
 
 __all__ = ["SmiycPixelMetric"]
 
@@ -34,8 +36,12 @@ class SmiycPixelMetric(PixelMetric):
     """
 
     def __init__(self, ignore_index: int = 255, num_bins: int = NUM_BINS) -> None:
-        self.ignore_index = int(ignore_index)
-        self.num_bins = int(num_bins)
+        v = ARGUMENTS.read({"ignore_index": ignore_index, "num_bins": num_bins})
+        self._setup(v["ignore_index"], v["num_bins"])
+
+    def _setup(self, ignore_index: int, num_bins: int) -> None:
+        """Checked settings; no frame yet."""
+        self.ignore_index, self.num_bins = ignore_index, num_bins
         self.reset()
 
     def reset(self) -> None:
@@ -118,24 +124,14 @@ class SmiycPixelMetric(PixelMetric):
         frame's thresholds not strictly decreasing, bin counts that do not add up to
         ``num_pos`` / ``num_neg``, a frame with bins but no pixel.
         """
-        if str(np.asarray(state.get("protocol", ""))) != "smiyc":
-            raise InputError("not a smiyc metric state (its 'protocol' entry is not 'smiyc')")
-        num_bins, ignore_index, num_pos, num_neg, frames, ignored = (
-            state_count(state, k, _WHAT) for k in ("num_bins", "ignore_index", "num_pos", "num_neg", "frames",
-                                                    "ignored"))
-        if num_bins < 2 or ignore_index in (0, 1):
-            raise InputError(f"{_WHAT}: 'num_bins' must be at least 2 and 'ignore_index' other than 0 and 1")
-        lengths, tp, fp = (_array(state, k, "iu").astype(np.int64, copy=False) for k in ("lengths", "tp_rel", "fp_rel"))
-        thr = _array(state, "thresholds", "f")
-        _check_frames(lengths, frames, num_bins, thr, tp, fp)
-        if int(tp.sum()) != num_pos or int(fp.sum()) != num_neg:
-            raise InputError(f"{_WHAT}: the bins hold {int(tp.sum())} anomaly and {int(fp.sum())} inlier pixels, "
-                             f"not the stated num_pos {num_pos} and num_neg {num_neg}")
-        SmiycPixelMetric.__init__(self, ignore_index, num_bins)
+        v = STATE.read(state)
+        lengths, thr, tp, fp = v["lengths"], v["thresholds"], v["tp_rel"], v["fp_rel"]
+        self._setup(v["ignore_index"], v["num_bins"])
         cuts = np.cumsum(lengths)[:-1]
         self._thr, self._tp, self._fp = ([*np.split(a.astype(dt), cuts)] if lengths.size else []
                                          for a, dt in ((thr, np.float64), (tp, np.int64), (fp, np.int64)))
-        self.num_pos, self.num_neg, self.frames, self.ignored = num_pos, num_neg, frames, ignored
+        self.num_pos, self.num_neg, self.frames, self.ignored = (v[k] for k in ("num_pos", "num_neg", "frames",
+                                                                               "ignored"))
         return self
 
     def totals(self) -> dict[str, int]:
@@ -215,32 +211,64 @@ class SmiycPixelMetric(PixelMetric):
         return f"SmiycPixelMetric(frames={self.frames}, num_bins={self.num_bins})"
 
 
-def _array(state: dict[str, Any], key: str, kinds: str) -> np.ndarray:
-    """``state[key]`` as a 1-D array of a dtype kind in ``kinds`` (``"iu"`` integers, ``"f"`` floats), else refused."""
-    a = np.asarray(state.get(key))
-    if a.ndim != 1 or (a.size and a.dtype.kind not in kinds):
-        kind = "integers" if kinds == "iu" else "floats"
-        raise InputError(f"{_WHAT}: {key!r} must be a 1-D array of {kind}, got {a.dtype} of shape {a.shape}")
-    return a
+def _kinds(kinds: str) -> Any:
+    """Check hook: a 1-D array whose dtype is of ``kinds`` (any dtype when empty), as int64 / float64."""
+    def check(a: np.ndarray, ctx: schema.Context) -> np.ndarray:
+        if a.size and a.dtype.kind not in kinds:
+            raise schema.Invalid("")
+        return a.astype(np.int64 if kinds == "iu" else np.float64, copy=False)
+    return check
 
 
-def _check_frames(lengths: np.ndarray, frames: int, num_bins: int, thr: np.ndarray, tp: np.ndarray,
-                  fp: np.ndarray) -> None:
-    """Refuse bins that do not fit the ``frames`` they claim (see ``SmiycPixelMetric.load_state_dict``)."""
+def _bins(name: str, kinds: str) -> schema.Field:
+    says = "'{key}' must be a 1-D array of " + ("integers" if kinds == "iu" else "floats") + ", got {value}"
+    return schema.Field(name, type="array", required=True, ndim=1, check=_kinds(kinds),
+                        says={"invalid": says, "check": says, "missing": says.replace("{value}", "None")})
+
+
+def _frame_problem(lengths: np.ndarray, frames: int, num_bins: int, thr: np.ndarray, tp: np.ndarray,
+                   fp: np.ndarray) -> str | None:
+    """What is wrong with bins that do not fit the ``frames`` they claim (None: nothing)."""
     if lengths.size != frames or (lengths.size and not (0 <= lengths.min() and lengths.max() <= num_bins + 1)):
-        raise InputError(f"{_WHAT}: 'lengths' must give 0 to {num_bins + 1} bins for each of the {frames} frames")
+        return f"'lengths' must give 0 to {num_bins + 1} bins for each of the {frames} frames"
     n = int(lengths.sum())
     if not thr.size == tp.size == fp.size == n:
-        raise InputError(f"{_WHAT}: 'thresholds', 'tp_rel' and 'fp_rel' must hold the {n} bins of 'lengths'")
+        return f"'thresholds', 'tp_rel' and 'fp_rel' must hold the {n} bins of 'lengths'"
     if n == 0:
-        return
+        return None
     if not np.isfinite(thr).all() or tp.min() < 0 or fp.min() < 0:
-        raise InputError(f"{_WHAT}: thresholds must be finite and bin counts >= 0")
+        return "thresholds must be finite and bin counts >= 0"
     starts = np.cumsum(lengths) - lengths
     rising = np.diff(thr) >= 0
     rising[starts[(starts > 0) & (starts < n)] - 1] = False  # a new frame starts there
     if rising.any():
-        raise InputError(f"{_WHAT}: each frame's thresholds must be strictly decreasing")
-    first = starts[lengths > 0]
-    if np.any(np.add.reduceat(tp + fp, first) == 0):
-        raise InputError(f"{_WHAT}: a frame has bins but no pixel in them")
+        return "each frame's thresholds must be strictly decreasing"
+    if np.any(np.add.reduceat(tp + fp, starts[lengths > 0]) == 0):
+        return "a frame has bins but no pixel in them"
+    return None
+
+
+def _frames_fit(v: dict[str, Any], ctx: schema.Context) -> list[schema.Problem]:
+    """Rule: each frame's bins fit it, and the bins hold the stated pixels."""
+    problem = _frame_problem(v["lengths"], v["frames"], v["num_bins"], v["thresholds"], v["tp_rel"], v["fp_rel"])
+    if problem is not None:
+        return [ctx.problem("lengths", problem)]
+    tp, fp = int(v["tp_rel"].sum()), int(v["fp_rel"].sum())
+    if tp != v["num_pos"] or fp != v["num_neg"]:
+        return [ctx.problem("num_pos", f"the bins hold {tp} anomaly and {fp} inlier pixels, not the stated num_pos "
+                                       f"{v['num_pos']} and num_neg {v['num_neg']}")]
+    return []
+
+
+_NUM_BINS = replace(count_field("num_bins"), ge=2,
+                    says={**count_field("num_bins").says, "range": "'num_bins' must be at least 2, got {value}"})
+#: :class:`SmiycPixelMetric`'s arguments
+ARGUMENTS = schema.Schema((IGNORE_INDEX, _NUM_BINS), voice=schema.Voice(prefix=""))
+#: :meth:`SmiycPixelMetric.state_dict` (resume chunks, ``sync``): settings, counters, each frame's bins
+STATE = schema.Schema((
+    schema.Field("protocol", type="str", required=True, choices=("smiyc",), says={
+        "invalid": "its 'protocol' entry is {value}, not 'smiyc': this is not a smiyc metric state",
+        "missing": "it has no 'protocol' entry: this is not a smiyc metric state"}),
+    _NUM_BINS, IGNORE_INDEX, *(count_field(k) for k in ("num_pos", "num_neg", "frames", "ignored")),
+    _bins("lengths", "iu"), _bins("thresholds", "f"), _bins("tp_rel", "iu"), _bins("fp_rel", "iu"),
+), rules=(_frames_fit,), voice=schema.Voice(prefix=_WHAT + ": "))

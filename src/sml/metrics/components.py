@@ -10,6 +10,7 @@ is a few passes over the frame whatever the number of components.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import Any, Iterable, Sequence
 
 import numpy as np
@@ -17,6 +18,7 @@ from scipy import ndimage
 
 from sml.errors import InputError
 from sml.metrics._inputs import label_counts, scores_and_labels
+from sml.utils import schema
 from sml.utils.state import Stateful
 
 __all__ = ["ComponentMetrics", "component_metrics", "frame_components", "SIOU_THRESHOLDS", "TRACKS"]
@@ -84,6 +86,56 @@ def frame_components(anomaly: Any, labels: Any, threshold: float, min_pred_size:
             "precision_pred": precision.astype(np.float64), "gt_size": sg[ks], "pred_size": sp[js]}
 
 
+def _known_threshold(t: float, ctx: schema.Context) -> float:
+    if math.isnan(t):
+        raise schema.Invalid("is NaN (the best-F1 threshold is undefined without anomaly pixels)")
+    return t
+
+
+def _fractions(a: np.ndarray, ctx: schema.Context) -> np.ndarray:
+    if a.size and not (np.isfinite(a).all() and a.min() >= 0 and a.max() <= 1):
+        raise schema.Invalid("holds values outside [0, 1] (or NaN); sIoU and precision are fractions")
+    return a.astype(np.float64)
+
+
+_SIZE = dict(type="int", null=True, coerce=True, ge=0, says={"range": "minimum component sizes must be >= 0"})
+_SETTINGS = (
+    schema.Field("track", type="str", required=True, choices=tuple(TRACKS),
+                 says={"choice": "unknown track {value}; choose one of {choices}"}),
+    schema.Field("threshold", type="number", null=True, coerce=True, check=_known_threshold,
+                 says={"type": "threshold must be a number, got {value}"}),
+    schema.Field("min_pred_size", **_SIZE),
+    schema.Field("min_gt_size", **_SIZE),
+    schema.Field("ignore_index", type="int", coerce=True, default=255),
+)
+#: :class:`ComponentMetrics`' arguments
+ARGUMENTS = schema.Schema(_SETTINGS, voice=schema.Voice(prefix=""))
+_THRESHOLD = schema.Schema(_SETTINGS[1:2], voice=ARGUMENTS.voice)
+
+
+def _recorded(v: dict[str, Any], ctx: schema.Context) -> list[schema.Problem]:
+    """Rule: components and thresholds only with frames, a pixel threshold for every state with frames."""
+    if v["siou_pred"].size != v["precision_pred"].size:
+        return [ctx.problem("siou_pred", "siou_pred and precision_pred must be of equal length (one entry per "
+                                         "predicted component)")]
+    if v["frames"] == 0 and (v["thresholds"] or any(v[k].size for k in ("siou_gt", "siou_pred", "precision_pred"))):
+        return [ctx.problem("frames", "components or thresholds are recorded but no frame")]
+    if v["frames"] > 0 and not v["thresholds"]:
+        return [ctx.problem("thresholds", "frames are counted but no pixel threshold was recorded")]
+    return []
+
+
+#: :meth:`ComponentMetrics.state_dict` (resume chunks, ``sync``): the settings, then what the frames gave
+STATE = schema.Schema((
+    *(replace(f, required=True, null=f.name == "threshold") for f in _SETTINGS),
+    schema.Field("frames", type="int", required=True, ge=0, says={"range": "frames is {value}; it counts frames (>= 0)"}),
+    schema.Field("thresholds", type="list", required=True, item=schema.Field("", type="number", finite=True),
+                 says={"item": "a pixel threshold is not finite (thresholds[{index}] is {value})"}),
+    *(schema.Field(k, type="array", required=True, dtype="iuf", ndim=1, check=_fractions, expected="a 1-D array")
+      for k in ("siou_gt", "siou_pred", "precision_pred")),
+), rules=(_recorded,), voice=schema.Voice(prefix="component metric state: "))
+
+
 class ComponentMetrics(Stateful):
     """SegmentMeIfYouCan component metrics accumulated frame by frame (spec section 6).
 
@@ -96,14 +148,17 @@ class ComponentMetrics(Stateful):
 
     def __init__(self, track: str = "anomaly", threshold: float | None = None, min_pred_size: int | None = None,
                  min_gt_size: int | None = None, ignore_index: int = 255) -> None:
-        if track not in TRACKS:
-            raise InputError(f"unknown track {track!r}; choose one of {sorted(TRACKS)}")
+        v = ARGUMENTS.read({"track": track, "threshold": threshold, "min_pred_size": min_pred_size,
+                            "min_gt_size": min_gt_size, "ignore_index": ignore_index})
+        self._setup(**v)
+
+    def _setup(self, track: str, threshold: float | None, min_pred_size: int | None, min_gt_size: int | None,
+               ignore_index: int) -> None:
+        """Checked settings; no frame yet."""
         self.track = track
         self.min_pred_size = int(TRACKS[track][0] if min_pred_size is None else min_pred_size)
         self.min_gt_size = int(TRACKS[track][1] if min_gt_size is None else min_gt_size)
-        if self.min_pred_size < 0 or self.min_gt_size < 0:
-            raise InputError("minimum component sizes must be >= 0")
-        self.threshold = None if threshold is None else _check_threshold(threshold)
+        self.threshold = threshold
         self.ignore_index = int(ignore_index)
         self.frames = 0
         self._siou_gt: list[np.ndarray] = []
@@ -159,17 +214,12 @@ class ComponentMetrics(Stateful):
 
     def load_state_dict(self, state: dict[str, Any]) -> "ComponentMetrics":
         """Replace the state with ``state`` (from :meth:`state_dict`)."""
-        ComponentMetrics.__init__(self, state["track"], state["threshold"], state["min_pred_size"],
-                                  state["min_gt_size"], state["ignore_index"])
-        arrays = [np.asarray(state[k], dtype=np.float64) for k in ("siou_gt", "siou_pred", "precision_pred")]
-        if any(a.ndim != 1 for a in arrays) or arrays[1].size != arrays[2].size:
-            raise InputError("component metric state: siou_gt, siou_pred and precision_pred must be 1-D "
-                             "(the last two of equal length)")
-        frames, thresholds = int(state["frames"]), [float(t) for t in state["thresholds"]]
-        _check_state(arrays, frames, thresholds)
-        self._siou_gt, self._siou_pred, self._prec = ([a] if a.size else [] for a in arrays)
-        self.frames = frames
-        self._thresholds = set(thresholds)
+        v = STATE.read(state)
+        self._setup(*(v[f.name] for f in _SETTINGS))
+        self._siou_gt, self._siou_pred, self._prec = ([v[k]] if v[k].size else []
+                                                      for k in ("siou_gt", "siou_pred", "precision_pred"))
+        self.frames = v["frames"]
+        self._thresholds = set(v["thresholds"])
         return self
 
     def compute(self) -> dict[str, Any]:
@@ -216,23 +266,6 @@ class ComponentMetrics(Stateful):
                 f"min_gt_size={self.min_gt_size}, frames={self.frames})")
 
 
-def _check_state(arrays: list[np.ndarray], frames: int, thresholds: list[float]) -> None:
-    """Refuse a component state no frames could have produced: sIoU and precision values in [0, 1],
-    components only with frames, a finite pixel threshold for every state with frames."""
-    if frames < 0:
-        raise InputError(f"component metric state: frames is {frames}; it counts frames (>= 0)")
-    for name, a in zip(("siou_gt", "siou_pred", "precision_pred"), arrays):
-        if a.size and not (np.isfinite(a).all() and a.min() >= 0 and a.max() <= 1):
-            raise InputError(f"component metric state: {name} holds values outside [0, 1] (or NaN); sIoU and "
-                             f"precision are fractions")
-    if not all(math.isfinite(t) for t in thresholds):
-        raise InputError("component metric state: a pixel threshold is not finite")
-    if frames == 0 and (thresholds or any(a.size for a in arrays)):
-        raise InputError("component metric state: components or thresholds are recorded but no frame")
-    if frames > 0 and not thresholds:
-        raise InputError("component metric state: frames are counted but no pixel threshold was recorded")
-
-
 def _mean(a: np.ndarray) -> float:
     return float(a.mean()) if a.size else math.nan
 
@@ -250,13 +283,8 @@ def _undefined(n_gt: int, n_pred: int) -> str | None:
 
 
 def _check_threshold(t: Any) -> float:
-    try:
-        v = float(t)
-    except (TypeError, ValueError):
-        raise InputError(f"threshold must be a number, got {t!r}") from None
-    if math.isnan(v):
-        raise InputError("threshold is NaN (the best-F1 threshold is undefined without anomaly pixels)")
-    return v
+    """A pixel threshold given to :meth:`ComponentMetrics.update`, by the constructor's declaration."""
+    return _THRESHOLD.read({"threshold": t})["threshold"]
 
 
 def component_metrics(anomaly: Sequence[Any] | Any, labels: Sequence[Any] | Any, track: str = "anomaly",

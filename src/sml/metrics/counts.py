@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from sml.errors import InputError
 from sml.metrics.keys import EMPTY_KEYS, count_nonfinite
+from sml.utils import schema
 
 __all__ = ["Counts", "consolidate", "count_dtype", "merge_counts", "runs", "search_sorted"]
 
@@ -250,35 +250,51 @@ class Counts:
         return out
 
     @classmethod
-    def from_state(cls, state: dict[str, Any], prefix: str) -> "Counts":
-        """The table stored as ``{prefix}table_single`` / ``_keys`` / ``_counts`` (absent: empty), checked.
-
-        Refused (:class:`InputError` naming the entry): arrays that are not 1-D
-        int32 keys and integer counts of the same length, keys not strictly
-        increasing or standing for NaN / infinite scores, counts below 1, a key
-        both seen once and counted.
-        """
-        sk, kk, ck = (f"{prefix}table_{n}" for n in ("single", "keys", "counts"))
-        one, k = (np.asarray(state.get(n, EMPTY_KEYS)) for n in (sk, kk))
-        c = np.asarray(state.get(ck, np.empty(0, np.uint32)))
-        counts_ok = c.ndim == 1 and c.size == k.size and (c.size == 0 or c.dtype.kind in "iu")
-        if not (_is_key_array(one) and _is_key_array(k) and counts_ok):
-            raise InputError(f"metric state: {kk!r} and {sk!r} must be 1-D int32 arrays and {ck!r} integer "
-                             f"counts as long as {kk!r}")
-        for name, a in ((kk, k), (sk, one)):
-            _check_keys(a, name, f"{kk!r} and {sk!r}")
-        if (c.size and int(c.min()) < 1) or (one.size and k.size and np.isin(one, k).any()):
-            raise InputError(f"metric state: {ck!r} must be positive and {sk!r} disjoint from {kk!r}")
-        return cls(one, k, c)
+    def from_values(cls, values: dict[str, Any], prefix: str) -> "Counts":
+        """The table of checked state values (:func:`table_fields`; absent entries: empty)."""
+        one, k, c = (values[f"{prefix}table_{n}"] for n in ("single", "keys", "counts"))
+        return cls(EMPTY_KEYS if one is None else one, EMPTY_KEYS if k is None else k, c)
 
 
-def _is_key_array(a: np.ndarray) -> bool:
-    return a.dtype == np.int32 and a.ndim == 1
-
-
-def _check_keys(a: np.ndarray, name: str, both: str) -> None:
-    """Refuse table keys ``a`` (state entry ``name``) that are not strictly increasing or not finite scores."""
+def _table_keys(a: np.ndarray, ctx: schema.Context) -> np.ndarray:
+    """Check hook: table keys strictly increasing and standing for finite scores."""
     if a.size > 1 and np.any(a[1:] <= a[:-1]):
-        raise InputError(f"metric state: {both} must be strictly increasing ({name!r} is not)")
+        raise schema.Invalid("must be strictly increasing")
     if count_nonfinite(a):
-        raise InputError(f"metric state: {name!r} holds keys of NaN or infinite scores")
+        raise schema.Invalid("holds keys of NaN or infinite scores")
+    return a
+
+
+def _positive(c: np.ndarray, ctx: schema.Context) -> np.ndarray:
+    if c.size and c.dtype.kind not in "iu":
+        raise schema.Invalid(f"must be integer counts, got {schema.show(c)}")
+    if c.size and int(c.min()) < 1:
+        raise schema.Invalid("must be positive (a key counted here occurs at least twice)")
+    return c
+
+
+def table_fields(prefix: str) -> tuple[schema.Field, ...]:
+    """The declarations of a :class:`Counts` stored as ``{prefix}table_single`` / ``_keys`` / ``_counts``
+    (absent: empty): 1-D int32 keys, strictly increasing, of finite scores; integer counts >= 1, one per key."""
+    keys = dict(type="array", dtype="int32", ndim=1, check=_table_keys, says={
+        "invalid": "'{key}' must be a 1-D int32 array, got {value}", "check": "'{key}' {text}"})
+    return (schema.Field(f"{prefix}table_single", **keys), schema.Field(f"{prefix}table_keys", **keys),
+            schema.Field(f"{prefix}table_counts", type="array", ndim=1, check=_positive,
+                         length=lambda ctx: _size(ctx.get(f"{prefix}table_keys")),
+                         says={"invalid": f"'{{key}}' must be integer counts as long as '{prefix}table_keys', got "
+                                          "{value}", "check": "'{key}' {text}"}))
+
+
+def _size(a: np.ndarray | None) -> int:
+    return 0 if a is None else a.size
+
+
+def disjoint_rule(prefix: str) -> schema.Rule:
+    """Rule: no key both seen once and counted."""
+    def rule(v: dict[str, Any], ctx: schema.Context) -> list[schema.Problem]:
+        one, k = v[f"{prefix}table_single"], v[f"{prefix}table_keys"]
+        if one is not None and k is not None and one.size and k.size and np.isin(one, k).any():
+            return [ctx.problem(f"{prefix}table_single", f"'{prefix}table_single' must be disjoint from "
+                                                         f"'{prefix}table_keys' (a key is either seen once or counted)")]
+        return []
+    return rule

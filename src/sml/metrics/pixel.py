@@ -56,13 +56,14 @@ import numpy as np
 
 from sml.errors import InputError
 from sml.metrics import functional
-from sml.metrics._inputs import scores_and_labels, state_count, to_numpy
+from sml.metrics._inputs import IGNORE_INDEX, count_field, scores_and_labels, to_numpy
 from sml.metrics.base import PixelMetric
-from sml.metrics.counts import Counts, consolidate, count_dtype, merge_counts, runs
+from sml.metrics.counts import Counts, consolidate, count_dtype, disjoint_rule, merge_counts, runs, table_fields
 from sml.metrics.functional import TPR_TARGET
 from sml.metrics.keys import EMPTY_KEYS, count_nonfinite, device_keys, host_keys, keys_to_scores, scores_to_keys
 from sml.metrics.labels import FrameLabels
 from sml.metrics.table import Table, build_table, table_of_sorted
+from sml.utils import schema
 
 __all__ = ["AnomalyMetrics", "FrameLabels", "anomaly_metrics", "scores_to_keys", "keys_to_scores", "TPR_TARGET"]
 
@@ -97,7 +98,12 @@ class AnomalyMetrics(PixelMetric):
     """
 
     def __init__(self, ignore_index: int = 255, compact_at: int | None = None) -> None:
-        self.ignore_index, self.compact_at = _settings(ignore_index, compact_at)
+        v = ARGUMENTS.read({"ignore_index": ignore_index, "compact_at": compact_at})
+        self._setup(v["ignore_index"], v["compact_at"])
+
+    def _setup(self, ignore_index: int, compact_at: int | None) -> None:
+        """Checked settings (``compact_at`` None: :data:`COMPACT_AT`); nothing added yet."""
+        self.ignore_index, self.compact_at = ignore_index, COMPACT_AT if compact_at is None else compact_at
         self.reset()
 
     def reset(self) -> None:
@@ -147,27 +153,18 @@ class AnomalyMetrics(PixelMetric):
         pixels at a score with fewer evaluated pixels. Checking the last sorts the pending
         keys in place (the sort ``compute()`` needs anyway).
         """
-        settings = _settings(state.get("ignore_index"), state.get("compact_at"))
-        keys, pos = (_own(np.asarray(state.get(k, EMPTY_KEYS)), k) for k in ("keys", "pos_keys"))
-        ev, an = Counts.from_state(state, ""), Counts.from_state(state, "pos_")
-        n_pos, n_neg, n_ignored, images = (state_count(state, k) for k in ("n_pos", "n_neg", "n_ignored", "images"))
-        if n_pos != pos.size + an.total or n_pos + n_neg != keys.size + ev.total:
-            raise InputError("metric state: pixel counts do not match its key arrays (n_pos must count the "
-                             "anomaly keys, n_pos + n_neg every evaluated key)")
-        if images == 0 and n_pos + n_neg + n_ignored:
-            raise InputError("metric state: pixels counted without an image ('images' is 0)")
-        keys.sort()  # a multiset: its order means nothing
-        pos.sort()
-        _check_anomaly_within_evaluated(keys, pos, ev, an)
-        dtype = count_dtype(n_pos + n_neg)
+        v = STATE.read(state)
+        keys, pos = (np.empty(0, np.int32) if v[k] is None else v[k] for k in ("keys", "pos_keys"))
+        ev, an = Counts.from_values(v, ""), Counts.from_values(v, "pos_")
+        dtype = count_dtype(v["n_pos"] + v["n_neg"])
         for c in (ev, an):
             c.cnt = c.cnt.astype(dtype, copy=False)
-        AnomalyMetrics.__init__(self, *settings)
+        self._setup(v["ignore_index"], v["compact_at"])
         self._ev, self._an = ev, an
         self._buf, self._n = keys, keys.size
         self._pos = [pos] if pos.size else []
         self._n_pos_pending = pos.size
-        self.n_pos, self.n_neg, self.n_ignored, self.images = n_pos, n_neg, n_ignored, images
+        self.n_pos, self.n_neg, self.n_ignored, self.images = (v[k] for k in ("n_pos", "n_neg", "n_ignored", "images"))
         return self
 
     # ------------------------------------------------------------------ adding data
@@ -376,44 +373,66 @@ class AnomalyMetrics(PixelMetric):
                 f"anomaly={self.n_pos}, inlier={self.n_neg})")
 
 
-def _settings(ignore_index: Any, compact_at: Any) -> tuple[int, int]:
-    """``(ignore_index, compact_at)`` checked (``compact_at`` None: :data:`COMPACT_AT`)."""
-    if isinstance(ignore_index, bool) or not isinstance(ignore_index, (int, np.integer)) or ignore_index in (0, 1):
-        raise InputError(f"ignore_index must be an integer other than 0 and 1, got {ignore_index!r}")
-    compact_at = COMPACT_AT if compact_at is None else compact_at
-    if isinstance(compact_at, bool) or not isinstance(compact_at, (int, np.integer)) or compact_at < 1:
-        raise InputError(f"compact_at must be a positive number of keys, got {compact_at!r}")
-    return int(ignore_index), int(compact_at)
-
-
-def _own(keys: np.ndarray, name: str) -> np.ndarray:
-    """Pending keys of a state, checked, as writable memory of our own (the buffer is grown and sorted in place)."""
-    if keys.dtype != np.int32 or keys.ndim != 1:
-        raise InputError("metric state: 'keys' and 'pos_keys' must be 1-D int32 arrays")
+def _pending(keys: np.ndarray, ctx: schema.Context) -> np.ndarray:
+    """Check hook: pending keys of finite scores, as sorted writable memory of our own (the buffer is grown and
+    sorted in place; a multiset: its order means nothing)."""
     if count_nonfinite(keys):
-        raise InputError(f"metric state: {name!r} holds keys of NaN or infinite scores")
-    return keys if keys.flags.owndata and keys.flags.writeable else keys.copy()
+        raise schema.Invalid("holds keys of NaN or infinite scores")
+    keys = keys if keys.flags.owndata and keys.flags.writeable else keys.copy()
+    keys.sort()
+    return keys
 
 
-def _check_anomaly_within_evaluated(keys: np.ndarray, pos: np.ndarray, ev: Counts, an: Counts) -> None:
-    """Refuse a state with more anomaly pixels at some score than evaluated pixels there (each is one of them).
+def _pending_field(name: str) -> schema.Field:
+    return schema.Field(name, type="array", dtype="int32", ndim=1, check=_pending,
+                        says={"invalid": "'{key}' must be a 1-D int32 array, got {value}",
+                              "check": "'{key}' {text}"})
 
-    ``keys`` / ``pos``: the sorted pending keys; ``ev`` / ``an``: the counted tables.
-    """
+
+def _totals(v: dict[str, Any], ctx: schema.Context) -> list[schema.Problem]:
+    """Rule: ``n_pos`` counts the anomaly keys, ``n_pos + n_neg`` every evaluated key; pixels need an image."""
+    size = (lambda k: 0 if v[k] is None else v[k].size)
+    an, ev = Counts.from_values(v, "pos_"), Counts.from_values(v, "")
+    if v["n_pos"] != size("pos_keys") + an.total or v["n_pos"] + v["n_neg"] != size("keys") + ev.total:
+        return [ctx.problem("n_pos", "pixel counts do not match its key arrays (n_pos must count the anomaly keys, "
+                                     "n_pos + n_neg every evaluated key)")]
+    if v["images"] == 0 and v["n_pos"] + v["n_neg"] + v["n_ignored"]:
+        return [ctx.problem("images", "pixels counted without an image ('images' is 0)")]
+    return []
+
+
+def _anomaly_within_evaluated(v: dict[str, Any], ctx: schema.Context) -> list[schema.Problem]:
+    """Rule: no score with more anomaly pixels than evaluated pixels (each anomaly pixel is one of them)."""
+    keys, pos = (np.empty(0, np.int32) if v[k] is None else v[k] for k in ("keys", "pos_keys"))  # sorted
+    ev, an = Counts.from_values(v, ""), Counts.from_values(v, "pos_")
     ak, ac = an.unified()
     if pos.size:
         ak, ac = merge_counts(ak, ac, *runs(pos), np.int64)
     if ak.size == 0:
-        return
+        return []
     have = ev.count_of(ak)
     if keys.size:
         have += np.searchsorted(keys, ak, "right") - np.searchsorted(keys, ak, "left")
     if not have.all():
-        raise InputError("metric state: an anomaly-pixel key is missing from the evaluated pixels' keys "
-                         "(the state was not written by AnomalyMetrics)")
+        return [ctx.problem("pos_keys", "an anomaly-pixel key is missing from the evaluated pixels' keys (the "
+                                        "state was not written by AnomalyMetrics)")]
     if np.any(ac > have):
-        raise InputError("metric state: more anomaly pixels than evaluated pixels at some score (the anomaly "
-                         "keys must be a part of the evaluated keys)")
+        return [ctx.problem("pos_keys", "more anomaly pixels than evaluated pixels at some score (the anomaly keys "
+                                        "must be a part of the evaluated keys)")]
+    return []
+
+
+_COMPACT_AT = schema.Field("compact_at", type="int", null=True, ge=1,
+                           says={"invalid": "compact_at must be a positive number of keys, got {value}"})
+#: :class:`AnomalyMetrics`' arguments
+ARGUMENTS = schema.Schema((IGNORE_INDEX, _COMPACT_AT), voice=schema.Voice(prefix=""))
+#: :meth:`AnomalyMetrics.state_dict` (resume chunks, ``sync``): settings, pending keys, counted tables, counters
+STATE = schema.Schema((
+    IGNORE_INDEX, _COMPACT_AT, _pending_field("keys"), _pending_field("pos_keys"),
+    *table_fields(""), *table_fields("pos_"),
+    *(count_field(k) for k in ("n_pos", "n_neg", "n_ignored", "images")),
+), rules=(disjoint_rule(""), disjoint_rule("pos_"), _totals, _anomaly_within_evaluated),
+    voice=schema.Voice(prefix="metric state: "))
 
 
 def anomaly_metrics(anomaly: Any, labels: Any, ignore_index: int = 255) -> dict[str, Any]:

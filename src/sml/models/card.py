@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import os
-import re
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -19,12 +19,13 @@ from torch import nn
 
 from sml.errors import InputError
 from sml.models.config import ModelConfig
-from sml.models.contract import CITYSCAPES_CLASSES, RESIZE_MODES, _UPSAMPLE, SegmentationModel, normalisation_problem
+from sml.models.contract import CITYSCAPES_CLASSES, SETTINGS, SegmentationModel, normalisation_problem, units_rule
 # Opening network files is the layers below's (sml.models.files, sml.models.probe); importable from here.
 from sml.models.files import _where, build_entry, file_format, open_network, sha256_of  # noqa: F401
 from sml.models.hf import complete_config
 from sml.models.probe import (DRY_SIZE, TRACED_FORMATS, check_size_follows, dry_run, native_size,  # noqa: F401
                               open_file, size_line)
+from sml.utils import schema
 
 CARD_SUFFIXES = (".yaml", ".yml")
 FILE_FORMATS = ("torchscript", "onnx", "export")
@@ -89,18 +90,6 @@ def _card_loader() -> type:
     return CardLoader
 
 
-def _show(value: Any, limit: int = 80) -> str:
-    """``repr(value)`` cut to ``limit`` characters, for messages that quote a card's value."""
-    text = repr(value)
-    return text if len(text) <= limit else text[:limit] + " ..."
-
-
-def _key(key: Any) -> str:
-    """A card key as a message shows it (cut to 40 characters)."""
-    text = str(key)
-    return text if len(text) <= 40 else text[:40] + " ..."
-
-
 def _read_yaml(path: Path) -> dict:
     """The mapping a card file holds (InputError for a missing, huge, non-YAML or non-mapping file)."""
     import yaml
@@ -126,197 +115,124 @@ def _read_yaml(path: Path) -> dict:
     return data
 
 
-class _Card:
-    """Reads and checks fields of one card, every refusal naming the card, the field and the fix."""
+# ---------------------------------------------------------------- the card's declarations
+_SAYS = {  # every refusal names the card (the voice's prefix) and the field
+    "unknown": "field {field} is not a card field",
+    "missing": "field {field} is missing",
+    "placeholder": "field {field} is still {placeholder}",
+    "inapplicable": "field {field} does not apply to format {format}",
+    "mapping": "field {field} must be {expected}, got {value}",
+    "invalid": "field {field} must be {expected}, got {value}",
+    "choice": "field {field} is {value}",
+    "pattern": "field {field} is {value}",
+    "check": "field {field} {text}",
+    "rule": "field {field} {text}",
+}
+_FIXES = {
+    "unknown": "Fields: {known} (check the spelling).",
+    "missing": "Add '{key}: ...'{with_choices}.",
+    "placeholder": "Fill it in from the network's documentation or training code; sml never guesses preprocessing.",
+    "inapplicable": "format {format} takes {needed}; remove '{key}' or change the format.",
+    "type": "Quote it if in doubt.",
+    "choice": "Use one of: {choices}.",
+}
+_NEEDED = {"torchscript": ("file",), "onnx": ("file",), "export": ("file",), "python": ("entry", "weights"),
+           "transformers": ("source",)}
 
-    def __init__(self, path: Path, data: dict) -> None:
-        self.path, self.data = path, data
 
-    def fail(self, field: str, problem: str, fix: str) -> InputError:
-        return InputError(f"model card {self.path}: field {field} {problem}. {fix}")
+def _card_path(value: str, ctx: schema.Context) -> str:
+    """A path of the card, relative to the card's folder; it must exist."""
+    p = Path(value).expanduser()
+    p = p if p.is_absolute() else ctx.extra["folder"] / p
+    if not p.exists():
+        raise schema.Invalid(f"names {schema.show(value)}, and {p} does not exist",
+                             "Paths in a card are relative to the card's folder; fix the path.")
+    return str(p)
 
-    def section(self, key: str, allowed: tuple[str, ...], required: bool) -> dict:
-        value = self.data.get(key)
-        if value is None:
-            if required:
-                raise self.fail(key, "is missing", f"Add an '{key}:' section with {', '.join(allowed)}.")
-            return {}
-        if not isinstance(value, dict):
-            raise self.fail(key, f"must be a mapping of {', '.join(allowed)}, got {_show(value)}",
-                            f"Write it as '{key}:' followed by indented 'field: value' lines.")
-        unknown = sorted(set(value) - set(allowed), key=str)
-        if unknown:
-            raise self.fail(f"{key}.{_key(unknown[0])}", "is not a card field",
-                            f"Fields of {key}: {', '.join(allowed)} (check the spelling).")
-        for k, v in value.items():
-            if v == TO_FILL:
-                raise self.fail(f"{key}.{k}", f"is still {TO_FILL}", "Fill it in from the network's documentation "
-                                "or training code; sml never guesses preprocessing.")
-        return value
 
-    def text(self, key: str, required: bool, allowed: tuple[str, ...] | None = None, where: dict | None = None,
-             prefix: str = "") -> str | None:
-        src = self.data if where is None else where
-        value = src.get(key)
-        if value is None:
-            if required:
-                raise self.fail(prefix + key, "is missing", f"Add '{key}: ...'"
-                                + (f" with one of {', '.join(allowed)}." if allowed else "."))
-            return None
-        if value == TO_FILL:
-            raise self.fail(prefix + key, f"is still {TO_FILL}", "Fill it in; sml never guesses preprocessing.")
-        if not isinstance(value, str) or not value.strip():
-            raise self.fail(prefix + key, f"must be a non-empty string, got {_show(value)}", "Quote it if in doubt.")
-        if allowed is not None and value not in allowed:
-            raise self.fail(prefix + key, f"is {_show(value)}", f"Use one of: {', '.join(allowed)}.")
-        return value
+def _hub_source(value: str, ctx: schema.Context) -> str:
+    """A local transformers folder (relative to the card) when it exists, else a hub id (transformers resolves it)."""
+    local = Path(value).expanduser()
+    local = local if local.is_absolute() else ctx.extra["folder"] / local
+    return str(local) if local.exists() else value
 
-    def file(self, key: str, required: bool) -> str | None:
-        value = self.text(key, required)
-        if value is None:
-            return None
-        p = Path(value).expanduser()
-        p = p if p.is_absolute() else self.path.parent / p
-        if not p.exists():
-            raise self.fail(key, f"names {_show(value)}, and {p} does not exist",
-                            "Paths in a card are relative to the card's folder; fix the path.")
-        return str(p)
 
-    def triple(self, sec: dict, key: str, default: float, positive: bool) -> tuple[float, float, float] | None:
-        value = sec.get(key)
-        if value is None:
-            return None
-        ok = isinstance(value, list) and len(value) == 3 and all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
-        if not ok or (positive and min(value) <= 0):
-            raise self.fail(f"input.{key}", f"must be three numbers{' > 0' if positive else ''} (one per channel, "
-                            f"in channel_order and scale units), got {_show(value)}",
-                            f"E.g. {key}: [{', '.join([str(default)] * 3)}]; leave it out for {default}.")
-        return tuple(float(v) for v in value)  # type: ignore[return-value]
+def _format_is(*formats: str) -> Any:
+    return lambda ctx: ctx.get("format") in formats
 
-    # -- the card's parts -------------------------------------------------------------------------
-    def network_fields(self, fmt: str) -> dict[str, Any]:
-        """Where the network comes from: file / entry and weights / source, sha256, licence."""
-        needed = {"torchscript": ("file",), "onnx": ("file",), "export": ("file",), "python": ("entry", "weights"),
-                  "transformers": ("source",)}[fmt]
-        for key in ("file", "entry", "weights", "source"):
-            if key not in needed and self.data.get(key) is not None:
-                raise self.fail(key, f"does not apply to format {fmt}",
-                                f"format {fmt} takes {' and '.join(needed)}; remove '{key}' or change the format.")
-        fields: dict[str, Any] = {}
-        if fmt in FILE_FORMATS:
-            fields["file"] = self.file("file", True)
-        elif fmt == "python":
-            entry = self.text("entry", True)
-            if not re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", entry):
-                raise self.fail("entry", f"is {_show(entry)}", "Write it as package.module:function (a callable "
-                                "returning an nn.Module), e.g. mynets.espnet:build.")
-            fields["entry"], fields["weights"] = entry, self.file("weights", True)
-        else:
-            source = self.text("source", True)
-            local = Path(source).expanduser()
-            local = local if local.is_absolute() else self.path.parent / local
-            fields["source"] = str(local) if local.exists() else source  # else a hub id, resolved by transformers
-        fields.update(self.checksum(fmt == "transformers"))
-        licence = self.data.get("licence", self.data.get("license"))
-        if licence is not None:
-            fields["licence"] = str(licence)
-        return fields
 
-    def checksum(self, hf: bool) -> dict[str, str]:
-        sha = self.data.get("sha256")
-        if sha is None:
-            return {}
-        if hf:
-            raise self.fail("sha256", "does not apply to format transformers", "The hub checks its own files; "
-                            "remove sha256.")
-        if not isinstance(sha, str) or not re.fullmatch(r"[0-9a-fA-F]{64}", sha):
-            raise self.fail("sha256", f"must be 64 hex digits, got {_show(sha)}", "Compute it with `sha256sum FILE`.")
-        return {"sha256": sha.lower()}
+def _not_hf(ctx: schema.Context) -> bool:
+    return ctx.get("format") != "transformers"
 
-    def input_fields(self, inp: dict, hf: bool) -> dict[str, Any]:
-        """size, channel_order, resize, scale, mean and std, the last three checked against each other."""
-        fields = self.size(inp, hf)
-        for key, allowed in (("channel_order", ("RGB", "BGR")), ("resize", RESIZE_MODES)):
-            value = self.text(key, key == "channel_order" and not hf, allowed, inp, "input.")
-            if value is not None:
-                fields[key] = value
-        if "scale" in inp or not hf:
-            scale = inp.get("scale")
-            if scale is None or isinstance(scale, bool) or scale not in (1, 255):
-                raise self.fail("input.scale", "is missing" if scale is None else f"is {_show(scale)}",
-                                "Use 1 when the network takes pixels in [0, 1], 255 when in [0, 255].")
-            fields["scale"] = int(scale)
-        mean, std = self.triple(inp, "mean", 0, False), self.triple(inp, "std", 1, True)
-        if mean is not None or std is not None:
-            fields["mean"], fields["std"] = mean or (0.0, 0.0, 0.0), std or (1.0, 1.0, 1.0)
-        if "scale" in fields:  # a transformers card may leave the scale to the image processor
-            check_units(self.path, fields["scale"], fields.get("mean"), fields.get("std"))
-        return fields
 
-    def size(self, inp: dict, hf: bool) -> dict[str, Any]:
-        if "size" not in inp:
-            if hf:
-                return {}
-            raise self.fail("input.size", "is missing", "Give [H, W], the size the network runs at, or null to run "
-                            "each image at its own size.")
-        size = inp["size"]
-        if size is None:
-            return {"input_size": None}
-        if not (isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) and not isinstance(v, bool)
-                                                                  and v > 0 for v in size)):
-            raise self.fail("input.size", f"must be [height, width] in pixels or null, got {_show(size)}",
-                            "E.g. size: [512, 1024].")
-        return {"input_size": (size[0], size[1])}
+def _section(name: str, part: schema.Schema) -> schema.Field:
+    return schema.Field(name, type="mapping", schema=part, required=_not_hf, fix={
+        "missing": f"Add an '{name}:' section with {', '.join(part.names())}.",
+        "mapping": f"Write it as '{name}:' followed by indented 'field: value' lines."})
 
-    def output_fields(self, out: dict, hf: bool) -> dict[str, Any]:
-        """kind, classes, channels and upsample."""
-        fields: dict[str, Any] = {}
-        kind = self.text("kind", False, ("logits", "mask-classification"), out, "output.")
-        if kind is not None:
-            fields["kind"] = kind
-        names = self.classes(out, hf)
-        if names is not None:
-            fields["class_names"] = names
-        channels = self.channels(out, names)
-        if channels is not None:
-            fields["class_channels"] = channels
-        upsample = self.text("upsample", False, tuple(_UPSAMPLE), out, "output.")
-        if upsample is not None:
-            fields["upsample"] = upsample
-        return fields
 
-    def classes(self, out: dict, hf: bool) -> tuple[str, ...] | None:
-        classes = out.get("classes")
-        if classes is None:
-            if hf:
-                return None
-            raise self.fail("output.classes", "is missing", "Give 'cityscapes' (the 19 train-id classes) or a list "
-                            "of class names in class order.")
-        if classes == "cityscapes":
-            return CITYSCAPES_CLASSES
-        if not (isinstance(classes, list) and classes and all(isinstance(n, str) and n for n in classes)):
-            raise self.fail("output.classes", f"must be 'cityscapes' or a list of class names, got {_show(classes)}",
-                            "E.g. classes: cityscapes, or classes: [road, car, person].")
-        if len(set(classes)) != len(classes):
-            raise self.fail("output.classes", "repeats a class name", "Give each class once, in class order.")
-        return tuple(classes)
+def _part(name: str, fields: tuple[schema.Field, ...], rules: tuple[schema.Rule, ...] = ()) -> schema.Schema:
+    return schema.Schema(fields, rules, unknown="refuse", null_is_absent=True, placeholder=TO_FILL, says=_SAYS,
+                         fixes={**_FIXES, "unknown": f"Fields of {name}: {{known}} (check the spelling)."})
 
-    def channels(self, out: dict, names: tuple[str, ...] | None) -> tuple[int, ...] | None:
-        channels = out.get("channels")
-        if channels is None:
-            return None
-        if not (isinstance(channels, list) and channels and all(isinstance(v, int) and not isinstance(v, bool)
-                                                                and v >= 0 for v in channels)):
-            raise self.fail("output.channels", f"must be a list of output channel indices (>= 0), got "
-                            f"{_show(channels)}", "E.g. channels: [0, 1, 2] picks the first three output channels "
-                            "as the classes.")
-        if len(set(channels)) != len(channels):
-            raise self.fail("output.channels", "repeats a channel", "Give each class's channel once.")
-        if names is not None and len(channels) != len(names):
-            raise self.fail("output.channels", f"lists {len(channels)} channels for {len(names)} classes",
-                            "Give one channel per class, in class order.")
-        return tuple(channels)
+
+def _setting(name: str, **change: Any) -> schema.Field:
+    return replace(SETTINGS[name], **change)
+
+
+def _channels_per_class(values: dict[str, Any], ctx: schema.Context) -> list[schema.Problem]:
+    channels, names = values["channels"], values["classes"]
+    if channels is None or names is None or len(channels) == len(names):
+        return []
+    return [ctx.problem("channels", f"lists {len(channels)} channels for {len(names)} classes",
+                        "Give one channel per class, in class order.")]
+
+
+_INPUT = _part("input", (
+    _setting("size", required=_not_hf, fix={"missing": "Give [H, W], the size the network runs at, or null to run "
+                                                       "each image at its own size.", "invalid": "E.g. size: [512, 1024]."}),
+    _setting("channel_order", required=_not_hf, default=None),
+    _setting("scale", required=_not_hf, default=None,
+             fix="Use 1 when the network takes pixels in [0, 1], 255 when in [0, 255]."),
+    _setting("mean", fix="E.g. mean: [0, 0, 0]; leave it out for 0."),
+    _setting("std", fix="E.g. std: [1, 1, 1]; leave it out for 1."),
+    _setting("resize", default=None),
+), rules=(units_rule,))
+_OUTPUT = _part("output", (
+    _setting("kind", default=None),
+    _setting("classes", required=_not_hf, unique=True, expected="'cityscapes' or a list of class names",
+             convert=lambda v, ctx: list(CITYSCAPES_CLASSES) if v == "cityscapes" else v,
+             says={"unique": "field {field} repeats a class name"},
+             fix={"missing": "Give 'cityscapes' (the 19 train-id classes) or a list of class names in class order.",
+                  "invalid": "E.g. classes: cityscapes, or classes: [road, car, person].",
+                  "unique": "Give each class once, in class order."}),
+    _setting("channels", unique=True, says={"unique": "field {field} repeats a channel"},
+             fix={"invalid": "E.g. channels: [0, 1, 2] picks the first three output channels as the classes.",
+                  "unique": "Give each class's channel once."}),
+    _setting("upsample", default=None),
+), rules=(_channels_per_class,))
+
+#: A model card (models.md, "the model card"): every field, its type, range and rules
+CARD = schema.Schema((
+    schema.Field("name", type="str", required=True),
+    schema.Field("format", type="str", required=True, choices=CARD_FORMATS),
+    schema.Field("file", type="str", required=True, applies=_format_is(*FILE_FORMATS), check=_card_path),
+    schema.Field("entry", type="str", required=True, applies=_format_is("python"),
+                 pattern=r"[A-Za-z_][\w.]*:[A-Za-z_]\w*",
+                 fix={"pattern": "Write it as package.module:function (a callable returning an nn.Module), e.g. "
+                                 "mynets.espnet:build."}),
+    schema.Field("weights", type="str", required=True, applies=_format_is("python"), check=_card_path),
+    schema.Field("source", type="str", required=True, applies=_format_is("transformers"), check=_hub_source),
+    schema.Field("sha256", type="str", applies=_not_hf, pattern="[0-9a-fA-F]{64}", expected="64 hex digits",
+                 check=lambda v, ctx: v.lower(), says={"pattern": _SAYS["invalid"]},
+                 fix={"invalid": "Compute it with `sha256sum FILE`.",
+                      "inapplicable": "The hub checks its own files; remove sha256."}),
+    schema.Field("licence", aliases=("license",)),
+    _section("input", _INPUT),
+    _section("output", _OUTPUT),
+), unknown="refuse", null_is_absent=True, placeholder=TO_FILL, says=_SAYS, fixes=_FIXES,
+   words={"needed": lambda ctx: " and ".join(_NEEDED.get(ctx.get("format"), ()))},
+   voice=schema.Voice(prefix="model card {source}: "))
 
 
 def check_units(card: Any, scale: float, mean: Any, std: Any) -> None:
@@ -331,22 +247,39 @@ def read_card(path: str | os.PathLike) -> ModelConfig:
     """Parse and validate a model card into a :class:`ModelConfig` (InputError naming card, field, fix)."""
     path = Path(path).expanduser()
     data = _read_yaml(path)
-    c = _Card(path, data)
-    unknown = sorted(set(data) - set(_TOP), key=str)
-    if unknown:
-        raise c.fail(_key(unknown[0]), "is not a card field",
-                     f"Fields: {', '.join(_TOP[:-1])} (check the spelling).")
-    name = c.text("name", True)
-    fmt = c.text("format", True, CARD_FORMATS)
-    hf = fmt == "transformers"
-    fields: dict[str, Any] = {"name": name, "format": fmt, "card": str(path), **c.network_fields(fmt)}
-    inp = c.section("input", _INPUT, required=not hf)
-    fields.update(c.input_fields(inp, hf))
-    out = c.section("output", _OUTPUT, required=not hf)
-    fields.update(c.output_fields(out, hf))
+    card = CARD.read(data, path, folder=path.parent)
+    fields = {k: card[k] for k in ("name", "format", "file", "entry", "weights", "source", "sha256")
+              if card[k] is not None}
+    if card["licence"] is not None:
+        fields["licence"] = str(card["licence"])
+    given = _given(data)
+    fields.update(_contract(card["input"] or {}, card["output"] or {}, given))
+    return ModelConfig(**fields, card=str(path), given=given)
+
+
+def _given(data: dict) -> tuple[str, ...]:
+    """The input/output fields a card states, by their ModelConfig names."""
     rename = {"size": "input_size", "classes": "class_names", "channels": "class_channels"}
-    fields["given"] = tuple(rename.get(k, k) for k in (*inp, *out))
-    return ModelConfig(**fields)
+    sections = [data.get(k) if isinstance(data.get(k), dict) else {} for k in ("input", "output")]
+    return tuple(rename.get(k, k) for part in sections for k in part)
+
+
+def _contract(inp: dict[str, Any], out: dict[str, Any], given: tuple[str, ...]) -> dict[str, Any]:
+    """ModelConfig's contract fields from a card's checked input and output sections (what the card states)."""
+    fields = {k: v for k, v in {"channel_order": inp.get("channel_order"), "resize": inp.get("resize"),
+                                "kind": out.get("kind"), "upsample": out.get("upsample")}.items() if v is not None}
+    if "input_size" in given:
+        fields["input_size"] = None if inp.get("size") is None else tuple(inp["size"])
+    if inp.get("scale") is not None:
+        fields["scale"] = int(inp["scale"])
+    if inp.get("mean") is not None or inp.get("std") is not None:
+        fields["mean"] = tuple(inp.get("mean") or (0.0, 0.0, 0.0))
+        fields["std"] = tuple(inp.get("std") or (1.0, 1.0, 1.0))
+    if out.get("classes") is not None:
+        fields["class_names"] = tuple(out["classes"])
+    if out.get("channels") is not None:
+        fields["class_channels"] = tuple(out["channels"])
+    return fields
 
 
 def card_fields(cfg: ModelConfig) -> dict[str, Any]:
@@ -416,11 +349,13 @@ def load_card(card: str | os.PathLike | ModelConfig, device: str | torch.device 
         check_size_follows(network, cfg.input_size, out, where, Path(cfg.file).name, setting="field input.size",
                            kind=cfg.kind)
     _check_channels(cfg, channels, where)
-    mean_std = {} if cfg.mean is None else {"mean": cfg.mean, "std": cfg.std}
-    model = SegmentationModel(network, name=cfg.name, input_size=cfg.input_size, class_names=cfg.class_names,
-                              class_channels=cfg.class_channels or range(channels), device=device,
-                              channel_order=cfg.channel_order, scale=cfg.scale, resize=cfg.resize,
-                              upsample=cfg.upsample, kind=cfg.kind, **mean_std)
+    settings = dict(input_size=cfg.input_size, class_names=cfg.class_names, mean=cfg.mean, std=cfg.std,
+                    class_channels=list(cfg.class_channels or range(channels)), channel_order=cfg.channel_order,
+                    scale=cfg.scale, resize=cfg.resize, upsample=cfg.upsample, kind=cfg.kind)
+    if isinstance(card, ModelConfig) or cfg.format == "transformers":  # not (all) read through the card's schema
+        model = SegmentationModel(network, name=cfg.name, device=device, **settings)
+    else:
+        model = SegmentationModel.from_checked(network, name=cfg.name, device=device, **settings)
     # identity: the network or weights file (its sha256 already checked when the card gives one);
     # transformers models, read from a hub cache or folder, are identified by their tensors, and
     # carry the card they ran with, every field filled in (a hf: shorthand has no card file to show)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Iterator, Sequence, Union
 
@@ -26,6 +27,8 @@ from torch import nn
 
 from sml.errors import InputError
 from sml.scores.mask_classification import MaskClassificationOutput
+from sml.utils import schema
+from sml.utils.schema import Field
 from sml.utils.precision import InferenceSettings, autocast, check_device, float32_logits, tf32
 
 # The layers below: the class tables (config), network files and their output conventions (files), dry runs
@@ -146,61 +149,92 @@ def _fmt(values: Sequence[float]) -> str:
     return "[" + ", ".join(f"{v:.6g}" for v in values) + "]"
 
 
-def _check_choices(channel_order: str, scale: float, resize: str, upsample: str, kind: str) -> None:
-    if channel_order not in ("RGB", "BGR"):
-        raise InputError(f"channel_order must be 'RGB' or 'BGR', got {channel_order!r}")
-    if scale not in (1, 255):
-        raise InputError(f"scale must be 1 (pixels in [0, 1]) or 255 (pixels in [0, 255]), got {scale!r}")
-    if resize not in RESIZE_MODES:
-        raise InputError(f"resize must be one of {', '.join(RESIZE_MODES)}, got {resize!r}")
-    if upsample not in _UPSAMPLE:
-        raise InputError(f"upsample must be one of {', '.join(_UPSAMPLE)}, got {upsample!r}")
-    if kind not in ("logits", "mask-classification"):
-        raise InputError(f"kind must be 'logits' or 'mask-classification', got {kind!r}")
+def _triple(name: str, positive: bool) -> Field:
+    above = " > 0" if positive else ""
+    return Field(name, type="list", null=True, length=3, item=Field("", type="number", finite=True,
+                                                                  gt=0 if positive else None),
+                 expected=f"three numbers{above} (one per channel, in channel_order and scale units)")
 
 
-def _input_size(input_size: Sequence[int] | None) -> tuple[int, int] | None:
-    if input_size is None:
-        return None
-    if len(input_size) != 2 or min(int(v) for v in input_size) < 1:
-        raise InputError(f"input_size must be (height, width), got {input_size!r}")
-    return int(input_size[0]), int(input_size[1])
+#: The contract's settings, declared once, by their model-card names: a card's ``input``/``output``
+#: sections (:mod:`sml.models.card`) and the arguments of :class:`SegmentationModel` are read through them.
+SETTINGS: dict[str, Field] = {f.name: f for f in (
+    Field("size", type="list", null=True, length=2, item=Field("", type="int", ge=1),
+          expected="[height, width] in pixels (or null: each image's own size)"),
+    Field("channel_order", type="str", choices=("RGB", "BGR"), default="RGB"),
+    Field("scale", type="number", choices=(1, 255), default=1.0,
+          expected="1 (pixels in [0, 1]) or 255 (pixels in [0, 255])"),
+    _triple("mean", False),
+    _triple("std", True),
+    Field("resize", type="str", choices=RESIZE_MODES, default="bilinear-antialias"),
+    Field("kind", type="str", choices=("logits", "mask-classification"), default="logits"),
+    Field("classes", type="list", nonempty=True, item=Field("", type="str"), expected="a list of class names"),
+    Field("channels", type="list", nonempty=True, item=Field("", type="int", ge=0),
+          expected="a list of output channel indices (>= 0)"),
+    Field("upsample", type="str", choices=tuple(_UPSAMPLE), default="bilinear"),
+)}
 
 
-def _mean_std(mean: Sequence[float] | None, std: Sequence[float] | None, scale: int,
-              name: str) -> tuple[tuple[float, ...] | None, tuple[float, ...] | None]:
-    """Checked per-channel mean and std as float tuples (None, None: no normalization)."""
-    if (mean is None) != (std is None):
-        raise InputError("give both mean and std, or neither (no normalization)")
-    if mean is None or std is None:
-        return None, None
-    if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
-        raise InputError(f"mean/std must be 3 values each with std > 0, got mean={mean!r} std={std!r}")
-    problem = normalisation_problem(scale, mean, std)
-    if problem is not None:
-        field, what, fix = problem
-        raise InputError(f"{name}: {field} {what}. {fix}")
-    return tuple(float(v) for v in mean), tuple(float(v) for v in std)
+def units_rule(values: dict[str, Any], ctx: schema.Context) -> list[schema.Problem]:
+    """Rule: mean/std in the units of ``scale`` (:func:`normalisation_problem`; a missing one is the identity)."""
+    mean, std = values.get("mean"), values.get("std")
+    if (mean is None and std is None) or values.get("scale") is None:
+        return []
+    problem = normalisation_problem(values["scale"], mean or (0.0, 0.0, 0.0), std or (1.0, 1.0, 1.0))
+    return [] if problem is None else [ctx.problem(*problem)]
 
 
-def _classes(class_channels: Sequence[int] | None, class_names: Sequence[str] | None,
-             num_classes: int | None) -> tuple[list[int], list[str]]:
-    """The class channels and names, from whichever of the three is given (see SegmentationModel)."""
-    if class_channels is None:
-        n = num_classes if num_classes is not None else (len(class_names) if class_names else None)
-        if n is None:
-            raise InputError("give class_channels, class_names or num_classes so the classes are known")
-        class_channels = range(n)
-    channels = [int(c) for c in class_channels]
-    if not channels or min(channels) < 0:
-        raise InputError(f"class_channels must be non-negative channel indices, got {class_channels!r}")
-    if num_classes is not None and num_classes != len(channels):
-        raise InputError(f"num_classes={num_classes} but {len(channels)} class_channels were given")
-    if class_names is None:
-        class_names = CITYSCAPES_CLASSES if len(channels) == 19 else [f"class_{i}" for i in range(len(channels))]
-    if len(class_names) != len(channels):
-        raise InputError(f"{len(class_names)} class_names for {len(channels)} classes")
-    return channels, [str(c) for c in class_names]
+def _both_or_neither(values: dict[str, Any], ctx: schema.Context) -> list[schema.Problem]:
+    if (values["mean"] is None) == (values["std"] is None):
+        return []
+    return [ctx.problem("mean", "and std must be given together, or neither (no normalization)")]
+
+
+def _classes_known(values: dict[str, Any], ctx: schema.Context) -> list[schema.Problem]:
+    channels, names, n = values["class_channels"], values["class_names"], values["num_classes"]
+    if channels is None and names is None and n is None:
+        return [ctx.problem("class_channels", "class_names or num_classes must be given so the classes are known")]
+    count = len(channels) if channels is not None else n if n is not None else len(names)
+    if n is not None and n != count:
+        return [ctx.problem("num_classes", f"is {n} but {count} class_channels were given")]
+    if names is not None and len(names) != count:
+        return [ctx.problem("class_names", f"has {len(names)} names for {count} classes")]
+    return []
+
+
+def _listed(value: Any, ctx: schema.Context) -> Any:
+    """Any iterable of channels (a range, an array) as a list; strings and mappings are left to be refused."""
+    return list(value) if hasattr(value, "__iter__") and not isinstance(value, (str, bytes, dict)) else value
+
+
+def _named(value: Any, ctx: schema.Context) -> Any:
+    return [str(c) for c in value] if isinstance(value, (list, tuple)) else value
+
+
+def _argument(card_name: str, name: str, **change: Any) -> Field:
+    return replace(SETTINGS[card_name], name=name, **change)
+
+
+#: :class:`SegmentationModel`'s arguments: the card's declarations under the Python names
+ARGUMENTS = schema.Schema(
+    (_argument("size", "input_size"), *(SETTINGS[k] for k in ("channel_order", "scale", "mean", "std", "resize",
+                                                            "upsample", "kind")),
+     _argument("channels", "class_channels", null=True, convert=_listed),
+     _argument("classes", "class_names", null=True, convert=_named),
+     Field("num_classes", type="int", ge=1, null=True)),
+    rules=(_both_or_neither, units_rule, _classes_known),
+    says={"choice": "{field} must be one of {choices}, got {value}", "invalid": "{field} must be {expected}, got "
+          "{value}", "rule": "{field} {text}"},
+    voice=schema.Voice(prefix="{source}: "))
+
+
+def _settings(values: dict[str, Any]) -> dict[str, Any]:
+    """The model's settings from checked :data:`ARGUMENTS` values, with the class defaults filled in."""
+    channels, names, n = values.pop("class_channels"), values.pop("class_names"), values.pop("num_classes")
+    channels = channels if channels is not None else list(range(n if n is not None else len(names)))
+    if names is None:
+        names = CITYSCAPES_CLASSES if len(channels) == 19 else [f"class_{i}" for i in range(len(channels))]
+    return {**values, "class_channels": channels, "class_names": names}
 
 
 def _tensors_sha256(network: nn.Module) -> str:
@@ -248,14 +282,33 @@ class SegmentationModel:
                  num_classes: int | None = None, device: str | torch.device = "cpu",
                  cpu_channels_last: bool = False, channel_order: str = "RGB", scale: float = 1,
                  resize: str = "bilinear-antialias", upsample: str = "bilinear", kind: str = "logits") -> None:
-        _check_choices(channel_order, scale, resize, upsample, kind)
+        given = {"input_size": input_size, "channel_order": channel_order, "scale": scale, "mean": mean, "std": std,
+                 "resize": resize, "upsample": upsample, "kind": kind, "class_channels": class_channels,
+                 "class_names": class_names, "num_classes": num_classes}
+        self._setup(network, name, device, cpu_channels_last, **_settings(ARGUMENTS.read(given, name)))
+
+    @classmethod
+    def from_checked(cls, network: nn.Module, *, name: str, device: str | torch.device = "cpu",
+                     cpu_channels_last: bool = False, **settings: Any) -> "SegmentationModel":
+        """A model from settings already read through :data:`SETTINGS` (a model card, :func:`sml.models.card.
+        read_card`): ``input_size``, ``channel_order``, ``scale``, ``mean``, ``std``, ``resize``, ``upsample``,
+        ``kind``, ``class_channels`` and ``class_names``, all given; nothing is checked a second time."""
+        model = cls.__new__(cls)
+        model._setup(network, name, device, cpu_channels_last, **settings)
+        return model
+
+    def _setup(self, network: nn.Module, name: str, device: str | torch.device, cpu_channels_last: bool, *,
+               input_size: Sequence[int] | None, channel_order: str, scale: float, mean: Sequence[float] | None,
+               std: Sequence[float] | None, resize: str, upsample: str, kind: str, class_channels: Sequence[int],
+               class_names: Sequence[str]) -> None:
         self.channel_order, self.scale, self.resize, self.upsample, self.kind = (
             channel_order, int(scale), resize, upsample, kind)
-        self.class_channels, self.class_names = _classes(class_channels, class_names, num_classes)
+        self.class_channels, self.class_names = [int(c) for c in class_channels], [str(c) for c in class_names]
         self.num_classes = len(self.class_channels)
         self.name = name
-        self.input_size = _input_size(input_size)
-        self.mean, self.std = _mean_std(mean, std, int(scale), name)
+        self.input_size = None if input_size is None else (int(input_size[0]), int(input_size[1]))
+        self.mean = None if mean is None else tuple(float(v) for v in mean)
+        self.std = None if std is None else tuple(float(v) for v in std)
         # Used as is, not copied (a trainer may wrap its live network for validation): only
         # switched to eval mode; parameters keep requires_grad, predict runs in inference_mode.
         self.network = _eval(network)

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from sml.errors import InputError
-from sml.utils import atomic, distributed
+from sml.utils import atomic, distributed, schema
 
 _FILE = re.compile(r"^g(\d+)\.r(\d+)\.c(\d+)\.npz$")
 _JSON = "__json__"
@@ -187,6 +187,28 @@ class Chunk(dict):
     path: Path
 
 
+def _this_run(run: str, ctx: schema.Context) -> str:
+    digest = ctx.extra["digest"]
+    if run != digest:
+        raise schema.Invalid(f"belongs to another run (other data set, frames, network, statistics or settings; "
+                             f"identity {run[:12]}..., this run's {digest[:12]}...)")
+    return run
+
+
+#: A chunk as :meth:`ResumeStore.save` writes it: the run's digest and the pipeline's payload
+CHUNK = schema.Schema((
+    schema.Field("run", type="str", required=True, check=_this_run,
+                 says={"missing": "carries no run identity (written by an older sml?)",
+                       "type": "carries no run identity (written by an older sml?)",
+                       "check": "{text}"}),
+    schema.Field("payload", type="mapping", required=True,
+                 says={"missing": "holds no state", "type": "holds no state"}),
+), says={"mapping": "holds no state"},
+    voice=schema.Voice(prefix="the resume chunk {source} ", fix=(
+        "Its frames cannot be counted in this run: delete that file to compute them again with --resume, or run "
+        "again without --resume to start over.")))
+
+
 class ResumeStore:
     """Partial-state folder of one run; ``meta`` identifies the run.
 
@@ -261,18 +283,7 @@ class ResumeStore:
 
     def _own(self, path: Path, chunk: dict[str, Any]) -> Chunk:
         """``chunk``'s payload after checking it was written by this run (its digest)."""
-        run = chunk.get("run") if isinstance(chunk, dict) else None
-        if run != self.digest:
-            whose = ("carries no run identity (written by an older sml?)" if run is None else
-                     f"belongs to another run (other data set, frames, network, statistics or settings; identity "
-                     f"{str(run)[:12]}..., this run's {self.digest[:12]}...)")
-            raise InputError(f"the resume chunk {path} {whose}; its frames cannot be counted in this run. Delete "
-                             f"that file to compute its frames again with --resume, or run again without --resume "
-                             f"to start over")
-        payload = chunk.get("payload")
-        if not isinstance(payload, dict):
-            raise InputError(f"the resume chunk {path} holds no state; delete that file to compute its frames again "
-                             f"with --resume, or run again without --resume to start over")
+        payload = CHUNK.read(chunk, path, digest=self.digest)["payload"]
         out = Chunk(payload)
         out.path = path
         return out

@@ -21,6 +21,7 @@ import torch
 from sml.data.cityscapes import cityscapes_tables
 from sml.errors import InputError
 from sml.scores import functional as F
+from sml.stats import validate
 from sml.utils.state import Stateful
 
 __all__ = ["ClassStatistics", "CITYSCAPES_CLASSES"]
@@ -32,15 +33,6 @@ FORMAT = "sml-class-statistics/1"
 
 def _float_or_none(v: float) -> float | None:
     return None if not math.isfinite(v) else float(v)
-
-
-def _floats(values: Any, n: int, key: str, source: str) -> np.ndarray:
-    if not isinstance(values, (list, tuple)) or len(values) != n:
-        raise InputError(f"{source}: '{key}' must be a list of {n} numbers")
-    try:
-        return np.array([np.nan if v is None else float(v) for v in values], dtype=np.float64)
-    except (TypeError, ValueError):
-        raise InputError(f"{source}: '{key}' must hold numbers (or null)") from None
 
 
 def _sum_on_host(device: torch.device) -> bool:
@@ -87,32 +79,6 @@ def _device_moments(pred: torch.Tensor, values: torch.Tensor, valid: torch.Tenso
     return out[0], out[1], out[2]
 
 
-def _check_moments(n: np.ndarray, mean: np.ndarray, m2: np.ndarray, ref_var: np.ndarray | None,
-                   names: Sequence[str]) -> None:
-    """Refuse ``(n, mean, M2)`` that no data could have produced (a damaged or edited state)."""
-    with np.errstate(invalid="ignore"):
-        checks = [
-            (~(np.isfinite(n) & (n >= 0) & (n == np.round(n))),
-             lambda i: f"has count {float(n[i])!r}; counts are pixel numbers (non-negative integers)"),
-            (~np.isfinite(mean), lambda i: f"has {n[i]:.0f} pixels but mean {float(mean[i])!r}"),
-            (~(np.isfinite(m2) & (m2 >= 0)),
-             lambda i: f"has {n[i]:.0f} pixels but a sum of squared deviations (m2) of {float(m2[i])!r}; it "
-                       f"is finite and >= 0"),
-            ((n < 2) & (m2 != 0),
-             lambda i: f"has {n[i]:.0f} pixel(s) but m2 {float(m2[i])!r}; fewer than 2 pixels deviate by nothing"),
-        ]
-        if ref_var is not None:
-            if ref_var.shape != n.shape or (n != 0).any():
-                raise InputError("statistics state: reference statistics (ref_var) carry one variance per class "
-                                 "and no pixel counts")
-            checks.append((~(np.isfinite(ref_var) & (ref_var >= 0)),
-                           lambda i: f"has variance {float(ref_var[i])!r}; a variance is finite and >= 0"))
-    for bad, problem in checks:
-        if bad.any():
-            i = int(np.flatnonzero(bad)[0])
-            raise InputError(f"statistics state: class {i} '{names[i]}' {problem(i)}")
-
-
 class ClassStatistics(Stateful):
     """Streaming per-class count / mean / unbiased variance of the max logit over predicted classes.
 
@@ -132,15 +98,13 @@ class ClassStatistics(Stateful):
 
     def __init__(self, num_classes: int = 19, class_names: Sequence[str] | None = None,
                  model: Any = None, data: Any = None) -> None:
-        if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) or num_classes < 1:
-            raise InputError(f"num_classes must be a positive integer, got {num_classes!r}")
+        args = validate.ARGUMENTS.read({"num_classes": num_classes, "class_names": class_names})
+        self._setup(args["num_classes"], args["class_names"], model, data)
+
+    def _setup(self, num_classes: int, class_names: Sequence[str] | None, model: Any, data: Any) -> None:
+        """Empty statistics of checked settings (``class_names`` None: the defaults)."""
         self.num_classes = int(num_classes)
-        if class_names is None:
-            class_names = CITYSCAPES_CLASSES if self.num_classes == 19 else [f"class_{i}" for i in range(self.num_classes)]
-        class_names = [str(c) for c in class_names]
-        if len(class_names) != self.num_classes:
-            raise InputError(f"class_names has {len(class_names)} names for {self.num_classes} classes")
-        self.class_names = class_names
+        self.class_names = list(class_names) if class_names is not None else validate.default_names(self.num_classes)
         self.model = model
         self.data = data
         #: how the network ran (precision, compile, tf32, layout), recorded by `sml stats`
@@ -328,17 +292,11 @@ class ClassStatistics(Stateful):
         Counts are non-negative integers; means and sums of squares are finite, ``m2 >= 0``, and
         ``m2 == 0`` for a class with fewer than 2 pixels; reference statistics (``ref_var``) have no counts.
         """
-        ClassStatistics.__init__(self, state["num_classes"], state["class_names"], state.get("model"),
-                                 state.get("data"))
-        self.created = state.get("created")
-        arrays = [np.array(state[k], dtype=np.float64) for k in ("n", "mean", "m2")]
-        if any(a.shape != (self.num_classes,) for a in arrays):
-            raise InputError(f"statistics state: n, mean and m2 must have {self.num_classes} entries each")
-        ref = state.get("ref_var")
-        ref_var = None if ref is None else np.array(ref, dtype=np.float64)
-        _check_moments(*arrays, ref_var, self.class_names)
-        self._n, self._mean, self._m2 = arrays
-        self._ref_var = ref_var
+        v = validate.STATE.read(state)
+        self._setup(v["num_classes"], v["class_names"], v["model"], v["data"])
+        self.created = v["created"]
+        self._n, self._mean, self._m2 = (v[k].astype(np.float64) for k in ("n", "mean", "m2"))
+        self._ref_var = None if v["ref_var"] is None else v["ref_var"].astype(np.float64)
         return self
 
     def digest(self) -> str:
@@ -373,30 +331,19 @@ class ClassStatistics(Stateful):
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], source: str = "statistics") -> "ClassStatistics":
-        """Inverse of :meth:`to_dict` (accepts files without ``m2``: it is rebuilt from ``var``)."""
-        if not isinstance(d, dict):
-            raise InputError(f"{source}: expected a JSON object, got {type(d).__name__}")
-        missing = [k for k in ("num_classes", "count", "mean", "var") if k not in d]
-        if missing:
-            raise InputError(f"{source}: missing key(s) {', '.join(missing)}; is this a stats.json written by "
-                             f"`sml stats`?")
-        c = d["num_classes"]
-        if not isinstance(c, int) or c < 1:
-            raise InputError(f"{source}: num_classes must be a positive integer, got {c!r}")
-        out = cls(c, d.get("class_names"), model=d.get("model"), data=d.get("data"))
-        out.created = d.get("created")
-        out.inference = d.get("inference")
-        count = _floats(d["count"], c, "count", source)
-        mean = _floats(d["mean"], c, "mean", source)
-        var = _floats(d["var"], c, "var", source)
+        """Inverse of :meth:`to_dict` (accepts files without ``m2``: it is rebuilt from ``var``); the dict is
+        checked as a ``stats.json`` (:data:`sml.stats.validate.STATS_JSON`), refusals naming ``source``."""
+        v = validate.STATS_JSON.read(d, source)
+        out = cls.__new__(cls)
+        out._setup(v["num_classes"], v["class_names"], v["model"], v["data"])
+        out.created, out.inference = v["created"], v["inference"]
+        count, mean, var = (np.array([np.nan if x is None else x for x in v[k]], dtype=np.float64)
+                            for k in ("count", "mean", "var"))
         if np.isnan(count).all():  # reference-style statistics without counts
             out._mean, out._ref_var = mean, var
             return out
-        if np.isnan(count).any() or (count < 0).any() or (count != np.round(count)).any():
-            raise InputError(f"{source}: 'count' must hold non-negative integers")
-        m2_raw = d.get("m2")
-        if m2_raw is not None:
-            m2 = _floats(m2_raw, c, "m2", source)
+        if v["m2"] is not None:
+            m2 = np.array([np.nan if x is None else x for x in v["m2"]], dtype=np.float64)
         else:
             with np.errstate(invalid="ignore"):
                 m2 = var * (count - 1)
@@ -408,26 +355,23 @@ class ClassStatistics(Stateful):
     def save(self, path: str | Path) -> None:
         """Write the statistics as human-readable JSON (atomically), after the checks :meth:`load` applies:
         a file that would be refused when read back is never written."""
-        from sml.stats.validate import READ_FIX, check_stats_dict
         from sml.utils.atomic import write_json
 
         if self.created is None:
             self.created = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
         d = self.to_dict()
         try:
-            check_stats_dict(json.loads(json.dumps(d)), path)
+            validate.check_stats_dict(json.loads(json.dumps(d)), path)
         except InputError as exc:
             fix = ("Such numbers come from a damaged or edited resume chunk or from code that changed the "
                    "statistics' arrays; compute them again with `sml stats` (without --resume).")
-            raise InputError(f"refusing to write inconsistent statistics: {str(exc).replace(READ_FIX, fix)}") from None
+            raise InputError(f"refusing to write inconsistent statistics: {str(exc).replace(validate.READ_FIX, fix)}") from None
         write_json(path, d)
 
     @classmethod
     def load(cls, path: str | Path) -> "ClassStatistics":
         """Read a stats.json written by :meth:`save` / ``sml stats`` (damaged or inconsistent files are refused)."""
-        from sml.stats.validate import read_stats_json
-
-        return cls.from_dict(read_stats_json(path), source=str(path))
+        return cls.from_dict(validate.parse_stats_json(path), source=str(path))
 
     @classmethod
     def from_reference_npy(cls, mean_path: str | Path, var_path: str | Path,
@@ -441,11 +385,11 @@ class ClassStatistics(Stateful):
         """
         from sml.stats.reference_npy import read_reference_npy
 
-        from sml.stats.validate import check_reference_stats
-
         means, vars_ = read_reference_npy(mean_path), read_reference_npy(var_path)
-        c = check_reference_stats(means, vars_, mean_path, var_path, class_names)
-        out = cls(c, class_names, model=None, data={"reference": [str(mean_path), str(var_path)]})
+        c = validate.check_reference_stats(means, vars_, mean_path, var_path, class_names)
+        out = cls.__new__(cls)  # the classes were checked with the files
+        out._setup(c, None if class_names is None else [str(n) for n in class_names], None,
+                   {"reference": [str(mean_path), str(var_path)]})
         out._mean = np.array([means[i] for i in range(c)], dtype=np.float64)
         out._ref_var = np.array([vars_[i] for i in range(c)], dtype=np.float64)
         return out

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
@@ -17,44 +16,68 @@ from typing import Any, Iterable
 import yaml
 
 from sml.errors import InputError
+from sml.utils import schema
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+
+
+def _declare(default: Any = dataclasses.MISSING, factory: Any = dataclasses.MISSING, **decl: Any) -> Any:
+    """A dataclass field with schema declarations (:class:`sml.utils.schema.Field` arguments) beyond its type."""
+    return field(default=default, default_factory=factory, metadata={"schema": decl})
+
+
+_SIZE = dict(length=2, item=schema.Field("", type="int", ge=1, coerce=True),
+             says={"invalid": "{field} must be [height, width] > 0, got {value}"})
+
+
+def _at_most(low: str, high: str) -> schema.Rule:
+    """The rule ``low <= high`` between two fields of one section."""
+    def rule(values: dict[str, Any], ctx: schema.Context) -> list[schema.Problem]:
+        if values[low] <= values[high]:
+            return []
+        return [ctx.problem(low, f"must be <= {ctx.path}{high}, got {values[low]!r} > {values[high]!r}")]
+    return rule
 
 
 @dataclass
 class ModelConfig:
     arch: str = "deeplabv3plus_r101_os8"   # a name of sml.models, or "package.module:factory"
-    num_classes: int = 19
+    num_classes: int = _declare(19, ge=1)
     pretrained_backbone: str | None = None  # ImageNet trunk weights (a path, never downloaded)
     # What a fresh run without pretrained_backbone (and without init_weights) does: "ignore" = fine
     # (trains from scratch), "warn" = a warning at start, "error" = refused before any work.
-    trunk_required: str = "ignore"
+    trunk_required: str = _declare("ignore", choices=("ignore", "warn", "error"))
     init_weights: str | None = None         # full network weights to fine-tune from
     sync_bn: bool = True                    # SyncBatchNorm under torchrun
     freeze_bn: bool = False                 # keep batch norms in eval mode (fine-tuning with small batches)
-    normalize: str = "auto"                 # "imagenet", "none" (RGB in [0,1]) or "auto" (per arch)
+    normalize: str = _declare("auto", choices=("auto", "imagenet", "none"))  # "none": RGB in [0,1]; "auto": per arch
+
+
+_PROB = dict(ge=0, le=1)
 
 
 @dataclass
 class ColorJitterConfig:
-    prob: float = 0.5
-    brightness: float = 0.4
-    contrast: float = 0.4
-    saturation: float = 0.4
-    hue: float = 0.1
+    prob: float = _declare(0.5, **_PROB)
+    brightness: float = _declare(0.4, ge=0)
+    contrast: float = _declare(0.4, ge=0)
+    saturation: float = _declare(0.4, ge=0)
+    hue: float = _declare(0.1, ge=0, le=0.5)
 
 
 @dataclass
 class BlurConfig:
-    prob: float = 0.5
-    sigma_min: float = 0.15
-    sigma_max: float = 1.3
+    prob: float = _declare(0.5, **_PROB)
+    sigma_min: float = _declare(0.15, gt=0)
+    sigma_max: float = _declare(1.3, gt=0)
+
+    __rules__ = (_at_most("sigma_min", "sigma_max"),)
 
 
 @dataclass
 class ClassUniformConfig:
-    share: float = 0.5          # fraction of crops centred on a pixel of a uniformly drawn class
-    tile: int = 1024            # centroids are computed per tile x tile block of every image
+    share: float = _declare(0.5, **_PROB)  # fraction of crops centred on a pixel of a uniformly drawn class
+    tile: int = _declare(1024, ge=1)       # centroids are computed per tile x tile block of every image
     cache: str | None = "auto"  # centroid cache file; "auto" = $SML_CACHE or ~/.cache/sml; null = no cache
 
 
@@ -64,29 +87,31 @@ class DataConfig:
     kind: str = "cityscapes"
     train_split: str = "train"
     val_split: str = "val"
-    ignore_index: int = 255
-    batch_size: int = 4          # global batch: per-process batch = batch_size / world size
-    num_workers: int = 4
-    crop_size: list[int] = field(default_factory=lambda: [768, 768])   # [height, width]
-    scale_min: float = 0.5
-    scale_max: float = 2.0
+    ignore_index: int = _declare(255, ge=0, le=255)
+    batch_size: int = _declare(4, ge=1)    # global batch: per-process batch = batch_size / world size
+    num_workers: int = _declare(4, ge=0)
+    crop_size: list[int] = _declare(factory=lambda: [768, 768], **_SIZE)   # [height, width]
+    scale_min: float = _declare(0.5, gt=0)
+    scale_max: float = _declare(2.0, gt=0)
     hflip: bool = True
     color_jitter: ColorJitterConfig = field(default_factory=ColorJitterConfig)
     blur: BlurConfig = field(default_factory=BlurConfig)
     class_uniform: ClassUniformConfig = field(default_factory=ClassUniformConfig)
-    val_size: list[int] | None = None   # [height, width] to evaluate at; null = full resolution
-    val_max_frames: int | None = None
+    val_size: list[int] | None = _declare(None, **_SIZE)   # [height, width] to evaluate at; null = full resolution
+    val_max_frames: int | None = _declare(None, ge=1)
+
+    __rules__ = (_at_most("scale_min", "scale_max"),)
 
 
 @dataclass
 class OptimConfig:
-    lr: float = 0.01
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
+    lr: float = _declare(0.01, gt=0)
+    momentum: float = _declare(0.9, ge=0)
+    weight_decay: float = _declare(5e-4, ge=0)
     nesterov: bool = False
-    poly_power: float = 0.9
-    iterations: int = 60000
-    aux_weight: float = 0.4
+    poly_power: float = _declare(0.9, ge=0)
+    iterations: int = _declare(60000, ge=1)
+    aux_weight: float = _declare(0.4, ge=0)
 
 
 @dataclass
@@ -96,17 +121,21 @@ class TrainLoopConfig:
     device: str = "auto"          # "auto", "cpu", "cuda", "cuda:1"
     amp: bool = True              # mixed precision (CUDA only; ignored on CPU)
     deterministic: bool = False   # torch.use_deterministic_algorithms (slower on CUDA)
-    checkpoint_every: int = 1000
-    val_every: int = 5000         # 0 = never
-    log_every: int = 20
-    stop_at: int | None = None    # stop after this iteration as if killed (resume tests)
-    keep_every: int | None = None  # also keep iter_<n>.pth every n iterations
-    threads: int | None = None    # torch CPU threads
+    checkpoint_every: int = _declare(1000, ge=1)
+    val_every: int = _declare(5000, ge=0)         # 0 = never
+    log_every: int = _declare(20, ge=1)
+    stop_at: int | None = _declare(None, ge=0)    # stop after this iteration as if killed (resume tests)
+    keep_every: int | None = _declare(None, ge=1)  # also keep iter_<n>.pth every n iterations
+    threads: int | None = _declare(None, ge=1)    # torch CPU threads
 
 
 @dataclass
 class TrainConfig:
-    """The whole training recipe; defaults are the published SML recipe (DeepLabV3+ R101 OS8)."""
+    """The whole training recipe; defaults are the published SML recipe (DeepLabV3+ R101 OS8).
+
+    Every field is declared with its type and range (:data:`RECIPE`, read by :mod:`sml.utils.schema`):
+    a recipe file, an override and :meth:`validate` are checked by the same declarations.
+    """
 
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -115,9 +144,10 @@ class TrainConfig:
 
     # ---- construction -------------------------------------------------
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
-        """Build from a nested dict; unknown keys are an error that names them."""
-        return _from_dict(cls, d, "")
+    def from_dict(cls, d: dict[str, Any], source: str = "") -> "TrainConfig":
+        """Build from a nested dict; unknown keys, wrong types and values out of range are refused naming
+        the key (and ``source``, the recipe file)."""
+        return schema.build(cls, RECIPE.read(d, source))
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -125,7 +155,7 @@ class TrainConfig:
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=False)
 
-    def override(self, items: Iterable[str]) -> "TrainConfig":
+    def override(self, items: Iterable[str], source: str = "") -> "TrainConfig":
         """A copy with ``key.sub=value`` overrides applied (value parsed as YAML)."""
         d = self.to_dict()
         for item in items:
@@ -145,79 +175,27 @@ class TrainConfig:
             if parts[-1] not in node:
                 raise InputError(f"override {item!r}: unknown key {key!r}; see `sml train --print-config`")
             node[parts[-1]] = value
-        return TrainConfig.from_dict(d)
+        return TrainConfig.from_dict(d, source)
 
     def validate(self) -> None:
-        """Reject settings that cannot work, with the fix in the message."""
-        d, o = self.data, self.optim
-        if len(d.crop_size) != 2 or min(d.crop_size) <= 0:
-            raise InputError(f"data.crop_size must be [height, width] > 0, got {d.crop_size}")
-        if not 0 < d.scale_min <= d.scale_max:
-            raise InputError(f"data.scale_min/scale_max must satisfy 0 < min <= max, got {d.scale_min}, {d.scale_max}")
-        if not 0.0 <= d.class_uniform.share <= 1.0:
-            raise InputError(f"data.class_uniform.share must be in [0, 1], got {d.class_uniform.share}")
-        if d.batch_size < 1:
-            raise InputError(f"data.batch_size must be >= 1, got {d.batch_size}")
-        if o.iterations < 1 or o.lr <= 0:
-            raise InputError(f"optim.iterations must be >= 1 and optim.lr > 0, got {o.iterations}, {o.lr}")
-        if self.model.trunk_required not in ("ignore", "warn", "error"):
-            raise InputError(f"model.trunk_required must be ignore, warn or error, got {self.model.trunk_required!r}")
-        if self.model.normalize not in ("auto", "imagenet", "none"):
-            raise InputError(f"model.normalize must be auto, imagenet or none, got {self.model.normalize!r}")
+        """Refuse settings that cannot work (the recipe's declarations), with the fix in the message."""
+        RECIPE.read(self.to_dict())
 
 
-def _from_dict(cls: type, d: Any, prefix: str) -> Any:
-    if not isinstance(d, dict):
-        raise InputError(f"config section {prefix or '<root>'!r} must be a mapping, got {d!r}")
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(d) - names)
-    if unknown:
-        raise InputError(f"unknown config key(s) {', '.join(prefix + k for k in unknown)}; "
-                         f"known keys in {prefix or '<root>'}: {', '.join(sorted(names))}")
-    kwargs = {}
-    for name, value in d.items():
-        tp = hints[name]
-        if dataclasses.is_dataclass(tp):
-            kwargs[name] = _from_dict(tp, value if value is not None else {}, f"{prefix}{name}.")
-        else:
-            kwargs[name] = _coerce(tp, value, prefix + name)
-    return cls(**kwargs)
+_RECIPE_SAYS = {
+    "mapping": "config section '{section}' must be a mapping, got {value}",
+    "unknown": "unknown config key(s) {unknown}; known keys in {section}: {known}",
+    "null": "config key {field} may not be null",
+    "type": "config key {field}: {value} is not a valid {kind}",
+    "item": "config key {field}[{index}]: {value} is not {expected}",
+    "rule": "{field} {text}",
+}
+_RECIPE_FIX = "`sml train --print-config` shows every key with its value."
 
-
-def _coerce(tp: Any, value: Any, key: str) -> Any:
-    """Check/convert a scalar against its annotation (YAML gives 5e-4 as a string in some forms)."""
-    args = typing.get_args(tp)
-    optional = type(None) in args
-    if value is None:
-        if optional:
-            return None
-        raise InputError(f"config key {key} may not be null")
-    base = next((a for a in args if a is not type(None)), tp) if args and typing.get_origin(tp) is not list else tp
-    origin = typing.get_origin(base)
-    try:
-        if origin is list:
-            if not isinstance(value, (list, tuple)):
-                value = [value, value] if isinstance(value, (int, float)) else value
-            (inner,) = typing.get_args(base)
-            return [inner(v) for v in value]
-        if base is bool:
-            if isinstance(value, bool):
-                return value
-            raise ValueError
-        if base is int:
-            if isinstance(value, bool) or float(value) != int(float(value)):
-                raise ValueError
-            return int(float(value))
-        if base is float:
-            return float(value)
-        if base is str:
-            return str(value)
-    except (TypeError, ValueError):
-        pass
-    else:
-        return value
-    raise InputError(f"config key {key}: {value!r} is not a valid {getattr(base, '__name__', base)}")
+#: The declarations of a training recipe (every section, key, type, range and rule)
+RECIPE = schema.schema_of(TrainConfig, says=_RECIPE_SAYS,
+                          fixes={"mapping": "Write it as 'section:' followed by indented 'key: value' lines."},
+                          voice=schema.Voice(prefix="{source}: ", fix=_RECIPE_FIX))
 
 
 def packaged_configs() -> list[str]:
@@ -240,6 +218,5 @@ def load_config(path_or_name: str | os.PathLike | None, overrides: Iterable[str]
         raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as exc:
         raise InputError(f"config {path} is not valid YAML: {exc}") from None
-    cfg = TrainConfig.from_dict(raw).override(overrides)
-    cfg.validate()
-    return cfg
+    overrides, source = list(overrides), f"training config {path}"
+    return TrainConfig.from_dict(raw, source).override(overrides, source + (" with overrides" if overrides else ""))
