@@ -989,6 +989,95 @@ CASES += [
     Case("disk-full-in-a-run-folder", _full_in_run, r"pred/npy/sml/f0\.npy: no space left", OutputError, "api"),
 ]
 
+# restored metric states (resume chunks, sync, pickles): every count is range-checked, an
+# inconsistent state is refused before it is used (issue 19: a tampered chunk once put
+# 1000004773 anomaly pixels into metrics.json)
+def _metric_state(kind: str) -> dict[str, Any]:
+    """A valid state of the exact metric (counted tables and pending keys) or of the smiyc one (two frames)."""
+    from sml.metrics import AnomalyMetrics, SmiycPixelMetric
+
+    rng = np.random.default_rng(5)
+    m = AnomalyMetrics(compact_at=300) if kind == "exact" else SmiycPixelMetric()
+    for _ in range(3):
+        y = (rng.random((10, 20)) < 0.2).astype(np.uint8)
+        y[0, :5] = 255
+        m.update(np.round(rng.normal(size=y.shape) + y, 1).astype(np.float32), y)
+    return {k: v.copy() if isinstance(v, np.ndarray) else v for k, v in m.state_dict().items()}
+
+
+def _tampered(kind: str, **changes: Any) -> Callable[[Env], Any]:
+    """Load a valid state with ``changes`` (values, or functions of the state giving the value; ``_``: edits it)."""
+    def run(env: Env) -> Callable[[], Any]:
+        from sml.metrics import AnomalyMetrics, SmiycPixelMetric
+
+        st = _metric_state(kind)
+        for k, v in changes.items():
+            if k == "_":
+                v(st)
+            else:
+                st[k] = v(st) if callable(v) else v
+        cls = AnomalyMetrics if kind == "exact" else SmiycPixelMetric
+        return lambda: cls.from_state_dict(st)
+    return run
+
+
+def _more_anomaly_pixels(st: dict[str, Any]) -> None:
+    # consistent totals, but more anomaly pixels at one score than pixels evaluated there
+    assert st["pos_table_counts"].size and st["n_neg"] > 50
+    st["pos_table_counts"] = st["pos_table_counts"] + (np.arange(st["pos_table_counts"].size) == 0) * np.uint32(50)
+    st["n_pos"] += 50
+    st["n_neg"] -= 50
+
+
+def _overlap(st: dict[str, Any]) -> np.ndarray:
+    return np.sort(np.append(st["table_single"][1:], st["table_keys"][0])).astype(np.int32)
+
+
+STATE_CASES: list[tuple[str, str, dict[str, Any], str]] = [
+    ("exact", "issue-19-anomaly-count", {"n_pos": 1000004773}, r"pixel counts do not match"),
+    ("exact", "negative-count", {"n_neg": -3}, r"'n_neg' must be a count"),
+    ("exact", "fractional-count", {"n_pos": 12.5}, r"'n_pos' must be a count"),
+    ("exact", "bool-count", {"images": True}, r"'images' must be a count"),
+    ("exact", "missing-count", {"n_ignored": None}, r"'n_ignored' must be a count"),
+    ("exact", "pixels-without-image", {"images": 0}, r"without an image"),
+    ("exact", "unsorted-table", {"table_keys": lambda st: st["table_keys"][::-1].copy()}, r"strictly increasing"),
+    ("exact", "repeated-single-key", {"table_single": lambda st: np.repeat(st["table_single"][:2], 2)},
+     r"strictly increasing"),
+    ("exact", "float-table-counts", {"table_counts": lambda st: st["table_counts"].astype(np.float64)},
+     r"integer counts"),
+    ("exact", "short-table-counts", {"table_counts": lambda st: st["table_counts"][1:]}, r"as long as"),
+    ("exact", "zero-table-count", {"table_counts": lambda st: np.where(np.arange(st["table_counts"].size) == 0, 0,
+                                                                        st["table_counts"]).astype(np.int64)},
+     r"must be positive"),
+    ("exact", "single-and-counted", {"table_single": _overlap}, r"disjoint"),
+    ("exact", "float-pending-keys", {"keys": lambda st: st["keys"].astype(np.float32)}, r"1-D int32"),
+    ("exact", "2d-pending-keys", {"keys": lambda st: st["keys"][:4].reshape(2, 2)}, r"1-D int32"),
+    ("exact", "nan-key", {"keys": lambda st: np.append(st["keys"][1:], np.int32(0x7FC00000))}, r"NaN or infinite"),
+    ("exact", "anomaly-key-not-evaluated", {"pos_table_keys": lambda st: st["pos_table_keys"] + 1},
+     r"missing from the evaluated"),
+    ("exact", "more-anomaly-than-evaluated", {"_": _more_anomaly_pixels}, r"more anomaly pixels than evaluated"),
+    ("smiyc", "issue-19-anomaly-count", {"num_pos": 1000004773}, r"not the stated num_pos 1000004773"),
+    ("smiyc", "negative-count", {"num_neg": -1}, r"'num_neg' must be a count"),
+    ("smiyc", "fractional-frames", {"frames": 2.5}, r"'frames' must be a count"),
+    ("smiyc", "negative-bin", {"tp_rel": lambda st: st["tp_rel"] - (np.arange(st["tp_rel"].size) == 0) * 10**6},
+     r"bin counts >= 0"),
+    ("smiyc", "float-bins", {"fp_rel": lambda st: st["fp_rel"].astype(np.float64)}, r"'fp_rel' must be a 1-D array"),
+    ("smiyc", "frames-not-lengths", {"frames": 7}, r"each of the 7 frames"),
+    ("smiyc", "too-many-bins", {"lengths": lambda st: np.array([0, 0, 770])},
+     r"'lengths' must give 0 to 769 bins"),
+    ("smiyc", "lengths-not-bins", {"lengths": lambda st: st["lengths"] + 1}, r"must hold the \d+ bins"),
+    ("smiyc", "rising-thresholds", {"thresholds": lambda st: np.sort(st["thresholds"])}, r"strictly decreasing"),
+    ("smiyc", "nan-threshold", {"thresholds": lambda st: np.where(np.arange(st["thresholds"].size) == 3, np.nan,
+                                                                    st["thresholds"])}, r"finite"),
+    ("smiyc", "empty-frame-with-bins", {"tp_rel": lambda st: np.zeros_like(st["tp_rel"]),
+                                        "fp_rel": lambda st: np.zeros_like(st["fp_rel"]), "num_pos": 0, "num_neg": 0},
+     r"bins but no pixel"),
+    ("smiyc", "one-bin", {"num_bins": 1}, r"'num_bins' must be at least 2"),
+    ("smiyc", "other-protocol", {"protocol": "exact"}, r"not a smiyc metric state"),
+]
+CASES += [Case(f"metric-state-{kind}-{_id}", _tampered(kind, **_chg), _frag, InputError, "api")
+          for kind, _id, _chg, _frag in STATE_CASES]
+
 
 # the same program as `python -m sml`: real exit status and stderr
 CASES += [
@@ -1260,6 +1349,74 @@ CASES += [
          r"recorded but no frame", InputError, "api"),
     Case("resume-api-chunk-of-another-run", _chunk_of_another_run,
          r"g0\.r0\.c0\.npz belongs to another run", InputError, "api"),
+]
+
+
+# mask-classification networks and the section 8 scores (issue 21): refused before the first forward pass
+def _mask_ts(env: Env) -> Path:
+    """A TorchScript mask-classification network: (class logits 1 x 4 x (3+1), mask logits 1 x 4 x h/4 x w/4)."""
+    from torch import nn
+
+    class Pair(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3, stride=4, padding=1)
+            self.cls = nn.Linear(4, 4)
+
+        def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            masks = self.conv(x)
+            return self.cls(masks.mean(dim=(2, 3))[:, None, :].expand(-1, 4, -1)), masks
+
+    p = env.tmp / "pair.ts"
+    torch.jit.script(Pair().eval()).save(str(p))
+    return p
+
+
+def _mask_card(file: Callable[[Env], Path], **output: Any) -> Callable[[Env], Callable[[], Any]]:
+    def run(env: Env) -> Callable[[], Any]:
+        import yaml
+
+        import sml.models as M
+
+        card = {"name": "net", "format": "torchscript", "file": file(env).name,
+                "input": {**CARD_INPUT, "size": [32, 48]}, "output": {"classes": ["a", "b", "c"], **output}}
+        (env.tmp / "card.yaml").write_text(yaml.safe_dump(card))
+        return lambda: M.load(str(env.tmp / "card.yaml"))
+    return run
+
+
+CASES += [
+    Case("eval-rba-eam-on-a-logits-network", lambda env: env.eval_args(method="max_logit,rba,eam"),
+         r"rba, eam: not applicable to this network, whose output kind is logits; rba and eam need a "
+         r"mask-classification network's class and mask logits per query .*Leave rba, eam out of --method"),
+    Case("predict-eam-on-a-logits-network", lambda env: env.predict_args(str(env.image()), method="eam"),
+         r"eam: not applicable to this network, whose output kind is logits"),
+    Case("eval-gen-gamma-without-gen", lambda env: env.eval_args("--gen-gamma", "0.2", method="max_logit"),
+         r"--gen-gamma sets method gen, which is not in --method \(max_logit\); add gen to --method"),
+    Case("eval-gen-m-zero", lambda env: env.eval_args("--gen-m", "0", method="gen"),
+         r"--gen-gamma / --gen-m: gen M \(how many of the largest class probabilities are summed\) must be an "
+         r"integer >= 1"),
+    Case("predict-gen-gamma-negative", lambda env: [*env.predict_args(str(env.image()), method="gen"),
+                                                    "--gen-gamma", "-1"],
+         r"--gen-gamma / --gen-m: gen gamma must be a positive finite number, got -1"),
+    Case("eval-gen-m-above-the-classes", lambda env: env.eval_args("--gen-m", "20", method="gen"),
+         r"gen M=20 exceeds the network's 19 classes; give an M of at most 19 \(--gen-m\)"),
+    Case("eval-hf-shorthand-without-source", lambda env: ["eval", "--model", "hf:", "--data", f"folder:{env.data()}",
+                                                          "--method", "max_logit", "--out", str(env.tmp / "run")],
+         r"--model 'hf:': give a transformers hub id or a folder after 'hf:'"),
+    Case("card-mask-classification-channel-subset",
+         _mask_card(_mask_ts, kind="mask-classification", channels=[0, 1], classes=["a", "b"]),
+         r"card\.yaml: field output\.channels is \[0, 1\], but a mask-classification network's classes are all the "
+         r"columns of its class logits before 'no object' \(here 3\)", InputError, "api"),
+    Case("card-mask-classification-network-returns-logits",
+         _mask_card(_fixed_output_ts, kind="mask-classification"),
+         r"card\.yaml: a mask-classification network \(output\.kind: mask-classification\) must return a tuple "
+         r"\(class logits B x Q x \(K\+1\), mask logits B x Q x h x w\).*it returned a tensor of shape "
+         r"\(1, 4, 24, 40\)", InputError, "api"),
+    Case("card-logits-network-returns-a-mask-pair", _mask_card(_mask_ts),
+         r"card\.yaml: for a 1 x 3 x 32 x 48 input the network returned \(1, 4, 4\), not 1 x K x h x w class "
+         r"scores \(a pair \(class logits, mask logits\) is a mask-classification network's output: set "
+         r"output\.kind: mask-classification\)", InputError, "api"),
 ]
 
 

@@ -10,7 +10,7 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 
 from sml.errors import InputError
 from sml.protocols import PROTOCOLS, SmiycPixelMetric, get_protocol, headline, pixel_metric
-from sml.protocols.smiyc import _quantiles, frame_bins
+from sml.metrics.smiyc_bins import _quantiles, frame_bins
 
 
 def _frame(scores, labels):
@@ -67,8 +67,9 @@ def test_missing_class_reason() -> None:
     m.update(*_frame([0.1, 0.2], [0, 0]))
     r = m.compute()
     assert math.isnan(r["auroc"]) and "no anomaly pixel" in r["reason"]
-    with pytest.raises(InputError):
-        m.best_f1_threshold()
+    assert math.isnan(m.best_f1_threshold())  # as AnomalyMetrics (the PixelMetric convention)
+    with pytest.raises(InputError, match="no curves"):
+        m.curves()
 
 
 def test_merge_and_state_dict_equal_one_pass() -> None:

@@ -8,9 +8,9 @@ from sml.errors import InputError
 from sml.scores.registry import METHODS, canonical_method
 from sml.utils.precision import InferenceSettings, add_inference_args
 
-__all__ = ["METHODS", "HelpFormatter", "add_model_args", "add_resume_args", "add_sml_args",
-           "add_stats_pairing_arg", "add_loading_args", "loading_settings", "sml_settings", "parse_methods",
-           "inference_settings", "data_kinds_help"]
+__all__ = ["METHODS", "HelpFormatter", "add_model_args", "add_resume_args", "add_sml_args", "add_gen_args",
+           "add_stats_pairing_arg", "add_loading_args", "loading_settings", "sml_settings", "method_settings",
+           "parse_methods", "inference_settings", "data_kinds_help"]
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
@@ -28,7 +28,9 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model")
     g.add_argument("--model", required=True, metavar="NAME",
                    help="network name (see `sml models`), e.g. erfnet or deeplabv3plus_r101_os8; "
-                        "or a model card CARD.yaml describing your own network (see `sml models card`)")
+                        "or a model card CARD.yaml describing your own network (see `sml models card`); "
+                        "or hf:ID_OR_FOLDER, a transformers model (a card with format: transformers and that "
+                        "source)")
     g.add_argument("--weights", metavar="PATH", default=None,
                    help="checkpoint file (state dict) for the network")
     g.add_argument("--trust-checkpoint", action="store_true",
@@ -117,6 +119,33 @@ def sml_settings(args: argparse.Namespace) -> dict[str, Any]:
         "smoothing": not args.no_smoothing,
         "border": args.border,
     }
+
+
+def add_gen_args(p: argparse.ArgumentParser) -> None:
+    """GEN settings (sml-algorithm.md section 8; recorded in the run's settings)."""
+    g = p.add_argument_group("GEN settings (method gen only)")
+    g.add_argument("--gen-gamma", type=float, default=None, metavar="G",
+                   help="GEN's exponent gamma (default 0.1, the authors')")
+    g.add_argument("--gen-m", type=int, default=None, metavar="M",
+                   help="GEN sums over the M largest class probabilities (default min(100, number of classes))")
+
+
+def method_settings(args: argparse.Namespace, methods: list[str]) -> dict[str, dict[str, Any]]:
+    """Settings of the methods other than sml (``{"gen": {"gamma", "M"}}``), checked before anything loads;
+    a method's options without the method in ``--method`` are refused."""
+    from sml.scores.functional import check_gen_settings
+
+    given = [o for o, v in (("--gen-gamma", args.gen_gamma), ("--gen-m", args.gen_m)) if v is not None]
+    if not given:
+        return {}
+    if "gen" not in methods:
+        raise InputError(f"{' and '.join(given)} set{'s' if len(given) == 1 else ''} method gen, which is not in "
+                         f"--method ({','.join(methods)}); add gen to --method or leave {' and '.join(given)} out")
+    try:
+        gamma, m = check_gen_settings(0.1 if args.gen_gamma is None else args.gen_gamma, args.gen_m)
+    except InputError as exc:
+        raise InputError(f"--gen-gamma / --gen-m: {exc}") from None
+    return {"gen": {"gamma": gamma, "M": m}}
 
 
 def parse_methods(text: str) -> list[str]:

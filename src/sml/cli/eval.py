@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import argparse
 
-from sml.cli.args import (METHODS, HelpFormatter, add_loading_args, add_model_args, add_resume_args, add_sml_args,
-                          add_stats_pairing_arg, data_kinds_help, inference_settings)
+from sml.cli.args import (METHODS, HelpFormatter, add_gen_args, add_loading_args, add_model_args, add_resume_args,
+                          add_sml_args, add_stats_pairing_arg, data_kinds_help, inference_settings)
 from sml.protocols import PROTOCOLS
 from sml.scores.registry import DEFAULT_METHODS
 
@@ -94,6 +94,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--limit", type=int, default=None, metavar="N",
                    help="use only the first N frames (implies --allow-subset)")
     add_sml_args(p)
+    add_gen_args(p)
     p.set_defaults(func=run)
 
 
@@ -124,7 +125,7 @@ def load_stats(path: str | None, var_path: str | None = None):  # noqa: ANN201 -
 
 
 def run(args: argparse.Namespace) -> int:
-    from sml.cli.args import loading_settings, parse_methods, sml_settings
+    from sml.cli.args import loading_settings, method_settings, parse_methods, sml_settings
     from sml.pipelines import common
     from sml.pipelines.evaluate import EvalConfig, evaluate
     from sml.utils.tables import print_metrics
@@ -132,7 +133,8 @@ def run(args: argparse.Namespace) -> int:
 
     # every option first: nothing is loaded before they are all known to be usable
     methods = parse_methods(args.method)
-    config = EvalConfig(methods=methods, sml_settings=sml_settings(args), components=args.components,
+    config = EvalConfig(methods=methods, sml_settings=sml_settings(args),
+                        method_settings=method_settings(args, methods), components=args.components,
                         save_maps=args.save_maps, report=args.report, limit=args.limit, resume=args.resume,
                         save_every=args.save_every, save_interval=args.save_interval, track=args.track,
                         frame_ap=True if args.frame_ap else None, overwrite=args.overwrite,

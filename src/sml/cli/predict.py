@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import argparse
 
-from sml.cli.args import (METHODS, HelpFormatter, add_model_args, add_sml_args, add_stats_pairing_arg,
-                          inference_settings)
+from sml.cli.args import (METHODS, HelpFormatter, add_gen_args, add_model_args, add_sml_args,
+                          add_stats_pairing_arg, inference_settings)
 
 EPILOG = """\
 examples:
@@ -46,6 +46,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--every", type=int, default=1, metavar="N", help="videos: process every N-th frame")
     g.add_argument("--no-npy", action="store_true", help="write only the PNG heatmaps and overlays")
     add_sml_args(p)
+    add_gen_args(p)
     p.set_defaults(func=run)
 
 
@@ -53,12 +54,13 @@ def run(args: argparse.Namespace) -> int:
     from sml.cli.eval import load_stats
     from sml.errors import InputError
     from sml.pipelines import common
-    from sml.cli.args import parse_methods, sml_settings
+    from sml.cli.args import method_settings, parse_methods, sml_settings
     from sml.pipelines.predict import predict_files
     from sml.utils import atomic, distributed, run_folder
 
     methods = parse_methods(args.method)
     settings = sml_settings(args)
+    others = method_settings(args, methods)
     if (args.vmin is None) != (args.vmax is None):
         raise InputError("give both --vmin and --vmax (one fixed colour range), or neither (per image)")
     if args.vmin is not None and args.vmax <= args.vmin:
@@ -73,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
     result = predict_files(model, args.inputs, args.out, methods, stats=stats, sml_settings=settings,
                            vmin=args.vmin, vmax=args.vmax, alpha=args.alpha, every=args.every,
                            save_npy=not args.no_npy, stats_path=args.stats,
-                           stats_from_other_network=args.stats_from_other_network)
+                           stats_from_other_network=args.stats_from_other_network, method_settings=others)
     done = distributed.all_gather_object((result.images, result.video_frames))
     if distributed.is_main():
         imgs, vids = sum(d[0] for d in done), sum(d[1] for d in done)

@@ -65,3 +65,13 @@ def label_counts(y: np.ndarray, ignore_index: int) -> tuple[int, int, int]:
                          f"(anomaly), 0 (inlier) or {ignore_index} (ignored). Map the data set's values first "
                          "(sml.data loaders do), or set ignore_index to the void value")
     return n_pos, n_neg, n_ign
+
+
+def state_count(state: dict[str, Any], key: str, what: str = "metric state") -> int:
+    """``state[key]`` as a count: an integer >= 0 (not a bool, not a float); else an :class:`InputError` naming it."""
+    v = state.get(key)
+    if isinstance(v, np.ndarray) and v.ndim == 0:
+        v = v.item()
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0:
+        raise InputError(f"{what}: {key!r} must be a count (an integer >= 0), got {v!r}")
+    return int(v)

@@ -181,9 +181,8 @@ class ComponentMetrics(Stateful):
         ``siou_pred``, ``components`` (``{"gt", "pred"}``), ``frames``,
         ``threshold``, sizes and ``reason`` (None, or why a value is NaN).
         """
-        sg = np.concatenate(self._siou_gt) if self._siou_gt else np.empty(0)
-        spred = np.concatenate(self._siou_pred) if self._siou_pred else np.empty(0)
-        prec = np.concatenate(self._prec) if self._prec else np.empty(0)
+        sg, spred, prec = (np.concatenate(xs) if xs else np.empty(0)
+                           for xs in (self._siou_gt, self._siou_pred, self._prec))
         taus = SIOU_THRESHOLDS
         tp = (sg[None, :] >= taus[:, None]).sum(1)
         fn = sg.size - tp
@@ -191,29 +190,26 @@ class ComponentMetrics(Stateful):
         denom = 2 * tp + fn + fp
         with np.errstate(invalid="ignore", divide="ignore"):
             f1 = np.where(denom > 0, 2 * tp / np.maximum(denom, 1), np.nan)
-        reasons = []
-        if sg.size == 0:
-            reasons.append("no ground-truth component (sIoU undefined)")
-        if prec.size == 0:
-            reasons.append("no predicted component (PPV undefined)")
-        if sg.size == 0 and prec.size == 0:
-            reasons.append("no component at all (F1 undefined)")
-        thr = next(iter(self._thresholds)) if len(self._thresholds) == 1 else (None if not self._thresholds
-                                                                             else math.nan)
         return {
-            "siou": float(sg.mean()) if sg.size else math.nan,
-            "ppv": float(prec.mean()) if prec.size else math.nan,
+            "siou": _mean(sg),
+            "ppv": _mean(prec),
             "mean_f1": float(f1.mean()) if sg.size or prec.size else math.nan,
             "f1_per_tau": [float(v) for v in f1],
             "taus": [float(v) for v in taus],
             "tp": [int(v) for v in tp], "fn": [int(v) for v in fn], "fp": [int(v) for v in fp],
-            "siou_pred": float(spred.mean()) if spred.size else math.nan,
+            "siou_pred": _mean(spred),
             "components": {"gt": int(sg.size), "pred": int(prec.size)},
             "frames": int(self.frames),
-            "threshold": thr,
+            "threshold": self._threshold_used(),
             "min_pred_size": self.min_pred_size, "min_gt_size": self.min_gt_size,
-            "reason": "; ".join(reasons) or None,
+            "reason": _undefined(sg.size, prec.size),
         }
+
+    def _threshold_used(self) -> float | None:
+        """The one threshold every frame used (None: no frame; NaN: frames used different ones)."""
+        if len(self._thresholds) == 1:
+            return next(iter(self._thresholds))
+        return None if not self._thresholds else math.nan
 
     def __repr__(self) -> str:
         return (f"ComponentMetrics(track={self.track!r}, min_pred_size={self.min_pred_size}, "
@@ -235,6 +231,22 @@ def _check_state(arrays: list[np.ndarray], frames: int, thresholds: list[float])
         raise InputError("component metric state: components or thresholds are recorded but no frame")
     if frames > 0 and not thresholds:
         raise InputError("component metric state: frames are counted but no pixel threshold was recorded")
+
+
+def _mean(a: np.ndarray) -> float:
+    return float(a.mean()) if a.size else math.nan
+
+
+def _undefined(n_gt: int, n_pred: int) -> str | None:
+    """Why component numbers are NaN (None: all defined)."""
+    reasons = []
+    if n_gt == 0:
+        reasons.append("no ground-truth component (sIoU undefined)")
+    if n_pred == 0:
+        reasons.append("no predicted component (PPV undefined)")
+    if n_gt == 0 and n_pred == 0:
+        reasons.append("no component at all (F1 undefined)")
+    return "; ".join(reasons) or None
 
 
 def _check_threshold(t: Any) -> float:

@@ -6,7 +6,8 @@
 
 ``load`` takes a registered name (``arch`` or ``arch.tag``, see ``list_models()`` and
 ``list_pretrained()``; weights from ``weights=``, a mirror or the cache), a model card
-(``.yaml``), or a checkpoint (its architecture read off its keys or its ``arch`` entry). A
+(``.yaml``; ``hf:ID_OR_FOLDER`` is a ``format: transformers`` card with only ``source``), or a
+checkpoint (its architecture read off its keys or its ``arch`` entry). A
 network file (TorchScript, ONNX, ``.pt2``) needs a card, or :func:`wrap` in Python, which puts
 any ``nn.Module`` or network file under the same contract; ``build`` gives a fresh network.
 """
@@ -54,11 +55,10 @@ def load(name_or_path: str | os.PathLike | ModelConfig, weights: str | os.PathLi
     if isinstance(name_or_path, ModelConfig) and name_or_path.format != "builtin":
         return load_card(name_or_path, device=device)
     name = name_or_path.name if isinstance(name_or_path, ModelConfig) else os.fspath(name_or_path)
-    if is_card(name):
+    if is_card(name) or name.startswith(HF_SHORTHAND):
         if weights is not None or kw:
-            raise InputError(f"model card {name} says where its network and weights are; drop --weights / "
-                             f"{', '.join(kw) or 'weights'} (edit the card instead)")
-        return load_card(name, device=device)
+            raise InputError(_card_says_weights(name, kw))
+        return load_card(_card(name), device=device)
     if isinstance(name_or_path, ModelConfig) or is_registered(name):
         cfg = name_or_path if isinstance(name_or_path, ModelConfig) else get_config(name)
         if weights is not None:
@@ -85,6 +85,26 @@ def load(name_or_path: str | os.PathLike | ModelConfig, weights: str | os.PathLi
         return _from_checkpoint(get_config(arch), ckpt, str(path), device, **kw)
     get_config(name)  # raises naming the known names
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+HF_SHORTHAND = "hf:"  # --model hf:ID_OR_FOLDER: a transformers card with only its source (sml.models.hf.shorthand)
+
+
+def _card(name: str) -> str | ModelConfig:
+    """A card's path, or the configuration ``hf:ID_OR_FOLDER`` stands for."""
+    if name.startswith(HF_SHORTHAND):
+        from sml.models.hf import shorthand
+
+        return shorthand(name)
+    return name
+
+
+def _card_says_weights(name: str, kw: dict[str, Any]) -> str:
+    if name.startswith(HF_SHORTHAND):
+        return (f"--model {name} is a transformers model with its own weights; drop --weights / "
+                f"{', '.join(kw) or 'weights'} (write a card with format: transformers to set fields)")
+    return (f"model card {name} says where its network and weights are; drop --weights / "
+            f"{', '.join(kw) or 'weights'} (edit the card instead)")
 
 
 def _from_checkpoint(cfg: ModelConfig, ckpt: dict, source: str, device: str | torch.device,

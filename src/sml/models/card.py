@@ -21,7 +21,7 @@ from sml.errors import InputError
 from sml.models.config import ModelConfig
 from sml.models.contract import CITYSCAPES_CLASSES, RESIZE_MODES, _UPSAMPLE, SegmentationModel, normalisation_problem
 # Opening network files is the layers below's (sml.models.files, sml.models.probe); importable from here.
-from sml.models.files import build_entry, file_format, open_network, sha256_of  # noqa: F401
+from sml.models.files import _where, build_entry, file_format, open_network, sha256_of  # noqa: F401
 from sml.models.hf import complete_config
 from sml.models.probe import (DRY_SIZE, TRACED_FORMATS, check_size_follows, dry_run, native_size,  # noqa: F401
                               open_file, size_line)
@@ -349,11 +349,26 @@ def read_card(path: str | os.PathLike) -> ModelConfig:
     return ModelConfig(**fields)
 
 
+def card_fields(cfg: ModelConfig) -> dict[str, Any]:
+    """A configuration as the card that states every field of it (mean/std left out when there are none):
+    what a ``format: transformers`` model ran with, filled in from its processor, for the run's records."""
+    inp: dict[str, Any] = {"size": list(cfg.input_size) if cfg.input_size else None,
+                           "channel_order": cfg.channel_order, "scale": int(cfg.scale), "resize": cfg.resize}
+    if cfg.mean is not None:
+        inp.update(mean=list(cfg.mean), std=list(cfg.std))
+    classes = "cityscapes" if tuple(cfg.class_names) == CITYSCAPES_CLASSES else list(cfg.class_names)
+    out = {"kind": cfg.kind, "classes": classes, "upsample": cfg.upsample}
+    if cfg.class_channels is not None:
+        out["channels"] = list(cfg.class_channels)
+    where = {k: getattr(cfg, k) for k in ("file", "entry", "weights", "source") if getattr(cfg, k)}
+    return {"name": cfg.name, "format": cfg.format, **where, "input": inp, "output": out}
+
+
 def _open_for_card(cfg: ModelConfig, where: str) -> tuple[nn.Module, ModelConfig]:
     """The card's network, and its configuration completed (transformers) and checked against the file."""
     if cfg.format == "transformers":
         network, cfg = complete_config(cfg)
-        check_units(cfg.card, cfg.scale, cfg.mean, cfg.std)  # the processor may have filled mean/std/scale
+        check_units(cfg.card or f"hf:{cfg.source}", cfg.scale, cfg.mean, cfg.std)  # the processor may have filled them
         return network, cfg
     network = open_network(cfg)
     fixed = native_size(network)
@@ -366,6 +381,17 @@ def _open_for_card(cfg: ModelConfig, where: str) -> tuple[nn.Module, ModelConfig
 
 def _check_channels(cfg: ModelConfig, channels: int, where: str) -> None:
     names = cfg.class_names
+    if cfg.kind == "mask-classification":
+        if cfg.class_channels not in (None, tuple(range(channels))):
+            raise InputError(f"{where}: field output.channels is {list(cfg.class_channels)}, but a "
+                             f"mask-classification network's classes are all the columns of its class logits "
+                             f"before 'no object' (here {channels}), in order: its per-query scores are defined "
+                             f"over all of them. Leave output.channels out.")
+        if channels != len(names):
+            raise InputError(f"{where}: the network's class logits have {channels} classes (and 'no object', the "
+                             f"last column) but the card names {len(names)}. Name its {channels} classes in "
+                             f"output.classes, in order.")
+        return
     if cfg.class_channels is None:
         if channels != len(names):
             raise InputError(f"{where}: the network returns {channels} output channels but the card names "
@@ -383,11 +409,12 @@ def load_card(card: str | os.PathLike | ModelConfig, device: str | torch.device 
     with its sizes fixed runs only at the size it was traced at (:func:`check_size_follows`).
     """
     cfg = card if isinstance(card, ModelConfig) else read_card(card)
-    where = f"model card {cfg.card}"
+    where = _where(cfg)
     network, cfg = _open_for_card(cfg, where)
-    channels, out = dry_run(network, cfg.input_size or DRY_SIZE, where)
+    channels, out = dry_run(network, cfg.input_size or DRY_SIZE, where, cfg.kind)
     if cfg.format in TRACED_FORMATS and native_size(network) is None:
-        check_size_follows(network, cfg.input_size, out, where, Path(cfg.file).name, setting="field input.size")
+        check_size_follows(network, cfg.input_size, out, where, Path(cfg.file).name, setting="field input.size",
+                           kind=cfg.kind)
     _check_channels(cfg, channels, where)
     mean_std = {} if cfg.mean is None else {"mean": cfg.mean, "std": cfg.std}
     model = SegmentationModel(network, name=cfg.name, input_size=cfg.input_size, class_names=cfg.class_names,
@@ -395,9 +422,13 @@ def load_card(card: str | os.PathLike | ModelConfig, device: str | torch.device 
                               channel_order=cfg.channel_order, scale=cfg.scale, resize=cfg.resize,
                               upsample=cfg.upsample, kind=cfg.kind, **mean_std)
     # identity: the network or weights file (its sha256 already checked when the card gives one);
-    # transformers models, read from a hub cache or folder, are identified by their tensors
+    # transformers models, read from a hub cache or folder, are identified by their tensors, and
+    # carry the card they ran with, every field filled in (a hf: shorthand has no card file to show)
     file = cfg.file or cfg.weights
-    return model.identify(file, cfg.sha256) if cfg.format != "transformers" and file else model
+    if cfg.format == "transformers":
+        model.card = card_fields(cfg)
+        return model
+    return model.identify(file, cfg.sha256) if file else model
 
 
 def card_template(file: str | os.PathLike, card_dir: str | os.PathLike | None = None) -> str:

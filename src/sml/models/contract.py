@@ -5,7 +5,11 @@ channels are the classes, their names, and does the resizing of ``models.md`` ("
 and out"): the float image in [0, 1] is resized to the input size (bilinear, antialias,
 ``align_corners=False``) before normalization; logits are resized to the output size
 (bilinear, ``align_corners=False``). Scoring, statistics and evaluation see only
-``predict``'s float32 ``B x num_classes x H x W`` logits, so any network plugs in.
+``predict``'s float32 ``B x num_classes x H x W`` logits, so any network plugs in. A
+mask-classification network (``kind="mask-classification"``) returns the pair (class logits
+``B x Q x (K+1)``, mask logits ``B x Q x h x w``); ``predict`` gives its per-pixel class scores
+``S`` in place of logits, and ``predict_output`` the pair itself as a
+:class:`~sml.scores.mask_classification.MaskClassificationOutput` (sml-algorithm.md section 8).
 """
 from __future__ import annotations
 
@@ -21,12 +25,13 @@ from PIL import Image
 from torch import nn
 
 from sml.errors import InputError
+from sml.scores.mask_classification import MaskClassificationOutput
 from sml.utils.precision import InferenceSettings, autocast, check_device, float32_logits, tf32
 
 # The layers below: the class tables (config), network files and their output conventions (files), dry runs
 # (probe). CITYSCAPES_CLASSES, IMAGENET_MEAN/STD and OnnxNetwork stay importable from here.
 from sml.models.config import CITYSCAPES_CLASSES, IMAGENET_MEAN, IMAGENET_STD  # noqa: F401
-from sml.models.files import OnnxNetwork, _eval, _first_output, sha256_of  # noqa: F401
+from sml.models.files import OnnxNetwork, _eval, _first_output, mask_outputs, sha256_of  # noqa: F401
 from sml.models.probe import dry_run, open_file
 
 Images = Union[np.ndarray, torch.Tensor, Sequence[np.ndarray]]
@@ -230,8 +235,9 @@ class SegmentationModel:
     is the caller's and is left in its own layout). As a model card says (models.md):
     ``channel_order`` ("RGB"/"BGR"), ``scale`` (1: pixels in [0, 1], 255: in [0, 255]; mean/std
     are in that scale), ``resize`` ("bilinear-antialias", "bilinear", "nearest"), ``upsample``
-    ("bilinear", "bilinear-align-corners") and ``kind`` ("logits" or "mask-classification":
-    per-pixel class scores, not logits). ``settings`` (:class:`~sml.utils.precision.InferenceSettings`,
+    ("bilinear", "bilinear-align-corners") and ``kind`` ("logits" or "mask-classification": the
+    network returns class and mask logits per query, :meth:`predict` its class scores ``S``,
+    :meth:`predict_output` the outputs themselves). ``settings`` (:class:`~sml.utils.precision.InferenceSettings`,
     set with :meth:`configure`) chooses the forward pass's precision, TF32 and ``torch.compile``;
     ``precision`` is its precision ("fp32" unless configured).
     """
@@ -259,6 +265,8 @@ class SegmentationModel:
         self._channels_last = False
         self.cpu_channels_last = bool(cpu_channels_last)
         self._identity: dict[str, Any] | None = None
+        #: the model card it was loaded with, every field filled in (``format: transformers``), else None
+        self.card: dict[str, Any] | None = None
         self.to(device)
 
     def __repr__(self) -> str:
@@ -271,11 +279,12 @@ class SegmentationModel:
 
         ``sha256`` is that of the weights or network file the network was read from (recorded by
         :meth:`identify`, which :func:`sml.models.load` and :func:`wrap` call), else of its tensors
-        (a module built in memory; computed at the first use, once).
+        (a module built in memory; computed at the first use, once). A ``format: transformers`` model
+        adds ``card``: the card it was loaded with, every field filled in (:attr:`card`).
         """
         if self._identity is None:
             self._identity = {"name": self.name, "sha256": _tensors_sha256(self.network), "file": None}
-        return dict(self._identity)
+        return dict(self._identity) if self.card is None else {**self._identity, "card": dict(self.card)}
 
     def identify(self, path: str | os.PathLike, sha256: str | None = None) -> "SegmentationModel":
         """Record that the network was read from ``path`` (its sha256, computed now unless given); returns self."""
@@ -358,8 +367,14 @@ class SegmentationModel:
         """Class logits of a preprocessed (normalized) float batch, at the network's output size.
 
         Keeps only ``class_channels``. No inference mode here: gradients flow, so training and
-        evaluation code can reuse it (with the network in whichever mode they set).
+        evaluation code can reuse it (with the network in whichever mode they set). A
+        mask-classification network gives its class scores ``S`` instead, float32 at the size of
+        ``x`` (:meth:`mask_output`): resized like logits afterwards, that is ``S`` of section 8.
         """
+        if self.kind == "mask-classification":
+            out = self.mask_output(x)
+            with torch.autocast(x.device.type, enabled=False):  # S in float32, whatever the autocast
+                return out.class_scores()
         out = _first_output(self._net(x))
         if out.dim() != 4 or out.shape[0] != x.shape[0]:
             raise InputError(f"{self.name}: the network returned shape {tuple(out.shape)} for input "
@@ -370,6 +385,26 @@ class SegmentationModel:
         if self.class_channels != list(range(out.shape[1])):
             out = out[:, self.class_channels]
         return out
+
+    def mask_output(self, x: torch.Tensor, output_size: Sequence[int] | None = None) -> MaskClassificationOutput:
+        """A mask-classification network's outputs for a preprocessed batch ``x``: float32 class and mask
+        logits (mask logits at the network's resolution), ``input_size`` the size of ``x``, ``output_size``
+        (default: that size) and the model's ``upsample``. Its classes are all ``K`` of the network, in order."""
+        if self.kind != "mask-classification":
+            raise InputError(f"{self.name}: mask_output needs a mask-classification network; this one's output "
+                             f"kind is {self.kind} (use logits / predict)")
+        cl, ml = mask_outputs(self._net(x), self.name)
+        k = int(cl.shape[-1]) - 1
+        if cl.shape[0] != x.shape[0]:
+            raise InputError(f"{self.name}: for a batch of {x.shape[0]} images the network returned class logits "
+                             f"of shape {tuple(cl.shape)}; it must return B x Q x (K+1)")
+        if self.class_channels != list(range(k)):
+            raise InputError(f"{self.name}: the network's class logits have {k} classes and 'no object', but the "
+                             f"model was given {self.num_classes} classes (class_channels {self.class_channels}); "
+                             f"a mask-classification network's classes are all of its {k} classes, in order: give "
+                             f"num_classes={k} (or {k} class_names) and no class_channels")
+        return MaskClassificationOutput(float32_logits(cl), float32_logits(ml), tuple(x.shape[2:]), output_size,
+                                        self.upsample)
 
     @contextlib.contextmanager
     def _mode(self, precision: str, channels_last: bool) -> Iterator[None]:
@@ -414,7 +449,8 @@ class SegmentationModel:
                 sliding_window: bool = False, amp: bool = False, channels_last: bool | None = None,
                 window: tuple[int, int] | None = None, overlap: float = 1 / 3,
                 precision: str | None = None) -> torch.Tensor:
-        """float32 class logits ``B x num_classes x H x W`` (on the model's device) at ``output_size``.
+        """float32 class logits ``B x num_classes x H x W`` (on the model's device) at ``output_size``
+        (a mask-classification network's class scores ``S``, section 8; see :meth:`predict_output`).
 
         ``images``: a uint8 RGB ``H x W x 3`` array, a ``B x H x W x 3`` array or a list of arrays
         (sizes may differ when ``output_size`` is given), or a uint8 tensor ``B x 3 x H x W``
@@ -430,18 +466,14 @@ class SegmentationModel:
         logits stay within ~1e-6 (relative) of the default layout, bit for bit the same across
         thread counts and batch sizes. Inference runs under ``torch.inference_mode``.
         """
-        if batch_size < 1:
-            raise InputError(f"batch_size must be >= 1, got {batch_size}")
-        if channels_last is None:
-            channels_last = self._default_channels_last()
-        if precision is None:
-            precision = "bf16" if amp else self.settings.precision
-        batches = _as_batches(images)
-        output_size = _output_size(batches, output_size)
+        frames, output_size, channels_last, precision = self._prepare(images, output_size, batch_size, amp,
+                                                                      channels_last, precision)
         if sliding_window:
+            if self.kind == "mask-classification":
+                raise InputError(f"{self.name}: sliding-window mode averages the logits of windows; a "
+                                 f"mask-classification network's scores are defined for whole images only "
+                                 f"(sml-algorithm.md section 8): run it with sliding_window=False")
             window = self._window(window, overlap)
-        # Split list input into single frames so that batches of differently sized frames work.
-        frames = [b[i:i + 1] for b in batches for i in range(b.shape[0])]
         with self._mode(precision, channels_last):
             if sliding_window:
                 raw = [self._sliding(self._to_float(f, None), window, overlap, channels_last, batch_size)
@@ -453,6 +485,49 @@ class SegmentationModel:
             out = [F.interpolate(r, size=output_size, **_UPSAMPLE[self.upsample])
                    if tuple(r.shape[2:]) != output_size else r.clone() for r in raw]
             return (torch.cat(out) if len(out) > 1 else out[0]).float().contiguous()
+
+    def _prepare(self, images: Images, output_size: Sequence[int] | None, batch_size: int, amp: bool,
+                 channels_last: bool | None, precision: str | None) -> tuple[list[torch.Tensor], tuple[int, int],
+                                                                           bool, str]:
+        """Single-frame uint8 batches, the output size, layout and precision of one :meth:`predict` call."""
+        if batch_size < 1:
+            raise InputError(f"batch_size must be >= 1, got {batch_size}")
+        if channels_last is None:
+            channels_last = self._default_channels_last()
+        if precision is None:
+            precision = "bf16" if amp else self.settings.precision
+        batches = _as_batches(images)
+        output_size = _output_size(batches, output_size)
+        # Split list input into single frames so that batches of differently sized frames work.
+        return [b[i:i + 1] for b in batches for i in range(b.shape[0])], output_size, channels_last, precision
+
+    def predict_output(self, images: Images, output_size: tuple[int, int] | None = None, batch_size: int = 4,
+                       amp: bool = False, channels_last: bool | None = None,
+                       precision: str | None = None) -> Union[torch.Tensor, MaskClassificationOutput]:
+        """What every method of a run scores, from one forward pass: :meth:`predict`'s logits for a logits
+        network; for a mask-classification network its outputs whole, a :class:`MaskClassificationOutput`
+        (mask logits at the network's resolution, ``input_size`` the size it ran at, ``output_size`` the
+        one asked for) from which ``S`` and EAM's map are formed on demand, a few queries at a time.
+        Arguments as :meth:`predict`; images of a mask-classification network must share one input size.
+        """
+        if self.kind != "mask-classification":
+            return self.predict(images, output_size, batch_size, amp=amp, channels_last=channels_last,
+                                precision=precision)
+        frames, output_size, channels_last, precision = self._prepare(images, output_size, batch_size, amp,
+                                                                      channels_last, precision)
+        if self.input_size is None and len({tuple(f.shape[2:]) for f in frames}) > 1:
+            raise InputError(f"{self.name} runs at each image's own size and these images differ in size: their "
+                             f"mask-classification outputs cannot form one batch; predict_output them one at a time")
+        parts = []
+        with self._mode(precision, channels_last):
+            for i in range(0, len(frames), batch_size):
+                x = torch.cat([self._to_float(f, self.input_size) for f in frames[i:i + batch_size]])
+                parts.append(self.mask_output(x.contiguous(memory_format=torch.channels_last) if channels_last
+                                              else x))
+        with torch.no_grad():  # ordinary tensors for the caller, as predict's
+            cat = [torch.cat([getattr(o, k) for o in parts]) if len(parts) > 1 else getattr(parts[0], k).clone()
+                   for k in ("class_logits", "mask_logits")]
+        return MaskClassificationOutput(cat[0], cat[1], parts[0].input_size, output_size, self.upsample)
 
     def _window(self, window: tuple[int, int] | None, overlap: float) -> tuple[int, int]:
         """The sliding window's size (default ``input_size``), with ``overlap`` checked."""
@@ -507,7 +582,7 @@ def wrap(module_or_path: nn.Module | str | os.PathLike, input_size: tuple[int, i
         network, input_size = open_file(module_or_path, input_size)
         default_name = Path(module_or_path).stem
     if class_channels is None and class_names is None and num_classes is None:
-        num_classes = dry_run(network, input_size or (64, 64), default_name)[0]
+        num_classes = dry_run(network, input_size or (64, 64), default_name, kw.get("kind", "logits"))[0]
     model = SegmentationModel(network, name=name or default_name, input_size=input_size, mean=mean, std=std,
                               class_channels=class_channels, class_names=class_names, num_classes=num_classes,
                               device=device, **kw)

@@ -1,7 +1,8 @@
 """The second layer of :mod:`sml.models`: network and weights files, opened.
 
 The sha256 of a file; which kind of network file a path is (:func:`file_format`); a network's
-output conventions (:func:`_first_output`, :func:`_eval`); an ONNX file behind an ``nn.Module``
+output conventions (:func:`_first_output`, :func:`_eval`, a mask-classification network's pair:
+:func:`mask_outputs`); an ONNX file behind an ``nn.Module``
 face (:class:`OnnxNetwork`); and :func:`open_network`, which opens what a configuration names
 (TorchScript, ONNX, ``.pt2``, a ``format: python`` entry point with its checkpoint), its sha256
 checked. Below the contract (:mod:`sml.models.contract`) and the cards (:mod:`sml.models.card`),
@@ -61,6 +62,35 @@ def _first_output(out: Any) -> Any:
     if isinstance(out, dict):
         out = out.get("out", next(iter(out.values())))
     return out
+
+
+#: what a mask-classification network returns (models.md, "Your own network")
+MASK_OUTPUT = "a tuple (class logits B x Q x (K+1), mask logits B x Q x h x w)"
+
+
+def mask_outputs(out: Any, where: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """A mask-classification network's ``(class_logits, mask_logits)``, their shapes checked (no values)."""
+    ok = isinstance(out, (tuple, list)) and len(out) == 2 and all(isinstance(t, torch.Tensor) for t in out)
+    if ok:
+        cl, ml = out
+        ok = (cl.dim() == 3 and ml.dim() == 4 and cl.shape[:2] == ml.shape[:2] and cl.shape[-1] >= 2
+              and min(ml.shape) >= 1)
+    if not ok:
+        raise InputError(f"{where}: a mask-classification network (output.kind: mask-classification) must return "
+                         f"{MASK_OUTPUT}, the last class column being 'no object'; it returned {_shapes(out)}. "
+                         f"Return that pair from the network's forward, or set output.kind: logits for a network "
+                         f"whose output is B x K x h x w logits")
+    return out[0], out[1]
+
+
+def _shapes(out: Any) -> str:
+    """A network output's structure and shapes, for messages."""
+    if isinstance(out, torch.Tensor):
+        return f"a tensor of shape {tuple(out.shape)}"
+    if isinstance(out, (tuple, list)):
+        return f"a {type(out).__name__} of " + ", ".join(
+            str(tuple(t.shape)) if isinstance(t, torch.Tensor) else type(t).__name__ for t in out)
+    return f"a {type(out).__name__}"
 
 
 def _eval(network: nn.Module) -> nn.Module:
@@ -164,7 +194,10 @@ def build_entry(cfg: ModelConfig) -> nn.Module:
 
 
 def _where(cfg: ModelConfig) -> str:
-    return f"model card {cfg.card}" if cfg.card else str(cfg.file)
+    """How messages name a configuration: its card, the ``hf:`` shorthand it came from, or its file."""
+    if cfg.card:
+        return f"model card {cfg.card}"
+    return f"--model hf:{cfg.source}" if cfg.format == "transformers" else str(cfg.file)
 
 
 def open_network(cfg: ModelConfig) -> nn.Module:

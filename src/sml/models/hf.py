@@ -2,16 +2,18 @@
 
 Two kinds of output (models.md): per-pixel class logits (SegFormer, UperNet, DPT, ...; the
 model's ``logits``), and mask classification (Mask2Former, MaskFormer; ``output.kind:
-mask-classification``), whose per-pixel class *scores* come from the semantic inference of
-``post_process_semantic_segmentation``: the softmax over classes of each query's class logits
-without the null class, times the sigmoid of the query's mask logits, summed over queries.
-They are computed at the masks' resolution and then resized like logits (transformers first
-resizes the mask logits to 384 x 384). Mean, std, size and class names come from the model's
-image processor and ``id2label`` unless the card states them. Needs the ``[hf]`` extra.
+mask-classification``), whose ``class_queries_logits`` and ``masks_queries_logits`` are returned
+whole, as the pair every mask-classification network gives: the per-pixel class scores and the
+per-query scores are formed from them as sml-algorithm.md section 8 says (mask logits upsampled
+to the input size first; not transformers' own post-processing, which passes through 384 x 384).
+Mean, std, size and class names come from the model's image processor and ``id2label`` unless the
+card states them. ``--model hf:ID_OR_FOLDER`` is a card with only ``source`` (:func:`shorthand`).
+Needs the ``[hf]`` extra.
 """
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -19,6 +21,7 @@ from torch import nn
 
 from sml.errors import InputError
 from sml.models.config import CITYSCAPES_CLASSES, ModelConfig
+from sml.models.files import _where
 
 
 #: universal-segmentation model types whose output is class_queries_logits + masks_queries_logits
@@ -36,17 +39,16 @@ class SemanticLogits(nn.Module):
         return self.model(pixel_values=x).logits
 
 
-class MaskClassificationScores(nn.Module):
-    """A mask-classification model as ``pixel_values -> per-pixel class scores`` (B x K x h x w)."""
+class MaskClassificationOutputs(nn.Module):
+    """A mask-classification model as ``pixel_values -> (class logits B x Q x (K+1), mask logits B x Q x h x w)``."""
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.model = model
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         out = self.model(pixel_values=x)
-        classes = out.class_queries_logits.softmax(dim=-1)[..., :-1]  # drop the null class
-        return torch.einsum("bqc,bqhw->bchw", classes, out.masks_queries_logits.sigmoid())
+        return out.class_queries_logits, out.masks_queries_logits
 
 
 def _transformers() -> Any:
@@ -94,7 +96,7 @@ def _network(tf: Any, cfg: ModelConfig, config: Any, where: str) -> tuple[nn.Mod
             raise InputError(f"{where}: {cfg.source} is a {config.model_type} model, whose output sml cannot read "
                              f"yet (OneFormer needs text task inputs); supported mask-classification models: "
                              f"{', '.join(_MASK_MODELS)}")
-        return MaskClassificationScores(tf.AutoModelForUniversalSegmentation.from_pretrained(cfg.source)), kind
+        return MaskClassificationOutputs(tf.AutoModelForUniversalSegmentation.from_pretrained(cfg.source)), kind
     try:
         model = tf.AutoModelForSemanticSegmentation.from_pretrained(cfg.source)
     except ValueError as exc:
@@ -120,10 +122,29 @@ def _model_fields(tf: Any, cfg: ModelConfig, config: Any, where: str) -> dict[st
     return filled
 
 
+#: ``--model hf:ID_OR_FOLDER``: a model card with ``format: transformers`` and only ``source`` (timm's ``hf-hub:``)
+SHORTHAND = "hf:"  # sml.models.HF_SHORTHAND, which load() checks without importing this module
+
+
+def shorthand(spec: str) -> ModelConfig:
+    """The card ``hf:ID_OR_FOLDER`` stands for: ``format: transformers`` and ``source``, a folder written by
+    ``save_pretrained`` (relative to the working directory) when one exists there, else a hub id. Named
+    after the folder or the hub id; every other field comes from the model (:func:`complete_config`)."""
+    source = spec[len(SHORTHAND):].strip() if spec.startswith(SHORTHAND) else ""
+    if not source:
+        raise InputError(f"--model {spec!r}: give a transformers hub id or a folder after '{SHORTHAND}', e.g. "
+                         f"hf:facebook/mask2former-swin-large-cityscapes-semantic (a card with format: "
+                         f"transformers and that source)")
+    local = Path(source).expanduser()
+    if local.exists():
+        return ModelConfig(name=local.resolve().name, format="transformers", source=str(local.resolve()))
+    return ModelConfig(name=source, format="transformers", source=source)
+
+
 def complete_config(cfg: ModelConfig) -> tuple[nn.Module, ModelConfig]:
     """Load the model of a ``format: transformers`` card and fill the fields the card leaves out."""
     tf = _transformers()
-    where = f"model card {cfg.card}"
+    where = _where(cfg)
     logging.getLogger("transformers").setLevel(logging.ERROR)  # torchvision-fallback notices
     try:
         config = tf.AutoConfig.from_pretrained(cfg.source)

@@ -19,7 +19,7 @@ from torch import nn
 
 from sml.errors import CheckpointError, InputError
 from sml.models.config import ModelConfig
-from sml.models.files import OnnxNetwork, _eval, _first_output, file_format, open_network
+from sml.models.files import OnnxNetwork, _eval, _first_output, file_format, mask_outputs, open_network
 
 #: dry-run size of a network that runs at each image's own size
 DRY_SIZE = (256, 512)
@@ -27,11 +27,14 @@ DRY_SIZE = (256, 512)
 TRACED_FORMATS = ("torchscript", "onnx")
 
 
-def dry_run(network: nn.Module, size: tuple[int, int], where: str) -> tuple[int, tuple[int, int]]:
-    """(output channels, output H x W) of one forward pass on a zero batch at ``size``."""
+def dry_run(network: nn.Module, size: tuple[int, int], where: str,
+            kind: str = "logits") -> tuple[int, tuple[int, int]]:
+    """(classes, output H x W) of one forward pass on a zero batch at ``size``: the output channels of a
+    logits network; for a mask-classification network (``kind``) the classes of its class logits (the
+    columns before 'no object') and the size of its mask logits."""
     try:
         with torch.inference_mode():
-            out = _first_output(_eval(network)(torch.zeros(1, 3, *size)))
+            out = _eval(network)(torch.zeros(1, 3, *size))
     except InputError:
         raise
     except (Exception, SystemExit) as exc:  # a network's own code may even call sys.exit
@@ -39,11 +42,18 @@ def dry_run(network: nn.Module, size: tuple[int, int], where: str) -> tuple[int,
         raise InputError(f"{where}: the network failed on a 1 x 3 x {size[0]} x {size[1]} input "
                          f"({type(exc).__name__}: {text}); check input.size (the size it runs at; fixed-size "
                          f"exports run at exactly their size)") from None
-    if not isinstance(out, torch.Tensor) or out.dim() != 4 or out.shape[0] != 1 or min(out.shape[2:]) < 1:
-        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+    if kind == "mask-classification":
+        cl, ml = mask_outputs(out, where)
+        return int(cl.shape[-1]) - 1, (int(ml.shape[2]), int(ml.shape[3]))
+    first = _first_output(out)
+    if not isinstance(first, torch.Tensor) or first.dim() != 4 or first.shape[0] != 1 or min(first.shape[2:]) < 1:
+        shape = tuple(first.shape) if isinstance(first, torch.Tensor) else type(first).__name__
+        hint = (" (a pair (class logits, mask logits) is a mask-classification network's output: set output.kind: "
+                "mask-classification)" if isinstance(out, (tuple, list)) and len(out) == 2 and first is out[0]
+                and isinstance(first, torch.Tensor) and first.dim() == 3 else "")
         raise InputError(f"{where}: for a 1 x 3 x {size[0]} x {size[1]} input the network returned {shape}, "
-                         f"not 1 x K x h x w class scores")
-    return int(out.shape[1]), (int(out.shape[2]), int(out.shape[3]))
+                         f"not 1 x K x h x w class scores{hint}")
+    return int(first.shape[1]), (int(first.shape[2]), int(first.shape[3]))
 
 
 def native_size(network: nn.Module) -> tuple[int, int] | None:
@@ -87,11 +97,13 @@ class SizeProbe:
         return f"{first}, and a {_hw(self.size2)} input {'also ' * (self.out2 == self.out)}gives {_hw(self.out2)}"
 
 
-def probe_sizes(network: nn.Module, size: tuple[int, int], out: tuple[int, int], where: str) -> SizeProbe:
-    """Run ``network`` once more at a second size unlike ``size`` (``out``: its output size at ``size``)."""
+def probe_sizes(network: nn.Module, size: tuple[int, int], out: tuple[int, int], where: str,
+                kind: str = "logits") -> SizeProbe:
+    """Run ``network`` once more at a second size unlike ``size`` (``out``: its output size at ``size``;
+    ``kind``: its output kind, as :func:`dry_run`)."""
     size2 = (size[0] // 2 if size[0] >= 64 else size[0] * 2, size[1] // 2 if size[1] >= 64 else size[1] * 2)
     try:
-        out2: tuple[int, int] | None = dry_run(network, size2, where)[1]
+        out2: tuple[int, int] | None = dry_run(network, size2, where, kind)[1]
     except InputError:
         out2 = None
     return SizeProbe(size, out, size2, out2)
@@ -111,12 +123,12 @@ def _fits(size: tuple[int, int], out: tuple[int, int]) -> bool:
 
 
 def check_size_follows(network: nn.Module, size: tuple[int, int] | None, out: tuple[int, int], where: str,
-                       name: str, setting: str = "input.size", null: str = "null") -> None:
+                       name: str, setting: str = "input.size", null: str = "null", kind: str = "logits") -> None:
     """Refuse a network file whose output does not follow the input size, unless it runs at ``size`` and
     its output ``out`` there fits it (the size it was traced at). ``size`` None: each image's own size
     (probed at :data:`DRY_SIZE`); ``setting`` names the option that sets the size in the message, ``null``
-    how it writes None."""
-    probe = probe_sizes(network, size or DRY_SIZE, out, where)
+    how it writes None; ``kind``: the output kind, as :func:`dry_run`)."""
+    probe = probe_sizes(network, size or DRY_SIZE, out, where, kind)
     if probe.follows or (size is not None and _fits(size, out)):
         return
     traced = traced_size(probe)

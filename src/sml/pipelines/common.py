@@ -80,24 +80,27 @@ def model_name(model: Any, fallback: str | None = None) -> str:
     return str(fallback or getattr(model, "name", None) or type(model).__name__)
 
 
-def forward(model: Any, images: Any, output_size: tuple[int, int]) -> torch.Tensor:
+def forward(model: Any, images: Any, output_size: tuple[int, int], whole: bool = False) -> Any:
     """Logits ``B x C x H x W`` (float32, on the model's device) at ``output_size``: the one forward pass.
 
     ``images``: one frame (a uint8 ``H x W x 3`` array), or a batch of frames of one size (a list of
     such arrays, or of uint8 tensors decoded by :mod:`sml.pipelines.loader`'s workers), which go
     through the network together; :func:`split_frames` gives each frame's part back.
+    ``whole``: what the frames' scores are formed from, ``model.predict_output`` (a mask-classification
+    network's outputs whole, a :class:`~sml.scores.MaskClassificationOutput`; logits otherwise).
     """
     size = (int(output_size[0]), int(output_size[1]))
     frames = list(images) if isinstance(images, (list, tuple)) else [images]
+    predict = model.predict_output if whole and hasattr(model, "predict_output") else model.predict
     with torch.inference_mode():
         x = _network_input(frames, torch.device(getattr(model, "device", "cpu")))
         if len(frames) == 1:
-            logits = model.predict(x, output_size=size)
+            out = predict(x, output_size=size)
         else:
-            logits = model.predict(x, output_size=size, batch_size=len(frames))
-    if logits.ndim == 3:
-        logits = logits.unsqueeze(0)
-    return logits
+            out = predict(x, output_size=size, batch_size=len(frames))
+    if not isinstance(out, torch.Tensor):
+        return out
+    return out.unsqueeze(0) if out.ndim == 3 else out
 
 
 def _network_input(frames: list[Any], device: torch.device) -> Any:

@@ -5,9 +5,10 @@
 1. :func:`restore` - the partial state of an interrupted run (``--resume``);
 2. :func:`score_frames` - frames decoded (:mod:`sml.pipelines.loader`: in order,
    ``batch_size`` frames of one size at a time, by worker processes ahead of the
-   loop) -> ``model.predict`` of the batch at label resolution (the only forward
-   pass, :func:`_score_batch`) -> per frame: every scorer on the same logits
-   (:func:`score_frame`) -> each method's frame into its pooled pixel metric
+   loop) -> ``model.predict_output`` of the batch at label resolution (the only
+   forward pass, :func:`_score_batch`: logits, or a mask-classification network's
+   outputs whole) -> per frame: every scorer on the same outputs (:func:`score_frame`)
+   -> each method's frame into its pooled pixel metric
    (the ``--protocol``'s: :class:`~sml.metrics.AnomalyMetrics` and the frame's
    own AP, or the SegmentMeIfYouCan tool's binned state) and the per-class
    :class:`~sml.diagnostics.ClassDiagnostics` (from the same max logit and
@@ -57,6 +58,7 @@ class EvalConfig:
 
     methods: list[str]
     sml_settings: dict[str, Any] = field(default_factory=dict)
+    method_settings: dict[str, dict[str, Any]] = field(default_factory=dict)  # other methods' (gen's gamma, M)
     components: bool = False
     save_maps: list[str] = field(default_factory=list)
     report: bool = False
@@ -91,11 +93,12 @@ class EvalRun:
 
 @dataclass
 class ScoredFrame:
-    """One frame through :func:`score_frame`: each method's map, the predicted classes and their max logit."""
+    """One frame through :func:`score_frame`: each method's map, the predicted classes and their max logit
+    (of a mask-classification network's class scores S)."""
 
     maps: dict[str, np.ndarray]   # method -> float32 H x W anomaly map
-    pred: torch.Tensor            # B x H x W argmax of the logits
-    max_logit: torch.Tensor       # B x H x W max of the logits (what max_logit and sml start from)
+    pred: torch.Tensor            # B x H x W argmax of the logits (or S)
+    max_logit: torch.Tensor       # B x H x W max of the logits (or S; what max_logit and sml start from)
 
 
 def scorer_settings(scorer: Any) -> dict[str, Any]:
@@ -104,17 +107,19 @@ def scorer_settings(scorer: Any) -> dict[str, Any]:
     return dict(s()) if callable(s) else {}
 
 
-def score_frame(scorers: dict[str, Any], logits: torch.Tensor) -> ScoredFrame:
-    """Every method's ``H x W`` map from one frame's logits.
+def score_frame(scorers: dict[str, Any], output: Any) -> ScoredFrame:
+    """Every method's ``H x W`` map from one frame's logits, or a mask-classification network's outputs
+    (a :class:`~sml.scores.MaskClassificationOutput`).
 
-    The methods share one :class:`sml.scores.LogitContext`: the channel max and
+    The methods share one context (:func:`sml.scores.context_for`): the channel max and
     argmax are computed once (max_logit, sml), and so is the one exponential per
-    logit behind msp, entropy and energy.
+    logit behind msp, entropy and energy; a mask-classification network's class
+    scores S stand in for the logits (formed once), and EAM reads its per-query outputs.
     """
-    from sml.scores import LogitContext
+    from sml.scores import context_for
 
     with torch.inference_mode():
-        ctx = LogitContext(logits)
+        ctx = context_for(output)
         maps = {m: sc.score_context(ctx)[0].float().cpu().numpy() for m, sc in scorers.items()}
         values, pred = ctx.max_and_argmax()
         return ScoredFrame(maps, pred, values)
@@ -203,7 +208,8 @@ def plan(model: Any, dataset: Any, out: str | os.PathLike, config: EvalConfig, s
     methods = list(config.methods)
     if not methods:
         raise InputError("no method to evaluate; give one or more with --method")
-    scorers = build_scorers(methods, stats, config.sml_settings, model_kind=getattr(model, "kind", "logits"))
+    scorers = build_scorers(methods, stats, config.sml_settings, model_kind=getattr(model, "kind", "logits"),
+                            settings=config.method_settings, num_classes=getattr(model, "num_classes", None))
     indices = common.frame_indices(len(dataset), config.limit)
     formats = writers.parse_formats(config.save_maps)
     if config.report and "npy16" not in formats:
@@ -403,7 +409,7 @@ def _device(model: Any) -> torch.device:
 def _score_batch(model: Any, p: _Plan, batch: loader.Batch, timer: common.Timer) -> list[ScoredFrame]:
     """The batch's frames through the network together (the one forward pass), then every method per frame."""
     with timer("forward"):
-        output = common.forward(model, batch.images, batch.output_size)
+        output = common.forward(model, batch.images, batch.output_size, whole=True)
     with timer("scoring"):
         return [score_frame(p.scorers, o) for o in common.split_frames(output, len(batch))]
 
@@ -428,19 +434,15 @@ def _update_states(p: _Plan, period: _Period, scored: ScoredFrame, labels: np.nd
                    rec: dict[str, Any]) -> None:
     """One frame into the period's states: each method's pixel metric and the diagnostics; its pixel
     counts and (with ``frame_ap``) each method's AP into ``rec``."""
-    from sml.metrics import AnomalyMetrics, FrameLabels
+    from sml.metrics import FrameLabels
 
     if labels is None:
         rec["methods"] = {m: {} for m in p.methods}
         return
     fl = FrameLabels(labels, 255)  # validated and counted once for every method
     rec["pixels"] = {"anomaly": fl.n_pos, "inlier": fl.n_neg}
-    for m in p.methods:
-        metric = period.metrics[m]
-        if isinstance(metric, AnomalyMetrics):
-            ap = metric.update(scored.maps[m], fl, frame_ap=p.frame_ap)
-        else:  # a binned protocol's state: it rounds and bins the frame itself, no per-frame AP
-            ap = metric.update(scored.maps[m], labels)
+    for m in p.methods:  # any PixelMetric: the frame's AP where the protocol has one
+        ap = period.metrics[m].update(scored.maps[m], fl, frame_ap=p.frame_ap)
         rec["methods"][m] = {} if ap is None else {"ap": float(ap)}
     if period.diagnostics is not None:
         d = period.diagnostics

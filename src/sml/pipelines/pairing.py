@@ -155,9 +155,21 @@ def check_pairing(model: Any, stats: Any, stats_path: Any = None,
                   f"(the publisher gives no checksum, so the file name is what is compared)")
     else:
         detail = f"they were computed with {_show(theirs)}"
+        if _earlier_mask_scores(net, theirs):
+            detail = (f"they were computed with this network, {_show(theirs)}, by an earlier sml, which formed a "
+                      f"mask-classification network's class scores as transformers' post-processing does (the "
+                      f"sigmoid at the masks' resolution), not as sml-algorithm.md section 8 says")
     raise InputError(f"{where} come from another network: {detail}, but the network in use is {_show(net)}. "
                      f"Another network's max logits have other per-class means and spreads, so SML would "
                      f"standardize them wrongly. {fix}")
+
+
+def _earlier_mask_scores(net: dict[str, Any], theirs: dict[str, Any]) -> bool:
+    """True for statistics of a transformers mask-classification network written before its identity carried
+    its card: their class scores were formed by transformers' convention, not by section 8's."""
+    card = net.get("card") if isinstance(net.get("card"), dict) else {}
+    return (card.get("format") == "transformers" and (card.get("output") or {}).get("kind") == "mask-classification"
+            and "card" not in theirs)
 
 
 def _verdict(net: dict[str, Any] | None, theirs: dict[str, Any] | None) -> str:
@@ -167,4 +179,4 @@ def _verdict(net: dict[str, Any] | None, theirs: dict[str, Any] | None) -> str:
         same = theirs.get("name") == net.get("name") and theirs.get("file") == net.get("file")
         return "published" if same else "other-network"
     same = theirs.get("name") == net.get("name") and theirs.get("sha256") == net.get("sha256")
-    return "same-network" if same else "other-network"
+    return "same-network" if same and not _earlier_mask_scores(net, theirs) else "other-network"

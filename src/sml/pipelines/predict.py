@@ -141,8 +141,12 @@ def predict_files(
     show_progress: bool = True,
     stats_path: str | os.PathLike | None = None,
     stats_from_other_network: bool = False,
+    method_settings: dict[str, dict[str, Any]] | None = None,
 ) -> PredictRun:
     """Score images / folders / videos with ``methods`` and write maps and overlays under ``out``.
+
+    ``method_settings``: other methods' settings by name (``{"gen": {"gamma": 0.2}}``, see
+    :func:`sml.scores.build_scorers`); every method's map of an image comes from one forward pass.
 
     ``stats`` must belong to ``model`` (:func:`sml.pipelines.pairing.check_pairing`, before any image is
     read); with statistics, ``out/predict.json`` records the network, the statistics and their pairing.
@@ -155,8 +159,9 @@ def predict_files(
     if not 0.0 <= alpha <= 1.0:
         raise InputError(f"--alpha must be between 0 (image only) and 1 (heatmap only), got {alpha}")
     items = collect_inputs(inputs)
-    job = _Job(model, build_scorers(list(methods), stats, sml_settings or {}, model_kind=getattr(model, "kind", "logits")), Path(out), vmin, vmax, alpha,
-               save_npy)
+    scorers = build_scorers(list(methods), stats, sml_settings or {}, model_kind=getattr(model, "kind", "logits"),
+                            settings=method_settings, num_classes=getattr(model, "num_classes", None))
+    job = _Job(model, scorers, Path(out), vmin, vmax, alpha, save_npy)
     pairing = check_pairing(model, stats, stats_path, stats_from_other_network)
     images = [it for it in items if not it.video]
     videos = [it for it in items if it.video]
@@ -204,11 +209,14 @@ class _Job:
 
     def process(self, image: np.ndarray, stem: Path) -> dict[str, np.ndarray]:
         """Maps, heatmaps and overlays of one image for every method; returns the overlays."""
-        logits = common.forward(self.model, image, image.shape[:2])
+        from sml.scores import context_for
+
+        output = common.forward(self.model, image, image.shape[:2], whole=True)
         overlays = {}
         with torch.inference_mode():
+            ctx = context_for(output)  # one forward pass, what the methods share computed once
             for m, scorer in self.scorers.items():
-                amap = scorer(logits)[0].float().cpu().numpy()
+                amap = scorer.score_context(ctx)[0].float().cpu().numpy()
                 target = self.out / m / stem
                 if self.save_npy:
                     atomic.save_npy(target.with_name(target.name + ".npy"), amap)

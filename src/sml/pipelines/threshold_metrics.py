@@ -89,13 +89,10 @@ def add_threshold_metrics(dataset: Any, indices: list[int], frame_list: list[dic
 
 
 def _component_threshold(protocol: str, pixel: Any) -> float | None:
-    """The protocol's component-metric threshold, None where it is undefined (no anomaly or inlier pixel)."""
+    """The protocol's component-metric threshold (any PixelMetric's), None where it is undefined (NaN)."""
     from sml import protocols
 
-    try:
-        return _finite(protocols.component_threshold(protocol, pixel))
-    except InputError:
-        return None
+    return _finite(protocols.component_threshold(protocol, pixel))
 
 
 def _combine(per_frame: dict[int, dict[str, Any]], frame_list: list[dict[str, Any]],

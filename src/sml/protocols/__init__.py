@@ -12,7 +12,8 @@ import dataclasses
 from typing import Any
 
 from sml.errors import InputError
-from sml.protocols.smiyc import KNOWN_DEFECTS, NUM_BINS, SmiycPixelMetric, curve_from_bins, frame_bins, to_submission
+from sml.metrics import AnomalyMetrics, PixelMetric, SmiycPixelMetric
+from sml.metrics.smiyc_bins import KNOWN_DEFECTS, NUM_BINS, curve_from_bins, frame_bins, to_submission
 
 __all__ = ["Protocol", "PROTOCOLS", "get_protocol", "pixel_metric", "headline", "SmiycPixelMetric",
            "frame_bins", "curve_from_bins", "to_submission", "NUM_BINS", "KNOWN_DEFECTS", "component_threshold"]
@@ -29,13 +30,9 @@ class Protocol:
     binned: bool            # the tool's per-frame percentile bins instead of every distinct score
     notes: tuple[str, ...] = ()
 
-    def make_pixel_metric(self, ignore_index: int = 255) -> Any:
-        """A fresh pixel-metric state for this protocol (update / merge / compute / state_dict)."""
-        if self.binned:
-            return SmiycPixelMetric(ignore_index=ignore_index)
-        from sml.metrics.pixel import AnomalyMetrics
-
-        return AnomalyMetrics(ignore_index=ignore_index)
+    def make_pixel_metric(self, ignore_index: int = 255) -> PixelMetric:
+        """A fresh pixel-metric state for this protocol (the :class:`~sml.metrics.PixelMetric` interface)."""
+        return (SmiycPixelMetric if self.binned else AnomalyMetrics)(ignore_index=ignore_index)
 
 
 PROTOCOLS: dict[str, Protocol] = {
@@ -58,7 +55,7 @@ def get_protocol(name: str) -> Protocol:
                          "(see docs/protocols.md)") from None
 
 
-def pixel_metric(name: str, ignore_index: int = 255) -> Any:
+def pixel_metric(name: str, ignore_index: int = 255) -> PixelMetric:
     """A fresh pixel-metric state for protocol ``name``."""
     return get_protocol(name).make_pixel_metric(ignore_index)
 
@@ -80,11 +77,12 @@ def headline(name: str, result: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def component_threshold(name: str, pixel: Any) -> float:
-    """The pixel threshold protocol ``name`` hands to the component metrics (spec 6 step 5 / 7)."""
-    p = get_protocol(name)
-    if p.binned:
-        return pixel.best_f1_threshold()
+def component_threshold(name: str, pixel: PixelMetric) -> float:
+    """The pixel threshold protocol ``name`` hands to the component metrics (spec 6 step 5 / 7; NaN if undefined).
+
+    Every protocol's is its pixel metric's best-F1 threshold (``smiyc``: of the binned curve, in float16).
+    """
+    get_protocol(name)  # an unknown name is refused
     return float(pixel.best_f1_threshold())
 
 

@@ -308,6 +308,8 @@ def _check_method(path: Path, method: str, entry: Any, fix: str) -> None:
 def _show(v: Any) -> str:
     if isinstance(v, dict) and "sha256" in v:  # a network identity (metrics.json "network"): name and digest
         return f"{v.get('name')} #{str(v.get('sha256'))[:8]}"
+    if isinstance(v, dict) and "verdict" in v:  # a statistics pairing: its networks are shown as "network"
+        return str(v["verdict"]) + (f" ({v['override']})" if v.get("override") else "")
     if isinstance(v, str):
         return v
     return "none" if v is None else json.dumps(v, sort_keys=True)

@@ -30,12 +30,13 @@ from sml.scores.scorers import (
     build_scorers,
     canonical_method,
     check_methods_apply,
+    context_for,
 )
 
 __all__ = [
     "msp", "max_logit", "entropy", "energy", "gen", "max_and_argmax",
     "mask_class_scores", "rba", "eam", "MaskClassificationOutput",
-    "Scorer", "LogitContext", "MaskClassificationContext", "MSP", "MaxLogit", "Entropy", "Energy", "SML",
+    "Scorer", "LogitContext", "MaskClassificationContext", "context_for", "MSP", "MaxLogit", "Entropy", "Energy", "SML",
     "GEN", "RbA", "EAM", "SCORERS", "build_scorer",
     "METHODS", "canonical_method", "check_methods_apply", "build_scorers",
     "postprocess", "boundary_suppression", "dilated_smoothing",

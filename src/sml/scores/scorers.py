@@ -45,7 +45,7 @@ class Statistics(Protocol):
         ...
 
 __all__ = ["METHODS", "canonical_method", "check_methods_apply", "build_scorers", "LogitContext",
-           "MaskClassificationContext", "Scorer", "MSP", "MaxLogit", "Entropy", "Energy", "SML", "GEN", "RbA", "EAM",
+           "MaskClassificationContext", "context_for", "Scorer", "MSP", "MaxLogit", "Entropy", "Energy", "SML", "GEN", "RbA", "EAM",
            "SCORERS", "build_scorer"]
 
 
@@ -122,6 +122,14 @@ class MaskClassificationContext(LogitContext):
         if self._eam is None:
             self._eam = self.output.eam()
         return self._eam
+
+
+def context_for(output: "torch.Tensor | MaskClassificationOutput") -> LogitContext:
+    """The context one frame's methods share: a :class:`MaskClassificationContext` for a mask-classification
+    network's outputs, a :class:`LogitContext` for logits (what ``SegmentationModel.predict_output`` gives)."""
+    if isinstance(output, MaskClassificationOutput):
+        return MaskClassificationContext(output)
+    return LogitContext(output)
 
 
 class Scorer:
@@ -426,14 +434,19 @@ LOGIT_ONLY = ("msp", "entropy", "energy")
 
 
 def build_scorers(methods: "Sequence[str]", stats: Statistics | None,
-                  sml_settings: dict[str, Any] | None = None, model_kind: str = "logits") -> dict[str, Scorer]:
-    """One scorer per method, keyed by its registered name; ``sml`` gets ``stats`` and ``sml_settings``.
+                  sml_settings: dict[str, Any] | None = None, model_kind: str = "logits",
+                  settings: dict[str, dict[str, Any]] | None = None,
+                  num_classes: int | None = None) -> dict[str, Scorer]:
+    """One scorer per method, keyed by its registered name; ``sml`` gets ``stats`` and ``sml_settings``,
+    every other method its entry of ``settings`` (e.g. ``{"gen": {"gamma": 0.2, "M": 10}}``).
 
     ``model_kind`` is the model's output kind (``SegmentationModel.kind``): methods that do not apply to it
     are refused (:func:`check_methods_apply`); with ``"mask-classification"`` (per-pixel class scores, not
-    logits) msp, entropy and energy warn.
+    logits) msp, entropy and energy warn. ``num_classes`` (the network's), when given, is checked against
+    the settings that depend on it (gen's ``M``), so that nothing fails at the first frame.
     """
     check_methods_apply(methods, model_kind)
+    settings = _method_settings(methods, settings)
     misread = [canonical_method(m) for m in methods if canonical_method(m) in LOGIT_ONLY]
     if model_kind == "mask-classification" and misread:
         import warnings
@@ -449,8 +462,25 @@ def build_scorers(methods: "Sequence[str]", stats: Statistics | None,
         if SCORERS[key].needs_stats and stats is None:
             raise InputError(f"method {key} needs class statistics: pass --stats stats.json (made by `sml stats`), "
                              f"or leave {key} out of --method")
-        settings = (sml_settings or {}) if key == "sml" else {}
-        out[key] = build_scorer(key, stats=stats, **settings)
+        given = {**(sml_settings or {}), **settings.get(key, {})} if key == "sml" else settings.get(key, {})
+        out[key] = build_scorer(key, stats=stats, **given)
+    gen = out.get("gen")
+    if isinstance(gen, GEN) and gen.M is not None and isinstance(num_classes, int) and gen.M > num_classes:
+        raise InputError(f"gen M={gen.M} exceeds the network's {num_classes} classes; give an M of at most "
+                         f"{num_classes} (--gen-m), or leave it unset for min(100, number of classes)")
+    return out
+
+
+def _method_settings(methods: "Sequence[str]", settings: dict[str, dict[str, Any]] | None) -> dict[str, dict]:
+    """``settings`` keyed by registered names; settings of a method that is not run are refused."""
+    keys = {canonical_method(m) for m in methods}
+    out: dict[str, dict[str, Any]] = {}
+    for name, value in (settings or {}).items():
+        key = canonical_method(name)
+        if key not in keys:
+            raise InputError(f"settings are given for method {key}, which is not among the methods run "
+                             f"({', '.join(sorted(keys))}); add {key} to the methods or leave its settings out")
+        out[key] = dict(value)
     return out
 
 
