@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -96,6 +97,24 @@ def test_a_corrupt_frame_is_refused_at_its_place_naming_the_file(tmp_path: Path,
     with pytest.raises(DataError, match=r"cannot decode .*f03\.png") as err:
         next(it)
     assert "Traceback" not in str(err.value) and "worker" not in str(err.value)
+
+
+def test_eval_refuses_a_corrupt_frame_from_a_worker(setup: dict[str, Path], tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """`sml eval --workers 2`: one `sml: error:` paragraph naming the file, no traceback; the frames before it
+    (in its batch too) were scored and saved first, as without workers."""
+    root = make_mixed(tmp_path / "m", sizes=[(32, 48)] * 4)
+    bad = root / "images" / "f02.png"
+    bad.write_bytes(bad.read_bytes()[:600])
+    args = ["eval", "--model", str(setup["model"]), "--stats", str(setup["stats"]), "--data", f"folder:{root}",
+            "--method", "sml,msp", "--out", str(tmp_path / "run"), "--batch-size", "3", "--workers", "2",
+            "--save-every", "1"]
+    assert main(args) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "sml: error:" in err and "Traceback" not in err and "worker" not in err, err
+    assert re.search(r"cannot decode .*images/f02\.png.*truncated", err), err
+    assert len(list((tmp_path / "run" / ".partial" / "state").glob("*.npz"))) == 2  # frames 0 and 1
+    assert not (tmp_path / "run" / "metrics.json").exists()
 
 
 def test_loading_settings_are_checked() -> None:
@@ -201,9 +220,9 @@ def test_batched_eval_resumes(setup: dict[str, Path], monkeypatch: pytest.Monkey
     calls = {"frames": 0}
     real = common.forward
 
-    def counting(model, images, size):  # noqa: ANN001, ANN202
+    def counting(model, images, size, **k):  # noqa: ANN001, ANN003, ANN202
         calls["frames"] += len(images) if isinstance(images, list) else 1
-        return real(model, images, size)
+        return real(model, images, size, **k)
 
     monkeypatch.setattr(common, "forward", counting)
     assert _eval(setup, out, "--batch-size", "4", "--resume") == 0
@@ -248,3 +267,17 @@ def test_erfnet_batches_are_bitwise_frame_by_frame(shared: Path, tmp_path: Path)
     assert len(maps) == 15
     for f in maps:
         np.testing.assert_array_equal(np.load(f), np.load(tmp_path / "b3" / f.relative_to(tmp_path / "b1")))
+
+
+@pytest.mark.distributed
+def test_torchrun_shards_with_batches_and_workers(setup: dict[str, Path], tmp_path: Path) -> None:
+    """Two processes, each batching and decoding with a worker its own frames[rank::2]: the run of one
+    process frame by frame (to float rounding: the tiny network's first convolution, see above)."""
+    from test_distributed_pipelines import _sml
+
+    args = ["eval", "--model", str(setup["model"]), "--stats", str(setup["stats"]), "--data", f"folder:{setup['mixed']}",
+            "--method", METHODS, "--save-maps", "npy", "--frame-ap"]
+    _sml([*args, "--out", str(tmp_path / "one")], 1, tmp_path)
+    _sml([*args, "--out", str(tmp_path / "two"), "--batch-size", "2", "--workers", "1", "--save-every", "1"], 2,
+         tmp_path)
+    _close_runs(tmp_path / "one", tmp_path / "two", 1e-4)
