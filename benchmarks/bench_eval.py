@@ -194,6 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     import sml.data
     import sml.models
     from sml.pipelines.evaluate import build_scorers
+    from sml.pipelines.pairing import network_identity
     from sml.stats import ClassStatistics
 
     methods = args.methods.split(",")
@@ -203,6 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     stats = ClassStatistics(19)
     for i in frames[:2]:
         stats.update(model.predict(ds[i].image))
+    stats.model = network_identity(model)  # this network's statistics, as `sml stats` records them
     scorers = build_scorers(methods, stats, {})
     load0 = os.getloadavg()
     workers = [int(w) for w in args.workers.split(",")]
