@@ -113,8 +113,8 @@ def _network_input(frames: list[Any], device: torch.device) -> Any:
     if device.type == "cpu":
         arrays = [f.numpy() if isinstance(f, torch.Tensor) else f for f in frames]
         return arrays[0] if len(arrays) == 1 else np.stack(arrays)
-    tensors = [f if isinstance(f, torch.Tensor) else torch.from_numpy(np.array(f, copy=not f.flags.writeable))
-               for f in frames]
+    tensors = [f if isinstance(f, torch.Tensor)
+               else torch.from_numpy(np.ascontiguousarray(f) if f.flags.writeable else f.copy()) for f in frames]
     return torch.stack([t.to(device, non_blocking=True) for t in tensors]).permute(0, 3, 1, 2)
 
 
