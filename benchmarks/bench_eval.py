@@ -14,7 +14,11 @@ and forward on the same frames (``fwd only``), over the forward time; the second
 charges everything, including work that runs beside the forward pass.
 
     python benchmarks/bench_eval.py [--frames 12] [--repeats 3] [--methods sml,max_logit,...]
-                                    [--stats-frames 3]
+                                    [--stats-frames 3] [--batch-size 1] [--workers 0,1]
+
+``--workers 0,1`` runs ``ours`` once per value, side by side (columns ``ours``, ``ours w1``), and
+the loader table gives the time the loop waits for the next batch (stage ``decode``: the decoding
+itself without workers, the wait for a worker's frame with them) against the rest of the wall time.
 
 ``ours`` runs ``evaluate`` with the defaults of ``sml eval`` (a resume chunk every
 5 minutes of work, so none in a short run: ``--save-every N`` measures chunks every
@@ -82,13 +86,15 @@ def naive(model, dataset, frames, scorers) -> dict[str, float]:
 
 
 def ours(model, dataset, frames, methods, stats, frame_ap: bool = False,
-         save_every: int | None = None) -> dict[str, float]:
+         save_every: int | None = None, batch_size: int = 1, workers: int = 0) -> dict[str, float]:
     from sml.pipelines.evaluate import EvalConfig, evaluate
 
+    # the defaults are left out, so that this script also times a tree from before --batch-size / --workers
+    loading = {} if (batch_size, workers) == (1, 0) else {"batch_size": batch_size, "workers": workers}
     with tempfile.TemporaryDirectory() as d:  # EvalConfig defaults = `sml eval` defaults
         t0 = time.perf_counter()
         run = evaluate(model, dataset, d, EvalConfig(methods=methods, limit=len(frames), frame_ap=frame_ap or None,
-                                                        save_every=save_every),
+                                                        save_every=save_every, **loading),
                        stats=stats, show_progress=False)
         wall = time.perf_counter() - t0
     return {**run.seconds, "wall": wall}
@@ -173,6 +179,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-naive", action="store_true", help="skip the naive pipeline (about 3.5 s per frame)")
     p.add_argument("--threads", type=int, default=None,
                    help="torch threads (default: torch's, i.e. OMP_NUM_THREADS or the core count)")
+    p.add_argument("--batch-size", type=int, default=1, help="ours: --batch-size of `sml eval`")
+    p.add_argument("--workers", default="0",
+                   help="ours: comma-separated --workers values, each run side by side (e.g. 0,1); the loader "
+                        "table gives the time the loop waits for the next batch against the rest")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -184,6 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     import sml.data
     import sml.models
     from sml.pipelines.evaluate import build_scorers
+    from sml.pipelines.pairing import network_identity
     from sml.stats import ClassStatistics
 
     methods = args.methods.split(",")
@@ -193,13 +204,18 @@ def main(argv: list[str] | None = None) -> int:
     stats = ClassStatistics(19)
     for i in frames[:2]:
         stats.update(model.predict(ds[i].image))
+    stats.model = network_identity(model)  # this network's statistics, as `sml stats` records them
     scorers = build_scorers(methods, stats, {})
     load0 = os.getloadavg()
+    workers = [int(w) for w in args.workers.split(",")]
+    variants = {("ours" if w == workers[0] else f"ours w{w}"): w for w in workers}
     ours(model, ds, frames[:1], methods, stats)  # warm-up (allocator, thread pools)
-    runs = {"ours": [], "naive": [], "fwd": []}
+    runs = {"fwd": [], **{k: [] for k in variants}, "naive": []}
     for _ in range(args.repeats):
         runs["fwd"].append(forward_only(model, ds, frames))
-        runs["ours"].append(ours(model, ds, frames, methods, stats, args.frame_ap, args.save_every))
+        for k, w in variants.items():
+            runs[k].append(ours(model, ds, frames, methods, stats, args.frame_ap, args.save_every,
+                                args.batch_size, w))
         if not args.no_naive:
             runs["naive"].append(naive(model, ds, frames, scorers))
     # metrics: per frame (keys, frame AP); writing: waiting for resume chunks (and maps, none by default);
@@ -211,12 +227,13 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Road Anomaly 1280x720, ERFNet, CPU ({torch.get_num_threads()} threads, {os.cpu_count()} cores), "
           f"{len(frames)} frames x {args.repeats} repeats, methods {','.join(methods)}; seconds per frame (median)")
     saving = f"a resume chunk every {args.save_every} frames" if args.save_every else "resume chunks by time"
-    print(f"ours: `sml eval` defaults ({saving}, no maps kept, {'with' if args.frame_ap else 'no'} frame AP); "
+    print(f"ours: `sml eval` defaults ({saving}, no maps kept, {'with' if args.frame_ap else 'no'} frame AP, "
+          f"--batch-size {args.batch_size}, --workers {variants['ours']}); "
           f"THP_MEM_ALLOC_ENABLE={os.environ.get('THP_MEM_ALLOC_ENABLE')}, "
           f"SML_MALLOC_TUNING={os.environ.get('SML_MALLOC_TUNING', '1')}; "
           f"load average {load0[0]:.2f} before, {load1[0]:.2f} after")
-    cols = [k for k in ("fwd", "ours", "naive") if k in med]
-    names = {"fwd": "fwd only", "ours": "ours", "naive": "naive"}
+    cols = [k for k in ("fwd", *variants, "naive") if k in med]
+    names = {"fwd": "fwd only", "naive": "naive", **{k: k for k in variants}}
     print(f"{'stage':<10}" + "".join(f"{names[k]:>10}" for k in cols) + (f"{'ours/naive':>12}" if "naive" in med else ""))
     for s in stages + ["wall"]:
         vals = [med[k][s] for k in cols]
@@ -227,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
             a, b = med["ours"][s], med["naive"][s]
             row += f"{(a / b if b else float('nan')):>12.2f}"
         print(row)
-    for k in [c for c in ("ours", "naive") if c in med]:
+    for k in [c for c in (*variants, "naive") if c in med]:
         beyond = sum(v for s, v in med[k].items() if s not in ("forward", "decode", "wall"))
         print(f"{k}: stages beyond decode and forward / forward = {beyond / med[k]['forward']:.2f}")
     # end to end: everything the pipeline adds to decode + forward, however it is scheduled
@@ -235,6 +252,12 @@ def main(argv: list[str] | None = None) -> int:
     extra = med["ours"]["wall"] - fwd["wall"]
     print(f"ours end to end: (wall - forward-only wall) / forward = {extra:.4f} / {fwd['forward']:.4f} "
           f"= {extra / fwd['forward']:.2f}")
+    print("loader: the loop's wait for the next batch (stage decode: decoding itself without workers) "
+          "against the rest of the wall time, seconds per frame")
+    print(f"{'variant':<10}{'workers':>8}{'wait':>10}{'rest':>10}{'wall':>10}{'wait %':>8}")
+    for k, w in variants.items():
+        wait, wall = med[k]["decode"], med[k]["wall"]
+        print(f"{k:<10}{w:>8}{wait:>10.4f}{wall - wait:>10.4f}{wall:>10.4f}{100 * wait / wall:>8.1f}")
     if args.stats_frames:
         bench_stats(model, args.stats_frames, args.repeats)
     return 0

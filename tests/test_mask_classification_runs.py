@@ -307,3 +307,18 @@ def test_mask_output_kind_is_checked_at_load(setup: dict[str, Path], tmp_path: P
     for i, img in enumerate(imgs):
         one = model.predict_output(img, output_size=(48, 80))
         torch.testing.assert_close(batch.eam()[i], one.eam()[0], rtol=1e-6, atol=1e-6)
+
+
+def test_batches_split_into_frames(setup: dict[str, Path], tmp_path: Path) -> None:
+    """--batch-size: one MaskClassificationOutput for the batch, split per frame (sml.pipelines.common.split_frames);
+    every map is the frame-by-frame run's (to float rounding: the first convolution's kernel depends on the batch)."""
+    assert _eval(setup, tmp_path / "one", "--save-maps", "npy") == 0
+    assert _eval(setup, tmp_path / "batch", "--save-maps", "npy", "--batch-size", "3", "--workers", "1") == 0
+    a, b = (json.loads((tmp_path / r / "metrics.json").read_text()) for r in ("one", "batch"))
+    for m, r in a["methods"].items():
+        assert r["auroc"] == pytest.approx(b["methods"][m]["auroc"], abs=1e-6), m
+    maps = sorted((tmp_path / "one" / "npy").rglob("*.npy"))
+    assert len(maps) == 16
+    for f in maps:
+        np.testing.assert_allclose(np.load(f), np.load(tmp_path / "batch" / f.relative_to(tmp_path / "one")),
+                                   rtol=1e-5, atol=1e-5)

@@ -9,7 +9,8 @@ from sml.scores.registry import METHODS, canonical_method
 from sml.utils.precision import InferenceSettings, add_inference_args
 
 __all__ = ["METHODS", "HelpFormatter", "add_model_args", "add_resume_args", "add_sml_args", "add_gen_args",
-           "add_stats_pairing_arg", "sml_settings", "method_settings", "parse_methods", "inference_settings", "data_kinds_help"]
+           "add_stats_pairing_arg", "add_loading_args", "loading_settings", "sml_settings", "method_settings",
+           "parse_methods", "inference_settings", "data_kinds_help"]
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
@@ -60,6 +61,25 @@ def add_resume_args(g: argparse._ArgumentGroup, where: str) -> None:
     g.add_argument("--save-interval", type=float, default=300.0, metavar="SECONDS",
                    help="save partial progress once SECONDS of work have passed since the last save "
                         "(default 300: an interruption loses at most about 5 minutes)")
+
+
+def add_loading_args(g: argparse._ArgumentGroup) -> None:
+    """``--batch-size`` / ``--workers``: how frames reach the network (stats and eval; sml.pipelines.loader)."""
+    g.add_argument("--batch-size", type=int, default=1, metavar="N",
+                   help="run the network on N consecutive frames of one size at a time (a frame of another "
+                        "size starts a new batch); the results are those of batch size 1. Worth it on a GPU")
+    g.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="decode frames in N processes ahead of the network (0: in the main process). "
+                        "Default: 0 on the CPU, where the network takes every core; on CUDA one per core "
+                        "left to this process, at most 8")
+
+
+def loading_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """``batch_size`` and ``workers`` of parsed arguments, checked (before anything is opened)."""
+    from sml.pipelines.loader import check_loading
+
+    check_loading(args.batch_size, args.workers)
+    return {"batch_size": args.batch_size, "workers": args.workers}
 
 
 def add_stats_pairing_arg(g: argparse._ArgumentGroup) -> None:

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import argparse
 
-from sml.cli.args import (METHODS, HelpFormatter, add_gen_args, add_model_args, add_resume_args, add_sml_args,
-                          add_stats_pairing_arg, data_kinds_help, inference_settings)
+from sml.cli.args import (METHODS, HelpFormatter, add_gen_args, add_loading_args, add_model_args, add_resume_args,
+                          add_sml_args, add_stats_pairing_arg, data_kinds_help, inference_settings)
 from sml.protocols import PROTOCOLS
 from sml.scores.registry import DEFAULT_METHODS
 
@@ -85,6 +85,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="record each frame's own AP in frames.json (on with --report, whose gallery sorts by "
                         "it; costs one sort of each frame's scores per method)")
     add_resume_args(g, "DIR/.partial/")
+    add_loading_args(g)
     g.add_argument("--allow-subset", action="store_true",
                    help="accept fewer frames than the benchmark's release (results not comparable)")
     g.add_argument("--label-mapping", default=None, metavar="MAP",
@@ -124,7 +125,7 @@ def load_stats(path: str | None, var_path: str | None = None):  # noqa: ANN201 -
 
 
 def run(args: argparse.Namespace) -> int:
-    from sml.cli.args import method_settings, parse_methods, sml_settings
+    from sml.cli.args import loading_settings, method_settings, parse_methods, sml_settings
     from sml.pipelines import common
     from sml.pipelines.evaluate import EvalConfig, evaluate
     from sml.utils.tables import print_metrics
@@ -138,7 +139,7 @@ def run(args: argparse.Namespace) -> int:
                         save_every=args.save_every, save_interval=args.save_interval, track=args.track,
                         frame_ap=True if args.frame_ap else None, overwrite=args.overwrite,
                         protocol=args.protocol, diagnostics=not args.no_diagnostics,
-                        stats_from_other_network=args.stats_from_other_network)
+                        stats_from_other_network=args.stats_from_other_network, **loading_settings(args))
     inference = inference_settings(args)   # device, precision: checked once, before anything opens
     stats = load_stats(args.stats, args.stats_var)
     atomic.check_writable(args.out)  # before the model loads, not at the first file written

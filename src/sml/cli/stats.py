@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from sml.cli.args import HelpFormatter, add_model_args, add_resume_args, inference_settings
+from sml.cli.args import HelpFormatter, add_loading_args, add_model_args, add_resume_args, inference_settings
 from sml.utils.tables import print_stats
 
 EPILOG = """\
@@ -43,10 +43,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--allow-subset", action="store_true",
                    help="accept a data set with fewer frames than its release")
     add_resume_args(g, "OUT.partial/")
+    add_loading_args(g)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from sml.cli.args import loading_settings
     from sml.errors import InputError
     from sml.pipelines import common
     from sml.pipelines.stats import compute_statistics
@@ -56,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
     if out.suffix.lower() != ".json":
         raise InputError(f"-o {out}: the statistics are written as JSON; give a path ending in .json")
     inference = inference_settings(args)   # device, precision: checked once, before anything opens
+    loading = loading_settings(args)
     atomic.check_writable(out, file=True)  # before the model loads
     run_folder.check_replace(out, "-o")    # never over a file that is not sml's statistics
     run_folder.check_state_folder(out.with_name(out.name + ".partial"))
@@ -71,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
     result = compute_statistics(model, dataset, valid_only=args.valid_only, limit=args.limit,
                                 state_dir=out.with_name(out.name + ".partial"), resume=args.resume,
                                 save_every=args.save_every, save_interval=args.save_interval, meta=meta,
-                                out=out, identity={"data": data, "inference": model.describe()})
+                                out=out, identity={"data": data, "inference": model.describe()}, **loading)
     if distributed.is_main():
         print_stats(result.stats, result.frames, out)
     return 0

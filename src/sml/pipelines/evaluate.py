@@ -3,10 +3,12 @@
 :func:`evaluate` runs four named steps:
 
 1. :func:`restore` - the partial state of an interrupted run (``--resume``);
-2. :func:`score_frames` - per frame: decode -> ``model.predict_output`` at label
-   resolution (the only forward pass: logits, or a mask-classification
-   network's outputs whole) -> every scorer on the same outputs
-   (:func:`score_frame`) -> each method's frame into its pooled pixel metric
+2. :func:`score_frames` - frames decoded (:mod:`sml.pipelines.loader`: in order,
+   ``batch_size`` frames of one size at a time, by worker processes ahead of the
+   loop) -> ``model.predict_output`` of the batch at label resolution (the only
+   forward pass, :func:`_score_batch`: logits, or a mask-classification network's
+   outputs whole) -> per frame: every scorer on the same outputs (:func:`score_frame`)
+   -> each method's frame into its pooled pixel metric
    (the ``--protocol``'s: :class:`~sml.metrics.AnomalyMetrics` and the frame's
    own AP, or the SegmentMeIfYouCan tool's binned state) and the per-class
    :class:`~sml.diagnostics.ClassDiagnostics` (from the same max logit and
@@ -24,17 +26,18 @@ rank 0 writes every run-level file.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import torch
 
 from sml.errors import InputError
-from sml.pipelines import common, writers
+from sml.pipelines import common, loader, writers
 from sml.pipelines.consistency import FramePixels, check_eval_chunk, check_eval_results
 from sml.pipelines.pairing import network_identity
 from sml.pipelines.resume import ResumeStore, SavePolicy, dataset_identity, frame_files
@@ -69,6 +72,8 @@ class EvalConfig:
     protocol: str = "exact"        # whose numbers (sml.protocols.PROTOCOLS; docs/protocols.md)
     diagnostics: bool = True       # per-class diagnostics (diagnostics.json) of labelled frames
     stats_from_other_network: bool = False  # use statistics of another / an unnamed network (recorded)
+    batch_size: int = 1            # frames of one size through the network together (sml.pipelines.loader)
+    workers: int | None = None     # decoding processes; None: loader.default_workers of the model's device
 
 
 @dataclass
@@ -138,6 +143,7 @@ class _Plan:
     new_diagnostics: Any  # () -> a fresh ClassDiagnostics, or None (no diagnostics)
     map_folder: str       # HDF5 maps: anomaly_p/<method>/<map_folder>/, the SegmentMeIfYouCan tool's name
     pairing: dict[str, Any] | None = None  # statistics vs network (sml.pipelines.pairing), recorded in metrics.json
+    loading: loader.Loading = field(default_factory=loader.Loading)  # batch size and decoding workers
 
     def new_period(self) -> "_Period":
         """Fresh states for the frames of one save period."""
@@ -213,12 +219,13 @@ def plan(model: Any, dataset: Any, out: str | os.PathLike, config: EvalConfig, s
     if config.track is not None and not config.components:
         raise InputError("--track sets the component-metric size limits: add --components, or leave --track out")
     SavePolicy(config.save_every, config.save_interval)  # its checks, before anything runs
+    loading = loader.Loading(config.batch_size, config.workers)
     frame_ap = config.report if config.frame_ap is None else bool(config.frame_ap)
     pairing = check_pairing(model, stats, stats_path, config.stats_from_other_network)
     return _Plan(Path(out), kind, methods, scorers, indices, formats, config.track or TRACKS.get(kind, "anomaly"),
                  config.components, frame_ap, dict(meta or {}), config.protocol,
                  _diagnostics_factory(model, stats, "sml" in methods) if config.diagnostics else None,
-                 getattr(dataset, "smiyc_name", None) or kind, pairing)
+                 getattr(dataset, "smiyc_name", None) or kind, pairing, loading)
 
 
 def _diagnostics_factory(model: Any, stats: Any, sml: bool) -> Any:
@@ -366,18 +373,45 @@ def score_frames(model: Any, dataset: Any, p: _Plan, state: _State, store: Resum
     todo = [i for i in p.indices if i not in state.done]
     mine = distributed.shard(todo)
     fresh: dict[int, dict[str, Any]] = {}
-    bar = progress(mine, total=len(todo), desc=f"eval {p.kind}", disable=None if show_progress else True)
-    for n, i in enumerate(bar, 1):
-        rec = _score_one(model, dataset, p, dataset.frames[i], state.periods[-1], timer)
-        state.records[i] = fresh[i] = rec
-        last = n == len(mine)
-        # One process saves only mid-run: after its last frame the results follow at once. With
-        # several processes this one may wait for the others, so its last frames are saved too.
-        if (policy.due(n) or last) and (not last or distributed.world_size() > 1):
+    frames = _scored_frames(model, dataset, p, mine, timer)
+    with contextlib.closing(frames):  # on an error, the loader's workers stop at once
+        bar = progress(frames, total=len(todo), desc=f"eval {p.kind}", disable=None if show_progress else True)
+        for n, (i, labels, scored) in enumerate(bar, 1):
+            frame = dataset.frames[i]
+            rec = _record(frame)
+            with timer("metrics"):
+                _update_states(p, state.periods[-1], scored, labels, rec)
             with timer("writing"):
-                _save_period(store, p, state, fresh, new_period=not last)
-            policy.saved()
-            fresh = {}
+                _write_maps(p, frame, scored)
+            state.records[i] = fresh[i] = rec
+            last = n == len(mine)
+            # One process saves only mid-run: after its last frame the results follow at once. With
+            # several processes this one may wait for the others, so its last frames are saved too.
+            if (policy.due(n) or last) and (not last or distributed.world_size() > 1):
+                with timer("writing"):
+                    _save_period(store, p, state, fresh, new_period=not last)
+                policy.saved()
+                fresh = {}
+
+
+def _scored_frames(model: Any, dataset: Any, p: _Plan, indices: list[int],
+                   timer: common.Timer) -> Iterator[tuple[int, Any, ScoredFrame]]:
+    """``(index, labels, scored frame)`` of each frame of ``indices``, in order, a batch at a time."""
+    with contextlib.closing(loader.batches(dataset, indices, p.loading, _device(model), timer=timer)) as batches:
+        for batch in batches:
+            yield from zip(batch.indices, [s.labels for s in batch.samples], _score_batch(model, p, batch, timer))
+
+
+def _device(model: Any) -> torch.device:
+    return torch.device(getattr(model, "device", "cpu"))
+
+
+def _score_batch(model: Any, p: _Plan, batch: loader.Batch, timer: common.Timer) -> list[ScoredFrame]:
+    """The batch's frames through the network together (the one forward pass), then every method per frame."""
+    with timer("forward"):
+        output = common.forward(model, batch.images, batch.output_size, whole=True)
+    with timer("scoring"):
+        return [score_frame(p.scorers, o) for o in common.split_frames(output, len(batch))]
 
 
 def _save_period(store: ResumeStore, p: _Plan, state: _State, fresh: dict[int, dict[str, Any]],
@@ -390,43 +424,40 @@ def _save_period(store: ResumeStore, p: _Plan, state: _State, fresh: dict[int, d
         state.periods.append(p.new_period())
 
 
-def _score_one(model: Any, dataset: Any, p: _Plan, frame: Any, period: _Period,
-               timer: common.Timer) -> dict[str, Any]:
-    """One frame: forward pass, every method's map, metric updates, map files; returns its record."""
+def _record(frame: Any) -> dict[str, Any]:
+    """A frame's record in frames.json, before its numbers are added."""
+    return {"id": frame.id, "image": str(frame.image_path),
+            "labels": str(frame.label_path) if frame.label_path else None, "methods": {}}
+
+
+def _update_states(p: _Plan, period: _Period, scored: ScoredFrame, labels: np.ndarray | None,
+                   rec: dict[str, Any]) -> None:
+    """One frame into the period's states: each method's pixel metric and the diagnostics; its pixel
+    counts and (with ``frame_ap``) each method's AP into ``rec``."""
     from sml.metrics import FrameLabels
 
-    with timer("decode"):
-        sample = dataset.load(frame)
-    labels = sample.labels
-    size = labels.shape if labels is not None else sample.image.shape[:2]
-    with timer("forward"):
-        output = common.forward(model, sample.image, size, whole=True)
-    rec: dict[str, Any] = {"id": frame.id, "image": str(frame.image_path),
-                           "labels": str(frame.label_path) if frame.label_path else None, "methods": {}}
-    with timer("scoring"):
-        scored = score_frame(p.scorers, output)
-    del output
-    with timer("metrics"):
-        if labels is not None:
-            fl = FrameLabels(labels, 255)  # validated and counted once for every method
-            rec["pixels"] = {"anomaly": fl.n_pos, "inlier": fl.n_neg}
-            for m in p.methods:  # any PixelMetric: the frame's AP where the protocol has one
-                ap = period.metrics[m].update(scored.maps[m], fl, frame_ap=p.frame_ap)
-                rec["methods"][m] = {} if ap is None else {"ap": float(ap)}
-            if period.diagnostics is not None:
-                d = period.diagnostics
-                d.update_from_predictions(scored.pred[0].cpu().numpy(), scored.max_logit[0].float().cpu().numpy(),
-                                          labels, scored.maps["sml"] if d.sml else None)
-        else:
-            rec["methods"] = {m: {} for m in p.methods}
-    with timer("writing"):
-        pred_np = scored.pred[0].cpu().numpy() if "fishyscapes" in p.formats else None
-        for m in p.methods:
-            for fmt in p.formats:
-                writers.write_map(p.out, fmt, m, p.map_folder, frame.id, scored.maps[m], pred_np)
-            if p.components:
-                atomic.save_npy(p.tmp32 / m / f"{writers.safe_name(frame.id)}.npy", scored.maps[m])
-    return rec
+    if labels is None:
+        rec["methods"] = {m: {} for m in p.methods}
+        return
+    fl = FrameLabels(labels, 255)  # validated and counted once for every method
+    rec["pixels"] = {"anomaly": fl.n_pos, "inlier": fl.n_neg}
+    for m in p.methods:  # any PixelMetric: the frame's AP where the protocol has one
+        ap = period.metrics[m].update(scored.maps[m], fl, frame_ap=p.frame_ap)
+        rec["methods"][m] = {} if ap is None else {"ap": float(ap)}
+    if period.diagnostics is not None:
+        d = period.diagnostics
+        d.update_from_predictions(scored.pred[0].cpu().numpy(), scored.max_logit[0].float().cpu().numpy(),
+                                  labels, scored.maps["sml"] if d.sml else None)
+
+
+def _write_maps(p: _Plan, frame: Any, scored: ScoredFrame) -> None:
+    """The frame's map files (``--save-maps``, ``--report``) and the float32 maps kept for the component metrics."""
+    pred_np = scored.pred[0].cpu().numpy() if "fishyscapes" in p.formats else None
+    for m in p.methods:
+        for fmt in p.formats:
+            writers.write_map(p.out, fmt, m, p.map_folder, frame.id, scored.maps[m], pred_np)
+        if p.components:
+            atomic.save_npy(p.tmp32 / m / f"{writers.safe_name(frame.id)}.npy", scored.maps[m])
 
 
 def finalize(p: _Plan, state: _State, timer: common.Timer) -> tuple[_Period, dict[int, dict[str, Any]],

@@ -8,15 +8,16 @@ them in the same global order, so the result is bit-identical to one process
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 
 from sml.errors import InputError
-from sml.pipelines import common
+from sml.pipelines import common, loader
 from sml.pipelines.consistency import FramePixels, check_stats_partials, check_stats_total
 from sml.pipelines.pairing import network_identity
 from sml.pipelines.resume import ResumeStore, SavePolicy, dataset_identity, frame_files
@@ -73,6 +74,8 @@ def compute_statistics(
     on_frame: Callable[[int], None] | None = None,
     out: str | os.PathLike | None = None,
     identity: dict[str, str] | None = None,
+    batch_size: int = 1,
+    workers: int | None = None,
 ) -> StatsRun:
     """Statistics of ``model``'s max logits over ``dataset`` (all frames, or the first ``limit``).
 
@@ -83,10 +86,13 @@ def compute_statistics(
     once the statistics are complete, and with ``out`` only after they are
     written there (:func:`save_statistics`, with ``identity``: ``data``, ``inference``; the
     network's identity, ``model.identity``, is recorded in ``stats.model``).
-    Runs on one process or on every rank of a ``torchrun`` job (collective call).
+    ``batch_size`` frames of one size go through the network together, decoded by ``workers`` processes
+    (:mod:`sml.pipelines.loader`; None: none on the CPU, several on CUDA); the result does not depend on
+    either. Runs on one process or on every rank of a ``torchrun`` job (collective call).
     """
     indices = common.frame_indices(len(dataset), limit)
     policy = SavePolicy(save_every, save_interval)
+    loading = loader.Loading(batch_size, workers)
     store = None
     partials: dict[int, Any] = {}
     pixels = FramePixels(dataset)
@@ -104,7 +110,8 @@ def compute_statistics(
     own: dict[int, Any] = dict(partials) if distributed.is_main() else {}
     timer = common.Timer()
     todo = [i for i in indices if i not in partials]
-    _frame_statistics(model, dataset, todo, valid_only, own, store, policy, timer, show_progress, on_frame)
+    _frame_statistics(model, dataset, todo, valid_only, own, store, policy, timer, show_progress, on_frame,
+                      loading)
     stats = _merge_in_frame_order(model, own, indices, state_dir)
     stats.model = network_identity(model)
     check_stats_total(stats, indices, pixels, out or "the statistics",
@@ -118,31 +125,43 @@ def compute_statistics(
 
 def _frame_statistics(model: Any, dataset: Any, todo: list[int], valid_only: bool, own: dict[int, Any],
                       store: ResumeStore | None, policy: SavePolicy, timer: common.Timer, show_progress: bool,
-                      on_frame: Callable[[int], None] | None) -> None:
+                      on_frame: Callable[[int], None] | None, loading: loader.Loading) -> None:
     """This process's share of ``todo``: one partial per frame into ``own``, saved to ``store`` now and then."""
     mine = distributed.shard(todo)
     fresh: dict[int, Any] = {}
-    bar = progress(mine, total=len(todo), desc="stats", disable=None if show_progress else True)
-    for n, i in enumerate(bar, 1):
-        with timer("decode"):
-            sample = dataset.load(dataset.frames[i], labels=valid_only)
-        size = sample.labels.shape if sample.labels is not None else sample.image.shape[:2]
-        with timer("forward"):
-            logits = common.forward(model, sample.image, size)
-        with timer("statistics"):
-            part = _new_stats(model)
-            if valid_only and sample.labels is not None:
-                part.update(logits, valid=torch.from_numpy(sample.labels != 255).to(logits.device)[None])
-            else:
-                part.update(logits)
-        del logits  # 160 MB at 2048x1024: freed before the next frame's forward allocates its own
-        own[i] = fresh[i] = part
-        if on_frame is not None:
-            on_frame(i)
-        if store is not None and (policy.due(n) or n == len(mine)):
-            store.save({"partials": {str(k): p.state_dict() for k, p in fresh.items()}})
-            policy.saved()
-            fresh = {}
+    partials = _partials(model, dataset, mine, valid_only, loading, timer)
+    with contextlib.closing(partials):  # on an error, the loader's workers stop at once
+        bar = progress(partials, total=len(todo), desc="stats", disable=None if show_progress else True)
+        for n, (i, part) in enumerate(bar, 1):
+            own[i] = fresh[i] = part
+            if on_frame is not None:
+                on_frame(i)
+            if store is not None and (policy.due(n) or n == len(mine)):
+                store.save({"partials": {str(k): p.state_dict() for k, p in fresh.items()}})
+                policy.saved()
+                fresh = {}
+
+
+def _partials(model: Any, dataset: Any, indices: list[int], valid_only: bool, loading: loader.Loading,
+              timer: common.Timer) -> Iterator[tuple[int, Any]]:
+    """``(index, that frame's statistics)`` of each frame of ``indices``, in order, a batch at a time."""
+    device = torch.device(getattr(model, "device", "cpu"))
+    with contextlib.closing(loader.batches(dataset, indices, loading, device, labels=valid_only,
+                                           timer=timer)) as batches:
+        for batch in batches:
+            with timer("forward"):
+                logits = common.forward(model, batch.images, batch.output_size)
+            parts = []
+            with timer("statistics"):
+                for sample, lg in zip(batch.samples, common.split_frames(logits, len(batch))):
+                    part = _new_stats(model)
+                    if valid_only and sample.labels is not None:
+                        part.update(lg, valid=torch.from_numpy(sample.labels != 255).to(lg.device)[None])
+                    else:
+                        part.update(lg)
+                    parts.append(part)
+            del logits, lg  # 160 MB a frame at 2048x1024: freed before the next batch's forward allocates its own
+            yield from zip(batch.indices, parts)
 
 
 def _merge_in_frame_order(model: Any, own: dict[int, Any], indices: list[int], state_dir: Any) -> Any:

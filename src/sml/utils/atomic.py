@@ -185,6 +185,10 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb", *, guarded: bool = T
         raise
 
 
+#: the name start of :func:`check_writable`'s probe files (another process of a ``torchrun`` job may see one)
+PROBE_PREFIX = ".sml-write-test."
+
+
 def check_writable(path: str | os.PathLike, file: bool = False) -> None:
     """Raise :class:`OutputError` unless files can be created in folder ``path`` (or written as file ``path``).
 
@@ -206,7 +210,7 @@ def check_writable(path: str | os.PathLike, file: bool = False) -> None:
     try:
         make_dirs(folder)
         try:
-            fd, probe = tempfile.mkstemp(prefix=".sml-write-test.", dir=folder)
+            fd, probe = tempfile.mkstemp(prefix=PROBE_PREFIX, dir=folder)
         except OSError as exc:
             raise output_error(p, exc) from None
         os.close(fd)

@@ -435,7 +435,9 @@ class RunFolder:
         root = self.root
         manifest = read_manifest(root)
         if manifest is None:
-            others = sorted(e for e in os.listdir(root) if e != LOCK and not _JOURNAL.match(e))
+            # a write probe is sml's: another rank of a torchrun job checking the same folder right now
+            others = sorted(e for e in os.listdir(root) if e != LOCK and not _JOURNAL.match(e)
+                            and not e.startswith(atomic.PROBE_PREFIX))
             if others and not self.join:
                 shown = ", ".join(others[:3]) + (", ..." if len(others) > 3 else "")
                 raise InputError(
