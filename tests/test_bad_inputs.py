@@ -16,6 +16,7 @@ import pickle
 import re
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -1599,6 +1600,21 @@ def test_check_writable_leaves_nothing_behind(tmp_path: Path) -> None:
     with pytest.raises(OutputError, match=r"out\.json: a folder of that name exists"):
         (tmp_path / "out.json").mkdir()
         atomic.check_writable(tmp_path / "out.json", file=True)
+
+
+def test_check_writable_survives_a_concurrent_check(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two torchrun ranks check the same new folder: one removes it while the other probes (a CI race once)."""
+    real, calls = tempfile.mkstemp, []
+
+    def racing(*args: Any, **kwargs: Any) -> Any:
+        calls.append(kwargs["dir"])
+        if len(calls) == 1:   # the other rank's cleanup, between this rank's mkdir and its probe
+            os.rmdir(kwargs["dir"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(atomic.tempfile, "mkstemp", racing)
+    atomic.check_writable(tmp_path / "two")
+    assert len(calls) == 2 and list(tmp_path.iterdir()) == []
 
 
 def _screen(text: str) -> list[str]:

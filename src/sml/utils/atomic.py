@@ -187,6 +187,7 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb", *, guarded: bool = T
 
 #: the name start of :func:`check_writable`'s probe files (another process of a ``torchrun`` job may see one)
 PROBE_PREFIX = ".sml-write-test."
+_PROBE_TRIES = 50
 
 
 def check_writable(path: str | os.PathLike, file: bool = False) -> None:
@@ -208,11 +209,17 @@ def check_writable(path: str | os.PathLike, file: bool = False) -> None:
         folder = p
     missing = [d for d in [folder, *folder.parents] if not d.exists()]
     try:
-        make_dirs(folder)
-        try:
-            fd, probe = tempfile.mkstemp(prefix=PROBE_PREFIX, dir=folder)
-        except OSError as exc:
-            raise output_error(p, exc) from None
+        for attempt in range(_PROBE_TRIES):
+            make_dirs(folder)
+            try:
+                fd, probe = tempfile.mkstemp(prefix=PROBE_PREFIX, dir=folder)
+                break
+            except FileNotFoundError as exc:
+                # another rank of a torchrun job, checking the same new folder, removed it again in between
+                if attempt == _PROBE_TRIES - 1:
+                    raise output_error(p, exc) from None
+            except OSError as exc:
+                raise output_error(p, exc) from None
         os.close(fd)
         os.unlink(probe)
     finally:
