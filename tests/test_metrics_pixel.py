@@ -535,8 +535,9 @@ def _EMPTY32():
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16, torch.float16])
 def test_device_path_on_cpu_tensors(monkeypatch, dtype):
-    """The accelerator path (torch keys, masked on the tensor's device, copied to the host) equals the NumPy path."""
-    import sml.metrics.pixel as px
+    """The accelerator path (torch keys, masked, sorted and counted on the tensor's device, compact tables copied
+    to the host) equals the NumPy path."""
+    import sml.utils.device
 
     rng = np.random.default_rng(8)
     s = torch.from_numpy(rng.normal(size=(3, 20, 30))).to(dtype)
@@ -545,7 +546,7 @@ def test_device_path_on_cpu_tensors(monkeypatch, dtype):
     y[:, :2] = 255
     host = AnomalyMetrics()
     host.update(s, y)  # CPU tensor: the NumPy path
-    monkeypatch.setattr(px, "_DEVICE_PATH_ON_CPU", True)
+    monkeypatch.setattr(sml.utils.device, "DEVICE_PATH_ON_CPU", True)
     dev = AnomalyMetrics(compact_at=1000)
     dev.update(s[:2], torch.from_numpy(y[:2]))     # batch with tensor labels
     fl = FrameLabels(torch.from_numpy(y[2]))        # labels already on the device: their mask is made there

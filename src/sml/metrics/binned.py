@@ -17,8 +17,10 @@ from sml.errors import InputError
 from sml.metrics._inputs import IGNORE_INDEX, count_field, scores_and_labels, to_numpy
 from sml.metrics.base import PixelMetric
 from sml.metrics.labels import FrameLabels
-from sml.metrics.smiyc_bins import KNOWN_DEFECTS, NUM_BINS, curve_from_bins, frame_bins, to_submission
+from sml.metrics.smiyc_bins import (KNOWN_DEFECTS, NUM_BINS, curve_from_bins, device_frame_bins,
+                                     device_submission, frame_bins, to_submission)
 from sml.utils import schema
+from sml.utils.device import on_device
 
 __all__ = ["SmiycPixelMetric"]
 
@@ -59,28 +61,31 @@ class SmiycPixelMetric(PixelMetric):
     def update(self, anomaly: Any, labels: Any, *, frame_ap: bool = False) -> None:
         """Add one ``H x W`` frame (or a ``B x H x W`` batch): scores, labels 1 anomaly / 0 inlier / ignore.
 
-        ``labels`` may be a prepared :class:`~sml.metrics.FrameLabels` (one frame).
+        ``labels`` may be a prepared :class:`~sml.metrics.FrameLabels` (one frame). A torch tensor
+        on an accelerator is rounded, sorted and binned there; only each frame's bins cross to the host.
         """
-        s16 = to_submission(to_numpy(anomaly, "anomaly"))
+        device = on_device(anomaly)
+        s16 = device_submission(anomaly) if device else to_submission(to_numpy(anomaly, "anomaly"))
         if isinstance(labels, FrameLabels):
             self._add_frame(s16, labels)
             return None
-        _, y = scores_and_labels(s16, labels)  # shape and label checks only
+        # shape and label checks only (for a map on the device, on a stand-in that allocates nothing)
+        _, y = scores_and_labels(np.broadcast_to(np.float32(0), tuple(s16.shape)) if device else s16, labels)
         if s16.ndim not in (2, 3):
             raise InputError(f"smiyc metric takes H x W or B x H x W maps, got shape {tuple(s16.shape)}")
         for fs, fy in [(s16, y)] if s16.ndim == 2 else zip(s16, y):
             self._add_frame(fs, FrameLabels(fy, self.ignore_index))
         return None
 
-    def _add_frame(self, s16: np.ndarray, fl: FrameLabels) -> None:
-        """One frame's float16 map: its bins at the evaluated pixels."""
+    def _add_frame(self, s16: Any, fl: FrameLabels) -> None:
+        """One frame's float16 map (NumPy, or a torch tensor on the device path): its bins at the evaluated pixels."""
         fl.check_map(tuple(s16.shape), self.ignore_index)
-        flat = s16.reshape(-1)
-        sc = flat[fl.keep] if fl.keep is not None else flat
-        if not np.isfinite(sc).all():
-            raise InputError("anomaly map is not finite in float16 at evaluated pixels (NaN, inf, or a score "
-                             "beyond +-65504 that float16 cannot hold); rescale the scores before submitting")
-        b = frame_bins(sc, fl.positive if fl.positive is not None else np.zeros(sc.size, bool), self.num_bins)
+        if on_device(s16):
+            b = device_frame_bins(s16, fl.keep_on(s16.device), fl.positive_on(s16.device), self.num_bins)
+        else:
+            flat = s16.reshape(-1)
+            sc = flat[fl.keep] if fl.keep is not None else flat
+            b = frame_bins(sc, fl.positive if fl.positive is not None else np.zeros(sc.size, bool), self.num_bins)
         self._thr.append(b["thresholds"])
         self._tp.append(b["tp_rel"])
         self._fp.append(b["fp_rel"])

@@ -65,12 +65,10 @@ def host_keys(scores: np.ndarray, keep: np.ndarray | None, out: np.ndarray) -> N
     flip(out)
 
 
-def device_keys(scores: Any, keep: Any, out: np.ndarray) -> None:
-    """Keys of a torch map at the pixels ``keep`` (a bool tensor on its device, None: all), copied into ``out``.
+def device_key_tensor(scores: Any, keep: Any) -> Any:
+    """Keys of a torch map at the pixels ``keep`` (a bool tensor on its device, None: all), as an int32 tensor there.
 
-    The same float32 rounding, ``-0.0`` -> ``+0.0`` and bit flip as
-    :func:`host_keys`, in torch ops where the map lives; only the kept keys
-    cross to the host.
+    The same float32 rounding, ``-0.0`` -> ``+0.0`` and bit flip as :func:`host_keys`, in torch ops.
     """
     import torch
 
@@ -80,7 +78,32 @@ def device_keys(scores: Any, keep: Any, out: np.ndarray) -> None:
     if keep is not None:
         k = k[keep]
     k ^= (k >> 31) & 0x7FFFFFFF
-    torch.from_numpy(out).copy_(k)
+    return k
+
+
+def device_nonfinite(k: Any) -> int:
+    """How many of the key tensor ``k`` stand for NaN or infinite scores (one number crosses to the host)."""
+    return int(((k <= KEY_NEG_INF) | (k >= KEY_POS_INF)).sum()) if k.numel() else 0
+
+
+def device_runs(k: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The multiset ``k`` (an int32 key tensor) sorted and counted where it lives: the keys seen once, and the
+    other distinct keys with their counts (int64), as host arrays - the frame's compact table.
+
+    Keys seen once cross as plain int32 keys (4 bytes), the others with an int32 count (8 bytes).
+    """
+    import torch
+
+    from sml.utils.device import to_host
+
+    if k.numel() == 0:
+        return EMPTY_KEYS, EMPTY_KEYS, np.empty(0, np.int64)
+    u, c = torch.unique(k, sorted=True, return_counts=True)
+    one = c == 1
+    if bool(one.all()):
+        return to_host(u), EMPTY_KEYS, np.empty(0, np.int64)
+    rep = ~one
+    return to_host(u[one]), to_host(u[rep]), to_host(c[rep].to(torch.int32)).astype(np.int64)
 
 
 def count_nonfinite(keys: np.ndarray) -> int:

@@ -66,3 +66,15 @@ class FrameLabels:
             else:
                 self._keep_on[key] = torch.from_numpy(self.keep).to(device)
         return self._keep_on[key]
+
+    def positive_on(self, device: Any) -> Any:
+        """``positive`` (anomaly pixels among the evaluated ones) as a torch bool tensor on ``device``
+        (None: no anomaly pixel), copied from the host once per device."""
+        if self.positive is None:
+            return None
+        key = f"positive:{device}"
+        if key not in self._keep_on:
+            import torch
+
+            self._keep_on[key] = torch.from_numpy(self.positive).to(device)
+        return self._keep_on[key]

@@ -39,8 +39,11 @@ the bound.
 States are plain NumPy arrays (tables and pending keys): picklable, mergeable
 in any order with identical results (counts do not depend on order), and
 gathered over ``torch.distributed`` by :meth:`AnomalyMetrics.sync`. Torch maps
-on an accelerator become keys on that device; only the evaluated pixels' int32
-keys are copied to the host.
+on an accelerator (:func:`sml.utils.device.on_device`) become keys on that
+device, sorted and counted there: only the frame's compact table crosses to the
+host (keys seen once as plain keys into the pending buffer, the other distinct
+keys with their counts as pending runs, counted into the tables at the next
+compaction). The multiset, so every number, is the host path's.
 
 The parts: :mod:`sml.metrics.keys` (scores <-> keys), :mod:`sml.metrics.counts`
 (the sorted key multisets), :mod:`sml.metrics.table` (counts per anomaly score),
@@ -60,23 +63,17 @@ from sml.metrics._inputs import IGNORE_INDEX, count_field, scores_and_labels, to
 from sml.metrics.base import PixelMetric
 from sml.metrics.counts import Counts, consolidate, count_dtype, disjoint_rule, merge_counts, runs, table_fields
 from sml.metrics.functional import TPR_TARGET
-from sml.metrics.keys import EMPTY_KEYS, count_nonfinite, device_keys, host_keys, keys_to_scores, scores_to_keys
+from sml.metrics.keys import (EMPTY_KEYS, count_nonfinite, device_key_tensor, device_nonfinite, device_runs,
+                              host_keys, keys_to_scores, scores_to_keys)
 from sml.metrics.labels import FrameLabels
 from sml.metrics.table import Table, build_table, table_of_sorted
 from sml.utils import schema
+from sml.utils.device import on_device
 
 __all__ = ["AnomalyMetrics", "FrameLabels", "anomaly_metrics", "scores_to_keys", "keys_to_scores", "TPR_TARGET"]
 
 #: pending keys (per metric) after which they are counted into the tables: 2**26 keys, 256 MiB
 COMPACT_AT = 1 << 26
-# tests: send CPU tensors through the accelerator path (torch ops, masked copy to the host)
-_DEVICE_PATH_ON_CPU = False
-
-
-def _on_device(x: Any) -> bool:
-    """Whether ``x`` is a torch tensor off the CPU (its keys are then made where it lives)."""
-    dev = getattr(x, "device", None)
-    return dev is not None and hasattr(x, "detach") and (getattr(dev, "type", "cpu") != "cpu" or _DEVICE_PATH_ON_CPU)
 
 
 def _check_tensor_dtype(x: Any) -> None:
@@ -114,6 +111,11 @@ class AnomalyMetrics(PixelMetric):
         self._n = 0
         self._pos: list[np.ndarray] = []
         self._n_pos_pending = 0
+        # Pending runs of device frames: (distinct sorted keys, int64 counts >= 2), of every evaluated
+        # pixel and of the anomaly pixels; _n_runs entries in all (they count towards compact_at).
+        self._runs: list[tuple[np.ndarray, np.ndarray]] = []
+        self._pos_runs: list[tuple[np.ndarray, np.ndarray]] = []
+        self._n_runs = 0
         # Counted: distinct keys (sorted) and their counts, of every evaluated pixel and of the
         # anomaly pixels. Arrays here are replaced, never modified in place (state dicts share them).
         self._ev, self._an = Counts(), Counts()
@@ -131,8 +133,9 @@ class AnomalyMetrics(PixelMetric):
         ``keys`` / ``pos_keys``: pending keys of evaluated / anomaly pixels (multisets);
         ``table_single`` (keys seen once), ``table_keys`` / ``table_counts`` (the others
         and their counts), sorted, and the same with ``pos_`` for the anomaly pixels.
-        A pixel is in exactly one of these forms.
+        A pixel is in exactly one of these forms (pending runs of device frames are counted into the tables first).
         """
+        self._fold_runs()
         pos = self._pos[0] if len(self._pos) == 1 else (np.concatenate(self._pos) if self._pos else EMPTY_KEYS)
         return {"ignore_index": self.ignore_index, "compact_at": self.compact_at,
                 "keys": self._buf[:self._n], "pos_keys": pos,
@@ -182,7 +185,7 @@ class AnomalyMetrics(PixelMetric):
         """
         if isinstance(labels, FrameLabels):
             return self._add_frame(anomaly, labels, frame_ap)
-        if _on_device(anomaly):
+        if on_device(anomaly):
             # the checks and messages of scores_and_labels, on a stand-in that allocates nothing
             s, y = scores_and_labels(np.broadcast_to(np.float32(0), tuple(anomaly.shape)), labels)
             _check_tensor_dtype(anomaly)
@@ -199,25 +202,18 @@ class AnomalyMetrics(PixelMetric):
 
     def _add_frame(self, anomaly: Any, fl: FrameLabels, ap: bool) -> float | None:
         """One image's keys written straight into the pending buffer (and its own AP from one sort of them)."""
-        device = _on_device(anomaly)
-        s = anomaly if device else to_numpy(anomaly, "anomaly")
+        if on_device(anomaly):
+            return self._add_device_frame(anomaly, fl, ap)
+        s = to_numpy(anomaly, "anomaly")
         fl.check_map(tuple(s.shape), self.ignore_index)
-        if device:
-            _check_tensor_dtype(s)
-        elif s.dtype.kind not in "fiub":
+        if s.dtype.kind not in "fiub":
             raise InputError(f"anomaly scores must be real numbers, got dtype {s.dtype}")
         n = fl.n_pos + fl.n_neg
-        if self._n and self._n + n > self.compact_at:
+        if self._pending_total() and self._pending_total() + n > self.compact_at:
             self._compact_pending()
         keys = self._reserve(n)
-        if device:
-            device_keys(s, fl.keep_on(s.device), keys)
-        else:
-            host_keys(s, fl.keep, keys)
-        bad = count_nonfinite(keys)
-        if bad:
-            raise InputError(f"anomaly map has {bad} NaN or infinite score(s) at evaluated pixels; "
-                             f"fix the scorer or mark those pixels with the ignore value {self.ignore_index}")
+        host_keys(s, fl.keep, keys)
+        self._refuse_nonfinite(count_nonfinite(keys))
         pos = self._count_frame(fl, keys)
         if not ap:
             return None
@@ -227,6 +223,54 @@ class AnomalyMetrics(PixelMetric):
         pos.sort()  # a copy of our own (boolean indexing), shared with nobody yet
         return functional.average_precision(table_of_sorted(keys, pos, fl.n_pos, fl.n_neg))
 
+    def _refuse_nonfinite(self, bad: int) -> None:
+        if bad:
+            raise InputError(f"anomaly map has {bad} NaN or infinite score(s) at evaluated pixels; "
+                             f"fix the scorer or mark those pixels with the ignore value {self.ignore_index}")
+
+    def _pending_total(self) -> int:
+        """Pending entries: keys in the buffer and runs of device frames."""
+        return self._n + self._n_runs
+
+    def _add_device_frame(self, s: Any, fl: FrameLabels, ap: bool) -> float | None:
+        """One image of a map on its device: keys made, sorted and counted there; its compact table is added."""
+        fl.check_map(tuple(s.shape), self.ignore_index)
+        _check_tensor_dtype(s)
+        k = device_key_tensor(s, fl.keep_on(s.device))
+        self._refuse_nonfinite(device_nonfinite(k))
+        pk = k[fl.positive_on(s.device)] if fl.positive is not None else k[:0]
+        ev, an = Counts(*device_runs(k)), Counts(*device_runs(pk))
+        del k, pk
+        if self._pending_total() and self._pending_total() + ev.distinct > self.compact_at:
+            self._compact_pending()
+        self._reserve(ev.single.size)[:] = ev.single
+        self._n += ev.single.size
+        if an.single.size:
+            self._pos.append(an.single)
+            self._n_pos_pending += an.single.size
+        if ev.keys.size:
+            self._runs.append((ev.keys, ev.cnt))
+            self._n_runs += ev.keys.size
+        if an.keys.size:
+            self._pos_runs.append((an.keys, an.cnt))
+            self._n_pos_pending += an.keys.size
+        self._count_labels(fl)
+        if self._n_pos_pending > self.compact_at:
+            self._compact_pos()
+        if not ap:
+            return None
+        if fl.n_pos == 0 or fl.n_neg == 0:
+            return math.nan
+        return functional.average_precision(build_table(ev, *an.unified(), fl.n_pos, fl.n_neg))
+
+    def _count_labels(self, fl: FrameLabels) -> None:
+        """The frame's pixel and image counters (its keys are already in the state)."""
+        self.n_pos += fl.n_pos
+        self.n_neg += fl.n_neg
+        self.n_ignored += fl.n_ignored
+        self.images += 1
+        self._table = None
+
     def _count_frame(self, fl: FrameLabels, keys: np.ndarray) -> np.ndarray:
         """Take the frame's ``keys`` (just written at the end of the buffer) into the state; returns its anomaly keys."""
         pos = keys[fl.positive] if fl.positive is not None else EMPTY_KEYS
@@ -234,11 +278,7 @@ class AnomalyMetrics(PixelMetric):
             self._pos.append(pos)
             self._n_pos_pending += pos.size
         self._n += keys.size
-        self.n_pos += fl.n_pos
-        self.n_neg += fl.n_neg
-        self.n_ignored += fl.n_ignored
-        self.images += 1
-        self._table = None
+        self._count_labels(fl)
         if self._n_pos_pending > self.compact_at:
             self._compact_pos()
         return pos
@@ -271,14 +311,27 @@ class AnomalyMetrics(PixelMetric):
         self._compact_pos()
 
     def _compact_pos(self) -> None:
+        """Count the pending anomaly keys, and every pending run, into the tables."""
         if self._pos:
             self._an.add_sorted(consolidate(self._pos), count_dtype(self.n_pos + self.n_neg))
-            self._n_pos_pending = 0
+        self._fold_runs()
+
+    def _fold_runs(self) -> None:
+        """Count the pending runs of device frames into the tables (pending keys stay pending); after it
+        only pending keys are left (``_n_pos_pending`` counts the anomaly ones)."""
+        dtype = count_dtype(self.n_pos + self.n_neg)
+        if self._runs:
+            self._ev.add_runs(*_summed(self._runs), dtype)
+            self._runs, self._n_runs = [], 0
+        if self._pos_runs:
+            self._an.add_runs(*_summed(self._pos_runs), dtype)
+            self._pos_runs = []
+        self._n_pos_pending = sum(c.size for c in self._pos)
 
     def merge(self, other: "AnomalyMetrics") -> "AnomalyMetrics":
         """Add ``other``'s pixels to this metric; returns ``self``."""
         self._check_mergeable(other)
-        if self._n and self._n + other._n > self.compact_at:
+        if self._pending_total() and self._pending_total() + other._pending_total() > self.compact_at:
             self._compact_pending()
         other_keys = other._buf[:other._n]
         self._reserve(other._n)[:] = other_keys
@@ -286,6 +339,9 @@ class AnomalyMetrics(PixelMetric):
         self._n += other._n
         self._pos.extend(other._pos)   # pending chunks are only sorted in place (a multiset), so sharing is safe
         self._n_pos_pending += other._n_pos_pending
+        self._runs.extend(other._runs)  # pending runs are only read
+        self._pos_runs.extend(other._pos_runs)
+        self._n_runs += other._n_runs
         self.n_pos += other.n_pos
         self.n_neg += other.n_neg
         self.n_ignored += other.n_ignored
@@ -293,7 +349,7 @@ class AnomalyMetrics(PixelMetric):
         dtype = count_dtype(self.n_pos + self.n_neg)
         self._ev.merge(other._ev, dtype)
         self._an.merge(other._an, dtype)
-        if self._n > self.compact_at or self._n_pos_pending > self.compact_at:
+        if self._pending_total() > self.compact_at or self._n_pos_pending > self.compact_at:
             self._compact_pending()
         self._table = None
         return self
@@ -306,7 +362,8 @@ class AnomalyMetrics(PixelMetric):
     @property
     def nbytes(self) -> int:
         """Bytes held by the metric state (pending key buffer and chunks, counted tables)."""
-        return self._buf.nbytes + sum(c.nbytes for c in self._pos) + self._ev.nbytes + self._an.nbytes
+        runs = sum(k.nbytes + c.nbytes for k, c in self._runs + self._pos_runs)
+        return self._buf.nbytes + sum(c.nbytes for c in self._pos) + runs + self._ev.nbytes + self._an.nbytes
 
     @property
     def distinct(self) -> int:
@@ -316,7 +373,7 @@ class AnomalyMetrics(PixelMetric):
     # ------------------------------------------------------------------ results
     def _get_table(self) -> Table:
         if self._table is None:
-            if self._ev.distinct == 0 and self._an.distinct == 0:
+            if self._ev.distinct == 0 and self._an.distinct == 0 and not self._runs and not self._pos_runs:
                 # nothing counted yet (under compact_at keys in all): the sorted keys give the table
                 # directly, without building counted tables
                 pend = self._buf[:self._n]
@@ -371,6 +428,22 @@ class AnomalyMetrics(PixelMetric):
     def __repr__(self) -> str:
         return (f"AnomalyMetrics(ignore_index={self.ignore_index}, images={self.images}, "
                 f"anomaly={self.n_pos}, inlier={self.n_neg})")
+
+
+def _summed(runs: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    """One counted table (distinct sorted keys, int64 counts) of several, with the counts of shared keys added."""
+    if len(runs) == 1:
+        return runs[0]
+    keys = np.concatenate([k for k, _ in runs])
+    cnt = np.concatenate([c for _, c in runs])
+    order = np.argsort(keys, kind="stable")
+    keys, cnt = keys[order], cnt[order]
+    del order
+    first = np.empty(keys.size, bool)
+    first[0] = True
+    np.not_equal(keys[1:], keys[:-1], out=first[1:])
+    starts = np.flatnonzero(first)
+    return keys[starts], np.add.reduceat(cnt, starts)
 
 
 def _pending(keys: np.ndarray, ctx: schema.Context) -> np.ndarray:

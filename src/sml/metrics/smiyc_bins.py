@@ -32,10 +32,16 @@ import numpy as np
 
 from sml.errors import InputError
 
-__all__ = ["NUM_BINS", "KNOWN_DEFECTS", "frame_bins", "curve_from_bins", "to_submission"]
+__all__ = ["NUM_BINS", "KNOWN_DEFECTS", "NOT_FINITE", "frame_bins", "device_frame_bins", "curve_from_bins",
+           "to_submission", "device_submission"]
 
 #: ``PixBinaryClass``: 768 percentile bins, half from each class
 NUM_BINS = 768
+
+#: a frame whose evaluated float16 scores are not all finite
+NOT_FINITE = ("anomaly map is not finite in float16 at evaluated pixels (NaN, inf, or a score beyond +-65504 "
+              "that float16 cannot hold); rescale the scores before submitting")
+
 
 #: defects of the tool that this implementation reproduces (copied into every result's ``notes``)
 KNOWN_DEFECTS = [
@@ -57,57 +63,105 @@ def to_submission(anomaly: Any) -> np.ndarray:
         return a.astype(np.float16)
 
 
+def device_submission(anomaly: Any) -> Any:
+    """:func:`to_submission` of a torch tensor, where it lives: the same float16 values as NumPy's cast.
+
+    float64 is rounded to float32 *to odd* first (the float32 next to zero, its last bit set where inexact):
+    torch casts float64 to float16 through a float32 rounded to nearest, which can land on a float16 midpoint
+    that the exact value is not on; from the round-to-odd float32 the float16 rounding is NumPy's.
+    """
+    import torch
+
+    x = anomaly.detach()
+    if x.is_complex():
+        raise InputError(f"anomaly scores must be real numbers, got dtype {x.dtype}")
+    if x.dtype == torch.float16:
+        return x
+    if x.dtype == torch.float64:
+        f = x.to(torch.float32)
+        bits = f.view(torch.int32) - (f.abs().to(torch.float64) > x.abs()).to(torch.int32)  # toward zero
+        x = (bits | (f.to(torch.float64) != x).to(torch.int32)).view(torch.float32)
+    return x.to(torch.float16)
+
+
+def _empty_bins() -> dict[str, Any]:
+    return {"thresholds": np.empty(0), "tp_rel": np.empty(0, np.int64), "fp_rel": np.empty(0, np.int64),
+            "num_pos": 0, "num_neg": 0}
+
+
+def _bins(edges: np.ndarray, tp_rel: np.ndarray, fp_rel: np.ndarray) -> dict[str, Any]:
+    """A frame's bins from its edges and per-class counts: lower edges as thresholds, high to low."""
+    return {"thresholds": edges[:-1][::-1].copy(), "tp_rel": tp_rel[::-1].copy(), "fp_rel": fp_rel[::-1].copy(),
+            "num_pos": int(tp_rel.sum()), "num_neg": int(fp_rel.sum())}
+
+
 def frame_bins(scores: np.ndarray, is_anomaly: np.ndarray, num_bins: int = NUM_BINS) -> dict[str, Any]:
     """One frame's binned counts: ``thresholds`` (high to low), ``tp_rel``, ``fp_rel``, ``num_pos``, ``num_neg``.
 
     ``scores`` are the frame's float16 scores at evaluated pixels (1-D),
     ``is_anomaly`` the matching booleans. ``tp_rel[i]`` / ``fp_rel[i]`` count
     the anomaly / inlier pixels in the bin whose lower edge is ``thresholds[i]``.
+    A score that is not finite is an :class:`InputError`.
     """
     if scores.size == 0:
-        return {"thresholds": np.empty(0), "tp_rel": np.empty(0, np.int64), "fp_rel": np.empty(0, np.int64),
-                "num_pos": 0, "num_neg": 0}
+        return _empty_bins()
     # sorted as float32 (exact for float16 values): NumPy 2.4's np.sort of large float16 arrays
     # returned out-of-order runs on this project's CI machines (AVX-512), float32 sorts correctly
     pos = np.sort(scores[is_anomaly].astype(np.float32))
     neg = np.sort(scores[~is_anomaly].astype(np.float32))
-    vmin = min(pos[0] if pos.size else np.inf, neg[0] if neg.size else np.inf)
-    vmax = max(pos[-1] if pos.size else -np.inf, neg[-1] if neg.size else -np.inf)
-    # The tool runs under NumPy 1.x: vmax - vmin of two float16 scalars is rounded to float16,
-    # and everything after it (scalar times a Python float) is float64. Written out here so the
-    # edges do not depend on the NumPy version sml runs with (NumPy 2 would keep float16).
-    vrange = float(np.float16(vmax) - np.float16(vmin))  # a float16 subtraction
-    eps = max(vrange * 1e-2, 1e-2)
-    parts = [np.array([float(vmin) - eps, float(vmax) + eps])]
-    half = num_bins // 2
-    if pos.size:
-        parts.append(_quantiles(pos, min(half, pos.size)))
-    if neg.size:
-        parts.append(_quantiles(neg, min(half, neg.size)))
-    edges = np.unique(np.concatenate(parts))
-    tp_rel = _bin_counts(pos, edges)
-    fp_rel = _bin_counts(neg, edges)
-    return {"thresholds": edges[:-1][::-1].copy(), "tp_rel": tp_rel[::-1].copy(),
-            "fp_rel": fp_rel[::-1].copy(), "num_pos": int(pos.size), "num_neg": int(neg.size)}
+    edges = _edges(pos[_reads(pos.size, num_bins)], pos.size, neg[_reads(neg.size, num_bins)], neg.size, num_bins)
+    return _bins(edges, *(np.diff(np.concatenate(_below_edges(x.astype(np.float64), edges, np.searchsorted)))
+                          .astype(np.int64) for x in (pos, neg)))
 
 
-def _quantiles(sorted32: np.ndarray, k: int) -> np.ndarray:
-    """``np.quantile(x, np.linspace(0, 1, k))`` as NumPy 1.23 evaluates it on float16 ``x`` (given sorted, as float32).
+def device_frame_bins(scores16: Any, keep: Any, positive: Any, num_bins: int = NUM_BINS) -> dict[str, Any]:
+    """:func:`frame_bins` of a torch float16 map (:func:`device_submission`), computed where it lives.
 
-    Linear method: index ``(n - 1) q``; ``b - a`` is a float16 difference, the
-    interpolation float64, from ``b`` downwards where the fraction is >= 0.5.
+    ``keep``: the evaluated pixels of the flattened map (a bool tensor there, None: all), ``positive``:
+    the anomaly pixels among them (a bool tensor there, None: none). The classes are sorted there; only
+    the sorted values the edges read, and the counts below each edge, cross to the host.
     """
-    n = sorted32.size
-    q = np.linspace(0, 1, k)
-    virtual = (n - 1) * q
+    import torch
+
+    from sml.utils.device import to_host
+
+    flat = scores16.detach().reshape(-1)
+    sc = (flat[keep] if keep is not None else flat).to(torch.float32)
+    if sc.numel() == 0:
+        return _empty_bins()
+    pos, neg = (torch.sort(c).values for c in ((sc[:0], sc) if positive is None else (sc[positive], sc[~positive])))
+    reads = [torch.from_numpy(_reads(c.numel(), num_bins)).to(sc.device) for c in (pos, neg)]
+    at = to_host(torch.cat([pos[reads[0]], neg[reads[1]]]))
+    k = reads[0].numel()
+    edges = _edges(at[:k], pos.numel(), at[k:], neg.numel(), num_bins)
+    e = torch.from_numpy(edges).to(sc.device)
+    below = to_host(torch.stack([torch.cat(_below_edges(c.to(torch.float64), e, torch.searchsorted))
+                                 for c in (pos, neg)]))
+    return _bins(edges, *(np.diff(b).astype(np.int64) for b in below))
+
+
+def _lerp_plan(n: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """``np.quantile(x, np.linspace(0, 1, k))`` of ``n`` sorted values as NumPy 1.23 reads them (linear method).
+
+    Returns the indices read, the ``k`` lower then the ``k`` upper neighbours (in ``[0, n)``), and
+    the fractions ``gamma`` between them: index ``(n - 1) q``; NumPy points both neighbours at the
+    last element where ``q`` reaches it.
+    """
+    virtual = (n - 1) * np.linspace(0, 1, k)
     prev = np.floor(virtual)
     above = virtual >= n - 1
-    prev[above] = -1  # NumPy points both ends at the last element there
+    prev[above] = -1
     nxt = prev + 1
     nxt[above] = -1
-    gamma = virtual - prev
-    a = sorted32[prev.astype(np.intp)].astype(np.float16)
-    b = sorted32[nxt.astype(np.intp)].astype(np.float16)
+    return np.concatenate([prev, nxt]).astype(np.intp) % n, virtual - prev
+
+
+def _lerp(at: np.ndarray, gamma: np.ndarray) -> np.ndarray:
+    """The quantiles from the values ``at`` the indices of :func:`_lerp_plan` (float32 holding float16 values).
+
+    ``b - a`` is a float16 difference, the interpolation float64, from ``b`` downwards where the fraction is >= 0.5.
+    """
+    a, b = np.split(at.astype(np.float16), 2)
     diff = b - a  # float16 arithmetic, as in NumPy's _lerp
     out = a.astype(np.float64) + diff * gamma
     hi = gamma >= 0.5
@@ -115,11 +169,46 @@ def _quantiles(sorted32: np.ndarray, k: int) -> np.ndarray:
     return out
 
 
-def _bin_counts(sorted32: np.ndarray, edges: np.ndarray) -> np.ndarray:
-    """``np.histogram(x, bins=edges)[0]`` of sorted ``x``: bins ``[e_i, e_i+1)``, the last one closed."""
-    x = sorted32.astype(np.float64)
-    cum = np.concatenate([np.searchsorted(x, edges[:-1], "left"), np.searchsorted(x, edges[-1:], "right")])
-    return np.diff(cum).astype(np.int64)
+def _quantiles(sorted32: np.ndarray, k: int) -> np.ndarray:
+    """``np.quantile(x, np.linspace(0, 1, k))`` as NumPy 1.23 evaluates it on float16 ``x`` (given sorted, as float32)."""
+    idx, gamma = _lerp_plan(sorted32.size, k)
+    return _lerp(sorted32[idx], gamma)
+
+
+def _reads(n: int, num_bins: int) -> np.ndarray:
+    """The indices of a sorted class of ``n`` scores that its bin edges read: first, last, then :func:`_lerp_plan`'s."""
+    if n == 0:
+        return np.empty(0, np.intp)
+    return np.concatenate([[0, n - 1], _lerp_plan(n, min(num_bins // 2, n))[0]]).astype(np.intp)
+
+
+def _edges(pos_at: np.ndarray, n_pos: int, neg_at: np.ndarray, n_neg: int, num_bins: int) -> np.ndarray:
+    """A frame's bin edges from each class's sorted float32 scores at :func:`_reads` (``n_*``: the class sizes).
+
+    The union of ``[vmin - eps, vmax + eps]`` and each class's quantiles, sorted and deduplicated.
+    Refuses scores that are not finite (sorted, they are at the ends: -inf first, inf and NaN last).
+    """
+    # + 0: -0.0 as 0.0, so a zero edge does not depend on where a sort put the two zeros
+    classes = [(at + np.float32(0), n) for at, n in ((pos_at, n_pos), (neg_at, n_neg)) if n]
+    ends = np.concatenate([at[:2] for at, _ in classes])
+    if not np.isfinite(ends).all():
+        raise InputError(NOT_FINITE)
+    vmin, vmax = ends.min(), ends.max()
+    # The tool runs under NumPy 1.x: vmax - vmin of two float16 scalars is rounded to float16,
+    # and everything after it (scalar times a Python float) is float64. Written out here so the
+    # edges do not depend on the NumPy version sml runs with (NumPy 2 would keep float16).
+    vrange = float(np.float16(vmax) - np.float16(vmin))  # a float16 subtraction
+    eps = max(vrange * 1e-2, 1e-2)
+    parts = [np.array([float(vmin) - eps, float(vmax) + eps])]
+    parts += [_lerp(at[2:], _lerp_plan(n, min(num_bins // 2, n))[1]) for at, n in classes]
+    return np.unique(np.concatenate(parts))
+
+
+def _below_edges(x64: Any, edges: Any, searchsorted: Any) -> tuple[Any, Any]:
+    """How many of the sorted ``x64`` lie below each lower edge, and at or below the last one
+    (``searchsorted``: NumPy's or torch's); their differences are ``np.histogram(x, bins=edges)[0]``:
+    bins ``[e_i, e_i+1)``, the last one closed."""
+    return searchsorted(x64, edges[:-1], side="left"), searchsorted(x64, edges[-1:], side="right")
 
 
 def _trapezoid(y: np.ndarray, x: np.ndarray) -> float:

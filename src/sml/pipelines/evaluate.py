@@ -20,6 +20,11 @@
    numbers that need thresholds known only at the end (false-positive area per
    frame, component metrics).
 
+On an accelerator the maps stay there (the device path, :mod:`sml.utils.device`):
+the pixel metrics and the diagnostics sort, count and histogram where the maps
+live, and only their per-frame compact tables cross to the host; a full map
+crosses only to be written (``--save-maps``, ``--report``, ``--components``).
+
 The run directory (its files and what ``sml report`` reads) is written by
 :mod:`sml.report.rundir`. Many processes: rank ``r`` scores ``frames[r::world]``;
 rank 0 writes every run-level file.
@@ -44,6 +49,7 @@ from sml.pipelines.resume import ResumeStore, SavePolicy, dataset_identity, fram
 from sml.report import rundir
 from sml.scores.scorers import build_scorers
 from sml.utils import atomic, distributed
+from sml.utils.device import on_device, to_host
 from sml.utils.progress import progress
 from sml.utils.run_layout import PARTIAL
 
@@ -96,7 +102,7 @@ class ScoredFrame:
     """One frame through :func:`score_frame`: each method's map, the predicted classes and their max logit
     (of a mask-classification network's class scores S)."""
 
-    maps: dict[str, np.ndarray]   # method -> float32 H x W anomaly map
+    maps: dict[str, Any]          # method -> float32 H x W anomaly map: NumPy, or a tensor on its device (device path)
     pred: torch.Tensor            # B x H x W argmax of the logits (or S)
     max_logit: torch.Tensor       # B x H x W max of the logits (or S; what max_logit and sml start from)
 
@@ -120,9 +126,14 @@ def score_frame(scorers: dict[str, Any], output: Any) -> ScoredFrame:
 
     with torch.inference_mode():
         ctx = context_for(output)
-        maps = {m: sc.score_context(ctx)[0].float().cpu().numpy() for m, sc in scorers.items()}
+        maps = {m: _kept(sc.score_context(ctx)[0].float()) for m, sc in scorers.items()}
         values, pred = ctx.max_and_argmax()
         return ScoredFrame(maps, pred, values)
+
+
+def _kept(t: torch.Tensor) -> Any:
+    """A frame's map or prediction where its states count it: the tensor on the device path, else NumPy."""
+    return t if on_device(t) else to_host(t)
 
 
 @dataclass
@@ -446,18 +457,21 @@ def _update_states(p: _Plan, period: _Period, scored: ScoredFrame, labels: np.nd
         rec["methods"][m] = {} if ap is None else {"ap": float(ap)}
     if period.diagnostics is not None:
         d = period.diagnostics
-        d.update_from_predictions(scored.pred[0].cpu().numpy(), scored.max_logit[0].float().cpu().numpy(),
-                                  labels, scored.maps["sml"] if d.sml else None)
+        d.update_from_predictions(_kept(scored.pred[0]), _kept(scored.max_logit[0].float()), labels,
+                                  scored.maps["sml"] if d.sml else None)
 
 
 def _write_maps(p: _Plan, frame: Any, scored: ScoredFrame) -> None:
     """The frame's map files (``--save-maps``, ``--report``) and the float32 maps kept for the component metrics."""
-    pred_np = scored.pred[0].cpu().numpy() if "fishyscapes" in p.formats else None
+    if not p.formats and not p.components:
+        return
+    pred_np = to_host(scored.pred[0]) if "fishyscapes" in p.formats else None
     for m in p.methods:
+        host = to_host(scored.maps[m])  # the one full-resolution copy to the host, and only to be written
         for fmt in p.formats:
-            writers.write_map(p.out, fmt, m, p.map_folder, frame.id, scored.maps[m], pred_np)
+            writers.write_map(p.out, fmt, m, p.map_folder, frame.id, host, pred_np)
         if p.components:
-            atomic.save_npy(p.tmp32 / m / f"{writers.safe_name(frame.id)}.npy", scored.maps[m])
+            atomic.save_npy(p.tmp32 / m / f"{writers.safe_name(frame.id)}.npy", host)
 
 
 def finalize(p: _Plan, state: _State, timer: common.Timer) -> tuple[_Period, dict[int, dict[str, Any]],

@@ -23,6 +23,7 @@ from sml.errors import InputError
 from sml.scores import functional as F
 from sml.stats import validate
 from sml.utils.state import Stateful
+from sml.utils.device import on_device, to_host
 
 __all__ = ["ClassStatistics", "CITYSCAPES_CLASSES"]
 
@@ -35,10 +36,11 @@ def _float_or_none(v: float) -> float | None:
     return None if not math.isfinite(v) else float(v)
 
 
-def _sum_on_host(device: torch.device) -> bool:
+def _sum_on_host(x: torch.Tensor) -> bool:
     """CPU tensors are summed by NumPy (sequential, so partial statistics are bit-identical wherever they
-    are computed); tensors on other devices are summed where they are (:func:`_device_moments`)."""
-    return device.type == "cpu"
+    are computed); tensors on other devices are summed where they are (:func:`_device_moments`; the one
+    switch of :mod:`sml.utils.device`)."""
+    return not on_device(x)
 
 
 Moments = tuple[np.ndarray, np.ndarray, np.ndarray]
@@ -75,7 +77,7 @@ def _device_moments(pred: torch.Tensor, values: torch.Tensor, valid: torch.Tenso
     mean = torch.where(n > 0, total / n.clamp(min=1), 0.0)
     d = v - mean[p]
     m2 = torch.zeros(bins, dtype=torch.float64, device=dev).index_add_(0, p, d * d)
-    out = torch.stack([n, mean, m2])[:, :c].cpu().numpy()
+    out = to_host(torch.stack([n, mean, m2])[:, :c])
     return out[0], out[1], out[2]
 
 
@@ -245,7 +247,7 @@ class ClassStatistics(Stateful):
         if valid is not None and (tuple(valid.shape) != tuple(pred.shape) or valid.dtype != torch.bool):
             raise InputError(f"valid must be a bool mask of shape {tuple(pred.shape)}, "
                              f"got {valid.dtype} {tuple(valid.shape)}")
-        if _sum_on_host(pred.device):
+        if _sum_on_host(pred):
             moments = _host_moments(pred, values, valid, self.num_classes)
         else:
             moments = _device_moments(pred, values, valid, self.num_classes)
