@@ -11,7 +11,9 @@ wall time of ``ours``, compared before and after a change.) Two readings are pri
 (stages beyond decode and forward, over forward), and end to end: the wall time
 per frame of the whole ``evaluate`` call minus that of a loop doing only decode
 and forward on the same frames (``fwd only``), over the forward time; the second
-charges everything, including work that runs beside the forward pass.
+charges everything, including work that runs beside the forward pass. The per-class
+diagnostics (``ClassDiagnostics.update_from_predictions``, timed by wrapping it during the
+run) are printed per ``ours`` variant as milliseconds per frame and share of the eval wall time.
 
     python benchmarks/bench_eval.py [--frames 12] [--repeats 3] [--methods sml,max_logit,...]
                                     [--stats-frames 3] [--batch-size 1] [--workers 0,1]
@@ -37,6 +39,8 @@ their values).
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
 import os
 import statistics
 import sys
@@ -91,13 +95,37 @@ def ours(model, dataset, frames, methods, stats, frame_ap: bool = False,
 
     # the defaults are left out, so that this script also times a tree from before --batch-size / --workers
     loading = {} if (batch_size, workers) == (1, 0) else {"batch_size": batch_size, "workers": workers}
-    with tempfile.TemporaryDirectory() as d:  # EvalConfig defaults = `sml eval` defaults
+    with tempfile.TemporaryDirectory() as d, timed_diagnostics() as diag:  # EvalConfig defaults = `sml eval` defaults
         t0 = time.perf_counter()
         run = evaluate(model, dataset, d, EvalConfig(methods=methods, limit=len(frames), frame_ap=frame_ap or None,
                                                         save_every=save_every, **loading),
                        stats=stats, show_progress=False)
         wall = time.perf_counter() - t0
-    return {**run.seconds, "wall": wall}
+    return {**run.seconds, "wall": wall, "diagnostics": diag["seconds"]}
+
+
+@contextlib.contextmanager
+def timed_diagnostics():
+    """Within the block, ``ClassDiagnostics.update_from_predictions`` adds its seconds to the yielded
+    ``{"seconds": ...}`` (the per-class diagnostics' share of the eval wall time); restored after."""
+    from sml.diagnostics import ClassDiagnostics
+
+    acc = {"seconds": 0.0}
+    original = ClassDiagnostics.__dict__["update_from_predictions"]
+
+    @functools.wraps(original)
+    def timed(self, *args, **kwargs):
+        t0 = time.perf_counter()
+        try:
+            return original(self, *args, **kwargs)
+        finally:
+            acc["seconds"] += time.perf_counter() - t0
+
+    ClassDiagnostics.update_from_predictions = timed
+    try:
+        yield acc
+    finally:
+        ClassDiagnostics.update_from_predictions = original
 
 
 def decoded_forward(model, dataset, frames, t: dict[str, float]):
@@ -223,6 +251,9 @@ def main(argv: list[str] | None = None) -> int:
     stages = ["decode", "forward", "scoring", "metrics", "writing", "final", "post", "results"]
     med = {k: {s: statistics.median(r.get(s, 0.0) for r in v) / len(frames) for s in stages + ["wall"]}
            for k, v in runs.items() if v}
+    # per-class diagnostics (ClassDiagnostics.update_from_predictions, within the stage metrics), per ours variant
+    diag = {k: statistics.median(r["diagnostics"] / r["wall"] for r in runs[k]) for k in variants}
+    diag_ms = {k: 1e3 * statistics.median(r["diagnostics"] for r in runs[k]) / len(frames) for k in variants}
     load1 = os.getloadavg()
     print(f"Road Anomaly 1280x720, ERFNet, CPU ({torch.get_num_threads()} threads, {os.cpu_count()} cores), "
           f"{len(frames)} frames x {args.repeats} repeats, methods {','.join(methods)}; seconds per frame (median)")
@@ -252,6 +283,8 @@ def main(argv: list[str] | None = None) -> int:
     extra = med["ours"]["wall"] - fwd["wall"]
     print(f"ours end to end: (wall - forward-only wall) / forward = {extra:.4f} / {fwd['forward']:.4f} "
           f"= {extra / fwd['forward']:.2f}")
+    for k in variants:
+        print(f"{k}: per-class diagnostics: {diag_ms[k]:.2f} ms per frame = {100 * diag[k]:.2f}% of the eval wall time")
     print("loader: the loop's wait for the next batch (stage decode: decoding itself without workers) "
           "against the rest of the wall time, seconds per frame")
     print(f"{'variant':<10}{'workers':>8}{'wait':>10}{'rest':>10}{'wall':>10}{'wait %':>8}")

@@ -109,7 +109,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 def _eval(s: dict[str, Path], out: Path, *extra: str) -> int:
     return main(["eval", "--model", str(s["card"]), "--stats", str(s["stats"]), "--data",
                  f"smiyc-anomaly:{s['smiyc']}", "--out", str(out), "--method", "sml,max_logit,msp,entropy,energy",
-                 "--no-progress", *extra])
+                 *extra])
 
 
 _VOLATILE = {"created", "run_id", "out", "seconds", "timings", "started", "finished"}
@@ -166,7 +166,8 @@ class _HostCopies(TorchDispatchMode):
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
         name = func.overloadpacket.__name__
-        if name == "_to_copy" and str(kwargs.get("device", "")) == "cpu":
+        to_cpu = str(kwargs.get("device", "")) == "cpu"
+        if (name == "_to_copy" and to_cpu) or (name == "to" and to_cpu and kwargs.get("copy")):  # `to`: inference mode
             self.copies.append((tuple(out.shape), out.dtype))
         elif name == "copy_" and args[1].device != args[0].device and args[0].device.type == "cpu":
             self.copies.append((tuple(args[0].shape), args[0].dtype))

@@ -90,12 +90,205 @@ MAX_LOGIT_BINS = Bins(-30.0, 30.0, 600)   # width 0.1
 SML_BINS = Bins(-15.0, 15.0, 600)         # width 0.05
 
 
+#: counts of one frame (see ClassDiagnostics._check_frame), its max-logit and SML-score histograms
+#: (flat, rows: inlier classes, anomaly classes, then rows not kept; None where the frame is refused / no SML)
+_FrameCounts = tuple[dict[str, int], "np.ndarray | None", "np.ndarray | None"]
+#: histogram rows per class while counting: inlier, anomaly, void (counted, then dropped)
+_ROW_KINDS = 3
+#: pixels per block of the host path: each map read from memory once, the temporaries in the CPU's cache
+_BLOCK = 1 << 17
+
+
+def _one_frame(a: Any) -> Any:
+    """One frame as 1 x H x W (model and scorer outputs) or H x W (labels) alike (arrays and tensors)."""
+    return a[0] if a.ndim == 3 and a.shape[0] == 1 else a
+
+
 def _np(x: Any, what: str) -> np.ndarray:
     from sml.metrics._inputs import to_numpy
 
-    a = to_numpy(x, what)
-    # one frame as 1 x H x W (model and scorer outputs) or H x W (labels) alike
-    return a[0] if a.ndim == 3 and a.shape[0] == 1 else a
+    return _one_frame(to_numpy(x, what))
+
+
+@dataclass(frozen=True)
+class _Slots:
+    """The histogram slot of each value, exactly :meth:`Bins.index` (``searchsorted(edges, side="right")``),
+    in the precision of the map itself, on the host (NumPy) and the device (torch) alike.
+
+    ``t = clip(x * scale + offset, 0, top)``; ``k = floor(t)`` is the slot of ``x`` or the one
+    below it (``offset`` is lowered by a margin, more than twice the rounding error of the
+    two operations can be, and far less than one slot), and ``x >= above[k]`` adds the one:
+    ``above[k]`` is the smallest value of ``dtype`` at or above edge ``k`` (``+inf`` past
+    the last), so the comparison, in ``dtype``, equals the float64 comparison with the
+    edge. Where ``t - k < near`` (``1 - 2 * margin``), ``x`` is clear of the edges and ``k``
+    is its slot without the comparison.
+    """
+
+    dtype: np.dtype
+    scale: float
+    offset: float
+    near: float         # 1 - 2 * margin
+    top: int            # the overflow slot, count + 1
+    above: np.ndarray   # (count + 2,) of dtype
+
+
+@functools.lru_cache(maxsize=16)
+def _slots(bins: Bins, dtype: str) -> _Slots:
+    """The slot plan of ``bins`` for values of ``dtype`` (float32 arithmetic for float32 maps and smaller)."""
+    dt = np.dtype(dtype)
+    scale = bins.count / (bins.hi - bins.lo)
+    # bound of the rounding error of x * scale + offset wherever the result lies in [0, top + 1]
+    # (scale and offset rounded to dt, one product, one sum): a few eps of the magnitudes involved
+    margin = 16 * float(np.finfo(dt).eps) * (abs(bins.lo * scale) + bins.count + 2)
+    if margin >= 0.25:
+        return _slots(bins, "float64")
+    edges = bins.edges
+    above = edges.astype(dt)
+    low = above < edges
+    above[low] = np.nextafter(above[low], dt.type(np.inf))
+    above = np.r_[above, np.inf].astype(dt)
+    above.setflags(write=False)
+    return _Slots(dt, float(dt.type(scale)), float(dt.type(1 - bins.lo * scale - margin)), 1 - 2 * margin,
+                  bins.count + 1, above)
+
+
+def _slot_dtype(dtype: Any, flat_size: int = 0) -> str:
+    """The arithmetic of the slots: float64 for float64 maps, or (host path) where the flat index
+    row * size + slot, below ``flat_size``, is not exact in float32; else float32."""
+    return "float64" if dtype.itemsize > 4 or flat_size > 2 ** 24 else "float32"
+
+
+@functools.lru_cache(maxsize=16)
+def _tiled(bins: Bins, dtype: str, rows: int) -> np.ndarray:
+    """``above`` of the slot plan once per histogram row (indexed by row * size + slot)."""
+    t = np.tile(_slots(bins, dtype).above, rows)
+    t.setflags(write=False)
+    return t
+
+
+def _host_index(x: np.ndarray, bins: Bins, base: np.ndarray, rows: int) -> np.ndarray:
+    """``base + slot`` of each value of ``x`` (finite), as intp.
+
+    ``base``: row * size per pixel, as floats (exact integers), so that the flat index
+    is made in float arithmetic before the one conversion to integers. Only values
+    within twice the margin below an edge (a few per thousand) are compared with it.
+    """
+    sl = _slots(bins, _slot_dtype(x.dtype, rows * bins.size))
+    with np.errstate(over="ignore"):  # huge values become inf: the under/overflow slot, as they should
+        t = np.multiply(x, sl.dtype.type(sl.scale), dtype=sl.dtype)
+    t += sl.dtype.type(sl.offset)
+    np.clip(t, 0, sl.top, out=t)
+    k = np.floor(t)
+    t -= k
+    near = np.flatnonzero(t >= sl.dtype.type(sl.near))  # elsewhere floor(t) is the slot
+    k += base
+    idx = k.astype(np.intp)
+    idx[near] += x[near] >= _tiled(bins, sl.dtype.name, rows).take(idx[near])
+    return idx
+
+
+def _host_pass(p: np.ndarray, y: np.ndarray, maps: list[tuple[np.ndarray, Bins]], num_classes: int,
+               ignore_index: int) -> tuple[dict[str, int], list[np.ndarray]] | None:
+    """One pass over a frame (flat maps) with NumPy: its label counts and, per map, ``3 * num_classes * size``
+    counts (rows: the classes of inlier pixels, of anomaly pixels, then of void ones, dropped later).
+
+    Block by block (:data:`_BLOCK` pixels): each map is read from memory once and every temporary
+    stays in the CPU cache. None where a block holds anything to refuse (labels other than 0, 1
+    and void, classes out of range, NaN or inf, even at void pixels): the caller looks closer.
+    """
+    n = {"inlier": 0, "anomaly": 0, "void": 0}
+    hists = [np.zeros(_ROW_KINDS * num_classes * bins.size, np.intp) for _, bins in maps]
+    for i in range(0, y.size, _BLOCK):
+        b = slice(i, i + _BLOCK)
+        if not _host_block(p[b], y[b], [(x[b], bins) for x, bins in maps], num_classes, ignore_index, n, hists):
+            return None
+    return n, hists
+
+
+def _host_block(p: np.ndarray, y: np.ndarray, maps: list[tuple[np.ndarray, Bins]], num_classes: int,
+                ignore_index: int, n: dict[str, int], hists: list[np.ndarray]) -> bool:
+    """One block of :func:`_host_pass` into ``n`` and ``hists``; False (nothing added) where it holds anything
+    to refuse."""
+    anomaly, void = y == 1, y == ignore_index
+    counts = (int(np.count_nonzero(y == 0)), int(np.count_nonzero(anomaly)), int(np.count_nonzero(void)))
+    if sum(counts) != y.size or not _classes_ok(p, num_classes) or not all(np.isfinite(x).all() for x, _ in maps):
+        return False
+    for key, k in zip(n, counts):
+        n[key] += k
+    void = void if counts[2] and ignore_index not in (0, 1) else None  # 0 / 1: counted as labelled
+    bases: dict[int, np.ndarray] = {}  # row * size of each pixel as floats (exact integers), per size
+    for (x, bins), h in zip(maps, hists):
+        if bins.size not in bases:
+            bases[bins.size] = _host_base(p, anomaly if counts[1] else None, void, num_classes, bins.size)
+        h += np.bincount(_host_index(x, bins, bases[bins.size], _ROW_KINDS * num_classes), minlength=h.size)
+    return True
+
+
+def _host_base(p: np.ndarray, anomaly: np.ndarray | None, void: np.ndarray | None, num_classes: int,
+               size: int) -> np.ndarray:
+    """``row * size`` per pixel as floats: row = class (inlier), ``num_classes`` + class (anomaly),
+    ``2 * num_classes`` + class (void)."""
+    base = np.multiply(p, size, dtype=_row_dtype(num_classes))
+    if anomaly is not None:
+        np.add(base, num_classes * size, out=base, where=anomaly)
+    if void is not None:
+        np.add(base, 2 * num_classes * size, out=base, where=void)
+    return base
+
+
+def _device_counts(x: Any, bins: Bins, base: Any, rows: int) -> Any:
+    """``rows * size`` counts of the values ``x`` with torch ops where ``x`` lives, pixel ``i`` in row
+    ``base[i] / size`` (``base``: int64), by the same slot plan as :func:`_host_index`."""
+    import torch
+
+    x = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+    sl = _slots(bins, _slot_dtype(x.dtype))
+    x = x.to(getattr(torch, sl.dtype.name))
+    t = x * sl.scale
+    t += sl.offset
+    # NaN (void pixels, or a bad frame about to be refused) may convert to any integer: clamped into the table
+    k = t.clamp_(0, sl.top).floor_().long().clamp_(0, sl.top)
+    k += x >= torch.from_numpy(np.array(sl.above)).to(x.device)[k]
+    k += base
+    return torch.bincount(k, minlength=rows * bins.size)
+
+
+def _kind(a: Any) -> tuple[str, str]:
+    """(NumPy dtype kind, dtype name) of an array or a tensor: ``b``, ``i``, ``u``, ``f``, ``c``..."""
+    dtype = a.dtype
+    if isinstance(dtype, np.dtype):
+        return dtype.kind, str(dtype)
+    name = str(dtype).replace("torch.", "")
+    if name == "bool":
+        return "b", name
+    if dtype.is_floating_point or dtype.is_complex:
+        return ("f" if dtype.is_floating_point else "c"), name
+    return ("u" if name.startswith("uint") else "i"), name
+
+
+def _to_device(a: Any, device: Any) -> Any:
+    """A checked map (a tensor anywhere, or a NumPy array) as a tensor on ``device`` that torch counts with."""
+    import torch
+
+    if not hasattr(a, "detach"):
+        a = torch.from_numpy(np.require(a, requirements=["C", "W"]))  # a host -> device copy below
+    a = a.detach().to(device)
+    if a.dtype == torch.bool:
+        return a.to(torch.uint8)
+    if _kind(a)[0] == "u" and a.element_size() > 1:  # uint16..64: few torch ops; their values as int64
+        return a.long()
+    return a
+
+
+def _classes_ok(p: np.ndarray, num_classes: int) -> bool:
+    """Whether every class index lies in ``0 .. num_classes - 1`` (one pass: negative ones read as unsigned)."""
+    u = p.view(f"u{p.dtype.itemsize}") if p.dtype.kind == "i" else p
+    return p.size == 0 or int(u.max()) < num_classes
+
+
+def _row_dtype(num_classes: int) -> str:
+    """Histogram rows as floats: float32 while every row * size + slot is an exact float32 integer."""
+    return "float32" if _ROW_KINDS * num_classes * max(MAX_LOGIT_BINS.size, SML_BINS.size) <= 2 ** 24 else "float64"
 
 
 def _quantile(hist: np.ndarray, bins: Bins, q: float) -> float:
@@ -323,57 +516,138 @@ class ClassDiagnostics(Stateful):
 
         These are the maps an evaluation already computed for max logit and SML
         (:meth:`sml.scores.LogitContext.max_and_argmax`, the ``sml`` score map).
+        Maps that are tensors on an accelerator (:func:`sml.utils.device.on_device`)
+        are counted there with torch (the labels are copied to them); only the
+        histograms and a few counts come to the host. Both paths count exactly
+        alike and refuse the same inputs with the same errors.
         """
-        p = _np(pred, "pred")
-        v = _np(max_logit, "max_logit")
-        y = _np(labels, "labels")
-        shapes = {"pred": p.shape, "max_logit": v.shape, "labels": y.shape}
-        s = None
-        if self.sml:
-            if sml_score is None:
-                raise InputError("these diagnostics track the SML score (sml=True): pass sml_score, or build "
-                                 "them with ClassDiagnostics(..., sml=False)")
-            s = _np(sml_score, "sml_score")
-            shapes["sml_score"] = s.shape
-        elif sml_score is not None:
+        from sml.utils.device import on_device
+
+        device = next((m.device for m in (pred, max_logit, sml_score) if on_device(m)), None)
+
+        def read(x: Any, what: str) -> Any:  # device path: tensors stay tensors; anything else through NumPy
+            return _one_frame(x.detach()) if device is not None and hasattr(x, "detach") else _np(x, what)
+
+        p, v, y = read(pred, "pred"), read(max_logit, "max_logit"), read(labels, "labels")
+        s = self._sml_score(sml_score)
+        s = None if s is None else read(s, "sml_score")
+        self._check_maps({"pred": p, "max_logit": v, "labels": y, **({} if s is None else {"sml_score": s})})
+        frames = 1 if len(p.shape) <= 2 else int(p.shape[0])
+        if device is None:
+            counts = self._host_frame(p, v, y.view(np.uint8) if y.dtype.kind == "b" else y, s)
+        else:
+            counts = self._device_frame(*(None if a is None else _to_device(a, device) for a in (p, v, y, s)))
+        return self._add(counts, frames)
+
+    # one frame: the checks and the final addition are shared; the histograms come from _host_frame (NumPy)
+    # or _device_frame (torch, where the maps live)
+    def _sml_score(self, sml_score: Any) -> Any:
+        if self.sml and sml_score is None:
+            raise InputError("these diagnostics track the SML score (sml=True): pass sml_score, or build "
+                             "them with ClassDiagnostics(..., sml=False)")
+        if not self.sml and sml_score is not None:
             raise InputError("sml_score given but these diagnostics were built with sml=False")
+        return sml_score
+
+    def _check_maps(self, maps: dict[str, Any]) -> None:
+        shapes = {k: tuple(int(n) for n in a.shape) for k, a in maps.items()}
         if len(set(shapes.values())) != 1:
             raise InputError(f"pred, max_logit, labels (and sml_score) must share one shape, got {shapes}")
-        if p.dtype.kind not in "iu":
-            raise InputError(f"pred must hold integer class indices, got dtype {p.dtype}")
-        if v.dtype.kind != "f" or (s is not None and s.dtype.kind != "f"):
+        kinds = {k: _kind(a) for k, a in maps.items()}
+        if kinds["pred"][0] not in "iu":
+            raise InputError(f"pred must hold integer class indices, got dtype {kinds['pred'][1]}")
+        if kinds["max_logit"][0] != "f" or kinds.get("sml_score", "f")[0] != "f":
             raise InputError("max_logit and sml_score must be floating point maps")
-        if y.dtype.kind == "b":
-            y = y.view(np.uint8)
-        if y.dtype.kind not in "iu":
+        if kinds["labels"][0] not in "iub":
             raise InputError(f"labels must be integers (1 anomaly, 0 inlier, {self.ignore_index} void), "
-                             f"got dtype {y.dtype}")
-        p, v, y = p.reshape(-1), v.reshape(-1), y.reshape(-1)
-        inlier, anomaly = y == 0, y == 1
-        void = y == self.ignore_index
-        other = y.size - int(np.count_nonzero(inlier)) - int(np.count_nonzero(anomaly)) - int(np.count_nonzero(void))
+                             f"got dtype {kinds['labels'][1]}")
+
+    def _check_frame(self, n: dict[str, int]) -> None:
+        """Refuse a frame from its counts (both paths): ``pixels``, ``inlier``, ``anomaly``, ``void``, and at
+        labelled pixels ``bad_class`` (indices outside the classes), ``bad_max_logit`` / ``bad_sml``
+        (NaN or infinite)."""
+        other = n["pixels"] - n["inlier"] - n["anomaly"] - n["void"]
         if other:
             raise InputError(f"labels hold {other} pixels with values other than 0, 1 and {self.ignore_index}; "
                              "map the data set's raw labels first (sml.data loaders do)")
-        keep = inlier | anomaly
-        p, v, kind = p[keep], v[keep], anomaly[keep]
-        if p.size and (int(p.min()) < 0 or int(p.max()) >= self.num_classes):
+        if n["bad_class"]:
             raise InputError(f"pred holds class indices outside 0..{self.num_classes - 1}")
-        if not np.isfinite(v).all():
+        if n["bad_max_logit"]:
             raise InputError("max_logit holds NaN or infinite values at labelled pixels; check the model output")
-        # one bincount over (kind, class, slot) per histogram
-        base = (kind.astype(np.int64) * self.num_classes + p.astype(np.int64))
-        self.max_logit_hist += np.bincount(base * MAX_LOGIT_BINS.size + MAX_LOGIT_BINS.index(v),
-                                           minlength=self.max_logit_hist.size).reshape(self.max_logit_hist.shape)
-        if s is not None:
-            sv = s.reshape(-1)[keep]
-            if not np.isfinite(sv).all():
-                raise InputError("sml_score holds NaN or infinite values at labelled pixels")
-            self.sml_hist += np.bincount(base * SML_BINS.size + SML_BINS.index(sv),
-                                         minlength=self.sml_hist.size).reshape(self.sml_hist.shape)
-        self.frames += 1 if len(shapes["pred"]) <= 2 else int(shapes["pred"][0])
-        self.ignored += int(np.count_nonzero(void))
+        if n["bad_sml"]:
+            raise InputError("sml_score holds NaN or infinite values at labelled pixels")
+
+    def _add(self, counts: _FrameCounts, frames: int) -> "ClassDiagnostics":
+        """Check the frame's counts, then add its histograms (rows: inlier classes, anomaly classes, then
+        rows not kept) to the state."""
+        n, ml, sh = counts
+        self._check_frame(n)
+        kept = 2 * self.num_classes
+        self.max_logit_hist += ml[:kept * MAX_LOGIT_BINS.size].reshape(self.max_logit_hist.shape)
+        if sh is not None:
+            self.sml_hist += sh[:kept * SML_BINS.size].reshape(self.sml_hist.shape)
+        self.frames += frames
+        self.ignored += n["void"]
         return self
+
+    def _host_frame(self, p: np.ndarray, v: np.ndarray, y: np.ndarray, s: np.ndarray | None) -> _FrameCounts:
+        """Counts and histograms of one frame with NumPy."""
+        p, y = p.reshape(-1), y.reshape(-1)
+        maps = [(v.reshape(-1), MAX_LOGIT_BINS)] + ([] if s is None else [(s.reshape(-1), SML_BINS)])
+        done = _host_pass(p, y, maps, self.num_classes, self.ignore_index)
+        if done is None:
+            return self._host_closer(p, y, maps)
+        n, hists = done
+        n = {"pixels": y.size, **n, "bad_class": 0, "bad_max_logit": 0, "bad_sml": 0}
+        return n, hists[0], (hists[1] if s is not None else None)
+
+    def _host_closer(self, p: np.ndarray, y: np.ndarray, maps: list[tuple[np.ndarray, Bins]]) -> _FrameCounts:
+        """A frame with something to refuse somewhere, checked where it counts: refused (for its labels, or
+        for classes or values at labelled pixels), else counted from its labelled pixels alone."""
+        anomaly, void = y == 1, y == self.ignore_index
+        n = {"pixels": y.size, "inlier": int(np.count_nonzero(y == 0)), "anomaly": int(np.count_nonzero(anomaly)),
+             "void": int(np.count_nonzero(void)), "bad_class": 0, "bad_max_logit": 0, "bad_sml": 0}
+        if n["pixels"] != n["inlier"] + n["anomaly"] + n["void"]:
+            return n, None, None
+        keep = (y == 0) | anomaly
+        p, y, maps = p[keep], y[keep], [(x[keep], bins) for x, bins in maps]
+        n.update(bad_class=int(not _classes_ok(p, self.num_classes)),
+                 **{f"bad_{k}": int(not np.isfinite(x).all()) for (x, _), k in zip(maps, ("max_logit", "sml"))})
+        if n["bad_class"] or n["bad_max_logit"] or n["bad_sml"]:
+            return n, None, None
+        done = _host_pass(p, y, maps, self.num_classes, self.ignore_index)
+        assert done is not None, "labelled pixels with valid classes and finite values"
+        hists = done[1]
+        return n, hists[0], (hists[1] if len(hists) > 1 else None)
+
+    def _device_frame(self, p: Any, v: Any, y: Any, s: Any) -> _FrameCounts:
+        """Counts and histograms of one frame with torch on the maps' device; one copy to the host."""
+        import torch
+
+        from sml.utils.device import to_host
+
+        p, v, y = p.reshape(-1), v.reshape(-1), y.reshape(-1)
+        c = self.num_classes
+        inlier, anomaly = y == 0, y == 1
+        labelled = inlier | anomaly
+        lim = torch.iinfo(y.dtype)
+        void = y == self.ignore_index if lim.min <= self.ignore_index <= lim.max else torch.zeros_like(labelled)
+        classes_ok = (p >= 0) & (p < c)
+
+        def bad(x: Any) -> Any:  # NaN / inf at labelled pixels
+            return (labelled & ~torch.isfinite(x)).sum()
+
+        n = [inlier.sum(), anomaly.sum(), void.sum(), (labelled & ~classes_ok).sum(), bad(v),
+             bad(s.reshape(-1)) if s is not None else torch.zeros((), dtype=torch.int64, device=y.device)]
+        # rows as on the host; void pixels, and those of a frame about to be refused, into row 2 * num_classes
+        rows = torch.where(labelled & classes_ok, p + c * anomaly, 2 * c)
+        hists = [_device_counts(x.reshape(-1), bins, rows * bins.size, _ROW_KINDS * c)[:2 * c * bins.size]
+                 for x, bins in ((v, MAX_LOGIT_BINS), (s, SML_BINS)) if x is not None]
+        host = to_host(torch.cat([torch.stack(n).to(torch.int64), *hists]))
+        keys = ("inlier", "anomaly", "void", "bad_class", "bad_max_logit", "bad_sml")
+        counts = {"pixels": y.numel(), **dict(zip(keys, (int(k) for k in host[:len(keys)])))}
+        ml = host[len(keys):len(keys) + 2 * c * MAX_LOGIT_BINS.size]
+        return counts, ml, (host[len(keys) + ml.size:] if s is not None else None)
 
     def merge(self, other: "ClassDiagnostics | dict[str, Any]") -> "ClassDiagnostics":
         """Add another partial state's counts (a ClassDiagnostics or its :meth:`state_dict`) to this one

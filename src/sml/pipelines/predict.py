@@ -23,6 +23,7 @@ from sml.errors import InputError
 from sml.pipelines import common
 from sml.scores.scorers import build_scorers
 from sml.utils import atomic, distributed
+from sml.utils.device import to_host
 from sml.utils.progress import progress
 from sml.utils.run_folder import RunFolder
 
@@ -216,7 +217,7 @@ class _Job:
         with torch.inference_mode():
             ctx = context_for(output)  # one forward pass, what the methods share computed once
             for m, scorer in self.scorers.items():
-                amap = scorer.score_context(ctx)[0].float().cpu().numpy()
+                amap = to_host(scorer.score_context(ctx)[0].float())  # written: the map crosses whole
                 target = self.out / m / stem
                 if self.save_npy:
                     atomic.save_npy(target.with_name(target.name + ".npy"), amap)
