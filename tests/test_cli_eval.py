@@ -11,20 +11,14 @@ import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
 from sml.cli.main import main
-from test_pipeline_fixtures import interrupt_forward_after, make_cityscapes, make_model, make_smiyc
+from test_pipeline_fixtures import interrupt_forward_after, make_eval_setup
 
 METHODS = ["sml", "max_logit", "msp", "entropy", "energy"]
 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    base = tmp_path_factory.mktemp("eval")
-    s = {"model": make_model(base), "cs": make_cityscapes(base / "cs", n=4),
-         "smiyc": make_smiyc(base / "smiyc", n=4, unlabelled=1), "base": base}
-    assert main(["stats", "--model", str(s["model"]), "--data", f"cityscapes:{s['cs']}",
-                 "-o", str(base / "stats.json")]) == 0
-    s["stats"] = base / "stats.json"
-    return s
+    return make_eval_setup(tmp_path_factory.mktemp("eval"), n=4, unlabelled=1)
 
 
 def _eval(s: dict[str, Path], out: Path, *extra: str) -> int:

@@ -22,7 +22,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 import sml.utils.device
 from sml.cli.main import main
 from sml.metrics import AnomalyMetrics, FrameLabels
-from test_pipeline_fixtures import make_cityscapes, make_model, make_smiyc
+from test_pipeline_fixtures import make_eval_setup
 
 SIZE = (48, 64)
 
@@ -97,17 +97,11 @@ def test_device_frames_keep_pending_runs_until_compaction(monkeypatch: pytest.Mo
 # ------------------------------------------------------------------ sml eval, end to end
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    base = tmp_path_factory.mktemp("device")
-    s = {"base": base, "card": make_model(base, 0), "cs": make_cityscapes(base / "cs", n=3),
-         "smiyc": make_smiyc(base / "smiyc", n=4, size=SIZE)}
-    assert main(["stats", "--model", str(s["card"]), "--data", f"cityscapes:{s['cs']}",
-                 "-o", str(base / "stats.json")]) == 0
-    s["stats"] = base / "stats.json"
-    return s
+    return make_eval_setup(tmp_path_factory.mktemp("device"), cs_frames=3, n=4, size=SIZE)
 
 
 def _eval(s: dict[str, Path], out: Path, *extra: str) -> int:
-    return main(["eval", "--model", str(s["card"]), "--stats", str(s["stats"]), "--data",
+    return main(["eval", "--model", str(s["model"]), "--stats", str(s["stats"]), "--data",
                  f"smiyc-anomaly:{s['smiyc']}", "--out", str(out), "--method", "sml,max_logit,msp,entropy,energy",
                  *extra])
 

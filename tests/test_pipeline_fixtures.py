@@ -95,6 +95,19 @@ def interrupt_forward_after(monkeypatch: pytest.MonkeyPatch, frames: int) -> Non
     monkeypatch.setattr(common, "forward", dies)
 
 
+def make_eval_setup(base: Path, cs_frames: int = 4, **smiyc: object) -> dict[str, Path]:
+    """What an `sml eval` test runs on: a tiny network (``model``), Cityscapes frames (``cs``) and the network's
+    statistics on them (``stats``, made by `sml stats`), a SMIYC set (``smiyc``, ``make_smiyc``'s keywords)."""
+    from sml.cli.main import main
+
+    s = {"base": base, "model": make_model(base), "cs": make_cityscapes(base / "cs", n=cs_frames),
+         "smiyc": make_smiyc(base / "smiyc", **smiyc)}
+    assert main(["stats", "--model", str(s["model"]), "--data", f"cityscapes:{s['cs']}",
+                 "-o", str(base / "stats.json")]) == 0
+    s["stats"] = base / "stats.json"
+    return s
+
+
 @pytest.fixture
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Paths of a tiny model, a tiny cityscapes train split and a tiny SMIYC set."""
